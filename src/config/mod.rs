@@ -1,0 +1,1 @@
+//! Typed configurations (serde, unknown keys rejected) and presets.

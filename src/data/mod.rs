@@ -1,0 +1,20 @@
+//! The data layer: raw samples → prepared corpus of (concept, task) cells → mixture batches.
+//!
+//! - [`synth`]: the built-in synthetic multimodal corpus (raw JSONL, the default data).
+//! - [`raw`]: the raw JSONL sample format users give to `prepare`.
+//! - [`kmeans`] and [`cluster_metrics`]: concept discovery over CLIP embeddings.
+//! - [`prepare`]: raw samples → `corpus/` (manifest + Megatron `.bin`/`.idx` per cell).
+//! - [`megatron`]: Megatron-LM `MMapIndexedDataset` reader and writer.
+//! - [`corpus`]: the manifest and a memory-mapped view of a prepared corpus.
+//! - [`sampler`]: deterministic mixture batches (i.i.d. counter-based, or Megatron blending).
+//! - [`rng`]: Philox4x32-10 and SplitMix64.
+
+pub mod cluster_metrics;
+pub mod corpus;
+pub mod kmeans;
+pub mod megatron;
+pub mod prepare;
+pub mod raw;
+pub mod rng;
+pub mod sampler;
+pub mod synth;
