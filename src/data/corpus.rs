@@ -1,1 +1,568 @@
-//! (in progress)
+//! The prepared corpus: `manifest.json` and a memory-mapped view of every cell.
+//!
+//! A corpus directory is the contract between `prepare` and everything that trains
+//! (DESIGN.md §2). It holds one Megatron `.bin`/`.idx` pair per (concept, task) cell, a loss
+//! mask beside each (`<prefix>.mask`, one byte per token, 1 = the token is trained on) and the
+//! image features (`<prefix>.img`, little-endian f16, `documents × patches × dim`, row-major),
+//! the same for each held-out benchmark, the k-means centroids (safetensors) and
+//! `manifest.json` describing it all with a SHA-256 of every file.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::megatron::{prefix_paths, DType, IndexedDataset, MegatronError};
+use crate::fsutil::{IoContext, PathIoError};
+
+/// Name of the manifest inside a corpus directory.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// The `format` field of every manifest.
+pub const MANIFEST_FORMAT: &str = "mixatlas-corpus";
+/// Current manifest version; readers reject newer ones.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// What can go wrong opening or verifying a corpus.
+#[derive(Debug, thiserror::Error)]
+pub enum CorpusError {
+    /// I/O on a named file.
+    #[error(transparent)]
+    Io(#[from] PathIoError),
+    /// A cell's Megatron files are invalid.
+    #[error(transparent)]
+    Megatron(#[from] MegatronError),
+    /// `manifest.json` is not valid.
+    #[error("{}: {problem}", path.display())]
+    BadManifest {
+        /// The manifest.
+        path: PathBuf,
+        /// What is wrong and what was expected.
+        problem: String,
+    },
+    /// A side file (mask, image features) does not match its cell.
+    #[error("{}: {problem}", path.display())]
+    BadSideFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and what was expected.
+        problem: String,
+    },
+    /// A file's content does not match the checksum recorded in the manifest.
+    #[error("{}: checksum mismatch: manifest says sha256 {expected}, file has {actual} (corrupt or modified since prepare)", path.display())]
+    Checksum {
+        /// The file.
+        path: PathBuf,
+        /// From the manifest.
+        expected: String,
+        /// Computed now.
+        actual: String,
+    },
+}
+
+/// Token ids with special meaning to the trainer and the sampler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpecialTokens {
+    /// Padding (never trained on).
+    pub pad: u32,
+    /// Beginning of sequence.
+    pub bos: u32,
+    /// End of sequence.
+    pub eos: u32,
+    /// Image placeholder: the projector's outputs replace these positions, one per patch.
+    pub image: u32,
+}
+
+impl Default for SpecialTokens {
+    fn default() -> Self {
+        Self {
+            pad: 0,
+            bos: 1,
+            eos: 2,
+            image: 3,
+        }
+    }
+}
+
+/// Shape and storage of the per-document image features.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSpec {
+    /// Patches per image (rows of the feature matrix).
+    pub patches: usize,
+    /// Feature dimension per patch.
+    pub dim: usize,
+    /// Element type on disk; always `"float16"` (little-endian) in version 1.
+    pub dtype: String,
+}
+
+impl ImageSpec {
+    /// Bytes of one document's features.
+    pub fn bytes_per_doc(&self) -> usize {
+        self.patches * self.dim * 2
+    }
+}
+
+/// One file of a cell with its size and checksum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEntry {
+    /// Path relative to the corpus directory.
+    pub path: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Lower-case hex SHA-256 of the content.
+    pub sha256: String,
+}
+
+/// A dataset stored as Megatron files plus side files: a cell or a benchmark.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetEntry {
+    /// `concept/task` for cells, the benchmark's name for benchmarks.
+    pub name: String,
+    /// Megatron prefix relative to the corpus directory (`cells/c03_ocr`).
+    pub prefix: String,
+    /// Number of documents.
+    pub documents: u64,
+    /// Number of tokens.
+    pub tokens: u64,
+    /// Number of tokens with loss mask 1.
+    pub loss_tokens: u64,
+    /// Every file of this dataset.
+    pub files: Vec<FileEntry>,
+}
+
+/// A (concept, task) cell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CellEntry {
+    /// Index into [`Axes::concepts`].
+    pub concept: usize,
+    /// Index into [`Axes::tasks`].
+    pub task: usize,
+    /// Storage and counts.
+    #[serde(flatten)]
+    pub data: DatasetEntry,
+}
+
+/// The two axes of the mixture space.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Axes {
+    /// Concept labels (k-means clusters), e.g. `c00` … `c09`.
+    pub concepts: Vec<String>,
+    /// Task labels, e.g. `captioning`, `ocr`, `grounding`, `detection`, `vqa`.
+    pub tasks: Vec<String>,
+}
+
+/// How the concept axis was found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusteringInfo {
+    /// Path of the centroids (safetensors, tensor `centroids`, f32 `[k, dim]`).
+    pub centroids: String,
+    /// CLIP embedding dimension.
+    pub embedding_dim: usize,
+    /// `euclidean` or `cosine`.
+    pub metric: String,
+    /// Sum of squared distances of the fitting sample to its centroids.
+    pub inertia: f64,
+    /// Number of documents fitted on.
+    pub fit_sample: u64,
+    /// Documents per cluster over the whole corpus.
+    pub sizes: Vec<u64>,
+    /// Adjusted Rand index against ground-truth concept labels, when the samples had them.
+    pub adjusted_rand_index: Option<f64>,
+    /// Purity against ground-truth concept labels, when the samples had them.
+    pub purity: Option<f64>,
+}
+
+/// `manifest.json`: everything a reader needs to know about a prepared corpus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Always [`MANIFEST_FORMAT`].
+    pub format: String,
+    /// [`MANIFEST_VERSION`] at writing time.
+    pub version: u32,
+    /// Concept and task labels.
+    pub axes: Axes,
+    /// Vocabulary size (all token ids are below it).
+    pub vocab_size: u32,
+    /// Element type of every `.bin`.
+    pub token_dtype: DType,
+    /// Special token ids.
+    pub special_tokens: SpecialTokens,
+    /// Image feature shape, or `None` for text-only corpora.
+    pub image: Option<ImageSpec>,
+    /// Concept clustering details.
+    pub clustering: ClusteringInfo,
+    /// One entry per non-empty cell, concept-major.
+    pub cells: Vec<CellEntry>,
+    /// Held-out evaluation benchmarks.
+    pub benchmarks: Vec<DatasetEntry>,
+    /// Token-id → string table relative to the corpus (`vocab.json`), if known.
+    pub vocab: Option<String>,
+    /// Free-form provenance (source paths, tool version, seed).
+    pub source: BTreeMap<String, String>,
+}
+
+impl Manifest {
+    /// Reads and checks `dir/manifest.json`.
+    pub fn load(dir: &Path) -> Result<Self, CorpusError> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path).at("reading", &path)?;
+        let bad = |problem: String| CorpusError::BadManifest {
+            path: path.clone(),
+            problem,
+        };
+        let m: Manifest =
+            serde_json::from_str(&text).map_err(|e| bad(format!("invalid manifest: {e}")))?;
+        if m.format != MANIFEST_FORMAT {
+            return Err(bad(format!(
+                "format is {:?}, expected {MANIFEST_FORMAT:?}",
+                m.format
+            )));
+        }
+        if m.version > MANIFEST_VERSION {
+            return Err(bad(format!(
+                "version {} is newer than this mixatlas understands ({MANIFEST_VERSION})",
+                m.version
+            )));
+        }
+        for c in &m.cells {
+            if c.concept >= m.axes.concepts.len() || c.task >= m.axes.tasks.len() {
+                return Err(bad(format!(
+                    "cell {:?} points at concept {} / task {} outside the axes",
+                    c.data.name, c.concept, c.task
+                )));
+            }
+            let want = cell_name(&m.axes.concepts[c.concept], &m.axes.tasks[c.task]);
+            if c.data.name != want {
+                return Err(bad(format!(
+                    "cell named {:?} but its indices say {want:?}",
+                    c.data.name
+                )));
+            }
+        }
+        if let Some(img) = &m.image {
+            if img.dtype != "float16" {
+                return Err(bad(format!(
+                    "image dtype {:?} unsupported, expected \"float16\"",
+                    img.dtype
+                )));
+            }
+        }
+        Ok(m)
+    }
+
+    /// Index of the cell named `concept/task`, if present.
+    pub fn cell_index(&self, name: &str) -> Option<usize> {
+        self.cells.iter().position(|c| c.data.name == name)
+    }
+
+    /// Natural proportions: each cell's share of documents.
+    pub fn natural_weights(&self) -> Vec<f64> {
+        let total: u64 = self.cells.iter().map(|c| c.data.documents).sum();
+        self.cells
+            .iter()
+            .map(|c| c.data.documents as f64 / total.max(1) as f64)
+            .collect()
+    }
+}
+
+/// The canonical `concept/task` name of a cell.
+pub fn cell_name(concept: &str, task: &str) -> String {
+    format!("{concept}/{task}")
+}
+
+/// A memory-mapped dataset: Megatron tokens plus optional loss mask and image features.
+#[derive(Debug)]
+pub struct DocumentStore {
+    /// The tokens.
+    pub tokens: IndexedDataset,
+    mask: Option<Mmap>,
+    images: Option<Mmap>,
+    image_bytes_per_doc: usize,
+}
+
+fn side_path(prefix: &Path, ext: &str) -> PathBuf {
+    let mut s = prefix.as_os_str().to_owned();
+    s.push(ext);
+    PathBuf::from(s)
+}
+
+/// `<prefix>.mask`.
+pub fn mask_path(prefix: &Path) -> PathBuf {
+    side_path(prefix, ".mask")
+}
+
+/// `<prefix>.img`.
+pub fn image_path(prefix: &Path) -> PathBuf {
+    side_path(prefix, ".img")
+}
+
+fn map_optional(path: &Path) -> Result<Option<Mmap>, PathIoError> {
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).at("opening", path),
+    };
+    // SAFETY: read-only map of a file MixAtlas never modifies in place (memmap2 maps empty
+    // files as empty slices).
+    Ok(Some(unsafe { Mmap::map(&f) }.at("mapping", path)?))
+}
+
+impl DocumentStore {
+    /// Opens `<prefix>.{bin,idx}` and, if present, `<prefix>.mask` and `<prefix>.img`,
+    /// checking the side files' sizes against the token index.
+    pub fn open(prefix: &Path, image: Option<&ImageSpec>) -> Result<Self, CorpusError> {
+        let tokens = IndexedDataset::open(prefix)?;
+        let mpath = mask_path(prefix);
+        let mask = map_optional(&mpath)?;
+        if let Some(m) = &mask {
+            if m.len() as u64 != tokens.tokens() {
+                return Err(CorpusError::BadSideFile {
+                    path: mpath,
+                    problem: format!(
+                        "loss mask has {} bytes, expected one per token ({})",
+                        m.len(),
+                        tokens.tokens()
+                    ),
+                });
+            }
+        }
+        let ipath = image_path(prefix);
+        let images = match image {
+            Some(spec) => {
+                let m = map_optional(&ipath)?.ok_or_else(|| CorpusError::BadSideFile {
+                    path: ipath.clone(),
+                    problem: "missing image features (the manifest declares an image shape)"
+                        .into(),
+                })?;
+                let want = tokens.documents() as u64 * spec.bytes_per_doc() as u64;
+                if m.len() as u64 != want {
+                    return Err(CorpusError::BadSideFile {
+                        path: ipath,
+                        problem: format!(
+                            "image features are {} bytes, expected {} documents × {} patches × {} dims × 2 bytes = {want}",
+                            m.len(),
+                            tokens.documents(),
+                            spec.patches,
+                            spec.dim
+                        ),
+                    });
+                }
+                Some(m)
+            }
+            None => None,
+        };
+        Ok(Self {
+            tokens,
+            mask,
+            images,
+            image_bytes_per_doc: image.map_or(0, |s| s.bytes_per_doc()),
+        })
+    }
+
+    /// Number of documents.
+    pub fn documents(&self) -> usize {
+        self.tokens.documents()
+    }
+
+    /// Document `d`'s loss mask (one byte per token), or `None` when the dataset has no mask
+    /// (then every token is trained on).
+    pub fn mask(&self, d: usize) -> Option<&[u8]> {
+        let m = self.mask.as_ref()?;
+        let start = self.tokens.document_offset(d) as usize;
+        Some(&m[start..start + self.tokens.document_len(d)])
+    }
+
+    /// Document `d`'s image features as raw little-endian f16 bytes (`patches × dim`).
+    pub fn image_bytes(&self, d: usize) -> Option<&[u8]> {
+        let m = self.images.as_ref()?;
+        let s = d * self.image_bytes_per_doc;
+        Some(&m[s..s + self.image_bytes_per_doc])
+    }
+
+    /// Document `d`'s image features converted to f32.
+    pub fn image_f32(&self, d: usize) -> Option<Vec<f32>> {
+        self.image_bytes(d).map(|b| {
+            b.chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect()
+        })
+    }
+}
+
+/// An opened corpus: its manifest, cells and benchmarks, all memory-mapped.
+#[derive(Debug)]
+pub struct Corpus {
+    /// The corpus directory.
+    pub root: PathBuf,
+    /// The parsed manifest.
+    pub manifest: Manifest,
+    /// One store per manifest cell, in manifest order.
+    pub cells: Vec<DocumentStore>,
+    /// One store per benchmark, in manifest order.
+    pub benchmarks: Vec<DocumentStore>,
+}
+
+impl Corpus {
+    /// Opens `dir`, validating the manifest and every cell's files (sizes, headers; not
+    /// checksums: see [`Corpus::verify`]).
+    pub fn open(dir: &Path) -> Result<Self, CorpusError> {
+        let manifest = Manifest::load(dir)?;
+        let open = |e: &DatasetEntry| -> Result<DocumentStore, CorpusError> {
+            let store = DocumentStore::open(&dir.join(&e.prefix), manifest.image.as_ref())?;
+            if store.documents() as u64 != e.documents || store.tokens.tokens() != e.tokens {
+                return Err(CorpusError::BadManifest {
+                    path: dir.join(MANIFEST_FILE),
+                    problem: format!(
+                        "{:?} lists {} documents / {} tokens but {} has {} / {}",
+                        e.name,
+                        e.documents,
+                        e.tokens,
+                        e.prefix,
+                        store.documents(),
+                        store.tokens.tokens()
+                    ),
+                });
+            }
+            if store.tokens.dtype() != manifest.token_dtype {
+                return Err(CorpusError::BadManifest {
+                    path: dir.join(MANIFEST_FILE),
+                    problem: format!(
+                        "token dtype is {} but {} stores {}",
+                        manifest.token_dtype,
+                        e.prefix,
+                        store.tokens.dtype()
+                    ),
+                });
+            }
+            Ok(store)
+        };
+        let cells = manifest
+            .cells
+            .iter()
+            .map(|c| open(&c.data))
+            .collect::<Result<Vec<_>, _>>()?;
+        let benchmarks = manifest
+            .benchmarks
+            .iter()
+            .map(open)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            root: dir.to_path_buf(),
+            manifest,
+            cells,
+            benchmarks,
+        })
+    }
+
+    /// Recomputes the SHA-256 of every file listed in the manifest (and the centroids) and
+    /// compares; calls `progress(bytes)` as it goes. Returns the number of files checked.
+    pub fn verify(&self, mut progress: impl FnMut(u64)) -> Result<usize, CorpusError> {
+        let mut n = 0;
+        let entries = self
+            .manifest
+            .cells
+            .iter()
+            .map(|c| &c.data)
+            .chain(self.manifest.benchmarks.iter());
+        for e in entries {
+            for f in &e.files {
+                let path = self.root.join(&f.path);
+                let actual = sha256_file(&path, &mut progress)?;
+                if actual != f.sha256 {
+                    return Err(CorpusError::Checksum {
+                        path,
+                        expected: f.sha256.clone(),
+                        actual,
+                    });
+                }
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Total bytes covered by [`Corpus::verify`].
+    pub fn checksummed_bytes(&self) -> u64 {
+        self.manifest
+            .cells
+            .iter()
+            .map(|c| &c.data)
+            .chain(self.manifest.benchmarks.iter())
+            .flat_map(|e| e.files.iter())
+            .map(|f| f.bytes)
+            .sum()
+    }
+}
+
+/// Lower-case hex SHA-256 of a file, streaming; `progress` receives byte counts.
+pub fn sha256_file(path: &Path, mut progress: impl FnMut(u64)) -> Result<String, PathIoError> {
+    let mut f = File::open(path).at("opening", path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).at("reading", path)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        progress(n as u64);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Describes the files of the dataset at `dir/prefix` for the manifest (sizes, checksums).
+pub fn describe_files(dir: &Path, prefix: &str) -> Result<Vec<FileEntry>, PathIoError> {
+    let full = dir.join(prefix);
+    let (bin, idx) = prefix_paths(&full);
+    let mut out = Vec::new();
+    for p in [bin, idx, mask_path(&full), image_path(&full)] {
+        if !p.exists() {
+            continue;
+        }
+        let bytes = std::fs::metadata(&p).at("reading metadata of", &p)?.len();
+        let sha256 = sha256_file(&p, |_| {})?;
+        let rel = p
+            .strip_prefix(dir)
+            .unwrap_or(&p)
+            .to_string_lossy()
+            .into_owned();
+        out.push(FileEntry {
+            path: rel,
+            bytes,
+            sha256,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_known_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("abc");
+        std::fs::write(&p, b"abc").unwrap();
+        assert_eq!(
+            sha256_file(&p, |_| {}).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,1 @@
+//! Sampler integration tests (in progress).
