@@ -1,1 +1,439 @@
-//! (in progress)
+//! The raw sample format `prepare` reads: one JSON object per line (JSONL).
+//!
+//! ```json
+//! {"id": "s1", "task": "ocr", "tokens": [1, 3, 3, 9, 4, 57, 2], "prompt_len": 5,
+//!  "clip": [0.01, -0.2, …], "image": [[…], […]], "concept": "documents"}
+//! ```
+//!
+//! | field | required | meaning |
+//! | --- | --- | --- |
+//! | `tokens` | yes | token ids (non-negative integers below the vocabulary size) |
+//! | `task` | yes | task label (`captioning`, `ocr`, `grounding`, `detection`, `vqa` or any other) |
+//! | `clip` | yes | pooled image embedding; every sample must have the same length |
+//! | `prompt_len` *or* `loss_mask` | one of them | loss on `tokens[prompt_len..]`, or a 0/1 mask per token |
+//! | `image` | if any sample has it | image patch features, `patches × dim`, the same shape for all |
+//! | `concept` | no | ground-truth concept (string or integer), used only to score the clustering |
+//! | `id` | no | shown in error messages |
+//!
+//! Other fields are ignored, so users can keep their own metadata in the file. Errors name the
+//! file, the line and the field; `OnError::Skip` skips bad lines and counts them instead.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil::{IoContext, PathIoError};
+
+/// What to do with a malformed line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Stop at the first bad line with an error naming it.
+    #[default]
+    Fail,
+    /// Skip bad lines, count them and report the first few.
+    Skip,
+}
+
+/// A problem with the raw input.
+#[derive(Debug, thiserror::Error)]
+pub enum RawError {
+    /// I/O on a named file.
+    #[error(transparent)]
+    Io(#[from] PathIoError),
+    /// A line is not a valid sample.
+    #[error("{}:{line}: {problem}", path.display())]
+    Line {
+        /// The JSONL file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: u64,
+        /// What is wrong and what was expected.
+        problem: String,
+    },
+    /// No input files were found.
+    #[error("{}: no .jsonl files found (expected a .jsonl file or a directory of them)", path.display())]
+    NoInput {
+        /// The path given.
+        path: PathBuf,
+    },
+}
+
+/// The ground-truth concept of a sample, as a name or a number.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ConceptLabel {
+    /// A numeric label.
+    Id(u64),
+    /// A named label.
+    Name(String),
+}
+
+#[derive(Deserialize)]
+struct Wire {
+    #[serde(default)]
+    id: Option<serde_json::Value>,
+    task: Option<String>,
+    tokens: Option<Vec<i64>>,
+    #[serde(default)]
+    prompt_len: Option<i64>,
+    #[serde(default)]
+    loss_mask: Option<Vec<i64>>,
+    clip: Option<Vec<f32>>,
+    #[serde(default)]
+    image: Option<Vec<Vec<f32>>>,
+    #[serde(default)]
+    concept: Option<ConceptLabel>,
+}
+
+/// A validated raw sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawSample {
+    /// Task label.
+    pub task: String,
+    /// Token ids.
+    pub tokens: Vec<u32>,
+    /// One byte per token, 1 where the loss applies.
+    pub loss_mask: Vec<u8>,
+    /// Pooled embedding.
+    pub clip: Vec<f32>,
+    /// Image features, flattened `patches × dim`, with the shape.
+    pub image: Option<(Vec<f32>, usize, usize)>,
+    /// Ground-truth concept, if given.
+    pub concept: Option<ConceptLabel>,
+}
+
+/// Parses and validates one line (without cross-line shape checks).
+pub fn parse_line(text: &str) -> Result<RawSample, String> {
+    let w: Wire = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    let id = w
+        .id
+        .as_ref()
+        .map(|v| format!(" (id {v})"))
+        .unwrap_or_default();
+    let missing = |f: &str| format!("missing field `{f}`{id}");
+    let task = w.task.ok_or_else(|| missing("task"))?;
+    if task.is_empty() || task.contains('/') {
+        return Err(format!(
+            "field `task` is {task:?}{id}; expected a non-empty label without '/'"
+        ));
+    }
+    let raw_tokens = w.tokens.ok_or_else(|| missing("tokens"))?;
+    if raw_tokens.is_empty() {
+        return Err(format!("field `tokens` is empty{id}; expected at least one token"));
+    }
+    let mut tokens = Vec::with_capacity(raw_tokens.len());
+    for (i, &t) in raw_tokens.iter().enumerate() {
+        let t = u32::try_from(t).map_err(|_| {
+            format!("field `tokens`[{i}] is {t}{id}; expected a token id in 0..2^32")
+        })?;
+        tokens.push(t);
+    }
+    let loss_mask = match (w.prompt_len, w.loss_mask) {
+        (Some(_), Some(_)) => {
+            return Err(format!(
+                "both `prompt_len` and `loss_mask` given{id}; expected exactly one"
+            ))
+        }
+        (None, None) => {
+            return Err(format!(
+                "missing field `prompt_len` or `loss_mask`{id} (which tokens are trained on)"
+            ))
+        }
+        (Some(p), None) => {
+            if p < 0 || p as usize >= tokens.len() {
+                return Err(format!(
+                    "field `prompt_len` is {p}{id}; expected 0..{} (less than the {} tokens)",
+                    tokens.len(),
+                    tokens.len()
+                ));
+            }
+            let mut m = vec![0u8; tokens.len()];
+            m[p as usize..].fill(1);
+            m
+        }
+        (None, Some(m)) => {
+            if m.len() != tokens.len() {
+                return Err(format!(
+                    "field `loss_mask` has {} entries but `tokens` has {}{id}; expected one per token",
+                    m.len(),
+                    tokens.len()
+                ));
+            }
+            let mut out = Vec::with_capacity(m.len());
+            for (i, v) in m.into_iter().enumerate() {
+                match v {
+                    0 | 1 => out.push(v as u8),
+                    _ => return Err(format!("field `loss_mask`[{i}] is {v}{id}; expected 0 or 1")),
+                }
+            }
+            out
+        }
+    };
+    let clip = w.clip.ok_or_else(|| missing("clip"))?;
+    if clip.is_empty() {
+        return Err(format!("field `clip` is empty{id}; expected the image embedding"));
+    }
+    if let Some(i) = clip.iter().position(|x| !x.is_finite()) {
+        return Err(format!("field `clip`[{i}] is not finite{id}"));
+    }
+    let image = match w.image {
+        None => None,
+        Some(rows) => {
+            let p = rows.len();
+            let d = rows.first().map_or(0, |r| r.len());
+            if p == 0 || d == 0 {
+                return Err(format!("field `image` is empty{id}; expected patches × dim numbers"));
+            }
+            let mut flat = Vec::with_capacity(p * d);
+            for (i, r) in rows.iter().enumerate() {
+                if r.len() != d {
+                    return Err(format!(
+                        "field `image` row {i} has {} values, row 0 has {d}{id}; expected a rectangular patches × dim array",
+                        r.len()
+                    ));
+                }
+                if let Some(j) = r.iter().position(|x| !x.is_finite()) {
+                    return Err(format!("field `image`[{i}][{j}] is not finite{id}"));
+                }
+                flat.extend_from_slice(r);
+            }
+            Some((flat, p, d))
+        }
+    };
+    Ok(RawSample {
+        task,
+        tokens,
+        loss_mask,
+        clip,
+        image,
+        concept: w.concept,
+    })
+}
+
+/// The `.jsonl` files under `path` (the file itself, or the directory's top-level `*.jsonl`
+/// files in name order).
+pub fn input_files(path: &Path) -> Result<Vec<PathBuf>, RawError> {
+    let meta = std::fs::metadata(path).at("reading", path)?;
+    let files = if meta.is_dir() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(path)
+            .at("listing", path)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "jsonl"))
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![path.to_path_buf()]
+    };
+    if files.is_empty() {
+        return Err(RawError::NoInput {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(files)
+}
+
+/// Shapes every sample must share, fixed by the first valid sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shapes {
+    /// Embedding length.
+    pub clip_dim: usize,
+    /// `(patches, dim)` of the image features, if samples have them.
+    pub image: Option<(usize, usize)>,
+}
+
+/// Counts of what a [`read_samples`] pass saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadStats {
+    /// Lines that became samples.
+    pub samples: u64,
+    /// Lines skipped as malformed (with `OnError::Skip`).
+    pub skipped: u64,
+    /// Blank lines ignored.
+    pub blank: u64,
+    /// The first few skipped-line messages.
+    pub first_errors: Vec<String>,
+    /// Bytes read.
+    pub bytes: u64,
+}
+
+/// Streams every sample of `files` in order, parsing batches of lines in parallel, and calls
+/// `sink` for each valid sample. `shapes` is fixed by the first valid sample if `None`, and
+/// every later sample must match it. `progress` receives bytes read.
+pub fn read_samples(
+    files: &[PathBuf],
+    on_error: OnError,
+    shapes: &mut Option<Shapes>,
+    mut sink: impl FnMut(RawSample) -> Result<(), RawError>,
+    progress: &dyn Fn(u64),
+) -> Result<ReadStats, RawError> {
+    const BATCH: usize = 4096;
+    let mut stats = ReadStats::default();
+    for path in files {
+        let f = File::open(path).at("opening", path)?;
+        let mut reader = BufReader::with_capacity(1 << 22, f);
+        let mut line_no: u64 = 0;
+        loop {
+            let mut lines: Vec<(u64, String)> = Vec::with_capacity(BATCH);
+            while lines.len() < BATCH {
+                let mut s = String::new();
+                let n = match reader.read_line(&mut s) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                        line_no += 1;
+                        let problem = "line is not valid UTF-8".to_string();
+                        if on_error == OnError::Fail {
+                            return Err(RawError::Line { path: path.clone(), line: line_no, problem });
+                        }
+                        note_skip(&mut stats, path, line_no, &problem);
+                        // Skip the rest of the offending line.
+                        let mut junk = Vec::new();
+                        reader.read_until(b'\n', &mut junk).at("reading", path)?;
+                        continue;
+                    }
+                    Err(e) => return Err(e).at("reading", path)?,
+                };
+                if n == 0 {
+                    break;
+                }
+                stats.bytes += n as u64;
+                line_no += 1;
+                if s.trim().is_empty() {
+                    stats.blank += 1;
+                    continue;
+                }
+                lines.push((line_no, s));
+            }
+            if lines.is_empty() {
+                break;
+            }
+            let parsed: Vec<(u64, Result<RawSample, String>)> = lines
+                .par_iter()
+                .map(|(n, s)| (*n, parse_line(s)))
+                .collect();
+            for (line, r) in parsed {
+                let checked = r.and_then(|s| check_shapes(s, shapes));
+                match checked {
+                    Ok(s) => {
+                        stats.samples += 1;
+                        sink(s)?;
+                    }
+                    Err(problem) => {
+                        if on_error == OnError::Fail {
+                            return Err(RawError::Line {
+                                path: path.clone(),
+                                line,
+                                problem,
+                            });
+                        }
+                        note_skip(&mut stats, path, line, &problem);
+                    }
+                }
+            }
+            progress(stats.bytes);
+        }
+    }
+    Ok(stats)
+}
+
+fn note_skip(stats: &mut ReadStats, path: &Path, line: u64, problem: &str) {
+    stats.skipped += 1;
+    if stats.first_errors.len() < 5 {
+        stats
+            .first_errors
+            .push(format!("{}:{line}: {problem}", path.display()));
+    }
+}
+
+fn check_shapes(s: RawSample, shapes: &mut Option<Shapes>) -> Result<RawSample, String> {
+    let here = Shapes {
+        clip_dim: s.clip.len(),
+        image: s.image.as_ref().map(|(_, p, d)| (*p, *d)),
+    };
+    match shapes {
+        None => {
+            *shapes = Some(here);
+            Ok(s)
+        }
+        Some(want) => {
+            if here.clip_dim != want.clip_dim {
+                return Err(format!(
+                    "field `clip` has {} values; expected {} like the first sample",
+                    here.clip_dim, want.clip_dim
+                ));
+            }
+            if here.image != want.image {
+                let show = |x: Option<(usize, usize)>| {
+                    x.map_or("no image".to_string(), |(p, d)| format!("{p} × {d}"))
+                };
+                return Err(format!(
+                    "field `image` is {}; expected {} like the first sample",
+                    show(here.image),
+                    show(want.image)
+                ));
+            }
+            Ok(s)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_prompt_len_and_mask() {
+        let s = parse_line(r#"{"task":"ocr","tokens":[1,2,3,4],"prompt_len":2,"clip":[0.5,1],"extra":7}"#).unwrap();
+        assert_eq!(s.loss_mask, vec![0, 0, 1, 1]);
+        assert_eq!(s.image, None);
+        let s = parse_line(r#"{"task":"vqa","tokens":[1,2],"loss_mask":[1,0],"clip":[1],"image":[[1,2],[3,4]],"concept":3}"#).unwrap();
+        assert_eq!(s.loss_mask, vec![1, 0]);
+        assert_eq!(s.image, Some((vec![1.0, 2.0, 3.0, 4.0], 2, 2)));
+        assert_eq!(s.concept, Some(ConceptLabel::Id(3)));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (r#"{"tokens":[1],"prompt_len":0,"clip":[1]}"#, "missing field `task`"),
+            (r#"{"task":"a","prompt_len":0,"clip":[1]}"#, "missing field `tokens`"),
+            (r#"{"task":"a","tokens":[1,2],"clip":[1]}"#, "`prompt_len` or `loss_mask`"),
+            (r#"{"task":"a","tokens":[1,2],"prompt_len":2,"clip":[1]}"#, "`prompt_len` is 2"),
+            (r#"{"task":"a","tokens":[1,-2],"prompt_len":0,"clip":[1]}"#, "`tokens`[1] is -2"),
+            (r#"{"task":"a","tokens":[1,2],"loss_mask":[1],"clip":[1]}"#, "`loss_mask` has 1"),
+            (r#"{"task":"a","tokens":[1,2],"loss_mask":[1,2],"clip":[1]}"#, "`loss_mask`[1] is 2"),
+            (r#"{"task":"a","tokens":[1],"prompt_len":0,"clip":[1],"image":[[1,2],[3]]}"#, "row 1 has 1"),
+            (r#"{"task":"a","tokens":[1],"prompt_len":0}"#, "missing field `clip`"),
+            (r#"{"task":"a/b","tokens":[1],"prompt_len":0,"clip":[1]}"#, "without '/'"),
+            (r#"{"task":"a","tokens":[1],"#, "invalid JSON"),
+        ];
+        for (line, want) in cases {
+            let e = parse_line(line).unwrap_err();
+            assert!(e.contains(want), "{line}: {e:?} lacks {want:?}");
+        }
+    }
+
+    #[test]
+    fn read_reports_line_numbers_and_skips() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.jsonl");
+        let good = r#"{"task":"a","tokens":[1,2],"prompt_len":1,"clip":[1,0]}"#;
+        let wrong_dim = r#"{"task":"a","tokens":[1,2],"prompt_len":1,"clip":[1,0,0]}"#;
+        std::fs::write(&p, format!("{good}\n\n{wrong_dim}\nnot json\n{good}\n")).unwrap();
+        let files = input_files(dir.path()).unwrap();
+        let mut shapes = None;
+        let err = read_samples(&files, OnError::Fail, &mut shapes, |_| Ok(()), &|_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a.jsonl:3:") && err.contains("expected 2"), "{err}");
+        let mut shapes = None;
+        let mut n = 0;
+        let stats = read_samples(&files, OnError::Skip, &mut shapes, |_| { n += 1; Ok(()) }, &|_| {}).unwrap();
+        assert_eq!((stats.samples, stats.skipped, stats.blank, n), (2, 2, 1, 2));
+        assert!(stats.first_errors[1].contains("a.jsonl:4:"));
+    }
+}
