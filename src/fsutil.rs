@@ -173,10 +173,14 @@ fn sync_dir_tree(dir: &Path) -> Result<(), PathIoError> {
         if ft.is_dir() {
             sync_dir_tree(&p)?;
         } else if ft.is_file() {
-            File::open(&p).and_then(|f| f.sync_all()).at("syncing", &p)?;
+            File::open(&p)
+                .and_then(|f| f.sync_all())
+                .at("syncing", &p)?;
         }
     }
-    File::open(dir).and_then(|d| d.sync_all()).at("syncing directory", dir)
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .at("syncing directory", dir)
 }
 
 #[cfg(test)]

@@ -1,3 +1,4 @@
 //! Integration tests, built as one binary (see STYLE.md).
 
+mod megatron_compat;
 mod sampler;

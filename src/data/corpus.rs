@@ -342,8 +342,7 @@ impl DocumentStore {
             Some(spec) => {
                 let m = map_optional(&ipath)?.ok_or_else(|| CorpusError::BadSideFile {
                     path: ipath.clone(),
-                    problem: "missing image features (the manifest declares an image shape)"
-                        .into(),
+                    problem: "missing image features (the manifest declares an image shape)".into(),
                 })?;
                 let want = tokens.documents() as u64 * spec.bytes_per_doc() as u64;
                 if m.len() as u64 != want {

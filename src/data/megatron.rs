@@ -242,14 +242,17 @@ pub struct WrittenDataset {
 
 /// Streams documents into a new `.bin` and writes the `.idx` on [`finish`](Self::finish).
 ///
-/// Only the per-document lengths (4 bytes each) are kept in memory; tokens go straight to a
-/// buffered file.
+/// Memory stays constant however many documents are written: tokens go straight to a
+/// buffered `.bin` and the per-document lengths to a temporary `<prefix>.idx.lengths` file
+/// that [`finish`](Self::finish) streams into the index and removes.
 pub struct DatasetWriter {
     bin_path: PathBuf,
     idx_path: PathBuf,
+    lengths_path: PathBuf,
     dtype: DType,
     bin: BufWriter<File>,
-    lengths: Vec<i32>,
+    lengths: BufWriter<File>,
+    documents: u64,
     tokens: u64,
     scratch: Vec<u8>,
 }
@@ -259,12 +262,18 @@ impl DatasetWriter {
     pub fn create(prefix: &Path, dtype: DType) -> Result<Self, MegatronError> {
         let (bin_path, idx_path) = prefix_paths(prefix);
         let bin = File::create(&bin_path).at("creating", &bin_path)?;
+        let mut lengths_path = idx_path.clone().into_os_string();
+        lengths_path.push(".lengths");
+        let lengths_path = PathBuf::from(lengths_path);
+        let lengths = File::create(&lengths_path).at("creating", &lengths_path)?;
         Ok(Self {
-            bin: BufWriter::with_capacity(1 << 20, bin),
+            bin: BufWriter::with_capacity(256 << 10, bin),
+            lengths: BufWriter::with_capacity(64 << 10, lengths),
             bin_path,
             idx_path,
+            lengths_path,
             dtype,
-            lengths: Vec::new(),
+            documents: 0,
             tokens: 0,
             scratch: Vec::new(),
         })
@@ -277,7 +286,12 @@ impl DatasetWriter {
 
     /// Documents written so far.
     pub fn documents(&self) -> u64 {
-        self.lengths.len() as u64
+        self.documents
+    }
+
+    /// Tokens written so far.
+    pub fn tokens(&self) -> u64 {
+        self.tokens
     }
 
     /// Appends one document (a single sequence) of token ids.
@@ -301,7 +315,10 @@ impl DatasetWriter {
         self.bin
             .write_all(&self.scratch)
             .at("writing", &self.bin_path)?;
-        self.lengths.push(len);
+        self.lengths
+            .write_all(&len.to_le_bytes())
+            .at("writing", &self.lengths_path)?;
+        self.documents += 1;
         self.tokens += tokens.len() as u64;
         Ok(())
     }
@@ -311,9 +328,11 @@ impl DatasetWriter {
         let DatasetWriter {
             bin_path,
             idx_path,
+            lengths_path,
             dtype,
             bin,
             lengths,
+            documents,
             tokens,
             ..
         } = self;
@@ -322,19 +341,49 @@ impl DatasetWriter {
             .map_err(|e| e.into_error())
             .at("flushing", &bin_path)?;
         f.sync_all().at("syncing", &bin_path)?;
-        write_index(&idx_path, dtype, &lengths)?;
-        Ok(WrittenDataset {
-            documents: lengths.len() as u64,
-            tokens,
-        })
+        lengths
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .at("flushing", &lengths_path)?;
+        let read_lengths = || -> Result<_, PathIoError> {
+            let f = File::open(&lengths_path).at("opening", &lengths_path)?;
+            let mut r = std::io::BufReader::with_capacity(64 << 10, f);
+            let path = lengths_path.clone();
+            Ok(std::iter::from_fn(move || {
+                let mut b = [0u8; 4];
+                match std::io::Read::read_exact(&mut r, &mut b) {
+                    Ok(()) => Some(Ok(i32::from_le_bytes(b))),
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => None,
+                    Err(e) => Some(Err(e).at("reading", &path)),
+                }
+            }))
+        };
+        write_index_streamed(&idx_path, dtype, documents, read_lengths)?;
+        std::fs::remove_file(&lengths_path).at("removing", &lengths_path)?;
+        Ok(WrittenDataset { documents, tokens })
     }
 }
 
 /// Writes a `.idx` for one-sequence-per-document data with the given element lengths.
 pub fn write_index(idx_path: &Path, dtype: DType, lengths: &[i32]) -> Result<(), MegatronError> {
+    write_index_streamed(idx_path, dtype, lengths.len() as u64, || {
+        Ok(lengths.iter().map(|&l| Ok(l)))
+    })
+}
+
+/// Writes a `.idx` from `n` lengths produced (twice: once for the lengths, once for the
+/// pointers) by `lengths`, so the lengths need not fit in memory.
+fn write_index_streamed<I>(
+    idx_path: &Path,
+    dtype: DType,
+    n: u64,
+    lengths: impl Fn() -> Result<I, PathIoError>,
+) -> Result<(), MegatronError>
+where
+    I: Iterator<Item = Result<i32, PathIoError>>,
+{
     let f = File::create(idx_path).at("creating", idx_path)?;
     let mut w = BufWriter::with_capacity(1 << 20, f);
-    let n = lengths.len() as u64;
     let mut head = Vec::with_capacity(HEADER_LEN);
     head.extend_from_slice(INDEX_MAGIC);
     head.extend_from_slice(&INDEX_VERSION.to_le_bytes());
@@ -342,13 +391,13 @@ pub fn write_index(idx_path: &Path, dtype: DType, lengths: &[i32]) -> Result<(),
     head.extend_from_slice(&n.to_le_bytes());
     head.extend_from_slice(&(n + 1).to_le_bytes());
     w.write_all(&head).at("writing", idx_path)?;
-    for &l in lengths {
-        w.write_all(&l.to_le_bytes()).at("writing", idx_path)?;
+    for l in lengths()? {
+        w.write_all(&l?.to_le_bytes()).at("writing", idx_path)?;
     }
     let mut ptr: i64 = 0;
-    for &l in lengths {
+    for l in lengths()? {
         w.write_all(&ptr.to_le_bytes()).at("writing", idx_path)?;
-        ptr += l as i64 * dtype.size() as i64;
+        ptr += l? as i64 * dtype.size() as i64;
     }
     for d in 0..=n {
         w.write_all(&(d as i64).to_le_bytes())
@@ -421,9 +470,8 @@ impl IndexedDataset {
             .ok_or_else(|| bad(format!("unknown dtype code {code}, expected 1..=8")))?;
         let sequences = u64::from_le_bytes(idx[18..26].try_into().unwrap());
         let doc_index_len = u64::from_le_bytes(idx[26..34].try_into().unwrap());
-        let expected = (HEADER_LEN as u128)
-            + sequences as u128 * (4 + 8)
-            + doc_index_len as u128 * 8;
+        let expected =
+            (HEADER_LEN as u128) + sequences as u128 * (4 + 8) + doc_index_len as u128 * 8;
         let actual = idx.len() as u128;
         // Megatron-core appends S int8 sequence modes for multimodal datasets.
         if actual != expected && actual != expected + sequences as u128 {
@@ -737,15 +785,27 @@ mod tests {
         let good_idx = std::fs::read(&idx).unwrap();
         let good_bin = std::fs::read(&bin).unwrap();
         let cases: Vec<(Vec<u8>, Vec<u8>, &str)> = vec![
-            (good_idx[..20].to_vec(), good_bin.clone(), "truncated header"),
-            (good_idx[..good_idx.len() - 3].to_vec(), good_bin.clone(), "truncated or corrupt"),
+            (
+                good_idx[..20].to_vec(),
+                good_bin.clone(),
+                "truncated header",
+            ),
+            (
+                good_idx[..good_idx.len() - 3].to_vec(),
+                good_bin.clone(),
+                "truncated or corrupt",
+            ),
             (
                 [b"NOTANIDX\x00".as_slice(), &good_idx[9..]].concat(),
                 good_bin.clone(),
                 "bad magic",
             ),
             (good_idx.clone(), good_bin[..8].to_vec(), "truncated .bin"),
-            (good_idx.clone(), [good_bin.as_slice(), &[0, 0, 0, 0]].concat(), "trailing data"),
+            (
+                good_idx.clone(),
+                [good_bin.as_slice(), &[0, 0, 0, 0]].concat(),
+                "trailing data",
+            ),
             (
                 {
                     let mut v = good_idx.clone();

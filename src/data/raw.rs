@@ -109,11 +109,10 @@ pub struct RawSample {
 /// Parses and validates one line (without cross-line shape checks).
 pub fn parse_line(text: &str) -> Result<RawSample, String> {
     let w: Wire = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
-    let id = w
-        .id
-        .as_ref()
-        .map(|v| format!(" (id {v})"))
-        .unwrap_or_default();
+    let id =
+        w.id.as_ref()
+            .map(|v| format!(" (id {v})"))
+            .unwrap_or_default();
     let missing = |f: &str| format!("missing field `{f}`{id}");
     let task = w.task.ok_or_else(|| missing("task"))?;
     if task.is_empty() || task.contains('/') {
@@ -123,7 +122,9 @@ pub fn parse_line(text: &str) -> Result<RawSample, String> {
     }
     let raw_tokens = w.tokens.ok_or_else(|| missing("tokens"))?;
     if raw_tokens.is_empty() {
-        return Err(format!("field `tokens` is empty{id}; expected at least one token"));
+        return Err(format!(
+            "field `tokens` is empty{id}; expected at least one token"
+        ));
     }
     let mut tokens = Vec::with_capacity(raw_tokens.len());
     for (i, &t) in raw_tokens.iter().enumerate() {
@@ -167,7 +168,11 @@ pub fn parse_line(text: &str) -> Result<RawSample, String> {
             for (i, v) in m.into_iter().enumerate() {
                 match v {
                     0 | 1 => out.push(v as u8),
-                    _ => return Err(format!("field `loss_mask`[{i}] is {v}{id}; expected 0 or 1")),
+                    _ => {
+                        return Err(format!(
+                            "field `loss_mask`[{i}] is {v}{id}; expected 0 or 1"
+                        ))
+                    }
                 }
             }
             out
@@ -175,7 +180,9 @@ pub fn parse_line(text: &str) -> Result<RawSample, String> {
     };
     let clip = w.clip.ok_or_else(|| missing("clip"))?;
     if clip.is_empty() {
-        return Err(format!("field `clip` is empty{id}; expected the image embedding"));
+        return Err(format!(
+            "field `clip` is empty{id}; expected the image embedding"
+        ));
     }
     if let Some(i) = clip.iter().position(|x| !x.is_finite()) {
         return Err(format!("field `clip`[{i}] is not finite{id}"));
@@ -186,7 +193,9 @@ pub fn parse_line(text: &str) -> Result<RawSample, String> {
             let p = rows.len();
             let d = rows.first().map_or(0, |r| r.len());
             if p == 0 || d == 0 {
-                return Err(format!("field `image` is empty{id}; expected patches × dim numbers"));
+                return Err(format!(
+                    "field `image` is empty{id}; expected patches × dim numbers"
+                ));
             }
             let mut flat = Vec::with_capacity(p * d);
             for (i, r) in rows.iter().enumerate() {
@@ -287,7 +296,11 @@ pub fn read_samples(
                         line_no += 1;
                         let problem = "line is not valid UTF-8".to_string();
                         if on_error == OnError::Fail {
-                            return Err(RawError::Line { path: path.clone(), line: line_no, problem });
+                            return Err(RawError::Line {
+                                path: path.clone(),
+                                line: line_no,
+                                problem,
+                            });
                         }
                         note_skip(&mut stats, path, line_no, &problem);
                         // Skip the rest of the offending line.
@@ -311,10 +324,8 @@ pub fn read_samples(
             if lines.is_empty() {
                 break;
             }
-            let parsed: Vec<(u64, Result<RawSample, String>)> = lines
-                .par_iter()
-                .map(|(n, s)| (*n, parse_line(s)))
-                .collect();
+            let parsed: Vec<(u64, Result<RawSample, String>)> =
+                lines.par_iter().map(|(n, s)| (*n, parse_line(s))).collect();
             for (line, r) in parsed {
                 let checked = r.and_then(|s| check_shapes(s, shapes));
                 match checked {
@@ -387,7 +398,10 @@ mod tests {
 
     #[test]
     fn parses_prompt_len_and_mask() {
-        let s = parse_line(r#"{"task":"ocr","tokens":[1,2,3,4],"prompt_len":2,"clip":[0.5,1],"extra":7}"#).unwrap();
+        let s = parse_line(
+            r#"{"task":"ocr","tokens":[1,2,3,4],"prompt_len":2,"clip":[0.5,1],"extra":7}"#,
+        )
+        .unwrap();
         assert_eq!(s.loss_mask, vec![0, 0, 1, 1]);
         assert_eq!(s.image, None);
         let s = parse_line(r#"{"task":"vqa","tokens":[1,2],"loss_mask":[1,0],"clip":[1],"image":[[1,2],[3,4]],"concept":3}"#).unwrap();
@@ -399,16 +413,46 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let cases = [
-            (r#"{"tokens":[1],"prompt_len":0,"clip":[1]}"#, "missing field `task`"),
-            (r#"{"task":"a","prompt_len":0,"clip":[1]}"#, "missing field `tokens`"),
-            (r#"{"task":"a","tokens":[1,2],"clip":[1]}"#, "`prompt_len` or `loss_mask`"),
-            (r#"{"task":"a","tokens":[1,2],"prompt_len":2,"clip":[1]}"#, "`prompt_len` is 2"),
-            (r#"{"task":"a","tokens":[1,-2],"prompt_len":0,"clip":[1]}"#, "`tokens`[1] is -2"),
-            (r#"{"task":"a","tokens":[1,2],"loss_mask":[1],"clip":[1]}"#, "`loss_mask` has 1"),
-            (r#"{"task":"a","tokens":[1,2],"loss_mask":[1,2],"clip":[1]}"#, "`loss_mask`[1] is 2"),
-            (r#"{"task":"a","tokens":[1],"prompt_len":0,"clip":[1],"image":[[1,2],[3]]}"#, "row 1 has 1"),
-            (r#"{"task":"a","tokens":[1],"prompt_len":0}"#, "missing field `clip`"),
-            (r#"{"task":"a/b","tokens":[1],"prompt_len":0,"clip":[1]}"#, "without '/'"),
+            (
+                r#"{"tokens":[1],"prompt_len":0,"clip":[1]}"#,
+                "missing field `task`",
+            ),
+            (
+                r#"{"task":"a","prompt_len":0,"clip":[1]}"#,
+                "missing field `tokens`",
+            ),
+            (
+                r#"{"task":"a","tokens":[1,2],"clip":[1]}"#,
+                "`prompt_len` or `loss_mask`",
+            ),
+            (
+                r#"{"task":"a","tokens":[1,2],"prompt_len":2,"clip":[1]}"#,
+                "`prompt_len` is 2",
+            ),
+            (
+                r#"{"task":"a","tokens":[1,-2],"prompt_len":0,"clip":[1]}"#,
+                "`tokens`[1] is -2",
+            ),
+            (
+                r#"{"task":"a","tokens":[1,2],"loss_mask":[1],"clip":[1]}"#,
+                "`loss_mask` has 1",
+            ),
+            (
+                r#"{"task":"a","tokens":[1,2],"loss_mask":[1,2],"clip":[1]}"#,
+                "`loss_mask`[1] is 2",
+            ),
+            (
+                r#"{"task":"a","tokens":[1],"prompt_len":0,"clip":[1],"image":[[1,2],[3]]}"#,
+                "row 1 has 1",
+            ),
+            (
+                r#"{"task":"a","tokens":[1],"prompt_len":0}"#,
+                "missing field `clip`",
+            ),
+            (
+                r#"{"task":"a/b","tokens":[1],"prompt_len":0,"clip":[1]}"#,
+                "without '/'",
+            ),
             (r#"{"task":"a","tokens":[1],"#, "invalid JSON"),
         ];
         for (line, want) in cases {
@@ -429,10 +473,23 @@ mod tests {
         let err = read_samples(&files, OnError::Fail, &mut shapes, |_| Ok(()), &|_| {})
             .unwrap_err()
             .to_string();
-        assert!(err.contains("a.jsonl:3:") && err.contains("expected 2"), "{err}");
+        assert!(
+            err.contains("a.jsonl:3:") && err.contains("expected 2"),
+            "{err}"
+        );
         let mut shapes = None;
         let mut n = 0;
-        let stats = read_samples(&files, OnError::Skip, &mut shapes, |_| { n += 1; Ok(()) }, &|_| {}).unwrap();
+        let stats = read_samples(
+            &files,
+            OnError::Skip,
+            &mut shapes,
+            |_| {
+                n += 1;
+                Ok(())
+            },
+            &|_| {},
+        )
+        .unwrap();
         assert_eq!((stats.samples, stats.skipped, stats.blank, n), (2, 2, 1, 2));
         assert!(stats.first_errors[1].contains("a.jsonl:4:"));
     }
