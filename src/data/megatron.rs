@@ -41,23 +41,30 @@ pub const HEADER_LEN: usize = 9 + 8 + 1 + 8 + 8;
 
 /// Element types of a `.bin` file and their Megatron dtype codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
 pub enum DType {
     /// code 1
+    #[serde(rename = "uint8")]
     U8,
     /// code 2
+    #[serde(rename = "int8")]
     I8,
     /// code 3
+    #[serde(rename = "int16")]
     I16,
     /// code 4
+    #[serde(rename = "int32")]
     I32,
     /// code 5
+    #[serde(rename = "int64")]
     I64,
     /// code 6
+    #[serde(rename = "float64")]
     F64,
     /// code 7
+    #[serde(rename = "float32")]
     F32,
     /// code 8
+    #[serde(rename = "uint16")]
     U16,
 }
 
