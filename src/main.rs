@@ -1,6 +1,7 @@
 //! The `mixatlas` binary: parse the command line, run one subcommand, report errors.
 
 mod cli;
+mod demo;
 
 use std::process::ExitCode;
 

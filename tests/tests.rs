@@ -1,4 +1,5 @@
 //! Integration tests, built as one binary (see STYLE.md).
 
 mod megatron_compat;
+mod cli;
 mod sampler;

@@ -273,17 +273,17 @@ pub struct ReadStats {
 /// Streams every sample of `files` in order, parsing batches of lines in parallel, and calls
 /// `sink` for each valid sample. `shapes` is fixed by the first valid sample if `None`, and
 /// every later sample must match it. `progress` receives bytes read.
-pub fn read_samples(
+pub fn read_samples<E: From<RawError>>(
     files: &[PathBuf],
     on_error: OnError,
     shapes: &mut Option<Shapes>,
-    mut sink: impl FnMut(RawSample) -> Result<(), RawError>,
+    mut sink: impl FnMut(RawSample) -> Result<(), E>,
     progress: &dyn Fn(u64),
-) -> Result<ReadStats, RawError> {
+) -> Result<ReadStats, E> {
     const BATCH: usize = 4096;
     let mut stats = ReadStats::default();
     for path in files {
-        let f = File::open(path).at("opening", path)?;
+        let f = File::open(path).at("opening", path).map_err(RawError::from)?;
         let mut reader = BufReader::with_capacity(1 << 22, f);
         let mut line_no: u64 = 0;
         loop {
@@ -300,15 +300,24 @@ pub fn read_samples(
                                 path: path.clone(),
                                 line: line_no,
                                 problem,
-                            });
+                            }
+                            .into());
                         }
                         note_skip(&mut stats, path, line_no, &problem);
                         // Skip the rest of the offending line.
                         let mut junk = Vec::new();
-                        reader.read_until(b'\n', &mut junk).at("reading", path)?;
+                        reader
+                            .read_until(b'\n', &mut junk)
+                            .at("reading", path)
+                            .map_err(RawError::from)?;
                         continue;
                     }
-                    Err(e) => return Err(e).at("reading", path)?,
+                    Err(e) => return Err(RawError::from(PathIoError {
+                        action: "reading",
+                        path: path.clone(),
+                        source: e,
+                    })
+                    .into()),
                 };
                 if n == 0 {
                     break;
@@ -339,7 +348,8 @@ pub fn read_samples(
                                 path: path.clone(),
                                 line,
                                 problem,
-                            });
+                            }
+                            .into());
                         }
                         note_skip(&mut stats, path, line, &problem);
                     }
@@ -470,7 +480,7 @@ mod tests {
         std::fs::write(&p, format!("{good}\n\n{wrong_dim}\nnot json\n{good}\n")).unwrap();
         let files = input_files(dir.path()).unwrap();
         let mut shapes = None;
-        let err = read_samples(&files, OnError::Fail, &mut shapes, |_| Ok(()), &|_| {})
+        let err = read_samples::<RawError>(&files, OnError::Fail, &mut shapes, |_| Ok(()), &|_| {})
             .unwrap_err()
             .to_string();
         assert!(
@@ -479,7 +489,7 @@ mod tests {
         );
         let mut shapes = None;
         let mut n = 0;
-        let stats = read_samples(
+        let stats = read_samples::<RawError>(
             &files,
             OnError::Skip,
             &mut shapes,

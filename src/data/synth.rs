@@ -382,8 +382,8 @@ impl Default for SynthConfig {
             patch_dim: 32,
             bench_samples: 500,
             shard_samples: 100_000,
-            ambiguity: 0.05,
-            clip_noise: 0.055,
+            ambiguity: 0.08,
+            clip_noise: 0.07,
         }
     }
 }
@@ -398,7 +398,7 @@ impl SynthConfig {
         }
     }
 
-    /// The default demo corpus (200k samples, about 7M tokens).
+    /// The default demo corpus (200k samples, about 3.6M tokens).
     pub fn standard() -> Self {
         Self::default()
     }
