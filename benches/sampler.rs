@@ -52,7 +52,9 @@ fn data_root() -> PathBuf {
 /// Builds the corpus unless a complete copy (marker file with the same parameters) exists.
 fn ensure_corpus(spec: &CorpusSpec) -> Vec<PathBuf> {
     let dir = data_root().join(spec.name);
-    let prefixes: Vec<PathBuf> = (0..CELLS).map(|c| dir.join(format!("cell{c:02}"))).collect();
+    let prefixes: Vec<PathBuf> = (0..CELLS)
+        .map(|c| dir.join(format!("cell{c:02}")))
+        .collect();
     let stamp = format!(
         "v1 {} {} {} {} {:?}",
         spec.tokens_per_cell, spec.min_len, spec.max_len, spec.mask, spec.image
@@ -156,7 +158,9 @@ fn bench_corpus(c: &mut Criterion, spec: &CorpusSpec) {
             let mut at = 0;
             for d in &plans[k % plans.len()] {
                 let n = d.len as usize * 2;
-                let s = &cells[d.cell as usize].tokens.document_bytes(d.document as usize)[..n];
+                let s = &cells[d.cell as usize]
+                    .tokens
+                    .document_bytes(d.document as usize)[..n];
                 dst[at..at + n].copy_from_slice(s);
                 at += n;
             }
@@ -199,7 +203,10 @@ fn assemble(
     for single in [true, false] {
         let mut s = Sampler::new(cells, &WEIGHTS, config(packing, seq_len)).unwrap();
         let mut batch = Batch::default();
-        let name = format!("{packing}_{}", if single { "1thread" } else { "all_threads" });
+        let name = format!(
+            "{packing}_{}",
+            if single { "1thread" } else { "all_threads" }
+        );
         group.bench_function(name, |b| {
             b.iter(|| {
                 if single {

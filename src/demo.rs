@@ -70,11 +70,20 @@ pub fn sampling_report(dir: &Path, seed: u64) -> Result<()> {
     let (nc, nt) = marginals(m, &natural);
     println!(
         "  concept marginals: {}",
-        nc.iter().map(|x| format!("{:.1}", 100.0 * x)).collect::<Vec<_>>().join(" ")
+        nc.iter()
+            .map(|x| format!("{:.1}", 100.0 * x))
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     println!(
         "  task marginals:    {}",
-        m.axes.tasks.iter().zip(&nt).map(|(t, x)| format!("{t} {:.1}", 100.0 * x)).collect::<Vec<_>>().join(", ")
+        m.axes
+            .tasks
+            .iter()
+            .zip(&nt)
+            .map(|(t, x)| format!("{t} {:.1}", 100.0 * x))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
 
     println!("\n  realised vs requested cell shares over 200 steps × 64 rows (pad, T = 128):");
@@ -82,7 +91,11 @@ pub fn sampling_report(dir: &Path, seed: u64) -> Result<()> {
         "  {:<10} {:<6} {:>12} {:>14} {:>12}",
         "mixture", "mode", "documents", "max |Δ| (pp)", "TV distance"
     );
-    for (name, w) in [("natural", &natural), ("uniform", &uniform), ("random", &random)] {
+    for (name, w) in [
+        ("natural", &natural),
+        ("uniform", &uniform),
+        ("random", &random),
+    ] {
         for mode in [Mode::Iid, Mode::Blend] {
             let cfg = SamplerConfig {
                 seed,
@@ -91,8 +104,17 @@ pub fn sampling_report(dir: &Path, seed: u64) -> Result<()> {
                 ..SamplerConfig::new(64, 128)
             };
             let got = realised(&corpus, w, cfg, 200)?;
-            let max = got.iter().zip(w.iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-            let tv: f64 = 0.5 * got.iter().zip(w.iter()).map(|(a, b)| (a - b).abs()).sum::<f64>();
+            let max = got
+                .iter()
+                .zip(w.iter())
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            let tv: f64 = 0.5
+                * got
+                    .iter()
+                    .zip(w.iter())
+                    .map(|(a, b)| (a - b).abs())
+                    .sum::<f64>();
             println!(
                 "  {:<10} {:<6} {:>12} {:>14.3} {:>12.4}",
                 name,
@@ -129,7 +151,9 @@ pub fn sampling_report(dir: &Path, seed: u64) -> Result<()> {
 
     // One example document per task, decoded.
     let vocab: Option<Vec<String>> = m.vocab.as_ref().and_then(|v| {
-        std::fs::read_to_string(dir.join(v)).ok().and_then(|s| serde_json::from_str(&s).ok())
+        std::fs::read_to_string(dir.join(v))
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
     });
     if let Some(vocab) = vocab {
         println!("\n  one document per task (loss on the part after <sep>):");

@@ -110,6 +110,7 @@ impl StagingDir {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "out".into());
+        remove_stale_partials(target, &name);
         let tmp = target.with_file_name(format!(".{name}.partial.{}", std::process::id()));
         if tmp.exists() {
             fs::remove_dir_all(&tmp).at("removing stale", &tmp)?;
@@ -160,6 +161,34 @@ impl Drop for StagingDir {
     fn drop(&mut self) {
         if !self.committed {
             let _ = fs::remove_dir_all(&self.tmp);
+        }
+    }
+}
+
+/// Removes `.NAME.partial.PID` siblings left by builds that were killed (their PID no longer
+/// runs), so a `kill -9` during `prepare` costs nothing but the lost work.
+fn remove_stale_partials(target: &Path, name: &str) {
+    let parent = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let prefix = format!(".{name}.partial.");
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file_name = e.file_name();
+        let Some(pid) = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = Path::new("/proc").join(pid.to_string()).exists();
+        if !alive && pid != std::process::id() {
+            tracing::info!(path = %e.path().display(), "removing partial output of a killed run");
+            let _ = fs::remove_dir_all(e.path());
         }
     }
 }
@@ -218,5 +247,19 @@ mod tests {
         s.commit().unwrap();
         assert!(!target.join("x").exists());
         assert!(target.join("y").exists());
+    }
+
+    #[test]
+    fn partial_directories_of_dead_processes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("corpus");
+        // PID 4194304 exceeds Linux's pid_max limit, so it never runs.
+        let stale = dir.path().join(".corpus.partial.4194304");
+        fs::create_dir(&stale).unwrap();
+        fs::write(stale.join("half"), b"x").unwrap();
+        let s = StagingDir::new(&target, false).unwrap();
+        assert!(!stale.exists());
+        s.commit().unwrap();
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

@@ -27,7 +27,11 @@ fn ok(args: &[&str]) -> String {
 fn fails(args: &[&str]) -> String {
     let out = run(args);
     assert!(!out.status.success(), "mixatlas {args:?} should fail");
-    assert_eq!(out.status.code(), Some(2), "errors exit with status 2, not a panic");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "errors exit with status 2, not a panic"
+    );
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(!err.contains("panicked"), "{err}");
     err
@@ -45,7 +49,15 @@ fn tiny_corpus() -> &'static (tempfile::TempDir, PathBuf, PathBuf, String) {
         let dir = tempfile::tempdir().unwrap();
         let raw = dir.path().join("raw");
         let corpus = dir.path().join("corpus");
-        ok(&["synth", "--preset", "tiny", "--out", s(&raw), "--bench-samples", "100"]);
+        ok(&[
+            "synth",
+            "--preset",
+            "tiny",
+            "--out",
+            s(&raw),
+            "--bench-samples",
+            "100",
+        ]);
         let report = ok(&["prepare", s(&raw), "--out", s(&corpus)]);
         (dir, raw, corpus, report)
     })
@@ -70,7 +82,10 @@ fn synth_prepare_inspect_recovers_concepts() {
     assert_eq!(v["documents"], 10_000);
     let cells = v["cells"].as_array().unwrap();
     assert!(cells.len() >= 30, "{} cells", cells.len());
-    let share: f64 = cells.iter().map(|c| c["token_share"].as_f64().unwrap()).sum();
+    let share: f64 = cells
+        .iter()
+        .map(|c| c["token_share"].as_f64().unwrap())
+        .sum();
     assert!((share - 1.0).abs() < 1e-9);
     assert_eq!(v["benchmarks"].as_array().unwrap().len(), 10);
 }
@@ -79,7 +94,10 @@ fn synth_prepare_inspect_recovers_concepts() {
 fn cells_parse_with_the_independent_python_reader() {
     let (_d, _raw, corpus, _) = tiny_corpus();
     let out = Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/megatron_ref.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/megatron_ref.py"
+        ))
         .args(["verify-corpus", s(corpus)])
         .output()
         .expect("python3 runs (scripts/test.sh installs it)");
@@ -97,11 +115,18 @@ fn cells_parse_with_the_independent_python_reader() {
     let cell = &manifest["cells"][0];
     let prefix = corpus.join(cell["prefix"].as_str().unwrap());
     let py = Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/megatron_ref.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/megatron_ref.py"
+        ))
         .args(["read", s(&prefix), "--docs", "0,1,2"])
         .output()
         .unwrap();
-    assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
     let py: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
     let name = cell["name"].as_str().unwrap();
     for d in 0..3 {
@@ -135,7 +160,12 @@ fn prepare_with_existing_centroids_reproduces_the_cells() {
         serde_json::from_str(&std::fs::read_to_string(p.join("manifest.json")).unwrap()).unwrap()
     };
     let (a, b) = (load(corpus), load(&again));
-    for (x, y) in a["cells"].as_array().unwrap().iter().zip(b["cells"].as_array().unwrap()) {
+    for (x, y) in a["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(b["cells"].as_array().unwrap())
+    {
         assert_eq!(x["name"], y["name"]);
         assert_eq!(x["files"], y["files"], "identical bytes for {}", x["name"]);
     }
@@ -156,9 +186,20 @@ fn malformed_input_fails_with_file_and_line_and_writes_nothing() {
     let err = fails(&["prepare", s(&raw), "--out", s(&out), "--k", "2"]);
     assert!(err.contains("a.jsonl:17") && err.contains("clip"), "{err}");
     assert!(!out.exists());
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no partial directory left");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "no partial directory left"
+    );
     let report = ok(&[
-        "prepare", s(&raw), "--out", s(&out), "--k", "2", "--on-error", "skip",
+        "prepare",
+        s(&raw),
+        "--out",
+        s(&out),
+        "--k",
+        "2",
+        "--on-error",
+        "skip",
     ]);
     assert!(report.contains("skipped 2 malformed lines"), "{report}");
     assert!(report.contains("a.jsonl:31"), "{report}");
@@ -180,13 +221,19 @@ fn corrupt_cells_are_named() {
     std::fs::write(&bin, &bytes).unwrap();
     ok(&["inspect", s(&copy)]);
     let err = fails(&["inspect", s(&copy), "--verify"]);
-    assert!(err.contains(&format!("{prefix}.bin")) && err.contains("checksum"), "{err}");
+    assert!(
+        err.contains(&format!("{prefix}.bin")) && err.contains("checksum"),
+        "{err}"
+    );
     // Truncate an .idx: opening fails and names it.
     let idx = copy.join(format!("{prefix}.idx"));
     let bytes = std::fs::read(&idx).unwrap();
     std::fs::write(&idx, &bytes[..bytes.len() - 5]).unwrap();
     let err = fails(&["inspect", s(&copy)]);
-    assert!(err.contains(&format!("{prefix}.idx")) && err.contains("truncated"), "{err}");
+    assert!(
+        err.contains(&format!("{prefix}.idx")) && err.contains("truncated"),
+        "{err}"
+    );
     // A bare prefix that is not Megatron data.
     let err = fails(&["inspect", s(&copy.join("nothing"))]);
     assert!(err.contains("nothing"), "{err}");
@@ -213,7 +260,13 @@ fn config_files_reject_unknown_keys() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
     std::fs::write(&cfg, "[synth]\nsamples = 100\nsed = 3\n").unwrap();
-    let err = fails(&["synth", "--config", s(&cfg), "--out", s(&dir.path().join("o"))]);
+    let err = fails(&[
+        "synth",
+        "--config",
+        s(&cfg),
+        "--out",
+        s(&dir.path().join("o")),
+    ]);
     assert!(err.contains("sed") && err.contains("c.toml"), "{err}");
     std::fs::write(&cfg, "[synth]\nsamples = 300\nbench_samples = 5\n").unwrap();
     let out = dir.path().join("o");
@@ -234,4 +287,39 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(e.path(), t).unwrap();
         }
     }
+}
+
+#[test]
+fn kill_9_during_prepare_leaves_no_half_written_corpus() {
+    let (dir, raw, _corpus, _) = tiny_corpus();
+    let out = dir.path().join("killed");
+    for delay_ms in [50u64, 250] {
+        let mut child = bin()
+            .args(["prepare", s(raw), "--out", s(&out), "--force"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        // Either the corpus is absent or it is complete and verifies.
+        if out.exists() {
+            ok(&["inspect", s(&out), "--verify"]);
+        }
+    }
+    // A rerun succeeds and clears the killed runs' partial directories.
+    ok(&["prepare", s(raw), "--out", s(&out), "--force"]);
+    ok(&["inspect", s(&out), "--verify"]);
+    let partials: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".killed.partial")
+        })
+        .collect();
+    assert!(partials.is_empty(), "{partials:?}");
+    std::fs::remove_dir_all(&out).unwrap();
 }

@@ -6,15 +6,14 @@ use std::path::{Path, PathBuf};
 
 use half::f16;
 use mixatlas::data::corpus::{
-    image_path, mask_path, Axes, CellEntry, ClusteringInfo, Corpus, DatasetEntry,
-    DocumentStore, ImageSpec, Manifest, SpecialTokens, MANIFEST_FILE, MANIFEST_FORMAT,
-    MANIFEST_VERSION,
+    image_path, mask_path, Axes, CellEntry, ClusteringInfo, Corpus, DatasetEntry, DocumentStore,
+    ImageSpec, Manifest, SpecialTokens, MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION,
 };
 use mixatlas::data::megatron::{prefix_paths, DType, DatasetWriter, IndexedDataset};
 use mixatlas::data::rng::SplitMix64;
 use mixatlas::data::sampler::{
-    blend_cell, iid_cell, weights_from_names, Batch, CellTable, Mode, Packing, PlacedDoc,
-    Sampler, SamplerConfig, SamplerError, SamplerState,
+    blend_cell, iid_cell, weights_from_names, Batch, CellTable, Mode, Packing, PlacedDoc, Sampler,
+    SamplerConfig, SamplerError, SamplerState,
 };
 use tempfile::TempDir;
 
@@ -169,12 +168,8 @@ fn iid_proportions_pass_chi_square_through_the_sampler() {
     let corpus = multimodal(DType::U16, 1);
     let weights = [0.1, 0.0, 0.15, 0.5, 0.25];
     for packing in PACKINGS {
-        let mut s = Sampler::new(
-            &corpus.cells,
-            &weights,
-            config(Mode::Iid, packing, 64, 64),
-        )
-        .unwrap();
+        let mut s =
+            Sampler::new(&corpus.cells, &weights, config(Mode::Iid, packing, 64, 64)).unwrap();
         let mut per_batch = vec![0u64; 5];
         for _ in 0..400 {
             let b = s.next_batch(0, 1).unwrap();
@@ -182,7 +177,11 @@ fn iid_proportions_pass_chi_square_through_the_sampler() {
                 *t += x;
             }
         }
-        assert_eq!(per_batch, s.supplied(), "batch reports sum to the cumulative");
+        assert_eq!(
+            per_batch,
+            s.supplied(),
+            "batch reports sum to the cumulative"
+        );
         let (stat, df) = chi2_against(s.supplied(), &weights);
         assert_eq!(df, 3);
         assert!(
@@ -239,8 +238,8 @@ fn megatron_blending_reference(weights: &[f64], size: usize) -> Vec<u32> {
 
 fn blend_weight_cases() -> Vec<Vec<f64>> {
     vec![
-        vec![0.2; 5],                                  // all tied
-        vec![0.5, 0.5, 0.0, 0.0, 0.0],                 // tie of two
+        vec![0.2; 5],                                    // all tied
+        vec![0.5, 0.5, 0.0, 0.0, 0.0],                   // tie of two
         vec![1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0, 0.0, 0.0], // ties with rounding
         vec![0.1, 0.2, 0.3, 0.4, 0.0],
         vec![0.0, 0.5, 0.5, 0.0, 0.0], // zero-weight cell first
@@ -269,12 +268,8 @@ fn blend_mode_batches_follow_megatron_order() {
     let corpus = multimodal(DType::U16, 2);
     for packing in PACKINGS {
         for weights in blend_weight_cases() {
-            let mut s = Sampler::new(
-                &corpus.cells,
-                &weights,
-                config(Mode::Blend, packing, 7, 48),
-            )
-            .unwrap();
+            let mut s =
+                Sampler::new(&corpus.cells, &weights, config(Mode::Blend, packing, 7, 48)).unwrap();
             let mut cells = Vec::new();
             for _ in 0..30 {
                 let b = s.next_batch(0, 1).unwrap();
@@ -303,7 +298,10 @@ fn concat(parts: &[Batch]) -> Batch {
     for p in parts {
         assert_eq!(p.step, out.step);
         assert_eq!(p.first_row, out.rows, "ranks own contiguous rows");
-        assert_eq!(p.supplied, out.supplied, "every rank reports the global counts");
+        assert_eq!(
+            p.supplied, out.supplied,
+            "every rank reports the global counts"
+        );
         assert_eq!(p.supplied_tokens, out.supplied_tokens);
         out.tokens.extend_from_slice(&p.tokens);
         out.loss_mask.extend_from_slice(&p.loss_mask);
@@ -392,12 +390,8 @@ fn every_document_once_per_epoch_and_epochs_differ() {
     let corpus = multimodal(DType::U16, 5);
     let n: Vec<usize> = corpus.cells.iter().map(|c| c.documents()).collect();
     for mode in MODES {
-        let mut s = Sampler::new(
-            &corpus.cells,
-            &WEIGHTS5,
-            config(mode, Packing::Pad, 16, 8),
-        )
-        .unwrap();
+        let mut s =
+            Sampler::new(&corpus.cells, &WEIGHTS5, config(mode, Packing::Pad, 16, 8)).unwrap();
         let mut drawn: Vec<Vec<u64>> = vec![Vec::new(); 5];
         let mut epochs: Vec<Vec<u64>> = vec![Vec::new(); 5];
         for _ in 0..200 {
@@ -414,8 +408,14 @@ fn every_document_once_per_epoch_and_epochs_differ() {
                 let chunk = &drawn[c][e * n[c]..(e + 1) * n[c]];
                 let mut sorted = chunk.to_vec();
                 sorted.sort_unstable();
-                assert_eq!(sorted, (0..n[c] as u64).collect::<Vec<_>>(), "cell {c} epoch {e}");
-                assert!(epochs[c][e * n[c]..(e + 1) * n[c]].iter().all(|&x| x == e as u64));
+                assert_eq!(
+                    sorted,
+                    (0..n[c] as u64).collect::<Vec<_>>(),
+                    "cell {c} epoch {e}"
+                );
+                assert!(epochs[c][e * n[c]..(e + 1) * n[c]]
+                    .iter()
+                    .all(|&x| x == e as u64));
                 orders.push(chunk.to_vec());
             }
             if n[c] > 2 {
@@ -501,8 +501,12 @@ fn missing_mask_means_every_token_is_trained() {
     let mut rng = SplitMix64::new(7);
     let specs = vec![lengths(&mut rng, 9, 1, 20)];
     let corpus = build(&specs, DType::U16, false, None, 7);
-    let mut s = Sampler::new(&corpus.cells, &[1.0], config(Mode::Iid, Packing::Pad, 4, 24))
-        .unwrap();
+    let mut s = Sampler::new(
+        &corpus.cells,
+        &[1.0],
+        config(Mode::Iid, Packing::Pad, 4, 24),
+    )
+    .unwrap();
     let b = s.next_batch(0, 1).unwrap();
     assert_eq!(b.image_elems, 0);
     assert!(b.images.is_empty());
@@ -520,8 +524,12 @@ fn pack_rows_are_greedy_and_lose_no_document() {
     let specs = vec![lengths(&mut rng, 40, 1, 60), lengths(&mut rng, 25, 0, 12)];
     let corpus = build(&specs, DType::U16, true, None, 8);
     let t = 32;
-    let mut s = Sampler::new(&corpus.cells, &[0.6, 0.4], config(Mode::Iid, Packing::Pack, 4, t))
-        .unwrap();
+    let mut s = Sampler::new(
+        &corpus.cells,
+        &[0.6, 0.4],
+        config(Mode::Iid, Packing::Pack, 4, t),
+    )
+    .unwrap();
     let mut all: Vec<(u64, u64, PlacedDoc)> = Vec::new(); // (step, global row, doc)
     for _ in 0..40 {
         let b = s.next_batch(0, 1).unwrap();
@@ -566,16 +574,39 @@ fn bad_weights_are_named_errors() {
     let cells = &corpus.cells;
     let cfg = config(Mode::Iid, Packing::Pad, 4, 8);
     let e = err_of(Sampler::new(cells, &[0.5, 0.5], cfg.clone()));
-    assert_eq!(e, SamplerError::WeightCount { weights: 2, cells: 5 });
+    assert_eq!(
+        e,
+        SamplerError::WeightCount {
+            weights: 2,
+            cells: 5
+        }
+    );
     assert!(e.to_string().contains("2 weights given for 5 cells"), "{e}");
 
-    let e = err_of(Sampler::new(cells, &[0.5, -0.1, 0.3, 0.2, 0.1], cfg.clone()));
-    assert!(matches!(&e, SamplerError::BadWeight { cell, value } if cell == "cell 1" && *value == -0.1));
+    let e = err_of(Sampler::new(
+        cells,
+        &[0.5, -0.1, 0.3, 0.2, 0.1],
+        cfg.clone(),
+    ));
+    assert!(
+        matches!(&e, SamplerError::BadWeight { cell, value } if cell == "cell 1" && *value == -0.1)
+    );
     assert!(e.to_string().contains("non-negative"), "{e}");
-    let e = err_of(Sampler::new(cells, &[f64::NAN, 0.5, 0.5, 0.0, 0.0], cfg.clone()));
+    let e = err_of(Sampler::new(
+        cells,
+        &[f64::NAN, 0.5, 0.5, 0.0, 0.0],
+        cfg.clone(),
+    ));
     assert!(matches!(e, SamplerError::BadWeight { .. }), "{e}");
-    let e = err_of(Sampler::new(cells, &[0.0, f64::INFINITY, 0.0, 0.0, 0.0], cfg.clone()));
-    assert!(e.to_string().contains("cell 1") && e.to_string().contains("finite"), "{e}");
+    let e = err_of(Sampler::new(
+        cells,
+        &[0.0, f64::INFINITY, 0.0, 0.0, 0.0],
+        cfg.clone(),
+    ));
+    assert!(
+        e.to_string().contains("cell 1") && e.to_string().contains("finite"),
+        "{e}"
+    );
 
     let e = err_of(Sampler::new(cells, &[0.5, 0.4, 0.0, 0.0, 0.0], cfg.clone()));
     assert!(matches!(e, SamplerError::WeightSum { sum } if (sum - 0.9).abs() < 1e-12));
@@ -590,7 +621,9 @@ fn empty_cells_need_zero_weight() {
     let specs = vec![
         lengths(&mut rng, 5, 1, 9),
         CellSpec { lengths: vec![] },
-        CellSpec { lengths: vec![0, 0] }, // documents but no tokens
+        CellSpec {
+            lengths: vec![0, 0],
+        }, // documents but no tokens
     ];
     let corpus = build(&specs, DType::U16, true, Some((1, 2)), 10);
     let cfg = config(Mode::Blend, Packing::Pack, 2, 8);
@@ -600,7 +633,10 @@ fn empty_cells_need_zero_weight() {
         "{e}"
     );
     let e = err_of(Sampler::new(&corpus.cells, &[0.5, 0.0, 0.5], cfg.clone()));
-    assert!(e.to_string().contains("cell 2") && e.to_string().contains("0 tokens"), "{e}");
+    assert!(
+        e.to_string().contains("cell 2") && e.to_string().contains("0 tokens"),
+        "{e}"
+    );
     // Weight 0 on empty cells is the documented policy: they are never drawn.
     let mut s = Sampler::new(&corpus.cells, &[1.0, 0.0, 0.0], cfg).unwrap();
     for _ in 0..10 {
@@ -614,17 +650,34 @@ fn empty_cells_need_zero_weight() {
 fn bad_shapes_ranks_and_states_are_named_errors() {
     let corpus = multimodal(DType::U16, 11);
     let cells = &corpus.cells;
-    let e = err_of(Sampler::new(cells, &WEIGHTS5, config(Mode::Iid, Packing::Pad, 0, 8)));
+    let e = err_of(Sampler::new(
+        cells,
+        &WEIGHTS5,
+        config(Mode::Iid, Packing::Pad, 0, 8),
+    ));
     assert!(e.to_string().contains("batch size is 0"), "{e}");
-    let e = err_of(Sampler::new(cells, &WEIGHTS5, config(Mode::Iid, Packing::Pad, 4, 0)));
+    let e = err_of(Sampler::new(
+        cells,
+        &WEIGHTS5,
+        config(Mode::Iid, Packing::Pad, 4, 0),
+    ));
     assert!(e.to_string().contains("sequence length is 0"), "{e}");
 
     let mut s = Sampler::new(cells, &WEIGHTS5, config(Mode::Iid, Packing::Pad, 6, 8)).unwrap();
     let e = s.next_batch(0, 4).unwrap_err();
     assert_eq!(e, SamplerError::BatchNotDivisible { batch: 6, world: 4 });
-    assert!(e.to_string().contains("not divisible by world size 4"), "{e}");
-    assert_eq!(s.next_batch(2, 2).unwrap_err(), SamplerError::BadRank { rank: 2, world: 2 });
-    assert_eq!(s.next_batch(0, 0).unwrap_err(), SamplerError::BadRank { rank: 0, world: 0 });
+    assert!(
+        e.to_string().contains("not divisible by world size 4"),
+        "{e}"
+    );
+    assert_eq!(
+        s.next_batch(2, 2).unwrap_err(),
+        SamplerError::BadRank { rank: 2, world: 2 }
+    );
+    assert_eq!(
+        s.next_batch(0, 0).unwrap_err(),
+        SamplerError::BadRank { rank: 0, world: 0 }
+    );
     assert_eq!(s.step(), 0, "failed calls do not advance the stream");
     s.next_batch(1, 3).unwrap();
 
@@ -635,7 +688,13 @@ fn bad_shapes_ranks_and_states_are_named_errors() {
     assert!(e.to_string().contains("seed"), "{e}");
     let mut state = s.state().clone();
     state.packing = Packing::Pack;
-    assert!(matches!(fresh.restore(state), Err(SamplerError::StateMismatch { field: "packing", .. })));
+    assert!(matches!(
+        fresh.restore(state),
+        Err(SamplerError::StateMismatch {
+            field: "packing",
+            ..
+        })
+    ));
     let mut state = s.state().clone();
     state.cell_counts.pop();
     assert!(fresh.restore(state).is_err());
@@ -655,8 +714,22 @@ fn inconsistent_images_and_bad_tokens_are_named_errors() {
         DocumentStore::open(&with.prefixes[0], with.image.as_ref()).unwrap(),
         DocumentStore::open(&with.prefixes[1], None).unwrap(),
     ];
-    let e = err_of(Sampler::new(&cells, &[0.5, 0.5], config(Mode::Iid, Packing::Pad, 2, 8)));
-    assert!(matches!(e, SamplerError::ImageMismatch { found: 0, expected: 4, .. }), "{e}");
+    let e = err_of(Sampler::new(
+        &cells,
+        &[0.5, 0.5],
+        config(Mode::Iid, Packing::Pad, 2, 8),
+    ));
+    assert!(
+        matches!(
+            e,
+            SamplerError::ImageMismatch {
+                found: 0,
+                expected: 4,
+                ..
+            }
+        ),
+        "{e}"
+    );
 
     // A negative int32 token id.
     let dir = tempfile::tempdir().unwrap();
@@ -671,7 +744,17 @@ fn inconsistent_images_and_bad_tokens_are_named_errors() {
     let cells = vec![DocumentStore::open(&prefix, None).unwrap()];
     let mut s = Sampler::new(&cells, &[1.0], config(Mode::Iid, Packing::Pad, 1, 8)).unwrap();
     let e = s.next_batch(0, 1).unwrap_err();
-    assert!(matches!(e, SamplerError::BadToken { document: 0, dtype: DType::I32, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            SamplerError::BadToken {
+                document: 0,
+                dtype: DType::I32,
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert_eq!(s.step(), 0);
 }
 
@@ -759,13 +842,19 @@ fn named_weights_and_corpus_entry_point() {
     assert_eq!(w, vec![1.0, 0.0]);
     let e = weights_from_names(m, &BTreeMap::from([("c09/ocr".to_string(), 1.0)])).unwrap_err();
     let msg = e.to_string();
-    assert!(msg.contains("c09/ocr") && msg.contains("\"c00/ocr\""), "{msg}");
+    assert!(
+        msg.contains("c09/ocr") && msg.contains("\"c00/ocr\""),
+        "{msg}"
+    );
 
     let cfg = SamplerConfig::for_manifest(m, 2, 16);
     assert_eq!(cfg.pad_token, 9);
     let mut s = Sampler::for_corpus(&opened, &w, cfg.clone()).unwrap();
     let b = s.next_batch(0, 1).unwrap();
-    assert!(b.tokens.contains(&9), "rows are padded with the manifest's pad token");
+    assert!(
+        b.tokens.contains(&9),
+        "rows are padded with the manifest's pad token"
+    );
     assert_eq!(b.image_elems, 2);
     // Errors name the cell by its concept/task name.
     let e = err_of(Sampler::for_corpus(&opened, &[0.5, 0.5], cfg));
@@ -776,8 +865,14 @@ fn named_weights_and_corpus_entry_point() {
 fn parallel_gather_equals_single_thread_gather() {
     // B × T above the sampler's parallel threshold, so the rayon path runs (given > 1 thread).
     let corpus = multimodal(DType::U16, 14);
-    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-    let four = rayon::ThreadPoolBuilder::new().num_threads(4).build().unwrap();
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let four = rayon::ThreadPoolBuilder::new()
+        .num_threads(4)
+        .build()
+        .unwrap();
     for packing in PACKINGS {
         let cfg = config(Mode::Iid, packing, 64, 1024);
         let mut a = Sampler::new(&corpus.cells, &WEIGHTS5, cfg.clone()).unwrap();

@@ -1,5 +1,5 @@
 //! Integration tests, built as one binary (see STYLE.md).
 
-mod megatron_compat;
 mod cli;
+mod megatron_compat;
 mod sampler;

@@ -111,7 +111,12 @@ impl Contingency {
         if pred_only == 0 && truth_only == 0 {
             return 1.0;
         }
-        let (tp, fp, fn_, tn) = (both as f64, pred_only as f64, truth_only as f64, neither as f64);
+        let (tp, fp, fn_, tn) = (
+            both as f64,
+            pred_only as f64,
+            truth_only as f64,
+            neither as f64,
+        );
         2.0 * (tp * tn - fn_ * fp) / ((tp + fn_) * (fn_ + tn) + (tp + fp) * (fp + tn))
     }
 
@@ -124,7 +129,12 @@ impl Contingency {
             return 1.0;
         }
         let majority: u64 = (0..self.clusters)
-            .map(|p| (0..self.classes).map(|t| self.count(t, p)).max().unwrap_or(0))
+            .map(|p| {
+                (0..self.classes)
+                    .map(|t| self.count(t, p))
+                    .max()
+                    .unwrap_or(0)
+            })
             .sum();
         majority as f64 / n as f64
     }
@@ -183,11 +193,26 @@ mod tests {
     #[test]
     fn scikit_learn_doc_examples() {
         // Values printed by sklearn.metrics.adjusted_rand_score 1.9.
-        assert!(close(adjusted_rand_index(&[0, 0, 1, 1], &[0, 0, 1, 1]), 1.0));
-        assert!(close(adjusted_rand_index(&[0, 0, 1, 1], &[1, 1, 0, 0]), 1.0));
-        assert!(close(adjusted_rand_index(&[0, 0, 1, 1], &[0, 0, 1, 2]), 4.0 / 7.0));
-        assert!(close(adjusted_rand_index(&[0, 0, 1, 2], &[0, 0, 1, 1]), 4.0 / 7.0));
-        assert!(close(adjusted_rand_index(&[0, 0, 1, 1], &[0, 1, 0, 1]), -0.5));
+        assert!(close(
+            adjusted_rand_index(&[0, 0, 1, 1], &[0, 0, 1, 1]),
+            1.0
+        ));
+        assert!(close(
+            adjusted_rand_index(&[0, 0, 1, 1], &[1, 1, 0, 0]),
+            1.0
+        ));
+        assert!(close(
+            adjusted_rand_index(&[0, 0, 1, 1], &[0, 0, 1, 2]),
+            4.0 / 7.0
+        ));
+        assert!(close(
+            adjusted_rand_index(&[0, 0, 1, 2], &[0, 0, 1, 1]),
+            4.0 / 7.0
+        ));
+        assert!(close(
+            adjusted_rand_index(&[0, 0, 1, 1], &[0, 1, 0, 1]),
+            -0.5
+        ));
         assert!(close(
             adjusted_rand_index(&[0, 0, 0, 1, 1, 1], &[0, 0, 1, 1, 2, 2]),
             8.0 / 33.0
@@ -202,7 +227,11 @@ mod tests {
         // C(8,2)+C(5,2)+C(4,2) = 44 together in the truth, C(17,2) = 136 in all, so
         // ARI = (20 − 40·44/136) / ((40 + 44)/2 − 40·44/136) = 60/247 (sklearn: 0.242914979…).
         let (x, o, dia) = (0u32, 1u32, 2u32);
-        let clusters: [&[u32]; 3] = [&[x, x, x, x, x, o], &[x, o, o, o, o, dia], &[x, x, dia, dia, dia]];
+        let clusters: [&[u32]; 3] = [
+            &[x, x, x, x, x, o],
+            &[x, o, o, o, o, dia],
+            &[x, x, dia, dia, dia],
+        ];
         let mut truth = Vec::new();
         let mut pred = Vec::new();
         for (c, members) in clusters.iter().enumerate() {
@@ -214,7 +243,10 @@ mod tests {
         assert!(close(purity(&truth, &pred), 12.0 / 17.0));
         assert!(close(adjusted_rand_index(&truth, &pred), 60.0 / 247.0));
         let table = Contingency::from_labels(&truth, &pred);
-        assert_eq!((table.classes(), table.clusters(), table.total()), (3, 3, 17));
+        assert_eq!(
+            (table.classes(), table.clusters(), table.total()),
+            (3, 3, 17)
+        );
         assert_eq!(table.count(x as usize, 0), 5);
         assert_eq!(table.count(dia as usize, 2), 3);
     }
@@ -233,13 +265,22 @@ mod tests {
         assert!(close(purity(&[0, 0, 1, 2], &[5, 5, 5, 5]), 0.5));
         assert_eq!(adjusted_rand_index(&[0, 0, 1, 2], &[5, 5, 5, 5]), 0.0);
         // Sparse label values are fine.
-        assert_eq!(adjusted_rand_index(&[10, 10, 99], &[u32::MAX, u32::MAX, 0]), 1.0);
+        assert_eq!(
+            adjusted_rand_index(&[10, 10, 99], &[u32::MAX, u32::MAX, 0]),
+            1.0
+        );
     }
 
     #[test]
     fn matches_pair_counting_reference() {
         let mut rng = SplitMix64::new(17);
-        for &(n, kt, kp) in &[(2, 2, 2), (10, 3, 2), (57, 4, 6), (300, 10, 10), (500, 2, 9)] {
+        for &(n, kt, kp) in &[
+            (2, 2, 2),
+            (10, 3, 2),
+            (57, 4, 6),
+            (300, 10, 10),
+            (500, 2, 9),
+        ] {
             let truth: Vec<u32> = (0..n).map(|_| rng.below(kt) as u32).collect();
             // Half the points keep their class (mapped), half are random: mid-range scores.
             let pred: Vec<u32> = truth
@@ -268,7 +309,10 @@ mod tests {
         assert_eq!(table, Contingency::from_labels(&truth, &pred));
         // Empty extra columns (clusters nobody landed in) change nothing.
         let padded = Contingency::from_counts(3, 4, vec![0, 2, 0, 0, 2, 1, 0, 0, 0, 0, 2, 0]);
-        assert!(close(padded.adjusted_rand_index(), table.adjusted_rand_index()));
+        assert!(close(
+            padded.adjusted_rand_index(),
+            table.adjusted_rand_index()
+        ));
         assert!(close(padded.purity(), table.purity()));
         assert!(close(table.purity(), 6.0 / 7.0));
     }

@@ -1198,16 +1198,8 @@ fn lloyd(
     if labels_final {
         exact_dists_pass(x, d, &centers, &ws.labels, &mut ws.dists);
     } else {
-        assign_pass(
-            x,
-            true,
-            d,
-            &centers,
-            false,
-            &mut ws.labels,
-            &mut ws.dists,
-        )
-        .expect("fit data was validated");
+        assign_pass(x, true, d, &centers, false, &mut ws.labels, &mut ws.dists)
+            .expect("fit data was validated");
     }
     let mut sizes = vec![0u64; k];
     for &l in &ws.labels {
@@ -1530,7 +1522,11 @@ mod tests {
         let mut x = Vec::with_capacity(n * d);
         let mut y = Vec::with_capacity(n);
         for i in 0..n {
-            let c = if i < k { i } else { rng.below(k as u64) as usize };
+            let c = if i < k {
+                i
+            } else {
+                rng.below(k as u64) as usize
+            };
             y.push(c as u32);
             for j in 0..d {
                 x.push((centres[c * d + j] + rng.normal()) as f32);

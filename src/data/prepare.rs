@@ -28,8 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::cluster_metrics;
 use super::corpus::{
     cell_name, describe_files, image_path, mask_path, Axes, CellEntry, ClusteringInfo, CorpusError,
-    DatasetEntry, ImageSpec, Manifest, MANIFEST_FILE, MANIFEST_FORMAT,
-    MANIFEST_VERSION,
+    DatasetEntry, ImageSpec, Manifest, MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION,
 };
 use super::kmeans::{KMeans, KMeansConfig, KMeansError, Metric};
 use super::megatron::{DType, DatasetWriter, IndexedDataset, MegatronError};

@@ -283,7 +283,9 @@ pub fn read_samples<E: From<RawError>>(
     const BATCH: usize = 4096;
     let mut stats = ReadStats::default();
     for path in files {
-        let f = File::open(path).at("opening", path).map_err(RawError::from)?;
+        let f = File::open(path)
+            .at("opening", path)
+            .map_err(RawError::from)?;
         let mut reader = BufReader::with_capacity(1 << 22, f);
         let mut line_no: u64 = 0;
         loop {
@@ -312,12 +314,14 @@ pub fn read_samples<E: From<RawError>>(
                             .map_err(RawError::from)?;
                         continue;
                     }
-                    Err(e) => return Err(RawError::from(PathIoError {
-                        action: "reading",
-                        path: path.clone(),
-                        source: e,
-                    })
-                    .into()),
+                    Err(e) => {
+                        return Err(RawError::from(PathIoError {
+                            action: "reading",
+                            path: path.clone(),
+                            source: e,
+                        })
+                        .into())
+                    }
                 };
                 if n == 0 {
                     break;

@@ -33,6 +33,7 @@
 //! [`Sampler::seek`] replays the plan from step 0.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use half::f16;
 use rayon::prelude::*;
@@ -836,7 +837,12 @@ impl<'a> Sampler<'a> {
     /// caches each cell's permutation keys for its latest epoch (same result as
     /// [`document_for`]).
     #[inline]
-    fn draw(&self, g: u64, counts: &[u64], keys: &mut [Option<(u64, [u32; 4])>]) -> (u32, u64, u64) {
+    fn draw(
+        &self,
+        g: u64,
+        counts: &[u64],
+        keys: &mut [Option<(u64, [u32; 4])>],
+    ) -> (u32, u64, u64) {
         let cell = match self.config.mode {
             Mode::Iid => iid_cell(self.config.seed, g, &self.table),
             Mode::Blend => blend_cell(&self.weights, counts, g),
@@ -983,14 +989,27 @@ impl<'a> Sampler<'a> {
     }
 
     /// Fills `out`'s tokens, mask and images from `out.docs` (local rows).
+    ///
+    /// Reading is latency-bound: documents sit at random places in maps much larger than the
+    /// caches, and a short document is a few cache lines of tokens, mask and image each. So
+    /// the source spans of every document are resolved first; while one document is copied,
+    /// the first lines of the one [`PREFETCH_AHEAD`] places later are prefetched; and every
+    /// copy goes through a small staging buffer with a plain `memcpy` (many loads in flight)
+    /// before the element-wise widening, which then reads from L1.
     fn gather(&self, out: &mut Batch) -> Result<(), SamplerError> {
         let t = out.seq_len;
         let n = out.rows * t;
+        let e = self.image_elems;
         // Every element is overwritten below, so resizing without clearing is enough.
         out.tokens.resize(n, 0);
         out.loss_mask.resize(n, 0);
-        // Document range of each row.
+        out.images.resize(out.docs.len() * e, f16::ZERO);
+        out.image_elems = e;
+        let spans: Vec<Span<'_>> = out.docs.iter().map(|d| self.span(d)).collect();
+        // Document range and image slice of each row.
         let mut ranges = Vec::with_capacity(out.rows);
+        let mut images = Vec::with_capacity(out.rows);
+        let mut rest: &mut [f16] = &mut out.images;
         let mut i = 0;
         for row in 0..out.rows {
             let s = i;
@@ -998,104 +1017,153 @@ impl<'a> Sampler<'a> {
                 i += 1;
             }
             ranges.push(s..i);
+            let (mine, tail) = std::mem::take(&mut rest).split_at_mut((i - s) * e);
+            images.push(mine);
+            rest = tail;
         }
         let docs = &out.docs;
-        let fill_row = |(tokens, mask): (&mut [u32], &mut [u8]),
-                        range: &std::ops::Range<usize>|
-         -> Result<(), SamplerError> {
+        let spans = &spans[..];
+        let pad = self.config.pad_token;
+        type Row<'x> = (
+            ((&'x mut [u32], &'x mut [u8]), &'x mut [f16]),
+            &'x Range<usize>,
+        );
+        let fill_row = |(((tokens, mask), images), range): Row<'_>| -> Result<(), SamplerError> {
+            let mut stage = [0u8; STAGE_BYTES];
             let mut end = 0usize;
-            for d in &docs[range.clone()] {
-                let (s, e) = (d.start as usize, d.start as usize + d.len as usize);
-                self.copy_document(d, &mut tokens[s..e], &mut mask[s..e])?;
-                end = e;
+            for (k, i) in range.clone().enumerate() {
+                if let Some(ahead) = spans.get(i + PREFETCH_AHEAD) {
+                    ahead.prefetch();
+                }
+                let d = &docs[i];
+                let (s, x) = (d.start as usize, d.start as usize + d.len as usize);
+                self.copy_tokens(d, &spans[i], &mut tokens[s..x], &mut mask[s..x], &mut stage)?;
+                if let Some(src) = spans[i].image {
+                    copy_f16(src, &mut images[k * e..(k + 1) * e], &mut stage);
+                }
+                end = x;
             }
-            tokens[end..].fill(self.config.pad_token);
+            tokens[end..].fill(pad);
             mask[end..].fill(0);
             Ok(())
         };
+        let rows = out
+            .tokens
+            .chunks_mut(t)
+            .zip(out.loss_mask.chunks_mut(t))
+            .zip(images)
+            .zip(&ranges);
         if n >= PARALLEL_MIN_TOKENS && rayon::current_num_threads() > 1 {
-            out.tokens
-                .par_chunks_mut(t)
-                .zip(out.loss_mask.par_chunks_mut(t))
-                .zip(ranges.par_iter())
-                .try_for_each(|(rows, range)| fill_row(rows, range))?;
+            rows.collect::<Vec<_>>()
+                .into_par_iter()
+                .try_for_each(fill_row)
         } else {
-            out.tokens
-                .chunks_mut(t)
-                .zip(out.loss_mask.chunks_mut(t))
-                .zip(ranges.iter())
-                .try_for_each(|(rows, range)| fill_row(rows, range))?;
+            rows.into_iter().try_for_each(fill_row)
         }
-        out.image_elems = self.image_elems;
-        let e = self.image_elems;
-        out.images.resize(out.docs.len() * e, f16::ZERO);
-        if e > 0 {
-            let copy = |(dst, d): (&mut [f16], &PlacedDoc)| {
-                if let Some(src) = self.cells[d.cell as usize].image_bytes(d.document as usize) {
-                    for (o, c) in dst.iter_mut().zip(src.chunks_exact(2)) {
-                        *o = f16::from_bits(u16::from_le_bytes([c[0], c[1]]));
-                    }
-                }
-            };
-            if out.images.len() * 2 >= PARALLEL_MIN_TOKENS * 4 && rayon::current_num_threads() > 1 {
-                out.images
-                    .par_chunks_mut(e)
-                    .zip(out.docs.par_iter())
-                    .for_each(copy);
-            } else {
-                out.images.chunks_mut(e).zip(out.docs.iter()).for_each(copy);
-            }
+    }
+
+    /// Where document `d`'s tokens, mask and image live in the maps.
+    #[inline]
+    fn span(&self, d: &PlacedDoc) -> Span<'a> {
+        let store = &self.cells[d.cell as usize];
+        let doc = d.document as usize;
+        Span {
+            tokens: store.tokens.document_bytes(doc),
+            mask: store.mask(doc),
+            image: store.image_bytes(doc),
         }
-        Ok(())
     }
 
     /// Copies the first `tokens.len()` tokens and mask bytes of `d` into the slices.
     #[inline]
-    fn copy_document(
+    fn copy_tokens(
         &self,
         d: &PlacedDoc,
+        span: &Span<'_>,
         tokens: &mut [u32],
         mask: &mut [u8],
+        stage: &mut [u8; STAGE_BYTES],
     ) -> Result<(), SamplerError> {
-        let store = &self.cells[d.cell as usize];
-        let doc = d.document as usize;
         let len = tokens.len();
-        match store.mask(doc) {
+        match span.mask {
             Some(m) => mask.copy_from_slice(&m[..len]),
             None => mask.fill(1),
         }
-        let ds = &store.tokens;
-        let ok = match ds.document_u16(doc) {
-            Some(src) => {
-                widen_u16(&src[..len], tokens);
-                true
-            }
-            None => decode_tokens(ds.dtype(), ds.document_bytes(doc), tokens),
-        };
+        let dtype = self.cells[d.cell as usize].tokens.dtype();
+        let size = dtype.size();
+        let mut ok = true;
+        for (src, out) in span.tokens[..len * size]
+            .chunks(STAGE_BYTES)
+            .zip(tokens.chunks_mut(STAGE_BYTES / size))
+        {
+            let stage = &mut stage[..src.len()];
+            stage.copy_from_slice(src);
+            ok &= decode_tokens(dtype, stage, out);
+        }
         if ok {
             Ok(())
         } else {
             Err(SamplerError::BadToken {
                 cell: self.labels[d.cell as usize].clone(),
                 document: d.document,
-                dtype: ds.dtype(),
+                dtype,
             })
         }
     }
 }
 
-/// Widens `src` into `out` through a small staging buffer: a plain `memcpy` from the map
-/// keeps many cache-line loads in flight (the element-wise loop, a few instructions per
-/// 8 bytes, does not), and the widening then reads from L1.
+/// Bytes staged at a time between a map and the output (a multiple of every element size).
+const STAGE_BYTES: usize = 4096;
+/// How many documents ahead of the one being copied are prefetched.
+const PREFETCH_AHEAD: usize = 4;
+
+/// A document's bytes in the maps.
+struct Span<'m> {
+    tokens: &'m [u8],
+    mask: Option<&'m [u8]>,
+    image: Option<&'m [u8]>,
+}
+
+impl Span<'_> {
+    /// Prefetches the first lines of tokens, mask and image (the hardware prefetcher follows
+    /// once a stream is going).
+    #[inline]
+    fn prefetch(&self) {
+        prefetch(self.tokens, 256);
+        if let Some(m) = self.mask {
+            prefetch(m, 128);
+        }
+        if let Some(i) = self.image {
+            prefetch(i, 1024);
+        }
+    }
+}
+
+/// Hints the CPU to load the first `max` bytes of `bytes` into cache.
+#[inline(always)]
+fn prefetch(bytes: &[u8], max: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let n = bytes.len().min(max);
+        for off in (0..n).step_by(64) {
+            // SAFETY: a prefetch is only a hint and never faults; the address is inside
+            // `bytes`; SSE is part of the x86_64 baseline.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(bytes.as_ptr().add(off) as *const i8) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (bytes, max);
+}
+
+/// Converts little-endian f16 bytes into `out`, staged like the tokens.
 #[inline]
-fn widen_u16(src: &[u16], out: &mut [u32]) {
-    const CHUNK: usize = 2048;
-    let mut stage = [0u16; CHUNK];
-    for (s, o) in src.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
-        let stage = &mut stage[..s.len()];
-        stage.copy_from_slice(s);
-        for (o, &v) in o.iter_mut().zip(stage.iter()) {
-            *o = v as u32;
+fn copy_f16(src: &[u8], out: &mut [f16], stage: &mut [u8; STAGE_BYTES]) {
+    for (src, out) in src.chunks(STAGE_BYTES).zip(out.chunks_mut(STAGE_BYTES / 2)) {
+        let stage = &mut stage[..src.len()];
+        stage.copy_from_slice(src);
+        for (o, c) in out.iter_mut().zip(stage.chunks_exact(2)) {
+            *o = f16::from_bits(u16::from_le_bytes([c[0], c[1]]));
         }
     }
 }
