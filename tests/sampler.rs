@@ -328,7 +328,9 @@ fn ranks_together_draw_the_single_rank_stream() {
                     .collect();
                 single.seek(0);
                 for step in 0..12 {
+                    let plan = single.peek_plan();
                     let want = single.next_batch(0, 1).unwrap();
+                    assert_eq!(plan, want.docs, "the plan is what the batch holds");
                     let parts: Vec<Batch> = ranks
                         .iter_mut()
                         .enumerate()
@@ -863,7 +865,8 @@ fn named_weights_and_corpus_entry_point() {
 
 #[test]
 fn parallel_gather_equals_single_thread_gather() {
-    // B × T above the sampler's parallel threshold, so the rayon path runs (given > 1 thread).
+    // B × T at the sampler's parallel threshold (2^20 tokens), so the rayon path runs when the
+    // pool has more than one thread.
     let corpus = multimodal(DType::U16, 14);
     let one = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
@@ -874,14 +877,16 @@ fn parallel_gather_equals_single_thread_gather() {
         .build()
         .unwrap();
     for packing in PACKINGS {
-        let cfg = config(Mode::Iid, packing, 64, 1024);
+        let cfg = config(Mode::Iid, packing, 256, 4096);
         let mut a = Sampler::new(&corpus.cells, &WEIGHTS5, cfg.clone()).unwrap();
         let mut b = Sampler::new(&corpus.cells, &WEIGHTS5, cfg).unwrap();
-        for _ in 0..3 {
+        for _ in 0..2 {
             let x = one.install(|| a.next_batch(0, 1)).unwrap();
             let y = four.install(|| b.next_batch(0, 1)).unwrap();
             assert_eq!(x, y, "{packing}");
-            check_against_files(&corpus, &y, 0);
+            if packing == Packing::Pad {
+                check_against_files(&corpus, &y, 0);
+            }
         }
     }
 }

@@ -370,12 +370,14 @@ impl DocumentStore {
     }
 
     /// Number of documents.
+    #[inline]
     pub fn documents(&self) -> usize {
         self.tokens.documents()
     }
 
     /// Document `d`'s loss mask (one byte per token), or `None` when the dataset has no mask
     /// (then every token is trained on).
+    #[inline]
     pub fn mask(&self, d: usize) -> Option<&[u8]> {
         let m = self.mask.as_ref()?;
         let start = self.tokens.document_offset(d) as usize;
@@ -383,6 +385,7 @@ impl DocumentStore {
     }
 
     /// Document `d`'s image features as raw little-endian f16 bytes (`patches × dim`).
+    #[inline]
     pub fn image_bytes(&self, d: usize) -> Option<&[u8]> {
         let m = self.images.as_ref()?;
         let s = d * self.image_bytes_per_doc;

@@ -644,12 +644,14 @@ impl IndexedDataset {
     }
 
     /// The range of sequences forming document `d`.
+    #[inline]
     pub fn document_sequences(&self, d: usize) -> std::ops::Range<usize> {
         assert!(d < self.documents(), "document {d} out of range");
         self.raw_doc(d) as usize..self.raw_doc(d + 1) as usize
     }
 
     /// Raw bytes of document `d` (its sequences are contiguous), zero-copy.
+    #[inline]
     pub fn document_bytes(&self, d: usize) -> &[u8] {
         let r = self.document_sequences(d);
         if r.is_empty() {
@@ -665,6 +667,7 @@ impl IndexedDataset {
     }
 
     /// Element offset of document `d` in `.bin` (for side files indexed like the tokens).
+    #[inline]
     pub fn document_offset(&self, d: usize) -> u64 {
         let r = self.document_sequences(d);
         if r.is_empty() {
@@ -679,6 +682,7 @@ impl IndexedDataset {
     }
 
     /// Length in elements of document `d`.
+    #[inline]
     pub fn document_len(&self, d: usize) -> usize {
         self.document_bytes(d).len() / self.dtype.size()
     }
@@ -714,6 +718,7 @@ impl IndexedDataset {
     }
 
     /// Document `d` as `u16` tokens, zero-copy, when the dtype is `uint16`.
+    #[inline]
     pub fn document_u16(&self, d: usize) -> Option<&[u16]> {
         if self.dtype != DType::U16 {
             return None;

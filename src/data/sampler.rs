@@ -19,13 +19,15 @@
 //!      the cells of positive weight.
 //! 2. **Which document**: the `j`-th sample cell `d` supplies (its ordinal, `j = count_d`
 //!    before the draw) is position `j mod n_d` of epoch `j div n_d`, mapped through a
-//!    pseudorandom permutation of `0..n_d` per (seed, cell, epoch): a 4-round Feistel network
-//!    over the next power of two with cycle-walking ([`permute`]). O(1), allocation-free,
-//!    every document exactly once per epoch.
+//!    pseudorandom permutation of `0..n_d` per (seed, cell, epoch): a Feistel network over
+//!    the next power of two (4 rounds for large cells, more for small ones) with
+//!    cycle-walking ([`permute`]). O(1), allocation-free, every document exactly once per
+//!    epoch.
 //! 3. **Rows**: [`Packing::Pad`] puts one document per row (truncated to `T`, padded with the
 //!    pad token, loss mask 0 on padding); [`Packing::Pack`] concatenates consecutive documents
 //!    of the stream greedily (a document that does not fit starts the next row; one longer
-//!    than `T` is truncated). The packing depends only on `.idx` lengths.
+//!    than `T` is truncated). The packing depends only on `.idx` lengths. Every document
+//!    brings its image (f16, in document order, [`Batch::images`]).
 //!
 //! Every rank plans the *whole* global batch (cell draws, ordinals, lengths: no token reads)
 //! and gathers only its own contiguous share of rows, zero-copy from the memory maps. The
@@ -993,9 +995,9 @@ impl<'a> Sampler<'a> {
     /// Reading is latency-bound: documents sit at random places in maps much larger than the
     /// caches, and a short document is a few cache lines of tokens, mask and image each. So
     /// the source spans of every document are resolved first; while one document is copied,
-    /// the first lines of the one [`PREFETCH_AHEAD`] places later are prefetched; and every
-    /// copy goes through a small staging buffer with a plain `memcpy` (many loads in flight)
-    /// before the element-wise widening, which then reads from L1.
+    /// the first 4 KiB of each span of the one [`PREFETCH_AHEAD`] places later are prefetched;
+    /// and every copy goes through a small staging buffer with a plain `memcpy` (many loads
+    /// in flight) before the element-wise widening, which then reads from L1.
     fn gather(&self, out: &mut Batch) -> Result<(), SamplerError> {
         let t = out.seq_len;
         let n = out.rows * t;
@@ -1116,6 +1118,8 @@ impl<'a> Sampler<'a> {
 const STAGE_BYTES: usize = 4096;
 /// How many documents ahead of the one being copied are prefetched.
 const PREFETCH_AHEAD: usize = 4;
+/// How many bytes of each span of a document ahead are prefetched.
+const PREFETCH_BYTES: usize = 4096;
 
 /// A document's bytes in the maps.
 struct Span<'m> {
@@ -1125,16 +1129,16 @@ struct Span<'m> {
 }
 
 impl Span<'_> {
-    /// Prefetches the first lines of tokens, mask and image (the hardware prefetcher follows
-    /// once a stream is going).
+    /// Prefetches the first [`PREFETCH_BYTES`] of tokens, mask and image (a whole typical
+    /// document; the hardware prefetcher follows longer streams).
     #[inline]
     fn prefetch(&self) {
-        prefetch(self.tokens, 256);
+        prefetch(self.tokens, PREFETCH_BYTES);
         if let Some(m) = self.mask {
-            prefetch(m, 128);
+            prefetch(m, PREFETCH_BYTES / 2);
         }
         if let Some(i) = self.image {
-            prefetch(i, 1024);
+            prefetch(i, PREFETCH_BYTES);
         }
     }
 }
