@@ -6,6 +6,9 @@
 //! indexed-dataset format and draws deterministic mixture batches from it; [`config`] holds the
 //! typed configurations and presets. See `docs/architecture.md` for the module map.
 
+pub mod acquisition;
+pub mod baselines;
 pub mod config;
 pub mod data;
 pub mod fsutil;
+pub mod surrogate;

@@ -1,0 +1,1 @@
+//! Baseline proposers with the same interface and budget as GP-UCB (in progress).
