@@ -11,4 +11,5 @@ pub mod baselines;
 pub mod config;
 pub mod data;
 pub mod fsutil;
+pub mod search;
 pub mod surrogate;

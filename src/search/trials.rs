@@ -1,0 +1,399 @@
+//! Finished trials as users give them to `suggest`, `predict` and `recipe` (ask/tell).
+//!
+//! JSONL, one trial per line:
+//! `{"mixture": {"c00/ocr": 0.2, …}, "benchmarks": {"docvqa": 0.41, …}}` or with
+//! `"objective": 0.37` instead of (or besides) `"benchmarks"`; optional `"id"`. CSV is also
+//! accepted: a header naming cells (`concept/task`) and score columns (`objective` or
+//! benchmark names), one trial per row.
+//!
+//! Policies (documented in `docs/ask-tell.md`): cells a mixture omits have weight 0; weights
+//! must be finite, non-negative and sum to 1 within 1e-6; unknown cells, NaN or infinite
+//! scores are errors naming the file, line and field; repeated mixtures are kept as repeated
+//! noisy observations (the GP's noise term averages them).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::acquisition::SearchSpace;
+
+/// A problem with a trials file.
+#[derive(Debug, thiserror::Error)]
+pub enum TrialsError {
+    /// The file could not be read.
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A trial is invalid.
+    #[error("{}:{line}: {problem}", path.display())]
+    Trial {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong and what was expected.
+        problem: String,
+    },
+}
+
+/// One finished trial.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trial {
+    /// Identifier (from the file, or `line N`).
+    pub id: String,
+    /// Line in the source file.
+    pub line: usize,
+    /// One weight per cell of the space, in the space's cell order.
+    pub mixture: Vec<f64>,
+    /// Benchmark scores by name.
+    pub benchmarks: BTreeMap<String, f64>,
+    /// An explicit objective, if given.
+    pub objective: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireTrial {
+    #[serde(default)]
+    id: Option<serde_json::Value>,
+    mixture: BTreeMap<String, f64>,
+    #[serde(default)]
+    benchmarks: BTreeMap<String, f64>,
+    #[serde(default)]
+    objective: Option<f64>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    meta: Option<serde_json::Value>,
+}
+
+fn check_mixture(space: &SearchSpace, named: &BTreeMap<String, f64>) -> Result<Vec<f64>, String> {
+    let mut w = vec![0.0; space.cells()];
+    for (name, &v) in named {
+        let i = space.cells.iter().position(|c| c == name).ok_or_else(|| {
+            let ex: Vec<String> = space
+                .cells
+                .iter()
+                .take(4)
+                .map(|c| format!("{c:?}"))
+                .collect();
+            format!(
+                "mixture names unknown cell {name:?}; cells look like {}",
+                ex.join(", ")
+            )
+        })?;
+        if !v.is_finite() || v < 0.0 {
+            return Err(format!(
+                "mixture weight of {name:?} is {v}; expected a finite non-negative number"
+            ));
+        }
+        w[i] = v;
+    }
+    let s: f64 = w.iter().sum();
+    if (s - 1.0).abs() > 1e-6 {
+        return Err(format!(
+            "mixture weights sum to {s}; expected 1 (within 1e-6)"
+        ));
+    }
+    Ok(w)
+}
+
+fn check_scores(benchmarks: &BTreeMap<String, f64>, objective: Option<f64>) -> Result<(), String> {
+    for (b, &v) in benchmarks {
+        if !v.is_finite() {
+            return Err(format!(
+                "benchmark {b:?} score is {v}; expected a finite number"
+            ));
+        }
+    }
+    if let Some(o) = objective {
+        if !o.is_finite() {
+            return Err(format!("objective is {o}; expected a finite number"));
+        }
+    }
+    if benchmarks.is_empty() && objective.is_none() {
+        return Err("no scores: expected \"benchmarks\" or \"objective\"".into());
+    }
+    Ok(())
+}
+
+/// Reads trials (JSONL, or CSV when the file ends in `.csv`) against a space.
+pub fn load_trials(path: &Path, space: &SearchSpace) -> Result<Vec<Trial>, TrialsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TrialsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+    {
+        parse_csv(&text, path, space)
+    } else {
+        parse_jsonl(&text, path, space)
+    }
+}
+
+/// Parses JSONL trials; `path` names the source in errors.
+pub fn parse_jsonl(
+    text: &str,
+    path: &Path,
+    space: &SearchSpace,
+) -> Result<Vec<Trial>, TrialsError> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let err = |problem: String| TrialsError::Trial {
+            path: path.to_path_buf(),
+            line: i + 1,
+            problem,
+        };
+        let w: WireTrial =
+            serde_json::from_str(line).map_err(|e| err(format!("invalid trial: {e}")))?;
+        let mixture = check_mixture(space, &w.mixture).map_err(err)?;
+        check_scores(&w.benchmarks, w.objective).map_err(err)?;
+        let id = match w.id {
+            Some(serde_json::Value::String(s)) => s,
+            Some(v) => v.to_string(),
+            None => format!("line {}", i + 1),
+        };
+        out.push(Trial {
+            id,
+            line: i + 1,
+            mixture,
+            benchmarks: w.benchmarks,
+            objective: w.objective,
+        });
+    }
+    Ok(out)
+}
+
+/// Parses CSV trials: header of cell names and score columns.
+pub fn parse_csv(text: &str, path: &Path, space: &SearchSpace) -> Result<Vec<Trial>, TrialsError> {
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
+    let Some((_, header)) = lines.next() else {
+        return Ok(Vec::new());
+    };
+    let cols: Vec<String> = header
+        .split(',')
+        .map(|c| c.trim().trim_matches('"').to_string())
+        .collect();
+    let mut out = Vec::new();
+    for (i, line) in lines {
+        let err = |problem: String| TrialsError::Trial {
+            path: path.to_path_buf(),
+            line: i + 1,
+            problem,
+        };
+        let vals: Vec<&str> = line.split(',').map(|v| v.trim()).collect();
+        if vals.len() != cols.len() {
+            return Err(err(format!(
+                "{} values for {} header columns",
+                vals.len(),
+                cols.len()
+            )));
+        }
+        let mut mixture = BTreeMap::new();
+        let mut benchmarks = BTreeMap::new();
+        let mut objective = None;
+        let mut id = None;
+        for (c, v) in cols.iter().zip(&vals) {
+            if c == "id" {
+                id = Some(v.to_string());
+                continue;
+            }
+            let x: f64 = v
+                .parse()
+                .map_err(|_| err(format!("column {c:?} value {v:?} is not a number")))?;
+            if c.contains('/') {
+                mixture.insert(c.clone(), x);
+            } else if c == "objective" {
+                objective = Some(x);
+            } else {
+                benchmarks.insert(c.clone(), x);
+            }
+        }
+        let mixture = check_mixture(space, &mixture).map_err(err)?;
+        check_scores(&benchmarks, objective).map_err(err)?;
+        out.push(Trial {
+            id: id.unwrap_or_else(|| format!("line {}", i + 1)),
+            line: i + 1,
+            mixture,
+            benchmarks,
+            objective,
+        });
+    }
+    Ok(out)
+}
+
+/// How trial scores become the scalar the search maximises.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObjectiveSpec {
+    /// Benchmark weights; empty = every benchmark with weight 1.
+    pub weights: BTreeMap<String, f64>,
+    /// Normalise each benchmark by its score in this trial (an id), e.g. the uniform or
+    /// natural mixture's trial, so benchmarks on different scales count alike.
+    pub reference: Option<String>,
+}
+
+impl ObjectiveSpec {
+    /// A spec targeting the given benchmarks with equal weights.
+    pub fn targeting(benchmarks: &[String]) -> Self {
+        Self {
+            weights: benchmarks.iter().map(|b| (b.clone(), 1.0)).collect(),
+            reference: None,
+        }
+    }
+
+    /// The objective of every trial: the weighted mean of its (normalised) benchmark scores,
+    /// or its explicit `objective` when no benchmark weights are given and it has one.
+    /// Errors name the trial that lacks a needed score.
+    pub fn evaluate(&self, trials: &[Trial]) -> Result<Vec<f64>, String> {
+        let reference = match &self.reference {
+            None => None,
+            Some(id) => Some(
+                trials
+                    .iter()
+                    .find(|t| &t.id == id)
+                    .ok_or_else(|| format!("reference trial {id:?} is not among the trials"))?,
+            ),
+        };
+        trials
+            .iter()
+            .map(|t| {
+                if self.weights.is_empty() {
+                    if let Some(o) = t.objective {
+                        return Ok(o);
+                    }
+                    if t.benchmarks.is_empty() {
+                        return Err(format!("trial {} (line {}) has no scores", t.id, t.line));
+                    }
+                }
+                let names: Vec<(&String, f64)> = if self.weights.is_empty() {
+                    t.benchmarks.keys().map(|b| (b, 1.0)).collect()
+                } else {
+                    self.weights.iter().map(|(b, &w)| (b, w)).collect()
+                };
+                let mut num = 0.0;
+                let mut den = 0.0;
+                for (b, w) in names {
+                    let s = *t.benchmarks.get(b).ok_or_else(|| {
+                        format!(
+                            "trial {} (line {}) has no score for benchmark {b:?}",
+                            t.id, t.line
+                        )
+                    })?;
+                    let s = match reference {
+                        Some(r) => {
+                            let rs = *r.benchmarks.get(b).ok_or_else(|| {
+                                format!("reference trial {} has no score for {b:?}", r.id)
+                            })?;
+                            if rs == 0.0 {
+                                return Err(format!(
+                                    "reference trial {} scores 0 on {b:?}: cannot normalise",
+                                    r.id
+                                ));
+                            }
+                            s / rs
+                        }
+                        None => s,
+                    };
+                    num += w * s;
+                    den += w;
+                }
+                if den <= 0.0 {
+                    return Err("benchmark weights sum to 0".into());
+                }
+                Ok(num / den)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::acquisition::{SpaceConstraints, SpaceKind};
+
+    fn space() -> SearchSpace {
+        SearchSpace::new(
+            SpaceKind::Joint,
+            vec!["a/x".into(), "a/y".into(), "b/x".into()],
+            vec![(0, 0), (0, 1), (1, 0)],
+            vec!["a".into(), "b".into()],
+            vec!["x".into(), "y".into()],
+            vec![0.5, 0.3, 0.2],
+            &SpaceConstraints::default(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn jsonl_and_csv_agree() {
+        let s = space();
+        let j = "{\"id\":\"t1\",\"mixture\":{\"a/x\":0.5,\"b/x\":0.5},\"benchmarks\":{\"q\":0.2,\"r\":0.4}}\n\n{\"mixture\":{\"a/y\":1.0},\"objective\":0.9}\n";
+        let t = parse_jsonl(j, Path::new("t.jsonl"), &s).unwrap();
+        assert_eq!(t[0].mixture, vec![0.5, 0.0, 0.5]);
+        assert_eq!(t[1].id, "line 3");
+        let c = "id,a/x,a/y,b/x,q,r\nt1,0.5,0,0.5,0.2,0.4\n";
+        let t2 = parse_csv(c, Path::new("t.csv"), &s).unwrap();
+        assert_eq!(t2[0].mixture, t[0].mixture);
+        assert_eq!(t2[0].benchmarks, t[0].benchmarks);
+        let y = ObjectiveSpec::default().evaluate(&t).unwrap();
+        assert!((y[0] - 0.3).abs() < 1e-15 && y[1] == 0.9);
+        let spec = ObjectiveSpec {
+            weights: [("r".to_string(), 3.0), ("q".to_string(), 1.0)].into(),
+            reference: None,
+        };
+        assert!((spec.evaluate(&t[..1]).unwrap()[0] - (0.2 + 1.2) / 4.0).abs() < 1e-15);
+        let e = spec.evaluate(&t).unwrap_err();
+        assert!(
+            e.contains("line 3") && e.contains("\"q\"") || e.contains("\"r\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_trials_are_named() {
+        let s = space();
+        let cases = [
+            (
+                "{\"mixture\":{\"z/x\":1.0},\"objective\":1}",
+                "unknown cell \"z/x\"",
+            ),
+            ("{\"mixture\":{\"a/x\":0.7},\"objective\":1}", "sum to 0.7"),
+            (
+                "{\"mixture\":{\"a/x\":1.0},\"objective\":NaN}",
+                "invalid trial",
+            ),
+            ("{\"mixture\":{\"a/x\":1.0},\"benchmarks\":{}}", "no scores"),
+            (
+                "{\"mixture\":{\"a/x\":1.0,\"a/y\":-0.0001,\"b/x\":0.0001},\"objective\":1}",
+                "non-negative",
+            ),
+        ];
+        for (line, want) in cases {
+            let e = parse_jsonl(&format!("\n{line}\n"), Path::new("t.jsonl"), &s)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("t.jsonl:2") && e.contains(want),
+                "{e} lacks {want}"
+            );
+        }
+        let e = parse_csv("a/x,a/y,b/x,q\n1,0,0,inf\n", Path::new("t.csv"), &s)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("t.csv:2") && e.contains("finite"), "{e}");
+    }
+}
