@@ -42,6 +42,12 @@ pub enum Command {
     Prepare(PrepareArgs),
     /// Describe a prepared corpus or a Megatron `.bin`/`.idx` prefix; verify checksums.
     Inspect(InspectArgs),
+    /// Propose the next mixtures from finished trials (ask/tell).
+    Suggest(crate::ask::SuggestArgs),
+    /// Posterior mean and standard deviation of the objective at given mixtures.
+    Predict(crate::ask::PredictArgs),
+    /// Write the recommended mixture (recipe.json), optionally as a Megatron blend.
+    Recipe(crate::ask::RecipeArgs),
 }
 
 /// `mixatlas synth`.
@@ -184,6 +190,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Synth(a) => run_synth(a).map(|_| ()),
         Command::Prepare(a) => run_prepare(a).map(|_| ()),
         Command::Inspect(a) => run_inspect(a),
+        Command::Suggest(a) => crate::ask::run_suggest(a),
+        Command::Predict(a) => crate::ask::run_predict(a),
+        Command::Recipe(a) => crate::ask::run_recipe(a),
     }
 }
 

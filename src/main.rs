@@ -1,5 +1,6 @@
 //! The `mixatlas` binary: parse the command line, run one subcommand, report errors.
 
+mod ask;
 mod cli;
 mod demo;
 

@@ -1,0 +1,371 @@
+//! Ask/tell subcommands: `suggest`, `predict` and `recipe` over user-supplied trials.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use mixatlas::acquisition::ucb::{GpUcb, GpUcbConfig};
+use mixatlas::acquisition::{Observations, Proposer, SearchSpace, SpaceConstraints, SpaceKind};
+use mixatlas::data::corpus::Manifest;
+use mixatlas::search::methods::Method;
+use mixatlas::search::recipe::{Recipe, RecipeSource};
+use mixatlas::search::trials::{load_trials, ObjectiveSpec, Trial};
+use mixatlas::surrogate::gp::GpConfig;
+use mixatlas::surrogate::Posterior;
+use serde::Deserialize;
+
+/// Where the search space comes from.
+#[derive(Debug, Args)]
+pub struct SpaceArgs {
+    /// A prepared corpus: cells and natural proportions from its manifest.
+    #[arg(long, conflicts_with = "space")]
+    pub corpus: Option<PathBuf>,
+    /// A space file (JSON: kind, cells, prior, lower, upper, fixed) instead of a corpus.
+    #[arg(long)]
+    pub space: Option<PathBuf>,
+    /// joint (one simplex over cells) or factorized (one simplex per axis).
+    #[arg(long, value_parser = ["joint", "factorized"])]
+    pub space_kind: Option<String>,
+    /// Bounds and fixed cells (JSON: {"lower": {...}, "upper": {...}, "fixed": {...}}).
+    #[arg(long)]
+    pub constraints: Option<PathBuf>,
+}
+
+/// How trial scores become the objective.
+#[derive(Debug, Args)]
+pub struct ObjectiveArgs {
+    /// Benchmark weights, e.g. `docvqa=2,pope=1` (default: all benchmarks equally).
+    #[arg(long, value_delimiter = ',')]
+    pub weights: Vec<String>,
+    /// Normalise each benchmark by its score in this trial id.
+    #[arg(long)]
+    pub reference: Option<String>,
+}
+
+/// `mixatlas suggest`.
+#[derive(Debug, Args)]
+pub struct SuggestArgs {
+    /// Finished trials (JSONL or .csv); omit for the initial design.
+    #[arg(long)]
+    pub trials: Option<PathBuf>,
+    /// The space.
+    #[command(flatten)]
+    pub space: SpaceArgs,
+    /// The objective.
+    #[command(flatten)]
+    pub objective: ObjectiveArgs,
+    /// Number of mixtures to propose.
+    #[arg(short, long, default_value_t = 1)]
+    pub q: usize,
+    /// Method.
+    #[arg(long, value_enum, default_value_t = Method::GpUcb)]
+    pub method: Method,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Also report the fitted GP and each proposal's mean, std and UCB value.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mixatlas predict`.
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// Finished trials (JSONL or .csv).
+    #[arg(long)]
+    pub trials: PathBuf,
+    /// Mixtures to predict: JSONL of {"mixture": {...}} (or bare {cell: w} objects).
+    #[arg(long)]
+    pub at: PathBuf,
+    /// The space.
+    #[command(flatten)]
+    pub space: SpaceArgs,
+    /// The objective.
+    #[command(flatten)]
+    pub objective: ObjectiveArgs,
+    /// Seed of the GP fit's restarts.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// `mixatlas recipe`.
+#[derive(Debug, Args)]
+pub struct RecipeArgs {
+    /// Finished trials (JSONL or .csv).
+    #[arg(long)]
+    pub trials: PathBuf,
+    /// The space.
+    #[command(flatten)]
+    pub space: SpaceArgs,
+    /// The objective.
+    #[command(flatten)]
+    pub objective: ObjectiveArgs,
+    /// Optimise only these benchmarks (equal weights), from the same trials.
+    #[arg(long, value_delimiter = ',', conflicts_with = "weights")]
+    pub target: Vec<String>,
+    /// Method whose recommendation becomes the recipe.
+    #[arg(long, value_enum, default_value_t = Method::GpUcb)]
+    pub method: Method,
+    /// Where to write recipe.json.
+    #[arg(long, default_value = "recipe.json")]
+    pub out: PathBuf,
+    /// Also print the recipe: `json`, or `megatron` (a --data-path blend; needs --corpus).
+    #[arg(long, value_parser = ["json", "megatron"])]
+    pub export: Option<String>,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpaceFile {
+    #[serde(default)]
+    kind: SpaceKind,
+    cells: Vec<String>,
+    #[serde(default)]
+    prior: Option<Vec<f64>>,
+    #[serde(flatten)]
+    constraints: SpaceConstraints,
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {what} {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{what} {}: invalid", path.display()))
+}
+
+/// Builds the space (and the manifest when it came from a corpus).
+fn load_space(a: &SpaceArgs) -> Result<(SearchSpace, Option<Manifest>)> {
+    let kind = match a.space_kind.as_deref() {
+        Some("factorized") => Some(SpaceKind::Factorized),
+        Some(_) => Some(SpaceKind::Joint),
+        None => None,
+    };
+    let constraints: SpaceConstraints = match &a.constraints {
+        Some(p) => read_json(p, "constraints")?,
+        None => SpaceConstraints::default(),
+    };
+    match (&a.corpus, &a.space) {
+        (Some(dir), None) => {
+            let m = Manifest::load(dir)?;
+            let s = SearchSpace::from_manifest(&m, kind.unwrap_or_default(), &constraints)?;
+            Ok((s, Some(m)))
+        }
+        (None, Some(p)) => {
+            let f: SpaceFile = read_json(p, "space file")?;
+            let mut concepts: Vec<String> = Vec::new();
+            let mut tasks: Vec<String> = Vec::new();
+            let mut axes = Vec::new();
+            for c in &f.cells {
+                let (con, task) = c.split_once('/').with_context(|| {
+                    format!("space file {}: cell {c:?} is not `concept/task`", p.display())
+                })?;
+                let ci = concepts.iter().position(|x| x == con).unwrap_or_else(|| {
+                    concepts.push(con.to_string());
+                    concepts.len() - 1
+                });
+                let ti = tasks.iter().position(|x| x == task).unwrap_or_else(|| {
+                    tasks.push(task.to_string());
+                    tasks.len() - 1
+                });
+                axes.push((ci, ti));
+            }
+            let n = f.cells.len();
+            let prior = f.prior.unwrap_or_else(|| vec![1.0 / n as f64; n]);
+            if prior.len() != n {
+                bail!("space file {}: {} prior weights for {n} cells", p.display(), prior.len());
+            }
+            let mut c = f.constraints;
+            if a.constraints.is_some() {
+                c = constraints;
+            }
+            let s = SearchSpace::new(kind.unwrap_or(f.kind), f.cells, axes, concepts, tasks, prior, &c)?;
+            Ok((s, None))
+        }
+        _ => bail!("give the space with --corpus DIR or --space FILE"),
+    }
+}
+
+fn objective_spec(a: &ObjectiveArgs, target: &[String]) -> Result<ObjectiveSpec> {
+    let mut spec = if target.is_empty() {
+        ObjectiveSpec::default()
+    } else {
+        ObjectiveSpec::targeting(target)
+    };
+    for w in &a.weights {
+        let (b, v) = w
+            .split_once('=')
+            .with_context(|| format!("--weights entry {w:?}: expected BENCHMARK=WEIGHT"))?;
+        let v: f64 = v
+            .parse()
+            .with_context(|| format!("--weights entry {w:?}: {v:?} is not a number"))?;
+        if !(v >= 0.0 && v.is_finite()) {
+            bail!("--weights entry {w:?}: weight must be finite and non-negative");
+        }
+        spec.weights.insert(b.to_string(), v);
+    }
+    spec.reference = a.reference.clone();
+    Ok(spec)
+}
+
+fn observations(space: &SearchSpace, trials: &[Trial], spec: &ObjectiveSpec) -> Result<Observations> {
+    let y = spec.evaluate(trials).map_err(anyhow::Error::msg)?;
+    let mut obs = Observations::default();
+    for (t, y) in trials.iter().zip(y) {
+        let x = space
+            .from_mixture(&t.mixture)
+            .with_context(|| format!("trial {} (line {})", t.id, t.line))?;
+        obs.push(x, y);
+    }
+    Ok(obs)
+}
+
+fn named(space: &SearchSpace, w: &[f64]) -> BTreeMap<String, f64> {
+    space.cells.iter().cloned().zip(w.iter().copied()).collect()
+}
+
+/// `suggest`: the next q mixtures.
+pub fn run_suggest(a: SuggestArgs) -> Result<()> {
+    if a.q == 0 {
+        bail!("-q must be at least 1");
+    }
+    let (space, _) = load_space(&a.space)?;
+    let trials = match &a.trials {
+        Some(p) => load_trials(p, &space)?,
+        None => Vec::new(),
+    };
+    let spec = objective_spec(&a.objective, &[])?;
+    let obs = observations(&space, &trials, &spec)?;
+    let round = obs.len();
+    let (proposals, gp) = if a.method == Method::GpUcb {
+        let mut ucb = GpUcb::new(GpUcbConfig {
+            seed: a.seed,
+            gp: GpConfig { seed: a.seed, ..Default::default() },
+            ..GpUcbConfig::default()
+        });
+        let p = ucb.propose(&space, &obs, a.q, round)?;
+        let report = ucb.gp().map(|g| g.report());
+        (p, report)
+    } else {
+        (a.method.proposer(a.seed).propose(&space, &obs, a.q, round)?, None)
+    };
+    if a.json {
+        let props: Vec<serde_json::Value> = proposals
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "mixture": named(&space, &p.mixture),
+                    "mean": p.mean, "std": p.std, "ucb": p.acquisition, "reason": p.reason,
+                })
+            })
+            .collect();
+        let v = serde_json::json!({
+            "method": a.method.name(), "trials": obs.len(), "q": a.q,
+            "proposals": props, "gp": gp,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let mixtures: Vec<_> = proposals.iter().map(|p| named(&space, &p.mixture)).collect();
+        println!("{}", serde_json::to_string_pretty(&mixtures)?);
+    }
+    Ok(())
+}
+
+fn read_mixtures(path: &Path, space: &SearchSpace) -> Result<Vec<Vec<f64>>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: invalid JSON", path.display(), i + 1))?;
+        let m = v.get("mixture").cloned().unwrap_or(v);
+        let m: BTreeMap<String, f64> = serde_json::from_value(m).with_context(|| {
+            format!("{}:{}: expected {{\"mixture\": {{cell: weight}}}}", path.display(), i + 1)
+        })?;
+        let mut w = vec![0.0; space.cells()];
+        for (k, x) in m {
+            let j = space.cells.iter().position(|c| *c == k).with_context(|| {
+                format!("{}:{}: unknown cell {k:?}", path.display(), i + 1)
+            })?;
+            w[j] = x;
+        }
+        space
+            .from_mixture(&w)
+            .with_context(|| format!("{}:{}", path.display(), i + 1))?;
+        out.push(w);
+    }
+    Ok(out)
+}
+
+/// `predict`: posterior mean and std at given mixtures.
+pub fn run_predict(a: PredictArgs) -> Result<()> {
+    let (space, _) = load_space(&a.space)?;
+    let trials = load_trials(&a.trials, &space)?;
+    let spec = objective_spec(&a.objective, &[])?;
+    let obs = observations(&space, &trials, &spec)?;
+    let mut ucb = GpUcb::new(GpUcbConfig {
+        seed: a.seed,
+        gp: GpConfig { seed: a.seed, ..Default::default() },
+        ..GpUcbConfig::default()
+    });
+    let gp = ucb.fit(&obs).context("fitting the GP to the trials")?;
+    let mixtures = read_mixtures(&a.at, &space)?;
+    let mut flat = Vec::new();
+    for w in &mixtures {
+        flat.extend(space.from_mixture(w)?);
+    }
+    let (mean, var) = gp.predict(&flat);
+    let out: Vec<serde_json::Value> = mixtures
+        .iter()
+        .zip(mean.iter().zip(&var))
+        .map(|(w, (m, v))| {
+            serde_json::json!({"mixture": named(&space, w), "mean": m, "std": v.max(0.0).sqrt()})
+        })
+        .collect();
+    println!("{}", serde_json::to_string_pretty(&serde_json::json!({"gp": gp.report(), "predictions": out}))?);
+    Ok(())
+}
+
+/// `recipe`: the recommended mixture as recipe.json (and a Megatron blend).
+pub fn run_recipe(a: RecipeArgs) -> Result<()> {
+    let (space, manifest) = load_space(&a.space)?;
+    let trials = load_trials(&a.trials, &space)?;
+    let spec = objective_spec(&a.objective, &a.target)?;
+    let obs = observations(&space, &trials, &spec)?;
+    let mut proposer = a.method.proposer(a.seed);
+    let p = proposer.recommend(&space, &obs)?;
+    let trial = trials
+        .iter()
+        .find(|t| t.mixture.iter().zip(&p.mixture).all(|(x, y)| (x - y).abs() < 1e-9))
+        .map(|t| t.id.clone());
+    let recipe = Recipe::from_proposal(
+        &space,
+        &p,
+        RecipeSource {
+            method: a.method.name().into(),
+            trials: obs.len(),
+            trial,
+            target: a.target.clone(),
+            predicted_mean: p.mean,
+            predicted_std: p.std,
+            reason: p.reason.clone(),
+        },
+    );
+    recipe.save(&a.out)?;
+    eprintln!("recipe written to {}", a.out.display());
+    match a.export.as_deref() {
+        Some("megatron") => {
+            let (m, dir) = match (&manifest, &a.space.corpus) {
+                (Some(m), Some(d)) => (m, d),
+                _ => bail!("--export megatron needs --corpus (the cells' file prefixes)"),
+            };
+            println!("{}", recipe.megatron_blend(m, dir));
+        }
+        Some(_) => println!("{}", serde_json::to_string_pretty(&recipe)?),
+        None => {}
+    }
+    Ok(())
+}
