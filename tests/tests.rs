@@ -1,5 +1,8 @@
 //! Integration tests, built as one binary (see STYLE.md).
 
+mod ask;
 mod cli;
+mod gp;
 mod megatron_compat;
 mod sampler;
+mod search_quality;

@@ -6,7 +6,10 @@
 //! them with the same budget through the identical pipeline. Objectives are maximised
 //! (higher benchmark scores are better).
 
+pub mod design;
+pub mod objectives;
 pub mod space;
+pub mod ucb;
 
 pub use space::{Block, SearchSpace, SpaceConstraints, SpaceError, SpaceKind};
 

@@ -188,6 +188,10 @@ pub struct KMeansConfig {
     pub restarts: usize,
     /// Seed of every random choice; restart `r` draws from `SplitMix64::derive(seed, r)`.
     pub seed: u64,
+    /// k-means++ candidates tried per centre (the one lowering the potential most is kept).
+    /// `None` is scikit-learn's `2 + ⌊ln k⌋`; more (up to 32) make a bad seeding rarer at
+    /// little cost, since all candidates share one pass over the data.
+    pub local_trials: Option<usize>,
     /// Distance between embeddings.
     pub metric: Metric,
 }
@@ -200,6 +204,7 @@ impl Default for KMeansConfig {
             tol: 1e-4,
             restarts: 1,
             seed: 0,
+            local_trials: None,
             metric: Metric::Euclidean,
         }
     }
@@ -226,6 +231,14 @@ impl KMeansConfig {
         if self.restarts == 0 {
             return bad("restarts", "must be at least 1");
         }
+        if let Some(t) = self.local_trials {
+            if !(1..=MAX_TRIALS).contains(&t) {
+                return bad(
+                    "local_trials",
+                    &format!("must be in 1..={MAX_TRIALS}, got {t}"),
+                );
+            }
+        }
         if !(self.tol.is_finite() && self.tol >= 0.0) {
             return bad(
                 "tol",
@@ -249,7 +262,7 @@ pub struct FitReport {
     pub converged: bool,
     /// Points per cluster under the final centroids.
     pub sizes: Vec<u64>,
-    /// Restarts run.
+    /// Restarts run (`cfg.restarts`; 1 for [`KMeans::refine`]).
     pub restarts: usize,
     /// Index of the winning restart.
     pub best_restart: usize,
@@ -330,50 +343,62 @@ impl KMeans {
         cfg: &KMeansConfig,
         progress: &dyn Fn(&FitProgress),
     ) -> Result<(KMeans, FitReport), KMeansError> {
-        cfg.validate()?;
-        let n = check_shape(x, dim)?;
-        if cfg.k > n {
-            return Err(KMeansError::TooFewPoints { k: cfg.k, n });
-        }
-        let data = Prepared::new(x, n, dim, cfg.metric)?;
-        let tol = cfg.tol * data.mean_variance;
-        let mut ws = Workspace::new(n);
+        let data = prepare_fit(x, dim, cfg)?;
+        let mut ws = Workspace::new(data.n);
         let mut best: Option<(KMeans, FitReport)> = None;
         for restart in 0..cfg.restarts {
-            let mut rng = SplitMix64::derive(cfg.seed, restart as u64);
-            let init = kmeans_plus_plus(&data, cfg.k, &mut rng, &mut ws);
-            let run = lloyd(&data, init, cfg, tol, restart, &mut ws, progress);
-            tracing::debug!(
-                restart,
-                inertia = run.inertia,
-                iterations = run.iterations,
-                converged = run.converged,
-                "k-means restart done"
-            );
+            let init = seed_restart(&data, cfg, restart, &mut ws);
+            let (model, report) = run_restart(&data, init, cfg, restart, &mut ws, progress);
             if best
                 .as_ref()
-                .is_none_or(|(_, rep)| run.inertia < rep.inertia)
+                .is_none_or(|(_, rep)| report.inertia < rep.inertia)
             {
-                let model = KMeans::from_parts(run.centroids, cfg.k, dim, cfg.metric);
-                let report = FitReport {
-                    inertia: run.inertia,
-                    iterations: run.iterations,
-                    converged: run.converged,
-                    sizes: run.sizes,
-                    restarts: cfg.restarts,
-                    best_restart: restart,
-                };
                 best = Some((model, report));
             }
         }
-        let (model, report) = best.expect("at least one restart");
-        let sizes = &report.sizes;
-        if sizes.iter().any(|&s| s == 0) {
-            tracing::warn!(
-                k = cfg.k,
-                "k-means ended with empty clusters (fewer distinct points than k?)"
-            );
+        Ok(best.expect("at least one restart"))
+    }
+
+    /// The k-means++ seeds [`KMeans::fit`] starts its first restart from, as a model (the
+    /// draw of `SplitMix64::derive(cfg.seed, 0)`); `fit` with one restart equals
+    /// `init_plus_plus` followed by [`KMeans::refine`].
+    pub fn init_plus_plus(
+        x: &[f32],
+        dim: usize,
+        cfg: &KMeansConfig,
+    ) -> Result<KMeans, KMeansError> {
+        let data = prepare_fit(x, dim, cfg)?;
+        let mut ws = Workspace::new(data.n);
+        let init = seed_restart(&data, cfg, 0, &mut ws);
+        Ok(KMeans::from_parts(init, cfg.k, dim, cfg.metric))
+    }
+
+    /// Lloyd iterations on `x` (`n × dim`) starting from this model's centroids, with
+    /// `cfg.max_iter` and `cfg.tol` (warm start, or a start shared with another
+    /// implementation). `cfg.k` and `cfg.metric` must match the model; `restarts` and `seed`
+    /// are not used.
+    pub fn refine(
+        &self,
+        x: &[f32],
+        cfg: &KMeansConfig,
+    ) -> Result<(KMeans, FitReport), KMeansError> {
+        if cfg.k != self.k {
+            return Err(KMeansError::InvalidConfig {
+                field: "k",
+                problem: format!("is {} but the model has {} centroids", cfg.k, self.k),
+            });
         }
+        if cfg.metric != self.metric {
+            return Err(KMeansError::InvalidConfig {
+                field: "metric",
+                problem: format!("is {} but the model's is {}", cfg.metric, self.metric),
+            });
+        }
+        let data = prepare_fit(x, self.dim, cfg)?;
+        let mut ws = Workspace::new(data.n);
+        let (model, mut report) =
+            run_restart(&data, self.centroids.clone(), cfg, 0, &mut ws, &|_| {});
+        report.restarts = 1;
         Ok((model, report))
     }
 
@@ -613,6 +638,67 @@ fn check_shape(x: &[f32], dim: usize) -> Result<usize, KMeansError> {
     Ok(x.len() / dim)
 }
 
+/// Validates `cfg` and `x` (`n × dim`) and runs the preparation pass.
+fn prepare_fit<'a>(
+    x: &'a [f32],
+    dim: usize,
+    cfg: &KMeansConfig,
+) -> Result<Prepared<'a>, KMeansError> {
+    cfg.validate()?;
+    let n = check_shape(x, dim)?;
+    if cfg.k > n {
+        return Err(KMeansError::TooFewPoints { k: cfg.k, n });
+    }
+    Prepared::new(x, n, dim, cfg.metric)
+}
+
+/// k-means++ seeds of restart `restart` (`k × d`).
+fn seed_restart(
+    data: &Prepared,
+    cfg: &KMeansConfig,
+    restart: usize,
+    ws: &mut Workspace,
+) -> Vec<f32> {
+    let mut rng = SplitMix64::derive(cfg.seed, restart as u64);
+    kmeans_plus_plus(data, cfg.k, cfg.local_trials, &mut rng, ws)
+}
+
+/// Lloyd from `init` (`k × d`) and the final labelling: the model and its report.
+fn run_restart(
+    data: &Prepared,
+    init: Vec<f32>,
+    cfg: &KMeansConfig,
+    restart: usize,
+    ws: &mut Workspace,
+    progress: &dyn Fn(&FitProgress),
+) -> (KMeans, FitReport) {
+    let tol = cfg.tol * data.mean_variance;
+    let run = lloyd(data, init, cfg, tol, restart, ws, progress);
+    tracing::debug!(
+        restart,
+        inertia = run.inertia,
+        iterations = run.iterations,
+        converged = run.converged,
+        "k-means restart done"
+    );
+    if run.sizes.contains(&0) {
+        tracing::warn!(
+            k = cfg.k,
+            "k-means ended with empty clusters (fewer distinct points than k?)"
+        );
+    }
+    let model = KMeans::from_parts(run.centroids, cfg.k, data.d, cfg.metric);
+    let report = FitReport {
+        inertia: run.inertia,
+        iterations: run.iterations,
+        converged: run.converged,
+        sizes: run.sizes,
+        restarts: cfg.restarts,
+        best_restart: restart,
+    };
+    (model, report)
+}
+
 /// First (row, column) holding a non-finite value.
 fn first_non_finite(x: &[f32], dim: usize) -> Option<(usize, usize)> {
     x.chunks_exact(dim).enumerate().find_map(|(r, row)| {
@@ -636,7 +722,8 @@ fn block_rows(n: usize) -> usize {
 // time. Each fixes its own summation order, so both builds give identical bits.
 // ---------------------------------------------------------------------------------------------
 
-/// Most k-means++ candidates per centre (`2 + ⌊ln k⌋` with `k ≤ u32::MAX` is 24).
+/// Most k-means++ candidates per centre (the default `2 + ⌊ln k⌋` is at most 24 for
+/// `k ≤ u32::MAX`).
 const MAX_TRIALS: usize = 32;
 
 /// Lane count of the reductions (sums run in this many independent partial sums).
@@ -922,17 +1009,18 @@ impl Workspace {
 }
 
 /// Greedy k-means++ (Arthur & Vassilvitskii 2007, scikit-learn's variant): each new centre is
-/// the best of `2 + ⌊ln k⌋` candidates drawn with probability ∝ squared distance to the
-/// nearest centre so far. Returns `k × d` centroids.
+/// the best of `trials` (default `2 + ⌊ln k⌋`) candidates drawn with probability ∝ squared
+/// distance to the nearest centre so far. Returns `k × d` centroids.
 fn kmeans_plus_plus(
     data: &Prepared,
     k: usize,
+    trials: Option<usize>,
     rng: &mut SplitMix64,
     ws: &mut Workspace,
 ) -> Vec<f32> {
     let (n, d) = (data.n, data.d);
     let x: &[f32] = &data.x;
-    let trials = 2 + (k as f64).ln() as usize;
+    let trials = trials.unwrap_or(2 + (k as f64).ln() as usize);
     let mut centers = Vec::with_capacity(k * d);
     let first = rng.below(n as u64) as usize;
     centers.extend_from_slice(&x[first * d..(first + 1) * d]);
@@ -1179,16 +1267,12 @@ fn lloyd(
             "k-means iteration"
         );
         progress(&report);
-        let same = new == centroids;
+        // When the update left every centroid bit-identical (as unchanged labels do, unless
+        // an empty cluster was re-seeded), this pass's labels are already the argmin for the
+        // final centroids and only the exact distances remain to compute.
+        labels_final = new == centroids;
         centroids = new;
-        if changed == 0 {
-            converged = true;
-            // Unchanged labels give bit-identical sums, so unless a relocation moved a
-            // centroid the labels are already the argmin for the final centroids.
-            labels_final = same;
-            break;
-        }
-        if shift <= tol {
+        if changed == 0 || shift <= tol {
             converged = true;
             break;
         }
@@ -1507,7 +1591,13 @@ mod tests {
         seed: u64,
     ) -> (Vec<f32>, Vec<u32>) {
         let mut rng = SplitMix64::new(seed);
+        let mut tries = 0;
         let centres = loop {
+            assert!(
+                tries < 1000,
+                "min_sep {min_sep} unreachable with spread {spread}"
+            );
+            tries += 1;
             let c: Vec<f64> = (0..k * d).map(|_| rng.normal() * spread).collect();
             let ok = (0..k).all(|a| {
                 (0..a).all(|b| {
@@ -1602,8 +1692,15 @@ mod tests {
     fn blobs_are_recovered_exactly_for_several_sizes() {
         for &(n, d, k) in &[(200, 2, 3), (2000, 16, 5), (20_000, 64, 10), (3000, 300, 8)] {
             let (x, y) = blobs(n, d, k, 12.0, 12.0, 11 + n as u64);
+            let many_trials = KMeansConfig {
+                local_trials: Some(16),
+                ..cfg(k)
+            };
             let (model, report) = KMeans::fit(&x, d, &cfg(k)).unwrap();
             assert!(report.converged, "n={n}");
+            let (other, _) = KMeans::fit(&x, d, &many_trials).unwrap();
+            let ari = adjusted_rand_index(&y, &other.assign(&x).labels);
+            assert_eq!(ari, 1.0, "n={n} with 16 local trials");
             let pred = model.assign(&x).labels;
             let ari = adjusted_rand_index(&y, &pred);
             assert_eq!(ari, 1.0, "n={n} d={d} k={k}: ARI {ari}");
@@ -1707,7 +1804,7 @@ mod tests {
         let inertias: Vec<f64> = (0..4)
             .map(|r| {
                 let mut rng = SplitMix64::derive(7, r as u64);
-                let init = kmeans_plus_plus(&data, k, &mut rng, &mut ws);
+                let init = kmeans_plus_plus(&data, k, None, &mut rng, &mut ws);
                 lloyd(&data, init, &c, tol, r, &mut ws, &|_| {}).inertia
             })
             .collect();
@@ -1718,10 +1815,36 @@ mod tests {
     }
 
     #[test]
+    fn fit_is_init_plus_plus_then_refine() {
+        for metric in [Metric::Euclidean, Metric::Cosine] {
+            let (x, _) = blobs(6000, 16, 7, 0.6, 0.0, 13);
+            let c = KMeansConfig {
+                metric,
+                seed: 5,
+                ..cfg(7)
+            };
+            let (fitted, report) = KMeans::fit(&x, 16, &c).unwrap();
+            let init = KMeans::init_plus_plus(&x, 16, &c).unwrap();
+            let (refined, again) = init.refine(&x, &c).unwrap();
+            assert_eq!(fitted, refined);
+            assert_eq!(report, again);
+            // Refining a converged model stops at once with the same inertia.
+            let (_, twice) = refined.refine(&x, &c).unwrap();
+            assert_eq!(twice.iterations, 1);
+            assert!((twice.inertia - report.inertia).abs() <= 1e-9 * report.inertia);
+            let wrong_k = KMeansConfig { k: 6, ..c.clone() };
+            assert!(matches!(
+                init.refine(&x, &wrong_k),
+                Err(KMeansError::InvalidConfig { field: "k", .. })
+            ));
+        }
+    }
+
+    #[test]
     fn cosine_mode_clusters_directions() {
         // Directions around k random unit vectors, at random lengths: only the direction counts.
         let (n, d, k) = (3000, 32, 6);
-        let (raw, y) = blobs(n, d, k, 2.0, 20.0, 21);
+        let (raw, y) = blobs(n, d, k, 2.0, 8.0, 21);
         let mut rng = SplitMix64::new(4);
         let x: Vec<f32> = raw
             .chunks_exact(d)
@@ -1851,7 +1974,23 @@ mod tests {
         assert_eq!(c.max_iter, 100);
         assert_eq!(c.tol, 1e-4);
         assert_eq!(c.restarts, 1);
+        assert_eq!(c.local_trials, None);
         assert!(toml::from_str::<KMeansConfig>("kk = 3").is_err());
+        let t: KMeansConfig = toml::from_str("local_trials = 16").unwrap();
+        assert_eq!(t.local_trials, Some(16));
+        for bad in [0, MAX_TRIALS + 1] {
+            let c = KMeansConfig {
+                local_trials: Some(bad),
+                ..Default::default()
+            };
+            assert!(matches!(
+                c.validate(),
+                Err(KMeansError::InvalidConfig {
+                    field: "local_trials",
+                    ..
+                })
+            ));
+        }
         assert_eq!(
             serde_json::to_string(&Metric::Euclidean).unwrap(),
             "\"euclidean\""
@@ -1943,7 +2082,7 @@ mod tests {
             let data = Prepared::new(&x, 300, d, Metric::Euclidean).unwrap();
             let mut ws = Workspace::new(300);
             let mut rng = SplitMix64::new(seed);
-            let mut c = kmeans_plus_plus(&data, 3, &mut rng, &mut ws)
+            let mut c = kmeans_plus_plus(&data, 3, None, &mut rng, &mut ws)
                 .chunks_exact(d)
                 .map(|r| r.to_vec())
                 .collect::<Vec<_>>();

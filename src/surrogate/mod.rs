@@ -2,6 +2,20 @@
 //!
 //! The acquisition layer sees only a [`Posterior`] (BoTorch's three layers: model →
 //! posterior → acquisition → optimiser).
+//!
+//! - [`gp`]: exact GP regression ([`Gp`]) on faer, with outcome standardisation, jitter
+//!   escalation, rank-1 updates and analytic gradients of the marginal likelihood.
+//! - [`kernel`]: Matérn-5/2 and RBF correlations with ARD lengthscales.
+//! - [`fit`]: MAP hyperparameter fitting with BoTorch-style priors and restarts.
+//! - [`lbfgs`]: the L-BFGS optimiser used by the fit.
+
+pub mod fit;
+pub mod gp;
+pub mod kernel;
+pub mod lbfgs;
+
+pub use gp::{Gp, GpConfig, GpError, GpHyperparameters, GpReport};
+pub use kernel::Kernel;
 
 /// Mean, standard deviation and their gradients at one point (objective units).
 #[derive(Debug, Clone, PartialEq)]

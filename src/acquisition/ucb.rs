@@ -1,0 +1,534 @@
+//! GP-UCB with batch proposals (GP-BUCB) over the mixture space.
+//!
+//! Three layers, as in BoTorch: the model ([`Gp`]) gives a [`Posterior`]; the acquisition
+//! `UCB(x) = μ(x) + √β σ(x)` values points from the posterior alone; an optimiser maximises it
+//! over the space. The optimiser scores many quasi-random candidates in one batched
+//! `predict` (flat Dirichlet draws, a randomly shifted Kronecker low-discrepancy sequence
+//! mapped to each simplex by uniform spacings, and perturbations of the best trials), then
+//! runs projected-gradient ascent (analytic ∇μ and ∇σ, Euclidean projection onto the bounded
+//! simplices, adaptive step with backtracking) from the best few, in parallel.
+//!
+//! A batch of `q` is chosen greedily (Desautels et al. 2014, GP-BUCB): after each pick the
+//! posterior is conditioned on a hallucinated observation equal to its mean there, which
+//! leaves μ unchanged and shrinks σ around the pick, so the next maximiser goes elsewhere.
+//! Picks closer than `min_distance` to an earlier pick are skipped.
+//!
+//! Before `initial_design` trials exist (and whenever the GP cannot be fitted) the proposals
+//! are a maximin space-filling design ([`super::design`]).
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::design::maximin;
+use super::{Observations, Proposal, ProposeError, Proposer, SearchSpace};
+use crate::data::rng::SplitMix64;
+use crate::surrogate::{Gp, GpConfig, GpError, Posterior};
+
+/// The exploration weight β of `μ + √β σ`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Beta {
+    /// A constant β.
+    Fixed(f64),
+    /// Srinivas et al. (2010, Theorem 1, finite domain): `β_t = 2 log(d t² π² / (6δ))`, with
+    /// `t` = number of observations + 1 and `d` the space's dimension, multiplied by `scale`.
+    /// The theorem's β is known to over-explore in practice; implementations commonly scale it
+    /// down (Kandasamy et al. use a fraction of it). `scale = 1` is the theorem's value.
+    Srinivas {
+        /// Failure probability δ ∈ (0, 1).
+        delta: f64,
+        /// Multiplier of the theoretical β (default 0.2).
+        #[serde(default = "default_beta_scale")]
+        scale: f64,
+    },
+}
+
+fn default_beta_scale() -> f64 {
+    0.2
+}
+
+impl Default for Beta {
+    fn default() -> Self {
+        Beta::Srinivas {
+            delta: 0.1,
+            scale: default_beta_scale(),
+        }
+    }
+}
+
+impl Beta {
+    /// β for a space of dimension `d` when `n` observations exist (`t = n + 1`).
+    pub fn value(&self, d: usize, n: usize) -> f64 {
+        match *self {
+            Beta::Fixed(b) => b,
+            Beta::Srinivas { delta, scale } => {
+                let t = (n + 1) as f64;
+                let pi2 = std::f64::consts::PI * std::f64::consts::PI;
+                scale * 2.0 * (d.max(1) as f64 * t * t * pi2 / (6.0 * delta)).ln()
+            }
+        }
+    }
+}
+
+/// Settings of [`GpUcb`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GpUcbConfig {
+    /// The surrogate's fit.
+    pub gp: GpConfig,
+    /// Exploration weight.
+    pub beta: Beta,
+    /// Random and quasi-random candidates scored per pick.
+    pub candidates: usize,
+    /// Best candidates refined by projected-gradient ascent.
+    pub starts: usize,
+    /// Ascent iterations per start.
+    pub ascent_steps: usize,
+    /// Trials proposed by the space-filling design before the GP is used; `None` for
+    /// `max(2, ⌈d/2⌉)`.
+    pub initial_design: Option<usize>,
+    /// Two proposals of one batch closer than this (Euclidean, coordinates) count as
+    /// duplicates.
+    pub min_distance: f64,
+    /// Seed of the candidates and the design (each round draws its own stream).
+    pub seed: u64,
+}
+
+impl Default for GpUcbConfig {
+    fn default() -> Self {
+        Self {
+            gp: GpConfig::default(),
+            beta: Beta::default(),
+            candidates: 2048,
+            starts: 8,
+            ascent_steps: 40,
+            initial_design: None,
+            min_distance: 1e-3,
+            seed: 0,
+        }
+    }
+}
+
+impl GpUcbConfig {
+    /// Number of space-filling trials at dimension `d`.
+    pub fn initial_design_size(&self, d: usize) -> usize {
+        self.initial_design.unwrap_or(2.max(d.div_ceil(2)))
+    }
+}
+
+/// GP-UCB proposer (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct GpUcb {
+    cfg: GpUcbConfig,
+    /// The last fitted GP and the observations it was fitted to.
+    last: Option<(Observations, Gp)>,
+}
+
+/// One maximiser of the acquisition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UcbPoint {
+    /// Coordinates.
+    pub x: Vec<f64>,
+    /// `μ + √β σ` there.
+    pub value: f64,
+    /// Posterior mean there.
+    pub mean: f64,
+    /// Posterior standard deviation there.
+    pub std: f64,
+}
+
+fn dist2(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
+}
+
+/// Kronecker (R_d) sequence of Roberts (2018): `frac(shift_k + i α_k)` with
+/// `α_k = φ_D^{−k}`, `φ_D` the root of `x^{D+1} = x + 1`.
+fn kronecker(n: usize, dim: usize, rng: &mut SplitMix64) -> Vec<Vec<f64>> {
+    let mut phi = 2.0f64;
+    for _ in 0..50 {
+        phi = (1.0 + phi).powf(1.0 / (dim as f64 + 1.0));
+    }
+    let alpha: Vec<f64> = (1..=dim).map(|k| phi.powi(-(k as i32)).fract()).collect();
+    let shift: Vec<f64> = (0..dim).map(|_| rng.next_f64()).collect();
+    (0..n)
+        .map(|i| {
+            alpha
+                .iter()
+                .zip(&shift)
+                .map(|(a, s)| (s + (i + 1) as f64 * a).fract())
+                .collect()
+        })
+        .collect()
+}
+
+/// Candidate points: flat Dirichlet draws (half), a quasi-random simplex sequence (a quarter)
+/// and perturbations of the best observed points (the rest).
+pub fn candidates(
+    space: &SearchSpace,
+    obs: &Observations,
+    n: usize,
+    rng: &mut SplitMix64,
+) -> Vec<Vec<f64>> {
+    let d = space.dim();
+    let n_quasi = n / 4;
+    let n_local = if obs.is_empty() { 0 } else { n / 4 };
+    let mut out = space.sample(rng, n - n_quasi - n_local);
+    // Uniform spacings of sorted uniforms are uniform on the simplex.
+    let free: usize = space
+        .blocks
+        .iter()
+        .map(|b| b.coords.len().saturating_sub(1))
+        .sum();
+    if free > 0 {
+        for u in kronecker(n_quasi, free, rng) {
+            let mut x = vec![0.0; d];
+            let mut off = 0;
+            for b in &space.blocks {
+                let k = b.coords.len();
+                if k == 0 {
+                    continue;
+                }
+                let mut cuts: Vec<f64> = u[off..off + k - 1].to_vec();
+                off += k - 1;
+                cuts.sort_by(f64::total_cmp);
+                let mut prev = 0.0;
+                for (j, &c) in b.coords.iter().enumerate() {
+                    let next = if j + 1 < k { cuts[j] } else { 1.0 };
+                    x[c] = b.mass * (next - prev);
+                    prev = next;
+                }
+            }
+            space.project(&mut x);
+            out.push(x);
+        }
+    } else {
+        out.extend(space.sample(rng, n_quasi));
+    }
+    if n_local > 0 {
+        let mut order: Vec<usize> = (0..obs.len()).collect();
+        order.sort_by(|&a, &b| obs.y[b].total_cmp(&obs.y[a]).then(a.cmp(&b)));
+        let top = &order[..order.len().min(5)];
+        let dirs = space.sample(rng, n_local);
+        for (i, u) in dirs.into_iter().enumerate() {
+            let base = &obs.x[top[i % top.len()]];
+            // λ log-uniform in [0.01, 0.3]: convex combinations stay in the space.
+            let lam = 0.01 * 30f64.powf(rng.next_f64());
+            let mut x: Vec<f64> = base
+                .iter()
+                .zip(&u)
+                .map(|(b, v)| (1.0 - lam) * b + lam * v)
+                .collect();
+            space.project(&mut x);
+            out.push(x);
+        }
+    }
+    out
+}
+
+/// Projected-gradient ascent of `μ + √β σ` from `x0`: steps along the gradient's direction,
+/// projected onto the space, growing after a success and shrinking after a failure.
+fn ascend<P: Posterior>(
+    post: &P,
+    space: &SearchSpace,
+    x0: Vec<f64>,
+    sqrt_beta: f64,
+    steps: usize,
+) -> UcbPoint {
+    let eval = |x: &[f64]| {
+        let p = post.predict_point(x);
+        let g: Vec<f64> = p
+            .grad_mean
+            .iter()
+            .zip(&p.grad_std)
+            .map(|(a, b)| a + sqrt_beta * b)
+            .collect();
+        (p.mean + sqrt_beta * p.std, g, p.mean, p.std)
+    };
+    let mut x = x0;
+    let (mut u, mut g, mut mean, mut std) = eval(&x);
+    let mut step = 0.05 * (space.blocks.len().max(1) as f64).sqrt();
+    for _ in 0..steps {
+        let gn = g.iter().map(|v| v * v).sum::<f64>().sqrt();
+        if !(gn > 0.0) || step < 1e-9 {
+            break;
+        }
+        let mut y: Vec<f64> = x.iter().zip(&g).map(|(a, b)| a + step * b / gn).collect();
+        space.project(&mut y);
+        if dist2(&x, &y) < 1e-24 {
+            break; // at a vertex/face where the gradient points outward
+        }
+        let (uy, gy, my, sy) = eval(&y);
+        if uy > u {
+            (x, u, g, mean, std) = (y, uy, gy, my, sy);
+            step = (step * 1.5).min(1.0);
+        } else {
+            step *= 0.3;
+        }
+    }
+    UcbPoint {
+        x,
+        value: u,
+        mean,
+        std,
+    }
+}
+
+/// Maximises `μ + √β σ` of `post` over `space`: scores `pool` in one batch, refines the best
+/// `starts` by projected-gradient ascent, and returns the best point not within `min_distance`
+/// of any point in `exclude` (`None` if every candidate is).
+#[allow(clippy::too_many_arguments)]
+pub fn maximize_ucb<P: Posterior>(
+    post: &P,
+    space: &SearchSpace,
+    pool: &[Vec<f64>],
+    beta: f64,
+    starts: usize,
+    steps: usize,
+    exclude: &[Vec<f64>],
+    min_distance: f64,
+) -> Option<UcbPoint> {
+    let sb = beta.max(0.0).sqrt();
+    let flat: Vec<f64> = pool.iter().flatten().copied().collect();
+    let (mean, var) = post.predict(&flat);
+    let score: Vec<f64> = mean
+        .iter()
+        .zip(&var)
+        .map(|(m, v)| m + sb * v.max(0.0).sqrt())
+        .collect();
+    let md2 = min_distance * min_distance;
+    let free = |x: &[f64]| exclude.iter().all(|e| dist2(x, e) >= md2);
+    let mut order: Vec<usize> = (0..pool.len()).filter(|&i| free(&pool[i])).collect();
+    order.sort_by(|&a, &b| score[b].total_cmp(&score[a]).then(a.cmp(&b)));
+    // Starts: the best candidates, at least `min_distance` apart.
+    let mut picked: Vec<usize> = Vec::with_capacity(starts);
+    for &i in &order {
+        if picked.len() == starts {
+            break;
+        }
+        if picked.iter().all(|&j| dist2(&pool[i], &pool[j]) >= md2) {
+            picked.push(i);
+        }
+    }
+    let refined: Vec<UcbPoint> = picked
+        .par_iter()
+        .map(|&i| ascend(post, space, pool[i].clone(), sb, steps))
+        .collect();
+    let mut best: Option<UcbPoint> = None;
+    for p in refined.into_iter().filter(|p| free(&p.x)) {
+        if best.as_ref().is_none_or(|b| p.value > b.value) {
+            best = Some(p);
+        }
+    }
+    // Ascent can only improve on its start, but may have walked onto an excluded point.
+    best.or_else(|| {
+        order.first().map(|&i| UcbPoint {
+            x: pool[i].clone(),
+            value: score[i],
+            mean: mean[i],
+            std: var[i].max(0.0).sqrt(),
+        })
+    })
+}
+
+impl GpUcb {
+    /// A proposer with these settings.
+    pub fn new(cfg: GpUcbConfig) -> Self {
+        Self { cfg, last: None }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &GpUcbConfig {
+        &self.cfg
+    }
+
+    /// The GP of the last `propose`/`recommend`/`fit` call, if one was fitted.
+    pub fn gp(&self) -> Option<&Gp> {
+        self.last.as_ref().map(|(_, gp)| gp)
+    }
+
+    /// Fits the GP to `obs` (reusing the last fit when `obs` is unchanged).
+    pub fn fit(&mut self, obs: &Observations) -> Result<&Gp, GpError> {
+        let fresh = !matches!(&self.last, Some((o, _)) if o == obs);
+        if fresh {
+            let gp = Gp::fit(&obs.x, &obs.y, &self.cfg.gp)?;
+            self.last = Some((obs.clone(), gp));
+        }
+        Ok(&self.last.as_ref().expect("just fitted").1)
+    }
+
+    fn design(
+        &self,
+        space: &SearchSpace,
+        obs: &Observations,
+        q: usize,
+        rng: &mut SplitMix64,
+        reason: &str,
+    ) -> Vec<Proposal> {
+        maximin(space, &obs.x, q, self.cfg.candidates.max(4 * q), rng)
+            .into_iter()
+            .map(|x| Proposal {
+                mixture: space.to_mixture(&x),
+                x,
+                mean: None,
+                std: None,
+                acquisition: None,
+                reason: reason.to_string(),
+            })
+            .collect()
+    }
+}
+
+/// Checks that every trial is a finite point of `space`.
+pub fn validate_observations(space: &SearchSpace, obs: &Observations) -> Result<(), ProposeError> {
+    if obs.x.len() != obs.y.len() {
+        return Err(ProposeError::BadObservations(format!(
+            "{} coordinate vectors for {} objective values",
+            obs.x.len(),
+            obs.y.len()
+        )));
+    }
+    for (i, (x, &y)) in obs.x.iter().zip(&obs.y).enumerate() {
+        if !y.is_finite() {
+            return Err(ProposeError::BadObservations(format!(
+                "trial {i}: objective is {y}; expected a finite number"
+            )));
+        }
+        if x.len() != space.dim() {
+            return Err(ProposeError::BadObservations(format!(
+                "trial {i}: {} coordinates, the space has {}",
+                x.len(),
+                space.dim()
+            )));
+        }
+        if !space.contains(x, 1e-6) {
+            return Err(ProposeError::BadObservations(format!(
+                "trial {i}: not a mixture of the search space (off the simplex or outside the \
+                 bounds)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Proposer for GpUcb {
+    fn name(&self) -> &str {
+        "gp-ucb"
+    }
+
+    fn propose(
+        &mut self,
+        space: &SearchSpace,
+        obs: &Observations,
+        q: usize,
+        round: usize,
+    ) -> Result<Vec<Proposal>, ProposeError> {
+        validate_observations(space, obs)?;
+        let mut rng = SplitMix64::derive(self.cfg.seed, round as u64);
+        let n0 = self.cfg.initial_design_size(space.dim());
+        if obs.len() < n0.max(2) {
+            return Ok(self.design(space, obs, q, &mut rng, "initial design"));
+        }
+        let gp = match self.fit(obs) {
+            Ok(gp) => gp.clone(),
+            Err(e @ (GpError::NonFiniteY { .. } | GpError::BadInput { .. })) => {
+                return Err(ProposeError::BadObservations(e.to_string()))
+            }
+            Err(e) => {
+                tracing::warn!("GP fit failed ({e}); proposing a space-filling design");
+                let reason = format!("space-filling (GP fit failed: {e})");
+                return Ok(self.design(space, obs, q, &mut rng, &reason));
+            }
+        };
+        let beta = self.cfg.beta.value(space.dim(), obs.len());
+        let pool = candidates(space, obs, self.cfg.candidates.max(q), &mut rng);
+        let mut cond = gp.clone();
+        let mut out: Vec<Proposal> = Vec::with_capacity(q);
+        let mut chosen: Vec<Vec<f64>> = Vec::with_capacity(q);
+        for j in 0..q {
+            let Some(p) = maximize_ucb(
+                &cond,
+                space,
+                &pool,
+                beta,
+                self.cfg.starts.max(1),
+                self.cfg.ascent_steps,
+                &chosen,
+                self.cfg.min_distance,
+            ) else {
+                // Every candidate is a duplicate (tiny spaces): fill with a design.
+                let mut existing = obs.x.clone();
+                existing.extend(chosen.iter().cloned());
+                let extra = Observations {
+                    x: existing,
+                    y: Vec::new(),
+                };
+                let mut rest = self.design(space, &extra, q - j, &mut rng, "space-filling");
+                out.append(&mut rest);
+                break;
+            };
+            let pp = gp.predict_point(&p.x);
+            out.push(Proposal {
+                mixture: space.to_mixture(&p.x),
+                x: p.x.clone(),
+                mean: Some(pp.mean),
+                std: Some(pp.std),
+                acquisition: Some(p.value),
+                reason: if j == 0 {
+                    format!("ucb (beta {beta:.3})")
+                } else {
+                    format!(
+                        "ucb (beta {beta:.3}), batch point {} given {j} pending",
+                        j + 1
+                    )
+                },
+            });
+            if j + 1 < q {
+                cond.fantasize(&p.x);
+            }
+            chosen.push(p.x);
+        }
+        Ok(out)
+    }
+
+    fn recommend(
+        &mut self,
+        space: &SearchSpace,
+        obs: &Observations,
+    ) -> Result<Proposal, ProposeError> {
+        validate_observations(space, obs)?;
+        if obs.is_empty() {
+            return Err(ProposeError::BadObservations(
+                "no finished trials to recommend from".into(),
+            ));
+        }
+        let fitted = if obs.len() >= 2 {
+            self.fit(obs).ok()
+        } else {
+            None
+        };
+        let Some(gp) = fitted else {
+            let i = obs.best().expect("non-empty");
+            return Ok(Proposal {
+                x: obs.x[i].clone(),
+                mixture: space.to_mixture(&obs.x[i]),
+                mean: None,
+                std: None,
+                acquisition: None,
+                reason: format!("best of {} trials (no GP)", obs.len()),
+            });
+        };
+        let flat: Vec<f64> = obs.x.iter().flatten().copied().collect();
+        let (mean, var) = gp.predict(&flat);
+        let i = (0..mean.len())
+            .max_by(|&a, &b| mean[a].total_cmp(&mean[b]).then(b.cmp(&a)))
+            .expect("non-empty");
+        Ok(Proposal {
+            x: obs.x[i].clone(),
+            mixture: space.to_mixture(&obs.x[i]),
+            mean: Some(mean[i]),
+            std: Some(var[i].sqrt()),
+            acquisition: None,
+            reason: format!("highest posterior mean of {} trials (trial {i})", obs.len()),
+        })
+    }
+}

@@ -1,0 +1,868 @@
+//! Exact Gaussian-process regression on faer: the surrogate of the mixture search.
+//!
+//! Model (in internal units, see below): `y = m + f(x) + ε`, `f ~ GP(0, s²·φ(r²))` with a
+//! Matérn-5/2 or RBF correlation `φ` over ARD-scaled distances, `ε ~ N(0, σ²)`, a constant
+//! mean `m`. Inference is exact through a Cholesky factor `L` of `K + σ²I` (faer), with jitter
+//! escalation (`1e-8 … 1e-2` × the mean diagonal) when the factorisation fails.
+//!
+//! Internal units: targets are standardised with the statistics of the data given at fit time
+//! (mean and sample standard deviation; a constant objective uses standard deviation 1), and
+//! inputs are centred and multiplied by one scalar so that their mean per-coordinate variance is
+//! that of a uniform variable on `[0, 1]` (1/12). The scalar keeps the hyperparameter priors,
+//! which are stated for inputs in the unit cube (BoTorch), meaningful on a simplex, where a
+//! coordinate varies by about `1/d`. Both transforms are fixed at fit time and reused by
+//! [`Gp::add_observation`]. Everything public (predictions, [`GpReport`],
+//! [`Gp::lml`], [`GpHyperparameters`]) is in objective units and the space's coordinates;
+//! only [`Gp::lml_and_grad`] and [`Gp::log_params`] work in internal units.
+//!
+//! Hyperparameters are fitted by [`Gp::fit`] (see [`super::fit`]): maximum a posteriori with
+//! weak log-normal priors, L-BFGS in log space with analytic gradients, several restarts.
+
+use faer::dyn_stack::{MemBuffer, MemStack};
+use faer::linalg::cholesky::llt::factor::{cholesky_in_place, cholesky_in_place_scratch};
+use faer::linalg::matmul::matmul;
+use faer::linalg::triangular_solve::{
+    solve_lower_triangular_in_place, solve_upper_triangular_in_place,
+};
+use faer::{Accum, Mat, MatMut, Par};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::kernel::{sq_dist, Kernel};
+use super::{PointPosterior, Posterior};
+
+/// `log(2π)`.
+const LN_2PI: f64 = 1.837_877_066_409_345_5;
+/// Relative jitters tried in turn when a Cholesky factorisation fails (× mean diagonal).
+const JITTERS: [f64; 8] = [0.0, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2];
+/// Query points per block in [`Gp::predict`] (blocks run in parallel).
+const PREDICT_BLOCK: usize = 1024;
+
+/// Settings of the hyperparameter fit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GpConfig {
+    /// Covariance function.
+    pub kernel: Kernel,
+    /// Random restarts of the optimiser in addition to the one from the default start.
+    pub restarts: usize,
+    /// L-BFGS iterations per start.
+    pub max_iter: usize,
+    /// Seed of the random restarts.
+    pub seed: u64,
+    /// Fixed observation-noise variance in objective units (squared objective units); `None`
+    /// fits it.
+    pub fixed_noise: Option<f64>,
+}
+
+impl Default for GpConfig {
+    fn default() -> Self {
+        Self {
+            kernel: Kernel::Matern52,
+            restarts: 3,
+            max_iter: 200,
+            seed: 0,
+            fixed_noise: None,
+        }
+    }
+}
+
+/// A GP could not be built, fitted or updated.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GpError {
+    /// Fewer observations than the model needs.
+    #[error("a Gaussian process needs at least 2 trials, got {n}")]
+    TooFewPoints {
+        /// Number of trials given.
+        n: usize,
+    },
+    /// An objective value is NaN or infinite.
+    #[error("trial {index}: objective is {value}; expected a finite number")]
+    NonFiniteY {
+        /// Index of the trial.
+        index: usize,
+        /// The value.
+        value: f64,
+    },
+    /// A trial's coordinates are unusable (wrong length, NaN or infinite).
+    #[error("trial {index}: {reason}")]
+    BadInput {
+        /// Index of the trial.
+        index: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The kernel matrix is not positive definite even with the largest jitter.
+    #[error(
+        "kernel matrix of {n} trials is not positive definite even with jitter {jitter:e} × \
+         its mean diagonal"
+    )]
+    NotPositiveDefinite {
+        /// Size of the matrix.
+        n: usize,
+        /// Largest relative jitter tried.
+        jitter: f64,
+    },
+    /// Hyperparameters that are not finite and positive (or of the wrong length).
+    #[error("invalid hyperparameters: {0}")]
+    BadHyperparameters(String),
+}
+
+/// Hyperparameters in objective units and the space's coordinates: enough, with the trials, to
+/// rebuild a fitted GP without refitting ([`Gp::with_hyperparameters`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpHyperparameters {
+    /// One lengthscale per coordinate (coordinate units).
+    pub lengthscales: Vec<f64>,
+    /// Signal variance `s²` (squared objective units).
+    pub outputscale: f64,
+    /// Observation-noise variance `σ²` (squared objective units).
+    pub noise: f64,
+    /// Constant prior mean (objective units).
+    pub mean: f64,
+}
+
+/// What was fitted, for logs and `suggest --json`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GpReport {
+    /// Covariance function.
+    pub kernel: Kernel,
+    /// One lengthscale per coordinate (coordinate units).
+    pub lengthscales: Vec<f64>,
+    /// Signal variance (squared objective units).
+    pub outputscale: f64,
+    /// Observation-noise variance (squared objective units).
+    pub noise: f64,
+    /// Constant prior mean (objective units).
+    pub mean: f64,
+    /// Log marginal likelihood of the objective values (objective units).
+    pub log_marginal_likelihood: f64,
+    /// Number of observations (including any added after the fit).
+    pub n: usize,
+    /// Input dimension.
+    pub d: usize,
+}
+
+/// The fixed maps between objective units / coordinates and internal units.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Transform {
+    /// Per-coordinate centre subtracted from inputs.
+    pub x_center: Vec<f64>,
+    /// Scalar multiplying centred inputs.
+    pub x_scale: f64,
+    /// Subtracted from objectives.
+    pub y_mean: f64,
+    /// Objectives are divided by it.
+    pub y_std: f64,
+}
+
+impl Transform {
+    fn from_data(x: &[Vec<f64>], y: &[f64]) -> Self {
+        let (n, d) = (x.len(), x[0].len());
+        let nf = n as f64;
+        let x_center: Vec<f64> = (0..d)
+            .map(|k| x.iter().map(|r| r[k]).sum::<f64>() / nf)
+            .collect();
+        let mean_var = (0..d)
+            .map(|k| x.iter().map(|r| (r[k] - x_center[k]).powi(2)).sum::<f64>() / nf)
+            .sum::<f64>()
+            / d as f64;
+        let x_scale = if mean_var > 1e-300 && mean_var.is_finite() {
+            (1.0 / (12.0 * mean_var)).sqrt()
+        } else {
+            1.0
+        };
+        let y_mean = y.iter().sum::<f64>() / nf;
+        let var = y.iter().map(|v| (v - y_mean).powi(2)).sum::<f64>() / (nf - 1.0);
+        let sd = var.sqrt();
+        // A constant objective (up to rounding) keeps its scale: documented fallback.
+        let y_std = if sd > 1e-12 * (1.0 + y_mean.abs()) {
+            sd
+        } else {
+            1.0
+        };
+        Self {
+            x_center,
+            x_scale,
+            y_mean,
+            y_std,
+        }
+    }
+
+    fn z(&self, x: &[f64], out: &mut Vec<f64>) {
+        out.extend(
+            x.iter()
+                .zip(&self.x_center)
+                .map(|(v, c)| (v - c) * self.x_scale),
+        );
+    }
+}
+
+/// Hyperparameters in internal units.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Hyp {
+    /// Lengthscales (internal input units).
+    pub ls: Vec<f64>,
+    /// Outputscale `s²` (standardised).
+    pub os: f64,
+    /// Noise variance `σ²` (standardised).
+    pub noise: f64,
+    /// Constant mean (standardised).
+    pub mean: f64,
+}
+
+impl Hyp {
+    /// `[log ℓ₁ … log ℓ_d, log s², log σ², m]`.
+    pub fn to_log_params(&self) -> Vec<f64> {
+        let mut p: Vec<f64> = self.ls.iter().map(|v| v.ln()).collect();
+        p.extend([self.os.ln(), self.noise.ln(), self.mean]);
+        p
+    }
+
+    pub fn from_log_params(p: &[f64], d: usize) -> Self {
+        assert_eq!(p.len(), d + 3, "log_params must have d + 3 entries");
+        Self {
+            ls: p[..d].iter().map(|v| v.exp()).collect(),
+            os: p[d].exp(),
+            noise: p[d + 1].exp(),
+            mean: p[d + 2],
+        }
+    }
+
+    fn check(&self) -> Result<(), GpError> {
+        let ok = |v: f64| v.is_finite() && v > 0.0;
+        if !self.ls.iter().all(|&v| ok(v)) {
+            return Err(GpError::BadHyperparameters(format!(
+                "lengthscales must be finite and positive, got {:?}",
+                self.ls
+            )));
+        }
+        if !ok(self.os) {
+            return Err(GpError::BadHyperparameters(format!(
+                "outputscale must be finite and positive, got {}",
+                self.os
+            )));
+        }
+        if !(self.noise.is_finite() && self.noise >= 0.0) || !self.mean.is_finite() {
+            return Err(GpError::BadHyperparameters(format!(
+                "noise must be finite and non-negative and the mean finite, got {} and {}",
+                self.noise, self.mean
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The log marginal likelihood and its gradient (internal units).
+#[derive(Debug, Clone)]
+pub(crate) struct LmlGrad {
+    pub lml: f64,
+    /// ∂/∂ log ℓ_k.
+    pub d_log_ls: Vec<f64>,
+    /// ∂/∂ log s².
+    pub d_log_os: f64,
+    /// ∂/∂σ² (not log).
+    pub d_noise: f64,
+    /// ∂/∂m.
+    pub d_mean: f64,
+}
+
+/// Parallelism for an `n × n` factorisation: sequential for small matrices (the fit already
+/// runs its restarts in parallel).
+fn par_for(n: usize) -> Par {
+    if n >= 384 {
+        Par::rayon(0)
+    } else {
+        Par::Seq
+    }
+}
+
+/// Lower Cholesky factor of `a` (only its lower triangle is read), or `None` when `a` is not
+/// positive definite to working precision.
+fn cholesky_lower(a: &Mat<f64>) -> Option<Mat<f64>> {
+    let n = a.nrows();
+    let par = par_for(n);
+    let mut l = a.clone();
+    let mut mem = MemBuffer::new(cholesky_in_place_scratch::<f64>(n, par, Default::default()));
+    let stack = MemStack::new(&mut mem);
+    cholesky_in_place(
+        l.as_mut(),
+        Default::default(),
+        par,
+        stack,
+        Default::default(),
+    )
+    .ok()?;
+    for j in 1..n {
+        for i in 0..j {
+            l[(i, j)] = 0.0;
+        }
+    }
+    // A pivot at the level of rounding error (n ε × the largest diagonal) means the matrix
+    // is singular to working precision: treat it as a failure so jitter is added.
+    let max_diag = (0..n).map(|i| a[(i, i)]).fold(0.0, f64::max);
+    let tiny = 4.0 * n as f64 * f64::EPSILON * max_diag;
+    (0..n)
+        .all(|i| l[(i, i)].is_finite() && l[(i, i)] * l[(i, i)] > tiny)
+        .then_some(l)
+}
+
+/// Factorises `k`, adding jitter to its diagonal when needed. Returns the factor and the
+/// absolute jitter added (0 when none was needed).
+fn factor_with_jitter(k: &Mat<f64>) -> Result<(Mat<f64>, f64), GpError> {
+    let n = k.nrows();
+    let mean_diag = (0..n).map(|i| k[(i, i)]).sum::<f64>() / n.max(1) as f64;
+    let mut kj = k.clone();
+    for &rel in &JITTERS {
+        let jitter = rel * mean_diag;
+        if rel > 0.0 {
+            for i in 0..n {
+                kj[(i, i)] = k[(i, i)] + jitter;
+            }
+        }
+        if let Some(l) = cholesky_lower(&kj) {
+            if rel > 0.0 {
+                tracing::debug!(n, rel, "Cholesky needed jitter");
+            }
+            return Ok((l, jitter));
+        }
+    }
+    Err(GpError::NotPositiveDefinite {
+        n,
+        jitter: JITTERS[JITTERS.len() - 1],
+    })
+}
+
+fn col_mut(v: &mut [f64]) -> MatMut<'_, f64> {
+    let n = v.len();
+    MatMut::from_column_major_slice_mut(v, n, 1)
+}
+
+/// `v ← L⁻¹ v`.
+fn solve_l(l: &Mat<f64>, v: &mut [f64]) {
+    solve_lower_triangular_in_place(l.as_ref(), col_mut(v), Par::Seq);
+}
+
+/// `v ← L⁻ᵀ v`.
+fn solve_lt(l: &Mat<f64>, v: &mut [f64]) {
+    solve_upper_triangular_in_place(l.as_ref().transpose(), col_mut(v), Par::Seq);
+}
+
+/// Inputs divided by lengthscales (`n × d` row-major).
+fn divide_ls(z: &[f64], ls: &[f64]) -> Vec<f64> {
+    let d = ls.len();
+    z.chunks_exact(d)
+        .flat_map(|r| r.iter().zip(ls).map(|(v, l)| v / l))
+        .collect()
+}
+
+/// `K = s²Φ + (σ² diagonal)`, and optionally the matrix of slopes `φ'(r²)`.
+fn kernel_matrix(
+    zl: &[f64],
+    d: usize,
+    kernel: Kernel,
+    os: f64,
+    diag_extra: f64,
+    want_slopes: bool,
+) -> (Mat<f64>, Option<Mat<f64>>) {
+    let n = zl.len() / d;
+    let mut k = Mat::<f64>::zeros(n, n);
+    let mut s = want_slopes.then(|| Mat::<f64>::zeros(n, n));
+    for j in 0..n {
+        let zj = &zl[j * d..(j + 1) * d];
+        k[(j, j)] = os + diag_extra;
+        if let Some(s) = s.as_mut() {
+            s[(j, j)] = kernel.phi_and_slope(0.0).1;
+        }
+        for i in j + 1..n {
+            let (phi, slope) = kernel.phi_and_slope(sq_dist(&zl[i * d..(i + 1) * d], zj));
+            k[(i, j)] = os * phi;
+            k[(j, i)] = os * phi;
+            if let Some(s) = s.as_mut() {
+                s[(i, j)] = slope;
+                s[(j, i)] = slope;
+            }
+        }
+    }
+    (k, s)
+}
+
+/// Log marginal likelihood of standardised targets `ys` at inputs `z` (internal units, `n × d`
+/// row-major) and, with `want_grad`, its gradient. Jitter is escalated as in the model.
+pub(crate) fn lml_grad(
+    z: &[f64],
+    ys: &[f64],
+    kernel: Kernel,
+    hyp: &Hyp,
+    want_grad: bool,
+) -> Result<LmlGrad, GpError> {
+    let d = hyp.ls.len();
+    let n = ys.len();
+    let zl = divide_ls(z, &hyp.ls);
+    let (k, slopes) = kernel_matrix(&zl, d, kernel, hyp.os, hyp.noise, want_grad);
+    let (l, _jitter) = factor_with_jitter(&k)?;
+    let mut alpha: Vec<f64> = ys.iter().map(|v| v - hyp.mean).collect();
+    solve_l(&l, &mut alpha);
+    let quad: f64 = alpha.iter().map(|v| v * v).sum();
+    solve_lt(&l, &mut alpha);
+    let logdet_half: f64 = (0..n).map(|i| l[(i, i)].ln()).sum();
+    let lml = -0.5 * quad - logdet_half - 0.5 * n as f64 * LN_2PI;
+    if !want_grad {
+        return Ok(LmlGrad {
+            lml,
+            d_log_ls: Vec::new(),
+            d_log_os: 0.0,
+            d_noise: 0.0,
+            d_mean: 0.0,
+        });
+    }
+    let slopes = slopes.expect("slopes requested");
+    // K⁻¹ = L⁻ᵀ L⁻¹, then M = ααᵀ − K⁻¹; ∂LML/∂θ = ½ tr(M ∂K/∂θ).
+    let par = par_for(n);
+    let mut kinv = Mat::<f64>::identity(n, n);
+    solve_lower_triangular_in_place(l.as_ref(), kinv.as_mut(), par);
+    solve_upper_triangular_in_place(l.as_ref().transpose(), kinv.as_mut(), par);
+    let mut d_log_ls = vec![0.0; d];
+    let mut d_log_os = 0.0;
+    let mut trace_m = 0.0;
+    for j in 0..n {
+        let zj = &zl[j * d..(j + 1) * d];
+        let mjj = alpha[j] * alpha[j] - kinv[(j, j)];
+        trace_m += mjj;
+        d_log_os += 0.5 * mjj * hyp.os;
+        for i in j + 1..n {
+            let mij = alpha[i] * alpha[j] - kinv[(i, j)];
+            // Off-diagonal pairs count twice (M and K symmetric).
+            d_log_os += mij * (k[(i, j)]);
+            // ∂K_ij/∂log ℓ_k = s² φ'(r²) · (−2 Δ_k²/ℓ_k²).
+            let a = -2.0 * hyp.os * mij * slopes[(i, j)];
+            let zi = &zl[i * d..(i + 1) * d];
+            for ((g, &u), &v) in d_log_ls.iter_mut().zip(zi).zip(zj) {
+                let t = u - v;
+                *g += a * t * t;
+            }
+        }
+    }
+    Ok(LmlGrad {
+        lml,
+        d_log_ls,
+        d_log_os,
+        d_noise: 0.5 * trace_m,
+        d_mean: alpha.iter().sum(),
+    })
+}
+
+/// An exact GP regression model, fitted or built from given hyperparameters.
+#[derive(Debug, Clone)]
+pub struct Gp {
+    kernel: Kernel,
+    d: usize,
+    tf: Transform,
+    hyp: Hyp,
+    /// Absolute jitter on the diagonal (0 unless the factorisation needed it).
+    jitter: f64,
+    /// Training inputs in internal units (`n × d` row-major).
+    z: Vec<f64>,
+    /// The same divided by the lengthscales.
+    zl: Vec<f64>,
+    /// Standardised targets.
+    ys: Vec<f64>,
+    /// Lower Cholesky factor of `K + (σ² + jitter) I`.
+    l: Mat<f64>,
+    /// `(K + σ²I)⁻¹ (ys − m)`.
+    alpha: Vec<f64>,
+}
+
+/// Checks trials and returns `d`.
+fn validate(x: &[Vec<f64>], y: &[f64]) -> Result<usize, GpError> {
+    assert_eq!(
+        x.len(),
+        y.len(),
+        "x and y must have the same number of trials"
+    );
+    if y.len() < 2 {
+        return Err(GpError::TooFewPoints { n: y.len() });
+    }
+    let d = x[0].len();
+    if d == 0 {
+        return Err(GpError::BadInput {
+            index: 0,
+            reason: "no coordinates".into(),
+        });
+    }
+    for (i, (xi, &yi)) in x.iter().zip(y).enumerate() {
+        if xi.len() != d {
+            return Err(GpError::BadInput {
+                index: i,
+                reason: format!("{} coordinates, expected {d}", xi.len()),
+            });
+        }
+        if let Some(k) = xi.iter().position(|v| !v.is_finite()) {
+            return Err(GpError::BadInput {
+                index: i,
+                reason: format!("coordinate {k} is {}", xi[k]),
+            });
+        }
+        if !yi.is_finite() {
+            return Err(GpError::NonFiniteY {
+                index: i,
+                value: yi,
+            });
+        }
+    }
+    Ok(d)
+}
+
+impl Gp {
+    /// Fits the hyperparameters to trials `x` (`n` points of length `d`) with objectives `y`
+    /// (MAP, L-BFGS, `1 + cfg.restarts` starts; see [`super::fit`]).
+    pub fn fit(x: &[Vec<f64>], y: &[f64], cfg: &GpConfig) -> Result<Gp, GpError> {
+        let d = validate(x, y)?;
+        let tf = Transform::from_data(x, y);
+        let (z, ys) = internal_data(&tf, x, y);
+        let fixed_noise = match cfg.fixed_noise {
+            Some(v) if !(v.is_finite() && v >= 0.0) => {
+                return Err(GpError::BadHyperparameters(format!(
+                    "fixed_noise must be finite and non-negative, got {v}"
+                )))
+            }
+            Some(v) => Some(v / (tf.y_std * tf.y_std)),
+            None => None,
+        };
+        let hyp = super::fit::fit_hyperparameters(&z, &ys, d, cfg, fixed_noise)?;
+        Self::build(cfg.kernel, d, tf, hyp, z, ys)
+    }
+
+    /// A GP with given hyperparameters (objective units; no fitting).
+    pub fn with_hyperparameters(
+        x: &[Vec<f64>],
+        y: &[f64],
+        kernel: Kernel,
+        h: &GpHyperparameters,
+    ) -> Result<Gp, GpError> {
+        let d = validate(x, y)?;
+        if h.lengthscales.len() != d {
+            return Err(GpError::BadHyperparameters(format!(
+                "{} lengthscales for {d} coordinates",
+                h.lengthscales.len()
+            )));
+        }
+        let tf = Transform::from_data(x, y);
+        let (z, ys) = internal_data(&tf, x, y);
+        let v2 = tf.y_std * tf.y_std;
+        let hyp = Hyp {
+            ls: h.lengthscales.iter().map(|l| l * tf.x_scale).collect(),
+            os: h.outputscale / v2,
+            noise: h.noise / v2,
+            mean: (h.mean - tf.y_mean) / tf.y_std,
+        };
+        hyp.check()?;
+        Self::build(kernel, d, tf, hyp, z, ys)
+    }
+
+    fn build(
+        kernel: Kernel,
+        d: usize,
+        tf: Transform,
+        hyp: Hyp,
+        z: Vec<f64>,
+        ys: Vec<f64>,
+    ) -> Result<Gp, GpError> {
+        hyp.check()?;
+        let zl = divide_ls(&z, &hyp.ls);
+        let (k, _) = kernel_matrix(&zl, d, kernel, hyp.os, hyp.noise, false);
+        let (l, jitter) = factor_with_jitter(&k)?;
+        let mut gp = Gp {
+            kernel,
+            d,
+            tf,
+            hyp,
+            jitter,
+            z,
+            zl,
+            ys,
+            l,
+            alpha: Vec::new(),
+        };
+        gp.update_alpha();
+        Ok(gp)
+    }
+
+    fn update_alpha(&mut self) {
+        let mut a: Vec<f64> = self.ys.iter().map(|v| v - self.hyp.mean).collect();
+        solve_l(&self.l, &mut a);
+        solve_lt(&self.l, &mut a);
+        self.alpha = a;
+    }
+
+    /// Number of observations.
+    pub fn n(&self) -> usize {
+        self.ys.len()
+    }
+
+    /// The covariance function.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+
+    /// Absolute jitter added to the diagonal in internal (standardised) units; 0 unless the
+    /// factorisation needed it.
+    pub fn jitter(&self) -> f64 {
+        self.jitter
+    }
+
+    /// Hyperparameters in objective units (feed to [`Gp::with_hyperparameters`]).
+    pub fn hyperparameters(&self) -> GpHyperparameters {
+        let v2 = self.tf.y_std * self.tf.y_std;
+        GpHyperparameters {
+            lengthscales: self.hyp.ls.iter().map(|l| l / self.tf.x_scale).collect(),
+            outputscale: self.hyp.os * v2,
+            noise: self.hyp.noise * v2,
+            mean: self.tf.y_mean + self.tf.y_std * self.hyp.mean,
+        }
+    }
+
+    /// What was fitted, in objective units.
+    pub fn report(&self) -> GpReport {
+        let h = self.hyperparameters();
+        GpReport {
+            kernel: self.kernel,
+            lengthscales: h.lengthscales,
+            outputscale: h.outputscale,
+            noise: h.noise,
+            mean: h.mean,
+            log_marginal_likelihood: self.lml(),
+            n: self.n(),
+            d: self.d,
+        }
+    }
+
+    /// Log marginal likelihood `log p(y | hyperparameters)` of the objective values in objective
+    /// units, for the current observations (including added ones).
+    pub fn lml(&self) -> f64 {
+        let n = self.n();
+        let mut u: Vec<f64> = self.ys.iter().map(|v| v - self.hyp.mean).collect();
+        solve_l(&self.l, &mut u);
+        let quad: f64 = u.iter().map(|v| v * v).sum();
+        let logdet_half: f64 = (0..n).map(|i| self.l[(i, i)].ln()).sum();
+        -0.5 * quad - logdet_half - 0.5 * n as f64 * LN_2PI - n as f64 * self.tf.y_std.ln()
+    }
+
+    /// The current hyperparameters in internal units as `[log ℓ₁ … log ℓ_d, log s², log σ²,
+    /// m]`: lengthscales of the centred, scaled inputs, and outputscale, noise and mean of the
+    /// standardised objective (the parameterisation of [`Gp::lml_and_grad`]).
+    pub fn log_params(&self) -> Vec<f64> {
+        self.hyp.to_log_params()
+    }
+
+    /// Log marginal likelihood of the standardised objective on this GP's observations, and
+    /// its analytic gradient, at `log_params` (layout of [`Gp::log_params`]; no prior).
+    pub fn lml_and_grad(&self, log_params: &[f64]) -> Result<(f64, Vec<f64>), GpError> {
+        let hyp = Hyp::from_log_params(log_params, self.d);
+        hyp.check()?;
+        let g = lml_grad(&self.z, &self.ys, self.kernel, &hyp, true)?;
+        let mut grad = g.d_log_ls;
+        grad.extend([g.d_log_os, g.d_noise * hyp.noise, g.d_mean]);
+        Ok((g.lml, grad))
+    }
+
+    /// Adds one observation without refitting: extends the Cholesky factor by one row
+    /// (O(n²)), keeping the hyperparameters and the standardisation of the fit.
+    pub fn add_observation(&mut self, x: &[f64], y: f64) -> Result<(), GpError> {
+        assert_eq!(x.len(), self.d, "observation of the wrong dimension");
+        let n = self.n();
+        if let Some(k) = x.iter().position(|v| !v.is_finite()) {
+            return Err(GpError::BadInput {
+                index: n,
+                reason: format!("coordinate {k} is {}", x[k]),
+            });
+        }
+        if !y.is_finite() {
+            return Err(GpError::NonFiniteY { index: n, value: y });
+        }
+        let mut z = Vec::with_capacity(self.d);
+        self.tf.z(x, &mut z);
+        let zl: Vec<f64> = z.iter().zip(&self.hyp.ls).map(|(v, l)| v / l).collect();
+        let mut row: Vec<f64> = self
+            .zl
+            .chunks_exact(self.d)
+            .map(|zi| self.hyp.os * self.kernel.phi(sq_dist(zi, &zl)))
+            .collect();
+        solve_l(&self.l, &mut row);
+        let diag = self.hyp.os + self.hyp.noise + self.jitter;
+        let schur = diag - row.iter().map(|v| v * v).sum::<f64>();
+        // Exactly, schur ≥ σ² + jitter; clamp rounding (a duplicate point with no noise).
+        let lnn = schur.max(1e-12 * diag).sqrt();
+        self.l.resize_with(n + 1, n + 1, |_, _| 0.0);
+        for (j, v) in row.into_iter().enumerate() {
+            self.l[(n, j)] = v;
+        }
+        self.l[(n, n)] = lnn;
+        self.z.extend(z);
+        self.zl.extend(zl);
+        self.ys.push((y - self.tf.y_mean) / self.tf.y_std);
+        self.update_alpha();
+        Ok(())
+    }
+
+    /// Recomputes the Cholesky factor from scratch for the current observations and
+    /// hyperparameters (same standardisation; jitter escalated from the current one). The
+    /// result equals the rank-1 updated factor up to rounding.
+    pub fn refactor(&mut self) -> Result<(), GpError> {
+        let (k, _) = kernel_matrix(
+            &self.zl,
+            self.d,
+            self.kernel,
+            self.hyp.os,
+            self.hyp.noise + self.jitter,
+            false,
+        );
+        let (l, extra) = factor_with_jitter(&k)?;
+        self.jitter += extra;
+        self.l = l;
+        self.update_alpha();
+        Ok(())
+    }
+
+    /// The Cholesky factor `L` (`n × n`, internal units), for tests.
+    pub fn cholesky_factor(&self) -> &Mat<f64> {
+        &self.l
+    }
+
+    /// Posterior mean and variance of a block of query points (standardised units).
+    fn predict_block(&self, x: &[f64], mean: &mut [f64], var: &mut [f64]) {
+        let (n, d) = (self.n(), self.d);
+        let m = mean.len();
+        let mut zq = Vec::with_capacity(m * d);
+        for xr in x.chunks_exact(d) {
+            self.tf.z(xr, &mut zq);
+        }
+        for r in zq.chunks_exact_mut(d) {
+            r.iter_mut().zip(&self.hyp.ls).for_each(|(v, l)| *v /= l);
+        }
+        // Cross-distances through one product: r² = |a|² + |b|² − 2 a·b.
+        let a = Mat::from_fn(n, d, |i, k| self.zl[i * d + k]);
+        let b = Mat::from_fn(d, m, |k, j| zq[j * d + k]);
+        let mut kq = Mat::<f64>::zeros(n, m);
+        matmul(
+            kq.as_mut(),
+            Accum::Replace,
+            a.as_ref(),
+            b.as_ref(),
+            -2.0,
+            Par::Seq,
+        );
+        let sq_norm = |r: &[f64]| r.iter().map(|v| v * v).sum::<f64>();
+        let na: Vec<f64> = self.zl.chunks_exact(d).map(sq_norm).collect();
+        for j in 0..m {
+            let nb = sq_norm(&zq[j * d..(j + 1) * d]);
+            let col = kq.col_as_slice_mut(j);
+            let mut mu = self.hyp.mean;
+            for ((v, &ni), &ai) in col.iter_mut().zip(&na).zip(&self.alpha) {
+                *v = self.hyp.os * self.kernel.phi(*v + ni + nb);
+                mu += *v * ai;
+            }
+            mean[j] = mu;
+        }
+        solve_lower_triangular_in_place(self.l.as_ref(), kq.as_mut(), Par::Seq);
+        for (j, v) in var.iter_mut().enumerate() {
+            let s: f64 = kq.col_as_slice(j).iter().map(|t| t * t).sum();
+            *v = (self.hyp.os - s).max(0.0);
+        }
+    }
+}
+
+fn internal_data(tf: &Transform, x: &[Vec<f64>], y: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    let mut z = Vec::with_capacity(x.len() * x[0].len());
+    for xi in x {
+        tf.z(xi, &mut z);
+    }
+    let ys = y.iter().map(|v| (v - tf.y_mean) / tf.y_std).collect();
+    (z, ys)
+}
+
+impl Posterior for Gp {
+    fn dim(&self) -> usize {
+        self.d
+    }
+
+    fn predict(&self, x: &[f64]) -> (Vec<f64>, Vec<f64>) {
+        let d = self.d;
+        assert_eq!(x.len() % d, 0, "query points must be m × d");
+        let m = x.len() / d;
+        let mut mean = vec![0.0; m];
+        let mut var = vec![0.0; m];
+        x.par_chunks(PREDICT_BLOCK * d)
+            .zip(mean.par_chunks_mut(PREDICT_BLOCK))
+            .zip(var.par_chunks_mut(PREDICT_BLOCK))
+            .for_each(|((xb, mb), vb)| self.predict_block(xb, mb, vb));
+        let (ym, ys) = (self.tf.y_mean, self.tf.y_std);
+        mean.iter_mut().for_each(|v| *v = ym + ys * *v);
+        var.iter_mut().for_each(|v| *v *= ys * ys);
+        (mean, var)
+    }
+
+    fn predict_point(&self, x: &[f64]) -> PointPosterior {
+        let d = self.d;
+        assert_eq!(x.len(), d, "query point of the wrong dimension");
+        let mut zq = Vec::with_capacity(d);
+        self.tf.z(x, &mut zq);
+        zq.iter_mut().zip(&self.hyp.ls).for_each(|(v, l)| *v /= l);
+        let n = self.n();
+        let mut k = vec![0.0; n];
+        // c_i = ∂k_i/∂r² (times 2, the derivative of r² being 2Δ/ℓ in zl units).
+        let mut c = vec![0.0; n];
+        for (i, zi) in self.zl.chunks_exact(d).enumerate() {
+            let (phi, slope) = self.kernel.phi_and_slope(sq_dist(zi, &zq));
+            k[i] = self.hyp.os * phi;
+            c[i] = 2.0 * self.hyp.os * slope;
+        }
+        let mean_s = self.hyp.mean + k.iter().zip(&self.alpha).map(|(a, b)| a * b).sum::<f64>();
+        let mut w = k;
+        solve_l(&self.l, &mut w);
+        let var_s = (self.hyp.os - w.iter().map(|v| v * v).sum::<f64>()).max(0.0);
+        solve_lt(&self.l, &mut w); // w = K⁻¹ k*
+                                   // ∂k_i/∂zq_j = c_i (zq_j − zl_ij); chain to x: × x_scale / ℓ_j.
+        let mut gm = vec![0.0; d];
+        let mut gv = vec![0.0; d];
+        let (mut sa, mut sw) = (0.0, 0.0);
+        for (i, zi) in self.zl.chunks_exact(d).enumerate() {
+            let (a, b) = (self.alpha[i] * c[i], w[i] * c[i]);
+            sa += a;
+            sw += b;
+            for ((gmj, gvj), &zij) in gm.iter_mut().zip(gv.iter_mut()).zip(zi) {
+                *gmj -= a * zij;
+                *gvj -= b * zij;
+            }
+        }
+        let (ym, ysd) = (self.tf.y_mean, self.tf.y_std);
+        let std_s = var_s.sqrt();
+        let mut grad_mean = vec![0.0; d];
+        let mut grad_std = vec![0.0; d];
+        for j in 0..d {
+            let chain = self.tf.x_scale / self.hyp.ls[j];
+            let dm = (gm[j] + sa * zq[j]) * chain;
+            let dv = -2.0 * (gv[j] + sw * zq[j]) * chain;
+            grad_mean[j] = ysd * dm;
+            grad_std[j] = if std_s > 1e-12 * self.hyp.os.sqrt() {
+                ysd * dv / (2.0 * std_s)
+            } else {
+                0.0
+            };
+        }
+        PointPosterior {
+            mean: ym + ysd * mean_s,
+            std: ysd * std_s,
+            grad_mean,
+            grad_std,
+        }
+    }
+
+    fn fantasize(&mut self, x: &[f64]) {
+        let mu = self.predict_point(x).mean;
+        if let Err(e) = self.add_observation(x, mu) {
+            tracing::warn!("could not condition on a pending point: {e}");
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! The ask/tell subcommands (`suggest`, `predict`, `recipe`) as real processes on real files.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use mixatlas::data::rng::SplitMix64;
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mixatlas"))
+        .env("RUST_LOG", "warn")
+        .args(args)
+        .output()
+        .expect("mixatlas runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "mixatlas {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = run(args);
+    assert_eq!(out.status.code(), Some(2), "mixatlas {args:?} should fail with status 2");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+const CELLS: [&str; 6] = ["a/ocr", "a/vqa", "b/ocr", "b/vqa", "c/ocr", "c/vqa"];
+
+/// A known objective: higher when the mixture is near `TARGET`.
+const TARGET: [f64; 6] = [0.05, 0.1, 0.4, 0.15, 0.2, 0.1];
+
+fn objective(w: &[f64]) -> f64 {
+    -w.iter().zip(TARGET).map(|(a, b)| (a - b) * (a - b)).sum::<f64>()
+}
+
+fn setup(dir: &Path, n: usize) -> (String, String) {
+    let space = dir.join("space.json");
+    std::fs::write(
+        &space,
+        serde_json::json!({"kind": "joint", "cells": CELLS, "fixed": {"c/vqa": 0.1}}).to_string(),
+    )
+    .unwrap();
+    let mut rng = SplitMix64::new(5);
+    let mut lines = Vec::new();
+    for i in 0..n {
+        let mut w: Vec<f64> = (0..5).map(|_| -(1.0 - rng.next_f64()).ln()).collect();
+        let s: f64 = w.iter().sum();
+        w.iter_mut().for_each(|x| *x *= 0.9 / s);
+        w.push(0.1);
+        let y = objective(&w);
+        let mixture: serde_json::Map<String, serde_json::Value> =
+            CELLS.iter().zip(&w).map(|(c, x)| (c.to_string(), (*x).into())).collect();
+        lines.push(
+            serde_json::json!({"id": format!("t{i}"), "mixture": mixture,
+                "benchmarks": {"near": y, "ocr": w[0] + w[2] + w[4]}})
+            .to_string(),
+        );
+    }
+    let trials = dir.join("trials.jsonl");
+    std::fs::write(&trials, lines.join("\n")).unwrap();
+    (space.to_str().unwrap().into(), trials.to_str().unwrap().into())
+}
+
+fn mixtures(json: &serde_json::Value) -> Vec<Vec<f64>> {
+    json.as_array()
+        .unwrap()
+        .iter()
+        .map(|m| CELLS.iter().map(|c| m[*c].as_f64().unwrap_or(0.0)).collect())
+        .collect()
+}
+
+fn assert_valid(ws: &[Vec<f64>]) {
+    for w in ws {
+        assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{w:?}");
+        assert!(w.iter().all(|&x| x >= -1e-12));
+        assert!((w[5] - 0.1).abs() < 1e-9, "fixed cell kept: {w:?}");
+    }
+}
+
+#[test]
+fn suggest_proposes_valid_distinct_deterministic_mixtures() {
+    let dir = tempfile::tempdir().unwrap();
+    let (space, trials) = setup(dir.path(), 20);
+    // No trials: the initial design.
+    let first = mixtures(&serde_json::from_str(&ok(&["suggest", "--space", &space, "-q", "3"])).unwrap());
+    assert_eq!(first.len(), 3);
+    assert_valid(&first);
+    for method in ["gp-ucb", "regmix", "random", "uniform", "natural"] {
+        let args = ["suggest", "--space", &space, "--trials", &trials, "--weights", "near=1", "-q", "4", "--method", method, "--seed", "3"];
+        let a = ok(&args);
+        assert_eq!(a, ok(&args), "{method} is deterministic for a seed");
+        let ws = mixtures(&serde_json::from_str(&a).unwrap());
+        assert_valid(&ws);
+        if matches!(method, "gp-ucb" | "random" | "regmix") {
+            assert_eq!(ws.len(), 4);
+            for i in 0..ws.len() {
+                for j in 0..i {
+                    let d: f64 = ws[i].iter().zip(&ws[j]).map(|(a, b)| (a - b).abs()).sum();
+                    assert!(d > 1e-6, "{method}: proposals {i} and {j} coincide");
+                }
+            }
+        }
+    }
+    let v: serde_json::Value = serde_json::from_str(&ok(&[
+        "suggest", "--space", &space, "--trials", &trials, "--weights", "near=1", "-q", "2", "--json",
+    ]))
+    .unwrap();
+    let gp = &v["gp"];
+    assert_eq!(gp["d"], 5);
+    assert_eq!(gp["lengthscales"].as_array().unwrap().len(), 5);
+    for p in v["proposals"].as_array().unwrap() {
+        let (m, s, u) = (p["mean"].as_f64().unwrap(), p["std"].as_f64().unwrap(), p["ucb"].as_f64().unwrap());
+        assert!(s >= 0.0 && u >= m - 1e-12, "{p}");
+    }
+}
+
+#[test]
+fn predict_and_recipe_use_the_trials() {
+    let dir = tempfile::tempdir().unwrap();
+    let (space, trials) = setup(dir.path(), 25);
+    // Predict at two trial points: the GP (small noise) reproduces the observed objective.
+    let lines: Vec<String> = std::fs::read_to_string(&trials).unwrap().lines().take(2).map(String::from).collect();
+    let at = dir.path().join("at.jsonl");
+    std::fs::write(&at, lines.join("\n")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&ok(&[
+        "predict", "--space", &space, "--trials", &trials, "--weights", "near=1", "--at", at.to_str().unwrap(),
+    ]))
+    .unwrap();
+    for (line, p) in lines.iter().zip(v["predictions"].as_array().unwrap()) {
+        let t: serde_json::Value = serde_json::from_str(line).unwrap();
+        let y = t["benchmarks"]["near"].as_f64().unwrap();
+        let m = p["mean"].as_f64().unwrap();
+        assert!((m - y).abs() < 0.05 * y.abs().max(0.01) + 1e-3, "predicted {m}, observed {y}");
+    }
+    // Recipes: targeting "ocr" shifts weight to the ocr cells compared with "near".
+    let out = dir.path().join("recipe.json");
+    let o = out.to_str().unwrap();
+    ok(&["recipe", "--space", &space, "--trials", &trials, "--target", "near", "--out", o]);
+    let near: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    ok(&["recipe", "--space", &space, "--trials", &trials, "--target", "ocr", "--out", o]);
+    let ocr: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert!(ocr["task_marginals"]["ocr"].as_f64().unwrap() > near["task_marginals"]["ocr"].as_f64().unwrap());
+    assert_eq!(ocr["source"]["target"][0], "ocr");
+    let sum: f64 = ocr["weights"].as_object().unwrap().values().map(|v| v.as_f64().unwrap()).sum();
+    assert!((sum - 1.0).abs() < 1e-9);
+    let e = fails(&["recipe", "--space", &space, "--trials", &trials, "--out", o, "--export", "megatron"]);
+    assert!(e.contains("--corpus"), "{e}");
+}
+
+#[test]
+fn bad_trials_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (space, trials) = setup(dir.path(), 5);
+    let mut text = std::fs::read_to_string(&trials).unwrap();
+    text.push_str("\n{\"mixture\": {\"z/ocr\": 1.0}, \"objective\": 1}\n");
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, &text).unwrap();
+    let e = fails(&["suggest", "--space", &space, "--trials", bad.to_str().unwrap()]);
+    assert!(e.contains("bad.jsonl:6") && e.contains("z/ocr"), "{e}");
+    let e = fails(&["suggest", "--space", &space, "--trials", &trials, "--weights", "missing=1"]);
+    assert!(e.contains("missing"), "{e}");
+}

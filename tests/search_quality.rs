@@ -1,0 +1,254 @@
+//! Search quality (issue 3): GP-UCB against RegMix and random search at the same budget on the
+//! synthetic objectives with known optima, plus the harness and the baselines' contracts.
+//!
+//! The comparison is the fast version of `benches/search_quality.rs` (d = 15, 40 evaluations
+//! in rounds of 4, 4 seeds per objective, noise 0.1 in units of a random mixture's expected
+//! regret). RegMix scores 20,000 simulated candidates here instead of the published 100,000 to
+//! keep the test quick (the top 128 of 20,000 are nearly the same mixture); the benchmark uses
+//! the published number.
+
+use mixatlas::acquisition::objectives::{
+    mean_se, run_search, run_search_with, synthetic_space, BenchmarkLike, Objective, Quadratic,
+    SearchConfig,
+};
+use mixatlas::acquisition::ucb::{GpUcb, GpUcbConfig};
+use mixatlas::acquisition::{
+    Observations, ProposeError, Proposer, SearchSpace, SpaceConstraints, SpaceKind,
+};
+use mixatlas::baselines::{
+    block_prior, Natural, RandomSearch, RegMix, RegMixConfig, Regressor, RidgeConfig, Uniform,
+};
+
+const NOISE: f64 = 0.1;
+
+fn regmix(seed: u64, regressor: Regressor) -> RegMix {
+    RegMix::new(RegMixConfig {
+        seed,
+        regressor,
+        n_candidates: 20_000,
+        ..RegMixConfig::default()
+    })
+}
+
+fn gbdt(seed: u64) -> RegMix {
+    regmix(seed, RegMixConfig::default().regressor)
+}
+
+fn gp_ucb(seed: u64) -> GpUcb {
+    GpUcb::new(GpUcbConfig {
+        seed,
+        ..GpUcbConfig::default()
+    })
+}
+
+/// Mean simple regret of a method over seeds 0..4 on an objective family, d = 15, N = 40, q = 4.
+fn mean_regret(
+    make_objective: &dyn Fn(u64) -> Box<dyn Objective>,
+    make_method: &dyn Fn(u64) -> Box<dyn Proposer>,
+) -> (f64, f64) {
+    let r: Vec<f64> = (4..8)
+        .map(|seed| {
+            let obj = make_objective(seed);
+            let mut m = make_method(seed);
+            run_search(m.as_mut(), obj.space(), obj.as_ref(), 40, 4, seed)
+                .unwrap()
+                .simple_regret
+        })
+        .collect();
+    mean_se(&r)
+}
+
+fn compare_on(make_objective: &dyn Fn(u64) -> Box<dyn Objective>, label: &str) {
+    let gp = mean_regret(make_objective, &|s| Box::new(gp_ucb(s)));
+    let rm = mean_regret(make_objective, &|s| Box::new(gbdt(s)));
+    let rs = mean_regret(make_objective, &|s| Box::new(RandomSearch::new(s)));
+    eprintln!("{label}: gp-ucb {gp:?}, regmix-gbdt {rm:?}, random {rs:?}");
+    assert!(gp.0 < rm.0, "{label}: GP-UCB {gp:?} is not better than RegMix {rm:?}");
+    assert!(gp.0 < rs.0, "{label}: GP-UCB {gp:?} is not better than random {rs:?}");
+}
+
+#[test]
+fn gp_ucb_beats_regmix_and_random_search_on_the_quadratic() {
+    compare_on(&|s| Box::new(Quadratic::new(15, s, NOISE)), "quadratic");
+}
+
+#[test]
+fn gp_ucb_beats_regmix_and_random_search_on_the_benchmark_like_objective() {
+    compare_on(&|s| Box::new(BenchmarkLike::new(15, s, NOISE)), "benchmark");
+}
+
+/// RegMix learns something: on the benchmark-like objective (optimum on a face of the simplex,
+/// far from both fixed mixtures) its recommendation beats the uniform and natural mixtures.
+#[test]
+fn regmix_beats_the_fixed_mixtures_on_the_benchmark_like_objective() {
+    let make = |s| -> Box<dyn Objective> { Box::new(BenchmarkLike::new(15, s, NOISE)) };
+    let rm = mean_regret(&make, &|s| Box::new(gbdt(s)));
+    let rl = mean_regret(&make, &|s| Box::new(regmix(s, Regressor::Linear(RidgeConfig::default()))));
+    let un = mean_regret(&make, &|_| Box::new(Uniform));
+    let na = mean_regret(&make, &|_| Box::new(Natural));
+    eprintln!("regmix-gbdt {rm:?}, regmix-linear {rl:?}, uniform {un:?}, natural {na:?}");
+    for r in [rm, rl] {
+        assert!(r.0 < un.0 && r.0 < na.0);
+    }
+}
+
+/// RegMix's candidates follow the published rules: a cell never exceeds 15× its natural share
+/// (up to the renormalisation after zeroing, which can raise weights by at most
+/// 1/(1 − d · 2e-4)), weights are 0 or ≥ 2e-4, and every candidate is a mixture of the space.
+#[test]
+fn regmix_candidates_respect_the_cap_and_the_minimum() {
+    for d in [15, 50] {
+        let space = synthetic_space(d, 3);
+        let rm = regmix(1, RegMixConfig::default().regressor);
+        let cands = rm.sample_candidates(&space, 9, 5000);
+        let slack = 1.0 / (1.0 - d as f64 * 2e-4);
+        let mut zeros = 0;
+        for x in &cands {
+            assert!(space.contains(x, 1e-12));
+            for (c, &w) in x.iter().enumerate() {
+                assert!(w == 0.0 || w >= 2e-4, "weight {w}");
+                assert!(w <= (15.0 * space.prior[c]).min(1.0) * slack + 1e-12);
+                zeros += usize::from(w == 0.0);
+            }
+        }
+        // Small Dirichlet strengths make sparse mixtures: zeroing happens.
+        assert!(zeros > 0);
+        // The mean follows the tempered prior: cells with larger natural shares get more.
+        let mean: Vec<f64> = (0..d)
+            .map(|c| cands.iter().map(|x| x[c]).sum::<f64>() / cands.len() as f64)
+            .collect();
+        let hi = (0..d).max_by(|&a, &b| space.prior[a].total_cmp(&space.prior[b])).unwrap();
+        let lo = (0..d).min_by(|&a, &b| space.prior[a].total_cmp(&space.prior[b])).unwrap();
+        assert!(mean[hi] > 2.0 * mean[lo], "{} vs {}", mean[hi], mean[lo]);
+        // Same stream, same candidates; another stream, others.
+        assert_eq!(cands[..10], rm.sample_candidates(&space, 9, 10)[..]);
+        assert_ne!(cands[..10], rm.sample_candidates(&space, 10, 10)[..]);
+    }
+}
+
+/// A space with a fixed cell and bounds, and a factorized one, over the same cells: every
+/// method's proposals and recommendations lie in the space (the harness rejects any that do
+/// not) and RegMix respects the blocks.
+#[test]
+fn all_proposals_lie_in_constrained_and_factorized_spaces() {
+    let obj = BenchmarkLike::new(15, 4, NOISE);
+    let base = obj.space();
+    let mut c = SpaceConstraints::default();
+    c.fixed.insert(base.cells[0].clone(), 0.1);
+    c.upper.insert(base.cells[1].clone(), 0.02);
+    c.lower.insert(base.cells[2].clone(), 0.05);
+    let spaces = [
+        SearchSpace::new(
+            SpaceKind::Joint,
+            base.cells.clone(),
+            base.cell_axes.clone(),
+            base.concepts.clone(),
+            base.tasks.clone(),
+            base.prior.clone(),
+            &c,
+        )
+        .unwrap(),
+        SearchSpace::new(
+            SpaceKind::Factorized,
+            base.cells.clone(),
+            base.cell_axes.clone(),
+            base.concepts.clone(),
+            base.tasks.clone(),
+            base.prior.clone(),
+            &SpaceConstraints::default(),
+        )
+        .unwrap(),
+    ];
+    for space in &spaces {
+        let p = block_prior(space);
+        for b in &space.blocks {
+            let s: f64 = b.coords.iter().map(|&i| p[i]).sum();
+            assert!((s - 1.0).abs() < 1e-12);
+        }
+        let methods: Vec<Box<dyn Proposer>> = vec![
+            Box::new(gp_ucb(1)),
+            Box::new(gbdt(1)),
+            Box::new(regmix(1, Regressor::Linear(RidgeConfig::default()))),
+            Box::new(RandomSearch::new(1)),
+            Box::new(Uniform),
+            Box::new(Natural),
+        ];
+        for mut m in methods {
+            let t = run_search(m.as_mut(), space, &obj, 16, 4, 2)
+                .unwrap_or_else(|e| panic!("{:?} {}: {e}", space.kind, m.name()));
+            assert_eq!(t.obs.len(), 16);
+            for c in &t.checkpoints {
+                assert!(space.contains(&c.x, 1e-9));
+                assert!(c.simple_regret >= -1e-9);
+            }
+            if space.fixed.contains_key(&0) {
+                for x in &t.obs.x {
+                    assert!((space.to_mixture(x)[0] - 0.1).abs() < 1e-9);
+                }
+            }
+        }
+    }
+}
+
+/// The harness: round structure, checkpoints, incumbent and best-so-far regrets, determinism.
+#[test]
+fn harness_records_rounds_checkpoints_and_is_deterministic() {
+    let obj = Quadratic::new(15, 2, NOISE);
+    let cfg = SearchConfig {
+        budget: 22,
+        q: 8,
+        seed: 5,
+        recommend_at: vec![8, 10, 22, 100],
+    };
+    let run = || run_search_with(&mut RandomSearch::new(3), obj.space(), &obj, &cfg).unwrap();
+    let t = run();
+    assert_eq!(t.evaluations, vec![8, 16, 22]);
+    // 8 after round 1, 10 is taken after round 2 (16 evaluations), the budget after round 3.
+    let at: Vec<usize> = t.checkpoints.iter().map(|c| c.evaluations).collect();
+    assert_eq!(at, vec![8, 16, 22]);
+    assert_eq!(t.simple_regret, t.checkpoints[2].simple_regret);
+    // Random search recommends its best observed trial: the incumbent.
+    assert_eq!(t.simple_regret, *t.incumbent_regret.last().unwrap());
+    for w in t.best_regret.windows(2) {
+        assert!(w[1] <= w[0]);
+    }
+    for (b, i) in t.best_regret.iter().zip(&t.incumbent_regret) {
+        assert!(b <= i && *b > 0.0);
+    }
+    // Noisy observations differ from the true values by the noise.
+    let resid: Vec<f64> = t
+        .obs
+        .x
+        .iter()
+        .zip(&t.obs.y)
+        .map(|(x, y)| y - obj.value(&obj.space().to_mixture(x)))
+        .collect();
+    let (m, _) = mean_se(&resid);
+    let sd = (resid.iter().map(|r| (r - m).powi(2)).sum::<f64>() / 21.0).sqrt();
+    assert!(sd > 0.05 && sd < 0.2, "noise sd {sd}");
+    let u = run();
+    assert_eq!(t.obs, u.obs);
+    assert_eq!(t.checkpoints, u.checkpoints);
+}
+
+/// RegMix is deterministic for its seed and says clearly when it has too few trials.
+#[test]
+fn regmix_is_deterministic_and_needs_two_trials() {
+    let obj = Quadratic::new(15, 1, NOISE);
+    let space = obj.space();
+    let a = run_search(&mut gbdt(4), space, &obj, 12, 4, 1).unwrap();
+    let b = run_search(&mut gbdt(4), space, &obj, 12, 4, 1).unwrap();
+    assert_eq!(a.obs, b.obs);
+    assert_eq!(a.checkpoints, b.checkpoints);
+    let c = run_search(&mut gbdt(5), space, &obj, 12, 4, 1).unwrap();
+    assert_ne!(a.obs.x, c.obs.x);
+    let mut obs = Observations::default();
+    let e = gbdt(0).recommend(space, &obs).unwrap_err();
+    assert!(matches!(e, ProposeError::BadObservations(_)));
+    obs.push(Uniform::point(space), 0.5);
+    let e = gbdt(0).recommend(space, &obs).unwrap_err().to_string();
+    assert!(e.contains("at least 2") && e.contains("got 1"), "{e}");
+    obs.push(Natural::point(space), f64::NAN);
+    let e = gbdt(0).recommend(space, &obs).unwrap_err().to_string();
+    assert!(e.contains("trial 1"), "{e}");
+}
