@@ -20,8 +20,8 @@
 //! solve) on the same n = 512 problem.
 //!
 //! Run with `cargo bench --bench gp` (the peer needs `pip install numpy scikit-learn` and takes
-//! about a minute). Under `cargo test` the benchmarks run once on the same sizes and the peer
-//! is skipped.
+//! about a minute). Under `cargo test` the benchmarks run once on the same sizes; the peer
+//! is skipped and no data file is written.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -205,21 +205,22 @@ fn main() {
         Gp::with_hyperparameters(&x_post, &y_post, Kernel::Matern52, &gp.hyperparameters())
             .unwrap();
 
-    let path = data_root().join("gp_d50.json");
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let h = post_gp.hyperparameters();
-    let payload = json!({
-        "d": D, "noise_sd": NOISE, "seed": SEED,
-        "train": {"x": x_train, "y": y_train},
-        "test": {"x": x_test, "f": f_test},
-        "posterior": {
-            "x": x_post, "y": y_post, "queries": queries, "m": M_QUERIES,
-            "kernel": "matern52", "lengthscales": h.lengthscales,
-            "outputscale": h.outputscale, "noise": h.noise, "mean": h.mean,
-        },
-    });
-    std::fs::write(&path, payload.to_string()).unwrap();
+    // The peer's data (about 15 MB of JSON) are written only for a real benchmark run.
     let peer = if benchmarking {
+        let path = data_root().join("gp_d50.json");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let h = post_gp.hyperparameters();
+        let payload = json!({
+            "d": D, "noise_sd": NOISE, "seed": SEED,
+            "train": {"x": x_train, "y": y_train},
+            "test": {"x": x_test, "f": f_test},
+            "posterior": {
+                "x": x_post, "y": y_post, "queries": queries, "m": M_QUERIES,
+                "kernel": "matern52", "lengthscales": h.lengthscales,
+                "outputscale": h.outputscale, "noise": h.noise, "mean": h.mean,
+            },
+        });
+        std::fs::write(&path, payload.to_string()).unwrap();
         run_peer(&path, threads)
     } else {
         None

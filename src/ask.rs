@@ -131,7 +131,8 @@ struct SpaceFile {
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {what} {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading {what} {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{what} {}: invalid", path.display()))
 }
 
@@ -159,7 +160,10 @@ fn load_space(a: &SpaceArgs) -> Result<(SearchSpace, Option<Manifest>)> {
             let mut axes = Vec::new();
             for c in &f.cells {
                 let (con, task) = c.split_once('/').with_context(|| {
-                    format!("space file {}: cell {c:?} is not `concept/task`", p.display())
+                    format!(
+                        "space file {}: cell {c:?} is not `concept/task`",
+                        p.display()
+                    )
                 })?;
                 let ci = concepts.iter().position(|x| x == con).unwrap_or_else(|| {
                     concepts.push(con.to_string());
@@ -174,13 +178,25 @@ fn load_space(a: &SpaceArgs) -> Result<(SearchSpace, Option<Manifest>)> {
             let n = f.cells.len();
             let prior = f.prior.unwrap_or_else(|| vec![1.0 / n as f64; n]);
             if prior.len() != n {
-                bail!("space file {}: {} prior weights for {n} cells", p.display(), prior.len());
+                bail!(
+                    "space file {}: {} prior weights for {n} cells",
+                    p.display(),
+                    prior.len()
+                );
             }
             let mut c = f.constraints;
             if a.constraints.is_some() {
                 c = constraints;
             }
-            let s = SearchSpace::new(kind.unwrap_or(f.kind), f.cells, axes, concepts, tasks, prior, &c)?;
+            let s = SearchSpace::new(
+                kind.unwrap_or(f.kind),
+                f.cells,
+                axes,
+                concepts,
+                tasks,
+                prior,
+                &c,
+            )?;
             Ok((s, None))
         }
         _ => bail!("give the space with --corpus DIR or --space FILE"),
@@ -209,7 +225,11 @@ fn objective_spec(a: &ObjectiveArgs, target: &[String]) -> Result<ObjectiveSpec>
     Ok(spec)
 }
 
-fn observations(space: &SearchSpace, trials: &[Trial], spec: &ObjectiveSpec) -> Result<Observations> {
+fn observations(
+    space: &SearchSpace,
+    trials: &[Trial],
+    spec: &ObjectiveSpec,
+) -> Result<Observations> {
     let y = spec.evaluate(trials).map_err(anyhow::Error::msg)?;
     let mut obs = Observations::default();
     for (t, y) in trials.iter().zip(y) {
@@ -241,14 +261,22 @@ pub fn run_suggest(a: SuggestArgs) -> Result<()> {
     let (proposals, gp) = if a.method == Method::GpUcb {
         let mut ucb = GpUcb::new(GpUcbConfig {
             seed: a.seed,
-            gp: GpConfig { seed: a.seed, ..Default::default() },
+            gp: GpConfig {
+                seed: a.seed,
+                ..Default::default()
+            },
             ..GpUcbConfig::default()
         });
         let p = ucb.propose(&space, &obs, a.q, round)?;
         let report = ucb.gp().map(|g| g.report());
         (p, report)
     } else {
-        (a.method.proposer(a.seed).propose(&space, &obs, a.q, round)?, None)
+        (
+            a.method
+                .proposer(a.seed)
+                .propose(&space, &obs, a.q, round)?,
+            None,
+        )
     };
     if a.json {
         let props: Vec<serde_json::Value> = proposals
@@ -266,14 +294,18 @@ pub fn run_suggest(a: SuggestArgs) -> Result<()> {
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        let mixtures: Vec<_> = proposals.iter().map(|p| named(&space, &p.mixture)).collect();
+        let mixtures: Vec<_> = proposals
+            .iter()
+            .map(|p| named(&space, &p.mixture))
+            .collect();
         println!("{}", serde_json::to_string_pretty(&mixtures)?);
     }
     Ok(())
 }
 
 fn read_mixtures(path: &Path, space: &SearchSpace) -> Result<Vec<Vec<f64>>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -283,13 +315,19 @@ fn read_mixtures(path: &Path, space: &SearchSpace) -> Result<Vec<Vec<f64>>> {
             .with_context(|| format!("{}:{}: invalid JSON", path.display(), i + 1))?;
         let m = v.get("mixture").cloned().unwrap_or(v);
         let m: BTreeMap<String, f64> = serde_json::from_value(m).with_context(|| {
-            format!("{}:{}: expected {{\"mixture\": {{cell: weight}}}}", path.display(), i + 1)
+            format!(
+                "{}:{}: expected {{\"mixture\": {{cell: weight}}}}",
+                path.display(),
+                i + 1
+            )
         })?;
         let mut w = vec![0.0; space.cells()];
         for (k, x) in m {
-            let j = space.cells.iter().position(|c| *c == k).with_context(|| {
-                format!("{}:{}: unknown cell {k:?}", path.display(), i + 1)
-            })?;
+            let j = space
+                .cells
+                .iter()
+                .position(|c| *c == k)
+                .with_context(|| format!("{}:{}: unknown cell {k:?}", path.display(), i + 1))?;
             w[j] = x;
         }
         space
@@ -308,7 +346,10 @@ pub fn run_predict(a: PredictArgs) -> Result<()> {
     let obs = observations(&space, &trials, &spec)?;
     let mut ucb = GpUcb::new(GpUcbConfig {
         seed: a.seed,
-        gp: GpConfig { seed: a.seed, ..Default::default() },
+        gp: GpConfig {
+            seed: a.seed,
+            ..Default::default()
+        },
         ..GpUcbConfig::default()
     });
     let gp = ucb.fit(&obs).context("fitting the GP to the trials")?;
@@ -325,7 +366,10 @@ pub fn run_predict(a: PredictArgs) -> Result<()> {
             serde_json::json!({"mixture": named(&space, w), "mean": m, "std": v.max(0.0).sqrt()})
         })
         .collect();
-    println!("{}", serde_json::to_string_pretty(&serde_json::json!({"gp": gp.report(), "predictions": out}))?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({"gp": gp.report(), "predictions": out}))?
+    );
     Ok(())
 }
 
@@ -339,7 +383,12 @@ pub fn run_recipe(a: RecipeArgs) -> Result<()> {
     let p = proposer.recommend(&space, &obs)?;
     let trial = trials
         .iter()
-        .find(|t| t.mixture.iter().zip(&p.mixture).all(|(x, y)| (x - y).abs() < 1e-9))
+        .find(|t| {
+            t.mixture
+                .iter()
+                .zip(&p.mixture)
+                .all(|(x, y)| (x - y).abs() < 1e-9)
+        })
         .map(|t| t.id.clone());
     let recipe = Recipe::from_proposal(
         &space,

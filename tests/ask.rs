@@ -25,7 +25,11 @@ fn ok(args: &[&str]) -> String {
 
 fn fails(args: &[&str]) -> String {
     let out = run(args);
-    assert_eq!(out.status.code(), Some(2), "mixatlas {args:?} should fail with status 2");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "mixatlas {args:?} should fail with status 2"
+    );
     String::from_utf8(out.stderr).unwrap()
 }
 
@@ -35,7 +39,10 @@ const CELLS: [&str; 6] = ["a/ocr", "a/vqa", "b/ocr", "b/vqa", "c/ocr", "c/vqa"];
 const TARGET: [f64; 6] = [0.05, 0.1, 0.4, 0.15, 0.2, 0.1];
 
 fn objective(w: &[f64]) -> f64 {
-    -w.iter().zip(TARGET).map(|(a, b)| (a - b) * (a - b)).sum::<f64>()
+    -w.iter()
+        .zip(TARGET)
+        .map(|(a, b)| (a - b) * (a - b))
+        .sum::<f64>()
 }
 
 fn setup(dir: &Path, n: usize) -> (String, String) {
@@ -53,8 +60,11 @@ fn setup(dir: &Path, n: usize) -> (String, String) {
         w.iter_mut().for_each(|x| *x *= 0.9 / s);
         w.push(0.1);
         let y = objective(&w);
-        let mixture: serde_json::Map<String, serde_json::Value> =
-            CELLS.iter().zip(&w).map(|(c, x)| (c.to_string(), (*x).into())).collect();
+        let mixture: serde_json::Map<String, serde_json::Value> = CELLS
+            .iter()
+            .zip(&w)
+            .map(|(c, x)| (c.to_string(), (*x).into()))
+            .collect();
         lines.push(
             serde_json::json!({"id": format!("t{i}"), "mixture": mixture,
                 "benchmarks": {"near": y, "ocr": w[0] + w[2] + w[4]}})
@@ -63,14 +73,22 @@ fn setup(dir: &Path, n: usize) -> (String, String) {
     }
     let trials = dir.join("trials.jsonl");
     std::fs::write(&trials, lines.join("\n")).unwrap();
-    (space.to_str().unwrap().into(), trials.to_str().unwrap().into())
+    (
+        space.to_str().unwrap().into(),
+        trials.to_str().unwrap().into(),
+    )
 }
 
 fn mixtures(json: &serde_json::Value) -> Vec<Vec<f64>> {
     json.as_array()
         .unwrap()
         .iter()
-        .map(|m| CELLS.iter().map(|c| m[*c].as_f64().unwrap_or(0.0)).collect())
+        .map(|m| {
+            CELLS
+                .iter()
+                .map(|c| m[*c].as_f64().unwrap_or(0.0))
+                .collect()
+        })
         .collect()
 }
 
@@ -87,11 +105,26 @@ fn suggest_proposes_valid_distinct_deterministic_mixtures() {
     let dir = tempfile::tempdir().unwrap();
     let (space, trials) = setup(dir.path(), 20);
     // No trials: the initial design.
-    let first = mixtures(&serde_json::from_str(&ok(&["suggest", "--space", &space, "-q", "3"])).unwrap());
+    let first =
+        mixtures(&serde_json::from_str(&ok(&["suggest", "--space", &space, "-q", "3"])).unwrap());
     assert_eq!(first.len(), 3);
     assert_valid(&first);
     for method in ["gp-ucb", "regmix", "random", "uniform", "natural"] {
-        let args = ["suggest", "--space", &space, "--trials", &trials, "--weights", "near=1", "-q", "4", "--method", method, "--seed", "3"];
+        let args = [
+            "suggest",
+            "--space",
+            &space,
+            "--trials",
+            &trials,
+            "--weights",
+            "near=1",
+            "-q",
+            "4",
+            "--method",
+            method,
+            "--seed",
+            "3",
+        ];
         let a = ok(&args);
         assert_eq!(a, ok(&args), "{method} is deterministic for a seed");
         let ws = mixtures(&serde_json::from_str(&a).unwrap());
@@ -107,14 +140,27 @@ fn suggest_proposes_valid_distinct_deterministic_mixtures() {
         }
     }
     let v: serde_json::Value = serde_json::from_str(&ok(&[
-        "suggest", "--space", &space, "--trials", &trials, "--weights", "near=1", "-q", "2", "--json",
+        "suggest",
+        "--space",
+        &space,
+        "--trials",
+        &trials,
+        "--weights",
+        "near=1",
+        "-q",
+        "2",
+        "--json",
     ]))
     .unwrap();
     let gp = &v["gp"];
     assert_eq!(gp["d"], 5);
     assert_eq!(gp["lengthscales"].as_array().unwrap().len(), 5);
     for p in v["proposals"].as_array().unwrap() {
-        let (m, s, u) = (p["mean"].as_f64().unwrap(), p["std"].as_f64().unwrap(), p["ucb"].as_f64().unwrap());
+        let (m, s, u) = (
+            p["mean"].as_f64().unwrap(),
+            p["std"].as_f64().unwrap(),
+            p["ucb"].as_f64().unwrap(),
+        );
         assert!(s >= 0.0 && u >= m - 1e-12, "{p}");
     }
 }
@@ -124,31 +170,63 @@ fn predict_and_recipe_use_the_trials() {
     let dir = tempfile::tempdir().unwrap();
     let (space, trials) = setup(dir.path(), 25);
     // Predict at two trial points: the GP (small noise) reproduces the observed objective.
-    let lines: Vec<String> = std::fs::read_to_string(&trials).unwrap().lines().take(2).map(String::from).collect();
+    let lines: Vec<String> = std::fs::read_to_string(&trials)
+        .unwrap()
+        .lines()
+        .take(2)
+        .map(String::from)
+        .collect();
     let at = dir.path().join("at.jsonl");
     std::fs::write(&at, lines.join("\n")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&ok(&[
-        "predict", "--space", &space, "--trials", &trials, "--weights", "near=1", "--at", at.to_str().unwrap(),
+        "predict",
+        "--space",
+        &space,
+        "--trials",
+        &trials,
+        "--weights",
+        "near=1",
+        "--at",
+        at.to_str().unwrap(),
     ]))
     .unwrap();
     for (line, p) in lines.iter().zip(v["predictions"].as_array().unwrap()) {
         let t: serde_json::Value = serde_json::from_str(line).unwrap();
         let y = t["benchmarks"]["near"].as_f64().unwrap();
         let m = p["mean"].as_f64().unwrap();
-        assert!((m - y).abs() < 0.05 * y.abs().max(0.01) + 1e-3, "predicted {m}, observed {y}");
+        assert!(
+            (m - y).abs() < 0.05 * y.abs().max(0.01) + 1e-3,
+            "predicted {m}, observed {y}"
+        );
     }
     // Recipes: targeting "ocr" shifts weight to the ocr cells compared with "near".
     let out = dir.path().join("recipe.json");
     let o = out.to_str().unwrap();
-    ok(&["recipe", "--space", &space, "--trials", &trials, "--target", "near", "--out", o]);
-    let near: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
-    ok(&["recipe", "--space", &space, "--trials", &trials, "--target", "ocr", "--out", o]);
-    let ocr: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
-    assert!(ocr["task_marginals"]["ocr"].as_f64().unwrap() > near["task_marginals"]["ocr"].as_f64().unwrap());
+    ok(&[
+        "recipe", "--space", &space, "--trials", &trials, "--target", "near", "--out", o,
+    ]);
+    let near: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    ok(&[
+        "recipe", "--space", &space, "--trials", &trials, "--target", "ocr", "--out", o,
+    ]);
+    let ocr: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert!(
+        ocr["task_marginals"]["ocr"].as_f64().unwrap()
+            > near["task_marginals"]["ocr"].as_f64().unwrap()
+    );
     assert_eq!(ocr["source"]["target"][0], "ocr");
-    let sum: f64 = ocr["weights"].as_object().unwrap().values().map(|v| v.as_f64().unwrap()).sum();
+    let sum: f64 = ocr["weights"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_f64().unwrap())
+        .sum();
     assert!((sum - 1.0).abs() < 1e-9);
-    let e = fails(&["recipe", "--space", &space, "--trials", &trials, "--out", o, "--export", "megatron"]);
+    let e = fails(&[
+        "recipe", "--space", &space, "--trials", &trials, "--out", o, "--export", "megatron",
+    ]);
     assert!(e.contains("--corpus"), "{e}");
 }
 
@@ -160,8 +238,22 @@ fn bad_trials_are_named() {
     text.push_str("\n{\"mixture\": {\"z/ocr\": 1.0}, \"objective\": 1}\n");
     let bad = dir.path().join("bad.jsonl");
     std::fs::write(&bad, &text).unwrap();
-    let e = fails(&["suggest", "--space", &space, "--trials", bad.to_str().unwrap()]);
+    let e = fails(&[
+        "suggest",
+        "--space",
+        &space,
+        "--trials",
+        bad.to_str().unwrap(),
+    ]);
     assert!(e.contains("bad.jsonl:6") && e.contains("z/ocr"), "{e}");
-    let e = fails(&["suggest", "--space", &space, "--trials", &trials, "--weights", "missing=1"]);
+    let e = fails(&[
+        "suggest",
+        "--space",
+        &space,
+        "--trials",
+        &trials,
+        "--weights",
+        "missing=1",
+    ]);
     assert!(e.contains("missing"), "{e}");
 }

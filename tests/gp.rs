@@ -376,6 +376,9 @@ fn configs_parse_with_documented_names() {
     let c: GpUcbConfig = serde_json::from_value(json!({"beta": {"fixed": 4.0}})).unwrap();
     assert_eq!(c.beta.value(10, 5), 4.0);
     assert!(serde_json::from_value::<GpConfig>(json!({"kernal": "rbf"})).is_err());
+    assert!(
+        serde_json::from_value::<Beta>(json!({"srinivas": {"delta": 0.1, "scal": 1.0}})).is_err()
+    );
     // β_t = 2 log(d t² π² / (6δ)) × scale, t = n + 1.
     let b = Beta::Srinivas {
         delta: 0.1,

@@ -83,7 +83,7 @@ pub fn synthetic_space(d: usize, seed: u64) -> SearchSpace {
         }
     }
     let mut rank: Vec<usize> = (0..d).collect();
-    SplitMix64::derive(seed, 0x5052_494f_52).shuffle(&mut rank);
+    SplitMix64::derive(seed, 0x50_5249_4f52).shuffle(&mut rank);
     let raw: Vec<f64> = rank.iter().map(|&r| 1.0 / (r + 1) as f64).collect();
     let z: f64 = raw.iter().sum();
     let prior = raw.iter().map(|v| v / z).collect();
@@ -135,7 +135,9 @@ impl Quadratic {
                 q.push(v.into_iter().map(|x| x / n).collect());
             }
         }
-        let lambda: Vec<f64> = (0..d).map(|_| 10f64.powf(2.0 * rng.next_f64() - 1.0)).collect();
+        let lambda: Vec<f64> = (0..d)
+            .map(|_| 10f64.powf(2.0 * rng.next_f64() - 1.0))
+            .collect();
         let mut a = vec![0.0; d * d];
         for (u, &l) in q.iter().zip(&lambda) {
             for i in 0..d {
@@ -225,7 +227,7 @@ impl BenchmarkLike {
         let nt = space.tasks.len();
         let nc = space.concepts.len();
         let nb = nt + 2;
-        let mut rng = SplitMix64::derive(seed, 0x4245_4e43_48);
+        let mut rng = SplitMix64::derive(seed, 0x42_454e_4348);
         let v: Vec<f64> = (0..nb).map(|_| 0.5 + rng.next_f64()).collect();
         let mut harmful = vec![false; d];
         let mut idx: Vec<usize> = (0..d).collect();
@@ -270,9 +272,9 @@ impl BenchmarkLike {
         // Harmful cells cost as much as an average cell's benefit at the uniform mixture.
         let g = obj.gradient(&vec![1.0 / d as f64; d]);
         let eta = g.iter().sum::<f64>() / d as f64;
-        for c in 0..d {
-            if harmful[c] {
-                obj.h[c] = eta * (0.5 + rng.next_f64());
+        for (h, &bad) in obj.h.iter_mut().zip(&harmful) {
+            if bad {
+                *h = eta * (0.5 + rng.next_f64());
             }
         }
         let (w, f, gap) = obj.maximise(seed);
@@ -322,7 +324,7 @@ impl BenchmarkLike {
     /// `f* − value`: the smallest `f(x_i) + gap_i` over the starts, minus the best value).
     fn maximise(&self, seed: u64) -> (Vec<f64>, f64, f64) {
         let d = self.dim();
-        let mut rng = SplitMix64::derive(seed, 0x5354_4152_54);
+        let mut rng = SplitMix64::derive(seed, 0x53_5441_5254);
         let mut starts = vec![vec![1.0 / d as f64; d], self.space.prior.clone()];
         while starts.len() < 24 {
             starts.push(flat_dirichlet(&mut rng, d));
@@ -345,7 +347,11 @@ impl BenchmarkLike {
                 // Backtracking on the quadratic upper model around y.
                 let mut xn;
                 loop {
-                    xn = y.iter().zip(&g).map(|(a, b)| a + step * b).collect::<Vec<_>>();
+                    xn = y
+                        .iter()
+                        .zip(&g)
+                        .map(|(a, b)| a + step * b)
+                        .collect::<Vec<_>>();
                     project(&mut xn);
                     let diff: Vec<f64> = xn.iter().zip(&y).map(|(a, b)| a - b).collect();
                     let lin: f64 = diff.iter().zip(&g).map(|(a, b)| a * b).sum();
@@ -625,7 +631,8 @@ pub fn run_search_with(
     cfg: &SearchConfig,
 ) -> Result<Trace, SearchError> {
     assert_eq!(
-        space.cells, objective.space().cells,
+        space.cells,
+        objective.space().cells,
         "the space and the objective have different cells"
     );
     assert!(cfg.q > 0 && cfg.budget > 0, "budget and q must be positive");
@@ -638,7 +645,7 @@ pub fn run_search_with(
         method: method.clone(),
         source,
     };
-    let mut noise = SplitMix64::derive(cfg.seed, 0x4e4f_4953_45);
+    let mut noise = SplitMix64::derive(cfg.seed, 0x4e_4f49_5345);
     let mut obs = Observations::default();
     let mut true_regret: Vec<f64> = Vec::new();
     let mut trace = Trace {
@@ -665,16 +672,20 @@ pub fn run_search_with(
     while obs.len() < cfg.budget {
         let k = cfg.q.min(cfg.budget - obs.len());
         let t0 = Instant::now();
-        let props = proposer
-            .propose(space, &obs, k, round)
-            .map_err(perr)?;
+        let props = proposer.propose(space, &obs, k, round).map_err(perr)?;
         trace.propose_seconds += t0.elapsed().as_secs_f64();
         if props.len() != k {
-            return Err(bad(format!("round {round}: asked for {k} proposals, got {}", props.len())));
+            return Err(bad(format!(
+                "round {round}: asked for {k} proposals, got {}",
+                props.len()
+            )));
         }
         for (i, p) in props.into_iter().enumerate() {
             if !space.contains(&p.x, 1e-9) {
-                return Err(bad(format!("round {round}, proposal {i} is outside the space: {:?}", p.x)));
+                return Err(bad(format!(
+                    "round {round}, proposal {i} is outside the space: {:?}",
+                    p.x
+                )));
             }
             let w = space.to_mixture(&p.x);
             let y = objective.observe(&w, &mut noise);
@@ -704,7 +715,11 @@ pub fn run_search_with(
             });
         }
     }
-    trace.simple_regret = trace.checkpoints.last().expect("budget checkpoint").simple_regret;
+    trace.simple_regret = trace
+        .checkpoints
+        .last()
+        .expect("budget checkpoint")
+        .simple_regret;
     trace.obs = obs;
     Ok(trace)
 }
@@ -733,7 +748,9 @@ mod tests {
             // Random mixtures: mean regret ≈ 1 (closed-form normalisation).
             let mut rng = SplitMix64::new(1);
             let n = 40_000;
-            let r: Vec<f64> = (0..n).map(|_| f.regret(&flat_dirichlet(&mut rng, d))).collect();
+            let r: Vec<f64> = (0..n)
+                .map(|_| f.regret(&flat_dirichlet(&mut rng, d)))
+                .collect();
             let (m, se) = mean_se(&r);
             assert!((m - 1.0).abs() < 4.0 * se, "d {d}: {m} ± {se}");
             assert!(r.iter().all(|&x| x > 0.0));
@@ -759,9 +776,9 @@ mod tests {
                 assert!(f.regret(&e) > -1e-12);
             }
             // Harmful cells are unused at the optimum.
-            for c in 0..d {
-                if f.h[c] > 0.0 {
-                    assert!(w[c] < 1e-9, "harmful cell {c} has weight {}", w[c]);
+            for (c, (&h, &wc)) in f.h.iter().zip(&w).enumerate() {
+                if h > 0.0 {
+                    assert!(wc < 1e-9, "harmful cell {c} has weight {wc}");
                 }
             }
         }

@@ -26,7 +26,7 @@ use crate::surrogate::{Gp, GpConfig, GpError, Posterior};
 
 /// The exploration weight β of `μ + √β σ`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum Beta {
     /// A constant β.
     Fixed(f64),
@@ -249,7 +249,8 @@ fn ascend<P: Posterior>(
     let mut step = 0.05 * (space.blocks.len().max(1) as f64).sqrt();
     for _ in 0..steps {
         let gn = g.iter().map(|v| v * v).sum::<f64>().sqrt();
-        if !(gn > 0.0) || step < 1e-9 {
+        // (Also stops on a NaN gradient.)
+        if gn.is_nan() || gn <= 0.0 || step < 1e-9 {
             break;
         }
         let mut y: Vec<f64> = x.iter().zip(&g).map(|(a, b)| a + step * b / gn).collect();

@@ -177,10 +177,12 @@ impl Gbdt {
             return Err(FitError::NonFinite);
         }
         let frac_ok = |f: f64| f > 0.0 && f <= 1.0;
+        let lr_ok = cfg.learning_rate > 0.0 && cfg.learning_rate.is_finite();
+        let lambda_ok = cfg.lambda_l2 >= 0.0 && cfg.lambda_l2.is_finite();
         if cfg.num_leaves < 2
             || cfg.min_data_in_leaf < 1
-            || !(cfg.learning_rate > 0.0)
-            || !(cfg.lambda_l2 >= 0.0)
+            || !lr_ok
+            || !lambda_ok
             || !frac_ok(cfg.bagging_fraction)
             || !frac_ok(cfg.feature_fraction)
         {
@@ -299,11 +301,12 @@ fn best_split(
             if v == w {
                 continue;
             }
-            let gain = score(gl, nl as f64, lambda) + score(g - gl, (n - nl) as f64, lambda) - parent;
+            let gain =
+                score(gl, nl as f64, lambda) + score(g - gl, (n - nl) as f64, lambda) - parent;
             if gain > min_gain && best.is_none_or(|b| gain > b.gain) {
                 // Midpoint, unless rounding puts it on the right value.
                 let mut t = 0.5 * (v + w);
-                if !(t < w) {
+                if t >= w {
                     t = v;
                 }
                 best = Some(Split {
@@ -379,7 +382,9 @@ fn grow_tree(
                 rows: r,
                 best: None,
             };
-            leaf.best = best_split(x, resid, &leaf, node, features, order, cfg, leaf_of, scratch);
+            leaf.best = best_split(
+                x, resid, &leaf, node, features, order, cfg, leaf_of, scratch,
+            );
             leaves.push(leaf);
         }
     }
@@ -446,7 +451,11 @@ mod tests {
             }
             assert_eq!(tree.nodes[0].feature, best.1, "trial {trial}");
             assert_eq!(tree.nodes[0].threshold, best.2, "trial {trial}");
-            let fit_sse: f64 = x.iter().zip(&y).map(|(r, t)| (t - m.predict(r)).powi(2)).sum();
+            let fit_sse: f64 = x
+                .iter()
+                .zip(&y)
+                .map(|(r, t)| (t - m.predict(r)).powi(2))
+                .sum();
             assert!((fit_sse - best.0).abs() < 1e-9, "{fit_sse} {}", best.0);
         }
     }
@@ -454,7 +463,10 @@ mod tests {
     #[test]
     fn fits_a_step_function() {
         let x: Vec<Vec<f64>> = (0..40).map(|i| vec![i as f64 / 39.0]).collect();
-        let y: Vec<f64> = x.iter().map(|r| if r[0] > 0.5 { 3.0 } else { -1.0 }).collect();
+        let y: Vec<f64> = x
+            .iter()
+            .map(|r| if r[0] > 0.5 { 3.0 } else { -1.0 })
+            .collect();
         // One tree with lr 1 is exactly the step.
         let m = Gbdt::fit(&x, &y, &one_tree(31, 1)).unwrap();
         assert_eq!(m.trees[0].leaves(), 2);
@@ -472,7 +484,11 @@ mod tests {
         let m = Gbdt::fit(&x, &y, &cfg).unwrap();
         let want = 0.9f64.powi(200) * 4.0 * 0.5;
         for (r, v) in x.iter().zip(&y) {
-            assert!((m.predict(r) - v).abs() <= want + 1e-9, "{} {v}", m.predict(r));
+            assert!(
+                (m.predict(r) - v).abs() <= want + 1e-9,
+                "{} {v}",
+                m.predict(r)
+            );
         }
     }
 

@@ -318,7 +318,9 @@ impl RegMix {
         }
         let err = |e: FitError| ProposeError::Surrogate(format!("{}: {e}", self.name));
         Ok(match &self.cfg.regressor {
-            Regressor::Linear(c) => FittedRegressor::Linear(Ridge::fit(&obs.x, &obs.y, c).map_err(err)?),
+            Regressor::Linear(c) => {
+                FittedRegressor::Linear(Ridge::fit(&obs.x, &obs.y, c).map_err(err)?)
+            }
             Regressor::Gbdt(c) => {
                 let c = GbdtConfig {
                     seed: c.seed ^ self.cfg.seed,
@@ -435,9 +437,16 @@ mod tests {
                 let mean = alpha[i] / a0;
                 let var = alpha[i] * (a0 - alpha[i]) / (a0 * a0 * (a0 + 1.0));
                 let sd_mean = (var / n as f64).sqrt();
-                assert!((m[i] - mean).abs() < 5.0 * sd_mean, "{alpha:?} {i}: {} {mean}", m[i]);
+                assert!(
+                    (m[i] - mean).abs() < 5.0 * sd_mean,
+                    "{alpha:?} {i}: {} {mean}",
+                    m[i]
+                );
                 let got = v[i] - m[i] * m[i];
-                assert!((got - var).abs() < 0.03 * var + 1e-6, "{alpha:?} {i}: {got} {var}");
+                assert!(
+                    (got - var).abs() < 0.03 * var + 1e-6,
+                    "{alpha:?} {i}: {got} {var}"
+                );
             }
         }
     }

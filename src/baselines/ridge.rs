@@ -50,7 +50,7 @@ fn cholesky(a: &mut [f64], n: usize) -> Result<(), FitError> {
         for k in 0..j {
             s -= a[j * n + k] * a[j * n + k];
         }
-        if !(s > 0.0) || !s.is_finite() {
+        if s.is_nan() || s <= 0.0 || s.is_infinite() {
             return Err(FitError::Numerical(format!(
                 "ridge normal equations are not positive definite (pivot {j}: {s})"
             )));
@@ -102,7 +102,12 @@ impl Ridge {
         if x.iter().flatten().chain(y).any(|v| !v.is_finite()) {
             return Err(FitError::NonFinite);
         }
-        if cfg.alphas.is_empty() || cfg.alphas.iter().any(|&a| !(a > 0.0) || !a.is_finite()) {
+        if cfg.alphas.is_empty()
+            || cfg
+                .alphas
+                .iter()
+                .any(|&a| a.is_nan() || a <= 0.0 || a.is_infinite())
+        {
             return Err(FitError::Config(format!(
                 "ridge penalties must be finite and > 0; got {:?}",
                 cfg.alphas
@@ -228,9 +233,21 @@ mod tests {
                 .collect();
             let y: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
             for alpha in [1e-3, 0.3, 10.0] {
-                let m = Ridge::fit(&x, &y, &RidgeConfig { alphas: vec![alpha] }).unwrap();
+                let m = Ridge::fit(
+                    &x,
+                    &y,
+                    &RidgeConfig {
+                        alphas: vec![alpha],
+                    },
+                )
+                .unwrap();
                 let r = reference(&x, &y, alpha);
-                assert!((m.intercept - r[0]).abs() < 1e-9, "{} {}", m.intercept, r[0]);
+                assert!(
+                    (m.intercept - r[0]).abs() < 1e-9,
+                    "{} {}",
+                    m.intercept,
+                    r[0]
+                );
                 for (a, b) in m.coef.iter().zip(&r[1..]) {
                     assert!((a - b).abs() < 1e-9 * (1.0 + b.abs()), "{a} {b}");
                 }
@@ -246,7 +263,10 @@ mod tests {
         let x: Vec<Vec<f64>> = (0..n)
             .map(|_| (0..d).map(|_| rng.next_f64()).collect())
             .collect();
-        let y: Vec<f64> = x.iter().map(|r| r[0] - 2.0 * r[1] + 0.1 * rng.normal()).collect();
+        let y: Vec<f64> = x
+            .iter()
+            .map(|r| r[0] - 2.0 * r[1] + 0.1 * rng.normal())
+            .collect();
         let cfg = RidgeConfig { alphas: vec![0.05] };
         let m = Ridge::fit(&x, &y, &cfg).unwrap();
         let mut sse = 0.0;
@@ -256,7 +276,12 @@ mod tests {
             let mi = Ridge::fit(&xs, &ys, &cfg).unwrap();
             sse += (y[i] - mi.predict(&x[i])).powi(2);
         }
-        assert!((m.loo_mse - sse / n as f64).abs() < 1e-10, "{} {}", m.loo_mse, sse / n as f64);
+        assert!(
+            (m.loo_mse - sse / n as f64).abs() < 1e-10,
+            "{} {}",
+            m.loo_mse,
+            sse / n as f64
+        );
     }
 
     #[test]

@@ -150,7 +150,9 @@ pub(crate) fn fit_hyperparameters(
         ftol: 1e-9,
         ..Default::default()
     };
-    let results: Vec<Option<(f64, Vec<f64>, usize, bool)>> = (0..=cfg.restarts)
+    // Per start: (objective, parameters, iterations, converged), or None if it failed.
+    type StartResult = Option<(f64, Vec<f64>, usize, bool)>;
+    let results: Vec<StartResult> = (0..=cfg.restarts)
         .into_par_iter()
         .map(|r| {
             let p0 = layout.start(r, cfg.seed);

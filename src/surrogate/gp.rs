@@ -244,7 +244,7 @@ impl Hyp {
                 self.os
             )));
         }
-        if !(self.noise.is_finite() && self.noise >= 0.0) || !self.mean.is_finite() {
+        if !self.noise.is_finite() || self.noise < 0.0 || !self.mean.is_finite() {
             return Err(GpError::BadHyperparameters(format!(
                 "noise must be finite and non-negative and the mean finite, got {} and {}",
                 self.noise, self.mean

@@ -76,7 +76,7 @@ where
         iterations += 1;
         let mut p = two_loop(&g, &pairs);
         let mut dg = dot(&p, &g);
-        if !(dg < 0.0) {
+        if dg.is_nan() || dg >= 0.0 {
             pairs.clear();
             p = g.iter().map(|v| -v).collect();
             dg = dot(&p, &g);
@@ -318,8 +318,8 @@ mod tests {
         };
         let r = minimize(f, vec![0.0; n], &cfg).unwrap();
         assert!(r.converged, "{r:?}");
-        for i in 0..n {
-            assert!((r.x[i] - c[i]).abs() < 1e-8, "{i}: {} vs {}", r.x[i], c[i]);
+        for (i, (x, c)) in r.x.iter().zip(&c).enumerate() {
+            assert!((x - c).abs() < 1e-8, "{i}: {x} vs {c}");
         }
     }
 
