@@ -8,7 +8,8 @@
 //! evaluations. Each seed draws a new objective instance, prior and noise; all methods see the
 //! same instance and the same noise stream. Reported: mean ± standard error over the seeds of
 //! the simple regret of the recommendation (noise-free), and of the best observed trial's
-//! regret (the incumbent a practitioner would pick from the noisy scores).
+//! regret (the incumbent a practitioner would pick from the noisy scores), then GP-UCB's regret
+//! minus each other method's, paired by seed, with GP-UCB's wins.
 //!
 //! Run with `cargo bench --bench search_quality`; `SQ_SEEDS=3` (seeds), `SQ_DIMS=15`,
 //! `SQ_OBJECTIVES=quadratic`, `SQ_METHODS=random,regmix-gbdt` narrow it down. The table in
