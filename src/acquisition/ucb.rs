@@ -85,7 +85,7 @@ pub struct GpUcbConfig {
     /// Ascent iterations per start.
     pub ascent_steps: usize,
     /// Trials proposed by the space-filling design before the GP is used; `None` for
-    /// `max(2, ⌈d/2⌉)`.
+    /// `⌈d/2⌉` clamped to 2..=12 (at d = 50 a design of 25 left a 32-trial budget only one UCB round; see docs/search-quality.md).
     pub initial_design: Option<usize>,
     /// Two proposals of one batch closer than this (Euclidean, coordinates) count as
     /// duplicates.
@@ -112,7 +112,7 @@ impl Default for GpUcbConfig {
 impl GpUcbConfig {
     /// Number of space-filling trials at dimension `d`.
     pub fn initial_design_size(&self, d: usize) -> usize {
-        self.initial_design.unwrap_or(2.max(d.div_ceil(2)))
+        self.initial_design.unwrap_or(d.div_ceil(2).clamp(2, 12))
     }
 }
 
@@ -518,18 +518,61 @@ impl Proposer for GpUcb {
                 reason: format!("best of {} trials (no GP)", obs.len()),
             });
         };
+        let gp = gp.clone();
         let flat: Vec<f64> = obs.x.iter().flatten().copied().collect();
         let (mean, var) = gp.predict(&flat);
+        let lcb = |m: f64, v: f64| m - v.max(0.0).sqrt();
         let i = (0..mean.len())
-            .max_by(|&a, &b| mean[a].total_cmp(&mean[b]).then(b.cmp(&a)))
+            .max_by(|&a, &b| {
+                lcb(mean[a], var[a])
+                    .total_cmp(&lcb(mean[b], var[b]))
+                    .then(b.cmp(&a))
+            })
             .expect("non-empty");
+        // Also search the whole space for the best lower confidence bound μ − σ: the GP may
+        // be confident of a better mixture than any evaluated one (an interpolation between
+        // good trials). It is taken only when its μ − σ beats the best evaluated trial's.
+        let mut rng = SplitMix64::derive(self.cfg.seed, 0x5EC0 ^ obs.len() as u64);
+        let mut pool = candidates(space, obs, self.cfg.candidates, &mut rng);
+        pool.extend(obs.x.iter().cloned());
+        let pflat: Vec<f64> = pool.iter().flatten().copied().collect();
+        let (pm, pv) = gp.predict(&pflat);
+        let mut order: Vec<usize> = (0..pool.len()).collect();
+        order.sort_by(|&a, &b| {
+            lcb(pm[b], pv[b])
+                .total_cmp(&lcb(pm[a], pv[a]))
+                .then(a.cmp(&b))
+        });
+        let best_space = order
+            .iter()
+            .take(self.cfg.starts)
+            .map(|&j| ascend(&gp, space, pool[j].clone(), -1.0, self.cfg.ascent_steps))
+            .max_by(|a, b| a.value.total_cmp(&b.value));
+        if let Some(p) = best_space {
+            if p.value > lcb(mean[i], var[i]) + 1e-12 {
+                return Ok(Proposal {
+                    mixture: space.to_mixture(&p.x),
+                    x: p.x,
+                    mean: Some(p.mean),
+                    std: Some(p.std),
+                    acquisition: Some(p.value),
+                    reason: format!(
+                        "highest lower confidence bound (μ − σ) over the space, above every one of {} trials",
+                        obs.len()
+                    ),
+                });
+            }
+        }
         Ok(Proposal {
             x: obs.x[i].clone(),
             mixture: space.to_mixture(&obs.x[i]),
             mean: Some(mean[i]),
             std: Some(var[i].sqrt()),
-            acquisition: None,
-            reason: format!("highest posterior mean of {} trials (trial {i})", obs.len()),
+            acquisition: Some(lcb(mean[i], var[i])),
+            reason: format!(
+                "highest lower confidence bound (μ − σ) of {} trials (trial {i})",
+                obs.len()
+            ),
         })
     }
 }
