@@ -63,8 +63,7 @@ fn config() -> KMeansConfig {
         tol: 1e-4,
         restarts: 1,
         seed: 0,
-        local_trials: None,
-        metric: Metric::Euclidean,
+        ..KMeansConfig::default()
     }
 }
 
