@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode};
 use mixatlas::acquisition::ucb::{GpUcb, GpUcbConfig};
-use mixatlas::acquisition::{Observations, Proposer, SearchSpace, SpaceConstraints, SpaceKind};
+use mixatlas::acquisition::{Observations, Proposer, SearchSpace, SpaceConstraints};
 use mixatlas::data::rng::SplitMix64;
 use mixatlas::surrogate::{Gp, GpConfig, Kernel, Posterior};
 use serde_json::json;
@@ -74,19 +74,7 @@ impl Objective {
 }
 
 fn space() -> SearchSpace {
-    let cells: Vec<String> = (0..D).map(|i| format!("c{i:02}/t")).collect();
-    let axes = (0..D).map(|i| (i, 0)).collect();
-    let concepts = (0..D).map(|i| format!("c{i:02}")).collect();
-    SearchSpace::new(
-        SpaceKind::Joint,
-        cells,
-        axes,
-        concepts,
-        vec!["t".into()],
-        vec![1.0 / D as f64; D],
-        &SpaceConstraints::default(),
-    )
-    .unwrap()
+    SearchSpace::simplex(D, &SpaceConstraints::default()).unwrap()
 }
 
 fn data_root() -> PathBuf {

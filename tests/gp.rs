@@ -392,19 +392,7 @@ fn configs_parse_with_documented_names() {
 // GP-UCB
 
 fn simplex(d: usize, constraints: &SpaceConstraints) -> SearchSpace {
-    let cells: Vec<String> = (0..d).map(|i| format!("c{i}/t")).collect();
-    let axes = (0..d).map(|i| (i, 0)).collect();
-    let concepts = (0..d).map(|i| format!("c{i}")).collect();
-    SearchSpace::new(
-        SpaceKind::Joint,
-        cells,
-        axes,
-        concepts,
-        vec!["t".into()],
-        vec![1.0 / d as f64; d],
-        constraints,
-    )
-    .unwrap()
+    SearchSpace::simplex(d, constraints).unwrap()
 }
 
 fn factorized() -> SearchSpace {

@@ -83,22 +83,10 @@ fn take(pool: &mut Vec<Vec<f64>>, nearest: &mut Vec<f64>, i: usize, chosen: &mut
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::acquisition::{SpaceConstraints, SpaceKind};
+    use crate::acquisition::SpaceConstraints;
 
     fn simplex(d: usize) -> SearchSpace {
-        let cells: Vec<String> = (0..d).map(|i| format!("c{i}/t")).collect();
-        let axes = (0..d).map(|i| (i, 0)).collect();
-        let concepts = (0..d).map(|i| format!("c{i}")).collect();
-        SearchSpace::new(
-            SpaceKind::Joint,
-            cells,
-            axes,
-            concepts,
-            vec!["t".into()],
-            vec![1.0 / d as f64; d],
-            &SpaceConstraints::default(),
-        )
-        .unwrap()
+        SearchSpace::simplex(d, &SpaceConstraints::default()).unwrap()
     }
 
     #[test]

@@ -303,6 +303,20 @@ impl SearchSpace {
         })
     }
 
+    /// A joint space over `d` cells `c0/t … c{d-1}/t` (one task) with a uniform prior: the
+    /// plain `d`-simplex, for tests, benchmarks and synthetic objectives.
+    pub fn simplex(d: usize, constraints: &SpaceConstraints) -> Result<Self, SpaceError> {
+        Self::new(
+            SpaceKind::Joint,
+            (0..d).map(|i| format!("c{i}/t")).collect(),
+            (0..d).map(|i| (i, 0)).collect(),
+            (0..d).map(|i| format!("c{i}")).collect(),
+            vec!["t".into()],
+            vec![1.0 / d as f64; d],
+            constraints,
+        )
+    }
+
     /// Dimension `d` of the coordinates (the GP's input dimension).
     pub fn dim(&self) -> usize {
         self.coord_names.len()
