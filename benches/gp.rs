@@ -24,7 +24,6 @@
 //! is skipped and no data file is written.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode};
@@ -33,6 +32,8 @@ use mixatlas::acquisition::{Observations, Proposer, SearchSpace, SpaceConstraint
 use mixatlas::data::rng::SplitMix64;
 use mixatlas::surrogate::{Gp, GpConfig, Kernel, Posterior};
 use serde_json::json;
+
+mod common;
 
 const D: usize = 50;
 const N_TRAIN: usize = 128;
@@ -94,34 +95,7 @@ struct Peer {
 }
 
 fn run_peer(path: &Path, threads: usize) -> Option<Peer> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/gp_peer.py");
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let threads = threads.to_string();
-    eprintln!("running the peer ({python} {}) …", script.display());
-    let out = Command::new(&python)
-        .arg(&script)
-        .arg(path)
-        .env("OMP_NUM_THREADS", &threads)
-        .env("OPENBLAS_NUM_THREADS", &threads)
-        .env("MKL_NUM_THREADS", &threads)
-        .output();
-    let hint = "install the peer with `pip install numpy scikit-learn` (or set PYTHON)";
-    let out = match out {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("peer comparison skipped: cannot run {python}: {e}; {hint}");
-            return None;
-        }
-    };
-    if !out.status.success() {
-        eprintln!(
-            "peer comparison skipped ({}): {}; {hint}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let v = common::run_python_peer("gp_peer.py", &[path.display().to_string()], threads)?;
     Some(Peer {
         fit_seconds: v["fit_seconds"].as_f64()?,
         rmse: v["rmse"].as_f64()?,

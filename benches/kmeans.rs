@@ -35,7 +35,6 @@
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput};
@@ -43,6 +42,8 @@ use mixatlas::data::cluster_metrics::adjusted_rand_index;
 use mixatlas::data::kmeans::{KMeans, KMeansConfig};
 use mixatlas::data::rng::SplitMix64;
 use rayon::prelude::*;
+
+mod common;
 
 const D: usize = 512;
 const K: usize = 10;
@@ -175,67 +176,37 @@ struct Sklearn {
 /// Runs `benches/kmeans_sklearn.py`, which also writes its k-means++ centres to `init_path`;
 /// `None` (with a hint) when Python or its packages are missing or the script fails.
 fn run_sklearn(path: &Path, init_path: &Path, n: usize, threads: usize) -> Option<Sklearn> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/kmeans_sklearn.py");
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let threads = threads.to_string();
     let cfg = config();
     let _ = std::fs::remove_file(init_path);
-    eprintln!("running scikit-learn ({python} {}) …", script.display());
-    let out = Command::new(&python)
-        .arg(&script)
-        .args(["--data", &path.display().to_string()])
-        .args(["--init-out", &init_path.display().to_string()])
-        .args([
-            "--n",
-            &n.to_string(),
-            "--d",
-            &D.to_string(),
-            "--k",
-            &K.to_string(),
-        ])
-        .args([
-            "--max-iter",
-            &cfg.max_iter.to_string(),
-            "--tol",
-            &cfg.tol.to_string(),
-        ])
-        .args(["--seed", &cfg.seed.to_string(), "--repeats", "3"])
-        .env("OMP_NUM_THREADS", &threads)
-        .env("OPENBLAS_NUM_THREADS", &threads)
-        .env("MKL_NUM_THREADS", &threads)
-        .output();
-    let hint = "install the peer with `pip install numpy scikit-learn` (or set PYTHON)";
-    let out = match out {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("scikit-learn comparison skipped: cannot run {python}: {e}; {hint}");
-            return None;
-        }
-    };
-    if !out.status.success() {
-        eprintln!(
-            "scikit-learn comparison skipped ({}): {}; {hint}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        return None;
-    }
-    let parsed = serde_json::from_slice::<serde_json::Value>(&out.stdout)
-        .ok()
-        .and_then(|v| {
-            Some(Sklearn {
-                version: v["sklearn"].as_str().unwrap_or("?").to_string(),
-                own_seed: SkRun::parse(&v["own_seed"])?,
-                shared_start: SkRun::parse(&v["shared_start"])?,
-            })
-        });
-    if parsed.is_none() {
-        eprintln!(
-            "scikit-learn comparison skipped: unreadable output {:?}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
-    parsed
+    let args: Vec<String> = [
+        "--data",
+        &path.display().to_string(),
+        "--init-out",
+        &init_path.display().to_string(),
+        "--n",
+        &n.to_string(),
+        "--d",
+        &D.to_string(),
+        "--k",
+        &K.to_string(),
+        "--max-iter",
+        &cfg.max_iter.to_string(),
+        "--tol",
+        &cfg.tol.to_string(),
+        "--seed",
+        &cfg.seed.to_string(),
+        "--repeats",
+        "3",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let v = common::run_python_peer("kmeans_sklearn.py", &args, threads)?;
+    Some(Sklearn {
+        version: v["sklearn"].as_str().unwrap_or("?").to_string(),
+        own_seed: SkRun::parse(&v["own_seed"])?,
+        shared_start: SkRun::parse(&v["shared_start"])?,
+    })
 }
 
 /// Reads `K × D` raw f32 centres.

@@ -11,7 +11,6 @@ use mixatlas::data::corpus::Manifest;
 use mixatlas::search::methods::Method;
 use mixatlas::search::recipe::{Recipe, RecipeSource};
 use mixatlas::search::trials::{load_trials, ObjectiveSpec, Trial};
-use mixatlas::surrogate::gp::GpConfig;
 use mixatlas::surrogate::Posterior;
 use serde::Deserialize;
 
@@ -259,14 +258,7 @@ pub fn run_suggest(a: SuggestArgs) -> Result<()> {
     let obs = observations(&space, &trials, &spec)?;
     let round = obs.len();
     let (proposals, gp) = if a.method == Method::GpUcb {
-        let mut ucb = GpUcb::new(GpUcbConfig {
-            seed: a.seed,
-            gp: GpConfig {
-                seed: a.seed,
-                ..Default::default()
-            },
-            ..GpUcbConfig::default()
-        });
+        let mut ucb = GpUcb::new(GpUcbConfig::seeded(a.seed));
         let p = ucb.propose(&space, &obs, a.q, round)?;
         let report = ucb.gp().map(|g| g.report());
         (p, report)
@@ -344,14 +336,7 @@ pub fn run_predict(a: PredictArgs) -> Result<()> {
     let trials = load_trials(&a.trials, &space)?;
     let spec = objective_spec(&a.objective, &[])?;
     let obs = observations(&space, &trials, &spec)?;
-    let mut ucb = GpUcb::new(GpUcbConfig {
-        seed: a.seed,
-        gp: GpConfig {
-            seed: a.seed,
-            ..Default::default()
-        },
-        ..GpUcbConfig::default()
-    });
+    let mut ucb = GpUcb::new(GpUcbConfig::seeded(a.seed));
     let gp = ucb.fit(&obs).context("fitting the GP to the trials")?;
     let mixtures = read_mixtures(&a.at, &space)?;
     let mut flat = Vec::new();

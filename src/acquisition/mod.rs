@@ -39,6 +39,47 @@ impl Observations {
         self.y.push(y);
     }
 
+    /// Checks that the trials are usable by any proposer: as many objectives as coordinate
+    /// vectors, finite objectives, `space.dim()` finite coordinates each, and every point in
+    /// the space. The error names the first bad trial.
+    pub fn validate(&self, space: &SearchSpace) -> Result<(), ProposeError> {
+        let bad = |m: String| Err(ProposeError::BadObservations(m));
+        if self.x.len() != self.y.len() {
+            return bad(format!(
+                "{} coordinate vectors for {} objective values",
+                self.x.len(),
+                self.y.len()
+            ));
+        }
+        for (i, (x, &y)) in self.x.iter().zip(&self.y).enumerate() {
+            if !y.is_finite() {
+                return bad(format!(
+                    "trial {i}: objective is {y}; expected a finite number"
+                ));
+            }
+            if x.len() != space.dim() {
+                return bad(format!(
+                    "trial {i}: {} coordinates, the space has {}",
+                    x.len(),
+                    space.dim()
+                ));
+            }
+            if let Some(j) = x.iter().position(|v| !v.is_finite()) {
+                return bad(format!(
+                    "trial {i}: coordinate {:?} is {}",
+                    space.coord_names[j], x[j]
+                ));
+            }
+            if !space.contains(x, 1e-6) {
+                return bad(format!(
+                    "trial {i}: not a mixture of the search space (off the simplex or outside \
+                     the bounds)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Index of the best trial, if any.
     pub fn best(&self) -> Option<usize> {
         (0..self.y.len()).max_by(|&a, &b| self.y[a].total_cmp(&self.y[b]))
@@ -92,13 +133,14 @@ pub trait Proposer {
     ) -> Result<Vec<Proposal>, ProposeError>;
 
     /// The method's final recommendation from the trials so far (the recipe). The default is
-    /// the best evaluated trial; model-based methods override it (GP-UCB: the highest
-    /// posterior mean; RegMix: the mean of the top predicted candidates).
+    /// the best evaluated trial; model-based methods override it (GP-UCB: the highest lower
+    /// confidence bound μ − σ; RegMix: the mean of the top predicted candidates).
     fn recommend(
         &mut self,
         space: &SearchSpace,
         obs: &Observations,
     ) -> Result<Proposal, ProposeError> {
+        obs.validate(space)?;
         let i = obs.best().ok_or_else(|| {
             ProposeError::BadObservations("no finished trials to recommend from".into())
         })?;

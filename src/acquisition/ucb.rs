@@ -110,6 +110,19 @@ impl Default for GpUcbConfig {
 }
 
 impl GpUcbConfig {
+    /// The default settings with every random stream (candidates, design, GP restarts)
+    /// seeded by `seed`.
+    pub fn seeded(seed: u64) -> Self {
+        Self {
+            seed,
+            gp: GpConfig {
+                seed,
+                ..GpConfig::default()
+            },
+            ..Self::default()
+        }
+    }
+
     /// Number of space-filling trials at dimension `d`.
     pub fn initial_design_size(&self, d: usize) -> usize {
         self.initial_design.unwrap_or(d.div_ceil(2).clamp(2, 12))
@@ -379,38 +392,6 @@ impl GpUcb {
     }
 }
 
-/// Checks that every trial is a finite point of `space`.
-pub fn validate_observations(space: &SearchSpace, obs: &Observations) -> Result<(), ProposeError> {
-    if obs.x.len() != obs.y.len() {
-        return Err(ProposeError::BadObservations(format!(
-            "{} coordinate vectors for {} objective values",
-            obs.x.len(),
-            obs.y.len()
-        )));
-    }
-    for (i, (x, &y)) in obs.x.iter().zip(&obs.y).enumerate() {
-        if !y.is_finite() {
-            return Err(ProposeError::BadObservations(format!(
-                "trial {i}: objective is {y}; expected a finite number"
-            )));
-        }
-        if x.len() != space.dim() {
-            return Err(ProposeError::BadObservations(format!(
-                "trial {i}: {} coordinates, the space has {}",
-                x.len(),
-                space.dim()
-            )));
-        }
-        if !space.contains(x, 1e-6) {
-            return Err(ProposeError::BadObservations(format!(
-                "trial {i}: not a mixture of the search space (off the simplex or outside the \
-                 bounds)"
-            )));
-        }
-    }
-    Ok(())
-}
-
 impl Proposer for GpUcb {
     fn name(&self) -> &str {
         "gp-ucb"
@@ -423,7 +404,7 @@ impl Proposer for GpUcb {
         q: usize,
         round: usize,
     ) -> Result<Vec<Proposal>, ProposeError> {
-        validate_observations(space, obs)?;
+        obs.validate(space)?;
         let mut rng = SplitMix64::derive(self.cfg.seed, round as u64);
         let n0 = self.cfg.initial_design_size(space.dim());
         if obs.len() < n0.max(2) {
@@ -496,7 +477,7 @@ impl Proposer for GpUcb {
         space: &SearchSpace,
         obs: &Observations,
     ) -> Result<Proposal, ProposeError> {
-        validate_observations(space, obs)?;
+        obs.validate(space)?;
         if obs.is_empty() {
             return Err(ProposeError::BadObservations(
                 "no finished trials to recommend from".into(),

@@ -242,39 +242,6 @@ impl Proposer for RandomSearch {
     }
 }
 
-/// Checks that trials are usable by a regression model: every `x` has `space.dim()` finite
-/// entries and every `y` is finite; the error names the first bad trial.
-pub fn check_observations(space: &SearchSpace, obs: &Observations) -> Result<(), ProposeError> {
-    if obs.x.len() != obs.y.len() {
-        return Err(ProposeError::BadObservations(format!(
-            "{} trial coordinates but {} objective values",
-            obs.x.len(),
-            obs.y.len()
-        )));
-    }
-    for (i, (x, &y)) in obs.x.iter().zip(&obs.y).enumerate() {
-        if x.len() != space.dim() {
-            return Err(ProposeError::BadObservations(format!(
-                "trial {i} has {} coordinates; the space has {}",
-                x.len(),
-                space.dim()
-            )));
-        }
-        if let Some(j) = x.iter().position(|v| !v.is_finite()) {
-            return Err(ProposeError::BadObservations(format!(
-                "trial {i}: coordinate {:?} is {}",
-                space.coord_names[j], x[j]
-            )));
-        }
-        if !y.is_finite() {
-            return Err(ProposeError::BadObservations(format!(
-                "trial {i}: objective is {y}; expected a finite number"
-            )));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,11 +318,11 @@ mod tests {
         let mut obs = Observations::default();
         obs.push(vec![1.0 / 6.0; 6], 0.5);
         obs.push(vec![1.0 / 6.0; 6], f64::NAN);
-        let e = check_observations(&s, &obs).unwrap_err().to_string();
+        let e = obs.validate(&s).unwrap_err().to_string();
         assert!(e.contains("trial 1") && e.contains("NaN"), "{e}");
         let mut obs = Observations::default();
         obs.push(vec![0.5; 3], 0.5);
-        let e = check_observations(&s, &obs).unwrap_err().to_string();
+        let e = obs.validate(&s).unwrap_err().to_string();
         assert!(e.contains("trial 0") && e.contains("3 coordinates"), "{e}");
     }
 }

@@ -26,7 +26,7 @@
 
 use rayon::prelude::*;
 
-use super::{block_prior, check_observations, FitError, Gbdt, GbdtConfig, Ridge, RidgeConfig};
+use super::{block_prior, FitError, Gbdt, GbdtConfig, Ridge, RidgeConfig};
 use crate::acquisition::space::project_bounded_simplex;
 use crate::acquisition::{Observations, Proposal, ProposeError, Proposer, SearchSpace};
 use crate::data::rng::SplitMix64;
@@ -308,7 +308,7 @@ impl RegMix {
         space: &SearchSpace,
         obs: &Observations,
     ) -> Result<FittedRegressor, ProposeError> {
-        check_observations(space, obs)?;
+        obs.validate(space)?;
         if obs.len() < 2 {
             return Err(ProposeError::BadObservations(format!(
                 "RegMix needs at least 2 finished trials to fit its {} regressor; got {}",

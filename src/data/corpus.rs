@@ -261,6 +261,14 @@ impl Manifest {
         Ok(m)
     }
 
+    /// Every dataset of the corpus: the cells, then the benchmarks.
+    pub fn datasets(&self) -> impl Iterator<Item = &DatasetEntry> {
+        self.cells
+            .iter()
+            .map(|c| &c.data)
+            .chain(self.benchmarks.iter())
+    }
+
     /// Index of the cell named `concept/task`, if present.
     pub fn cell_index(&self, name: &str) -> Option<usize> {
         self.cells.iter().position(|c| c.data.name == name)
@@ -471,13 +479,7 @@ impl Corpus {
     /// compares; calls `progress(bytes)` as it goes. Returns the number of files checked.
     pub fn verify(&self, mut progress: impl FnMut(u64)) -> Result<usize, CorpusError> {
         let mut n = 0;
-        let entries = self
-            .manifest
-            .cells
-            .iter()
-            .map(|c| &c.data)
-            .chain(self.manifest.benchmarks.iter());
-        for e in entries {
+        for e in self.manifest.datasets() {
             for f in &e.files {
                 let path = self.root.join(&f.path);
                 let actual = sha256_file(&path, &mut progress)?;
@@ -497,10 +499,7 @@ impl Corpus {
     /// Total bytes covered by [`Corpus::verify`].
     pub fn checksummed_bytes(&self) -> u64 {
         self.manifest
-            .cells
-            .iter()
-            .map(|c| &c.data)
-            .chain(self.manifest.benchmarks.iter())
+            .datasets()
             .flat_map(|e| e.files.iter())
             .map(|f| f.bytes)
             .sum()

@@ -139,29 +139,43 @@ pub struct PrepareReport {
     pub seconds: f64,
 }
 
+/// A buffered output file that remembers its path for error messages.
+struct OutFile {
+    path: PathBuf,
+    w: BufWriter<File>,
+}
+
+impl OutFile {
+    fn create(path: PathBuf) -> Result<Self, PathIoError> {
+        let f = File::create(&path).at("creating", &path)?;
+        Ok(Self {
+            w: BufWriter::with_capacity(256 << 10, f),
+            path,
+        })
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), PathIoError> {
+        self.w.write_all(bytes).at("writing", &self.path)
+    }
+
+    /// Flushes and fsyncs.
+    fn finish(self) -> Result<(), PathIoError> {
+        let f = self
+            .w
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .at("flushing", &self.path)?;
+        f.sync_all().at("syncing", &self.path)
+    }
+}
+
 /// Spill files of pass 1, all inside the staging directory.
 struct Spill {
-    dir: PathBuf,
     tokens: DatasetWriter,
-    mask: BufWriter<File>,
-    image: BufWriter<File>,
-    clip: BufWriter<File>,
-    labels: BufWriter<File>,
-}
-
-fn buffered(path: &Path) -> Result<BufWriter<File>, PathIoError> {
-    Ok(BufWriter::with_capacity(
-        256 << 10,
-        File::create(path).at("creating", path)?,
-    ))
-}
-
-fn finish_file(w: BufWriter<File>, path: &Path) -> Result<(), PathIoError> {
-    let f = w
-        .into_inner()
-        .map_err(|e| e.into_error())
-        .at("flushing", path)?;
-    f.sync_all().at("syncing", path)
+    mask: OutFile,
+    image: OutFile,
+    clip: OutFile,
+    labels: OutFile,
 }
 
 fn push_f16(out: &mut Vec<u8>, xs: &[f32]) {
@@ -174,8 +188,8 @@ fn push_f16(out: &mut Vec<u8>, xs: &[f32]) {
 struct DatasetFiles {
     prefix: PathBuf,
     tokens: DatasetWriter,
-    mask: BufWriter<File>,
-    image: Option<BufWriter<File>>,
+    mask: OutFile,
+    image: Option<OutFile>,
     loss_tokens: u64,
 }
 
@@ -186,9 +200,9 @@ impl DatasetFiles {
         }
         Ok(Self {
             tokens: DatasetWriter::create(&prefix, dtype)?,
-            mask: buffered(&mask_path(&prefix))?,
+            mask: OutFile::create(mask_path(&prefix))?,
             image: if with_image {
-                Some(buffered(&image_path(&prefix))?)
+                Some(OutFile::create(image_path(&prefix))?)
             } else {
                 None
             },
@@ -204,11 +218,10 @@ impl DatasetFiles {
         image_f16: Option<&[u8]>,
     ) -> Result<(), PrepareError> {
         self.tokens.add_document(tokens)?;
-        let mp = mask_path(&self.prefix);
-        self.mask.write_all(mask).at("writing", &mp)?;
+        self.mask.write(mask)?;
         self.loss_tokens += mask.iter().map(|&m| m as u64).sum::<u64>();
         if let (Some(w), Some(b)) = (self.image.as_mut(), image_f16) {
-            w.write_all(b).at("writing", &image_path(&self.prefix))?;
+            w.write(b)?;
         }
         Ok(())
     }
@@ -216,9 +229,9 @@ impl DatasetFiles {
     /// Finishes the files and describes them for the manifest; removes them when empty.
     fn finish(self, root: &Path, name: String) -> Result<Option<DatasetEntry>, PrepareError> {
         let written = self.tokens.finish()?;
-        finish_file(self.mask, &mask_path(&self.prefix))?;
+        self.mask.finish()?;
         if let Some(w) = self.image {
-            finish_file(w, &image_path(&self.prefix))?;
+            w.finish()?;
         }
         let rel = self
             .prefix
@@ -305,11 +318,10 @@ pub fn prepare(
     progress.stage("reading samples", total_bytes);
     let mut spill = Spill {
         tokens: DatasetWriter::create(&spill_dir.join("tokens"), DType::I32)?,
-        mask: buffered(&spill_dir.join("mask"))?,
-        image: buffered(&spill_dir.join("image"))?,
-        clip: buffered(&spill_dir.join("clip"))?,
-        labels: buffered(&spill_dir.join("labels"))?,
-        dir: spill_dir.clone(),
+        mask: OutFile::create(spill_dir.join("mask"))?,
+        image: OutFile::create(spill_dir.join("image"))?,
+        clip: OutFile::create(spill_dir.join("clip"))?,
+        labels: OutFile::create(spill_dir.join("labels"))?,
     };
     let mut shapes: Option<Shapes> = None;
     let mut tasks: HashMap<String, u32> = HashMap::new();
@@ -320,7 +332,7 @@ pub fn prepare(
     let mut reservoir_n = 0usize;
     let mut seen = 0u64;
     let mut rng = SplitMix64::derive(cfg.seed, 0x5E5E);
-    let mut f16buf = Vec::new();
+    let mut scratch: Vec<u8> = Vec::new(); // f16 image features, f32 embeddings
     let fitting = centroids.is_none();
     let stats = raw::read_samples::<PrepareError>(
         &files,
@@ -341,31 +353,19 @@ pub fn prepare(
             };
             max_token = max_token.max(s.tokens.iter().copied().max().unwrap_or(0));
             spill.tokens.add_document(&s.tokens)?;
-            let sd = spill.dir.clone();
-            spill
-                .mask
-                .write_all(&s.loss_mask)
-                .at("writing", &sd.join("mask"))?;
+            spill.mask.write(&s.loss_mask)?;
             if let Some((img, _, _)) = &s.image {
-                f16buf.clear();
-                push_f16(&mut f16buf, img);
-                spill
-                    .image
-                    .write_all(&f16buf)
-                    .at("writing", &sd.join("image"))?;
+                scratch.clear();
+                push_f16(&mut scratch, img);
+                spill.image.write(&scratch)?;
             }
-            let clip_bytes: Vec<u8> = s.clip.iter().flat_map(|x| x.to_le_bytes()).collect();
-            spill
-                .clip
-                .write_all(&clip_bytes)
-                .at("writing", &sd.join("clip"))?;
+            scratch.clear();
+            scratch.extend(s.clip.iter().flat_map(|x| x.to_le_bytes()));
+            spill.clip.write(&scratch)?;
             let mut lb = [0u8; 8];
             lb[..4].copy_from_slice(&t.to_le_bytes());
             lb[4..].copy_from_slice(&label.to_le_bytes());
-            spill
-                .labels
-                .write_all(&lb)
-                .at("writing", &sd.join("labels"))?;
+            spill.labels.write(&lb)?;
             // Algorithm R reservoir sampling of embeddings for the k-means fit.
             if fitting {
                 let d = s.clip.len();
@@ -384,19 +384,10 @@ pub fn prepare(
         },
         &|b| progress.advance(b),
     )?;
-    let Spill {
-        tokens: spill_tokens,
-        mask,
-        image,
-        clip,
-        labels,
-        ..
-    } = spill;
-    spill_tokens.finish()?;
-    finish_file(mask, &spill_dir.join("mask"))?;
-    finish_file(image, &spill_dir.join("image"))?;
-    finish_file(clip, &spill_dir.join("clip"))?;
-    finish_file(labels, &spill_dir.join("labels"))?;
+    spill.tokens.finish()?;
+    for f in [spill.mask, spill.image, spill.clip, spill.labels] {
+        f.finish()?;
+    }
     let shapes = shapes.ok_or_else(|| {
         PrepareError::Invalid(format!(
             "{}: no valid samples (skipped {} malformed lines)",
@@ -561,34 +552,29 @@ pub fn prepare(
             let prefix = root.join("benchmarks").join(&name);
             let mut w = DatasetFiles::create(prefix, dtype, image_spec.is_some())?;
             let mut bench_shapes = Some(shapes);
-            let mut err = None;
             raw::read_samples::<PrepareError>(
                 std::slice::from_ref(f),
                 cfg.on_error,
                 &mut bench_shapes,
                 |s| {
                     if let Some(&bad) = s.tokens.iter().find(|&&t| t >= vocab_size) {
-                        err = Some(format!(
+                        return Err(PrepareError::Invalid(format!(
                             "{}: token id {bad} is not below the vocabulary size {vocab_size}",
                             f.display()
-                        ));
-                        return Ok(());
+                        )));
                     }
-                    f16buf.clear();
+                    scratch.clear();
                     if let Some((img, _, _)) = &s.image {
-                        push_f16(&mut f16buf, img);
+                        push_f16(&mut scratch, img);
                     }
                     w.add(
                         &s.tokens,
                         &s.loss_mask,
-                        s.image.as_ref().map(|_| f16buf.as_slice()),
+                        s.image.as_ref().map(|_| scratch.as_slice()),
                     )
                 },
                 &|_| {},
             )?;
-            if let Some(e) = err {
-                return Err(PrepareError::Invalid(e));
-            }
             if let Some(entry) = w.finish(&root, name)? {
                 benchmarks.push(entry);
             }

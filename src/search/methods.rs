@@ -40,14 +40,7 @@ impl Method {
     /// A proposer for this method, seeded.
     pub fn proposer(self, seed: u64) -> Box<dyn Proposer> {
         match self {
-            Method::GpUcb => Box::new(GpUcb::new(GpUcbConfig {
-                seed,
-                gp: crate::surrogate::gp::GpConfig {
-                    seed,
-                    ..Default::default()
-                },
-                ..GpUcbConfig::default()
-            })),
+            Method::GpUcb => Box::new(GpUcb::new(GpUcbConfig::seeded(seed))),
             Method::Regmix => Box::new(RegMix::new(RegMixConfig {
                 seed,
                 ..RegMixConfig::default()
