@@ -48,6 +48,10 @@ pub enum Command {
     Predict(crate::ask::PredictArgs),
     /// Write the recommended mixture (recipe.json), optionally as a Megatron blend.
     Recipe(crate::ask::RecipeArgs),
+    /// Train the built-in Qwen2-style model on a corpus mixture (also a trial runner).
+    Train(crate::train_cli::TrainArgs),
+    /// Per-token log-probabilities of token sequences under a checkpoint, as JSON.
+    Score(crate::train_cli::ScoreArgs),
 }
 
 /// `mixatlas synth`.
@@ -193,6 +197,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Suggest(a) => crate::ask::run_suggest(a),
         Command::Predict(a) => crate::ask::run_predict(a),
         Command::Recipe(a) => crate::ask::run_recipe(a),
+        Command::Train(a) => crate::train_cli::run_train(a),
+        Command::Score(a) => crate::train_cli::run_score(a),
     }
 }
 

@@ -11,5 +11,7 @@ pub mod baselines;
 pub mod config;
 pub mod data;
 pub mod fsutil;
+pub mod model;
 pub mod search;
+pub mod train;
 pub mod surrogate;

@@ -3,6 +3,7 @@
 mod ask;
 mod cli;
 mod demo;
+mod train_cli;
 
 use std::process::ExitCode;
 

@@ -13,7 +13,7 @@
 //! metric = "cosine"
 //! ```
 //!
-//! Stages added by later issues (search, train, …) add their own tables here.
+//! `[train]` holds the built-in trainer's settings; later stages add their own tables.
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::prepare::PrepareConfig;
 use crate::data::synth::SynthConfig;
+use crate::train::TrainConfig;
 
 /// A whole configuration file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -30,6 +31,8 @@ pub struct Config {
     pub synth: SynthConfig,
     /// `[prepare]`: clustering and cell writing.
     pub prepare: PrepareConfig,
+    /// `[train]`: the built-in trainer (defaults: the proxy-trial preset).
+    pub train: TrainConfig,
 }
 
 /// A configuration file could not be used.

@@ -1,0 +1,277 @@
+//! Model configuration with Hugging Face `config.json` field names, and the presets.
+//!
+//! Exists so that a real Qwen2 checkpoint's `config.json` loads as it is, and so that our own
+//! checkpoints are readable by Hugging Face tools. Presets are functions (torchtitan style);
+//! every field can be overridden after the preset is chosen.
+
+use serde::{Deserialize, Serialize};
+
+use super::ModelError;
+
+/// A Qwen2 decoder (plus the optional LLaVA-style projector); see `docs/model.md`.
+///
+/// Unknown fields of a Hugging Face `config.json` (e.g. `bos_token_id`, `sliding_window`) are
+/// accepted and ignored, so a real checkpoint's configuration loads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Qwen2Config {
+    /// Vocabulary size V.
+    pub vocab_size: usize,
+    /// Hidden size H.
+    pub hidden_size: usize,
+    /// SwiGLU inner width I.
+    pub intermediate_size: usize,
+    /// Decoder layers L.
+    pub num_hidden_layers: usize,
+    /// Query heads.
+    pub num_attention_heads: usize,
+    /// Key/value heads (grouped-query attention).
+    pub num_key_value_heads: usize,
+    /// Longest sequence the model accepts.
+    pub max_position_embeddings: usize,
+    /// Rotary base θ.
+    pub rope_theta: f64,
+    /// RMSNorm ε.
+    pub rms_norm_eps: f64,
+    /// The LM head reuses the token embedding.
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// Standard deviation of the random initialisation.
+    #[serde(default = "default_init_range")]
+    pub initializer_range: f64,
+    /// Activation of the MLP; only `silu` is supported.
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    /// Image patch feature size D (LLaVA's field name); `None` = text only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mm_hidden_size: Option<usize>,
+    /// Token id whose positions receive projected image patches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_token_index: Option<u32>,
+    /// `"qwen2"`.
+    #[serde(default = "default_model_type")]
+    pub model_type: String,
+    /// `["Qwen2ForCausalLM"]`.
+    #[serde(default = "default_architectures")]
+    pub architectures: Vec<String>,
+    /// Parameter dtype the checkpoint was saved in (informational, as in Hugging Face).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub torch_dtype: Option<String>,
+}
+
+fn default_init_range() -> f64 {
+    0.02
+}
+fn default_act() -> String {
+    "silu".into()
+}
+fn default_model_type() -> String {
+    "qwen2".into()
+}
+fn default_architectures() -> Vec<String> {
+    vec!["Qwen2ForCausalLM".into()]
+}
+
+/// Names accepted by [`Qwen2Config::preset`].
+pub const PRESETS: &[&str] = &[
+    "tiny",
+    "small",
+    "qwen2-0.5b",
+    "qwen2-1.5b",
+    "qwen2-7b",
+    "qwen2.5-7b",
+];
+
+impl Qwen2Config {
+    #[allow(clippy::too_many_arguments)]
+    fn shape(
+        vocab_size: usize,
+        hidden_size: usize,
+        intermediate_size: usize,
+        num_hidden_layers: usize,
+        num_attention_heads: usize,
+        num_key_value_heads: usize,
+        rope_theta: f64,
+        tie_word_embeddings: bool,
+        max_position_embeddings: usize,
+    ) -> Self {
+        Self {
+            vocab_size,
+            hidden_size,
+            intermediate_size,
+            num_hidden_layers,
+            num_attention_heads,
+            num_key_value_heads,
+            max_position_embeddings,
+            rope_theta,
+            rms_norm_eps: 1e-6,
+            tie_word_embeddings,
+            initializer_range: 0.02,
+            hidden_act: default_act(),
+            mm_hidden_size: None,
+            image_token_index: None,
+            model_type: default_model_type(),
+            architectures: default_architectures(),
+            torch_dtype: None,
+        }
+    }
+
+    /// `tiny`: the CPU proxy (about 0.1 M parameters at V = 128); a trial takes seconds.
+    pub fn tiny() -> Self {
+        Self::shape(128, 64, 176, 2, 4, 2, 10_000.0, true, 4096)
+    }
+
+    /// `small`: the CPU transfer target (about 3 M parameters at V = 128).
+    pub fn small() -> Self {
+        Self::shape(128, 256, 704, 4, 8, 4, 10_000.0, true, 4096)
+    }
+
+    /// Qwen2-0.5B's public shapes.
+    pub fn qwen2_0_5b() -> Self {
+        Self::shape(151_936, 896, 4864, 24, 14, 2, 1e6, true, 131_072)
+    }
+
+    /// Qwen2-1.5B's public shapes.
+    pub fn qwen2_1_5b() -> Self {
+        Self::shape(151_936, 1536, 8960, 28, 12, 2, 1e6, true, 131_072)
+    }
+
+    /// Qwen2-7B's public shapes.
+    pub fn qwen2_7b() -> Self {
+        Self::shape(152_064, 3584, 18_944, 28, 28, 4, 1e6, false, 131_072)
+    }
+
+    /// Qwen2.5-7B's public shapes (the same architecture as Qwen2-7B).
+    pub fn qwen2_5_7b() -> Self {
+        Self::shape(152_064, 3584, 18_944, 28, 28, 4, 1e6, false, 131_072)
+    }
+
+    /// The preset called `name` (one of [`PRESETS`]).
+    pub fn preset(name: &str) -> Result<Self, ModelError> {
+        Ok(match name {
+            "tiny" => Self::tiny(),
+            "small" => Self::small(),
+            "qwen2-0.5b" => Self::qwen2_0_5b(),
+            "qwen2-1.5b" => Self::qwen2_1_5b(),
+            "qwen2-7b" => Self::qwen2_7b(),
+            "qwen2.5-7b" => Self::qwen2_5_7b(),
+            other => {
+                return Err(ModelError::UnknownPreset {
+                    name: other.to_string(),
+                    known: PRESETS.join(", "),
+                })
+            }
+        })
+    }
+
+    /// Head size `hidden_size / num_attention_heads`.
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    /// Checks the shapes fit together (head counts divide, even head size, silu).
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let bad = |field: &'static str, reason: String| ModelError::Config { field, reason };
+        if self.vocab_size == 0 || self.hidden_size == 0 || self.intermediate_size == 0 {
+            return Err(bad(
+                "vocab_size/hidden_size/intermediate_size",
+                "must be positive".into(),
+            ));
+        }
+        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+            return Err(bad(
+                "num_attention_heads",
+                format!(
+                    "{} does not divide hidden_size {}",
+                    self.num_attention_heads, self.hidden_size
+                ),
+            ));
+        }
+        if self.num_key_value_heads == 0
+            || self.num_attention_heads % self.num_key_value_heads != 0
+        {
+            return Err(bad(
+                "num_key_value_heads",
+                format!(
+                    "{} does not divide num_attention_heads {}",
+                    self.num_key_value_heads, self.num_attention_heads
+                ),
+            ));
+        }
+        if self.head_dim() % 2 != 0 {
+            return Err(bad(
+                "hidden_size",
+                format!("head size {} must be even for rotary embeddings", self.head_dim()),
+            ));
+        }
+        if self.hidden_act != "silu" {
+            return Err(bad(
+                "hidden_act",
+                format!("{:?} is not supported (only \"silu\")", self.hidden_act),
+            ));
+        }
+        if !(self.rms_norm_eps > 0.0 && self.rope_theta > 0.0) {
+            return Err(bad(
+                "rms_norm_eps/rope_theta",
+                "must be positive".into(),
+            ));
+        }
+        if let (Some(img), None) | (None, Some(img)) = (
+            self.image_token_index.map(|i| i as usize),
+            self.mm_hidden_size,
+        ) {
+            return Err(bad(
+                "mm_hidden_size/image_token_index",
+                format!("both or neither must be set (one is {img})"),
+            ));
+        }
+        if let Some(i) = self.image_token_index {
+            if i as usize >= self.vocab_size {
+                return Err(bad(
+                    "image_token_index",
+                    format!("{i} is outside the vocabulary of {}", self.vocab_size),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of parameters.
+    pub fn num_params(&self) -> usize {
+        super::weights::param_specs(self)
+            .iter()
+            .map(|s| s.shape.iter().product::<usize>())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn real_presets_have_published_sizes() {
+        // Published parameter counts (text model, no projector): 0.49B, 1.54B, 7.62B.
+        let b = |n: usize| n as f64 / 1e9;
+        assert!((b(Qwen2Config::qwen2_0_5b().num_params()) - 0.494).abs() < 0.01);
+        assert!((b(Qwen2Config::qwen2_1_5b().num_params()) - 1.544).abs() < 0.01);
+        assert!((b(Qwen2Config::qwen2_7b().num_params()) - 7.616).abs() < 0.01);
+        for name in PRESETS {
+            Qwen2Config::preset(name).unwrap().validate().unwrap();
+        }
+        assert!(Qwen2Config::preset("gpt2").is_err());
+    }
+
+    #[test]
+    fn hf_config_json_loads_and_ignores_extra_fields() {
+        let text = r#"{"architectures":["Qwen2ForCausalLM"],"bos_token_id":151643,
+          "hidden_act":"silu","hidden_size":896,"initializer_range":0.02,"intermediate_size":4864,
+          "max_position_embeddings":131072,"max_window_layers":24,"model_type":"qwen2",
+          "num_attention_heads":14,"num_hidden_layers":24,"num_key_value_heads":2,
+          "rms_norm_eps":1e-06,"rope_theta":1000000.0,"sliding_window":131072,
+          "tie_word_embeddings":true,"torch_dtype":"bfloat16","vocab_size":151936}"#;
+        let c: Qwen2Config = serde_json::from_str(text).unwrap();
+        let mut p = Qwen2Config::qwen2_0_5b();
+        p.torch_dtype = Some("bfloat16".into());
+        assert_eq!(c, p);
+    }
+}

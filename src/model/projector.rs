@@ -1,0 +1,35 @@
+//! The LLaVA-1.5 vision projector (`mlp2x_gelu`): `linear → GELU (erf) → linear`, mapping image
+//! patch features (`mm_hidden_size`) to the hidden size.
+
+use candle_core::{Result, Tensor};
+
+use super::embedding::linear;
+use super::Params;
+
+/// Projector weights (`model.mm_projector.{0,2}`).
+#[derive(Debug, Clone)]
+pub struct Projector {
+    w0: Tensor,
+    b0: Tensor,
+    w2: Tensor,
+    b2: Tensor,
+}
+
+impl Projector {
+    /// The projector, when the configuration has one.
+    pub fn new(params: &Params) -> Self {
+        let p = |n: &str| params.get(&format!("model.mm_projector.{n}")).clone();
+        Self {
+            w0: p("0.weight"),
+            b0: p("0.bias"),
+            w2: p("2.weight"),
+            b2: p("2.bias"),
+        }
+    }
+
+    /// `features`: `[M, D]` → `[M, H]`.
+    pub fn forward(&self, features: &Tensor) -> Result<Tensor> {
+        let h = linear(features, &self.w0, Some(&self.b0))?.gelu_erf()?;
+        linear(&h, &self.w2, Some(&self.b2))
+    }
+}

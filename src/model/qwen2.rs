@@ -1,0 +1,197 @@
+//! The Qwen2 decoder with image patches placed at image-token positions: the composition of
+//! [`embedding`](super::embedding), [`norm`](super::norm), [`attention`](super::attention),
+//! [`mlp`](super::mlp) and [`projector`](super::projector) (`docs/model.md`).
+
+use candle_core::{DType, Device, Tensor};
+
+use super::attention::{causal_mask, Attention};
+use super::embedding::{embed, lm_head};
+use super::mlp::Mlp;
+use super::norm::rms_norm;
+use super::projector::Projector;
+use super::rotary::RotaryTables;
+use super::{ModelError, Params, Qwen2Config};
+
+/// Image patches to place into a batch: `features` `[M, D]` and, per patch, the flat position
+/// (`row · T + t`) whose token is the image token.
+#[derive(Debug, Clone)]
+pub struct ImageInput {
+    /// Patch features `[M, D]` (any float dtype; cast to the model's).
+    pub features: Tensor,
+    /// Flat position of each patch in the `[B, T]` batch.
+    pub positions: Vec<u32>,
+}
+
+impl ImageInput {
+    /// Applies the sequential convention of `docs/model.md`: in each row, the k-th occurrence
+    /// of `image_token` takes the k-th patch of that row's images. `images[r]` holds row r's
+    /// patches (`patches_r × D`, f32, row-major). Errors when a row has more image tokens than
+    /// patches.
+    pub fn sequential(
+        tokens: &[u32],
+        b: usize,
+        t: usize,
+        image_token: u32,
+        images: &[Vec<f32>],
+        dim: usize,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        let mut feats = Vec::new();
+        let mut positions = Vec::new();
+        for r in 0..b {
+            let patches = images.get(r).map_or(0, |v| v.len() / dim);
+            let mut k = 0;
+            for p in 0..t {
+                if tokens[r * t + p] == image_token {
+                    if k >= patches {
+                        return Err(ModelError::Input(format!(
+                            "row {r} has more image tokens than image patches ({patches})"
+                        )));
+                    }
+                    feats.extend_from_slice(&images[r][k * dim..(k + 1) * dim]);
+                    positions.push((r * t + p) as u32);
+                    k += 1;
+                }
+            }
+        }
+        let m = positions.len();
+        Ok(Self {
+            features: Tensor::from_vec(feats, (m, dim), device)?,
+            positions,
+        })
+    }
+}
+
+/// The decoder: parameters viewed as layers.
+#[derive(Debug, Clone)]
+pub struct Qwen2Model {
+    cfg: Qwen2Config,
+    embed: Tensor,
+    layers: Vec<(Tensor, Attention, Tensor, Mlp)>,
+    norm: Tensor,
+    head: Tensor,
+    projector: Option<Projector>,
+}
+
+impl Qwen2Model {
+    /// Builds the model over `params` (which must have been made for `cfg`).
+    pub fn new(cfg: &Qwen2Config, params: &Params) -> Self {
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|l| {
+                let p = format!("model.layers.{l}");
+                (
+                    params.get(&format!("{p}.input_layernorm.weight")).clone(),
+                    Attention::new(params, cfg, &format!("{p}.self_attn")),
+                    params
+                        .get(&format!("{p}.post_attention_layernorm.weight"))
+                        .clone(),
+                    Mlp::new(params, &format!("{p}.mlp")),
+                )
+            })
+            .collect();
+        let embed = params.get("model.embed_tokens.weight").clone();
+        let head = if cfg.tie_word_embeddings {
+            embed.clone()
+        } else {
+            params.get("lm_head.weight").clone()
+        };
+        Self {
+            cfg: cfg.clone(),
+            embed,
+            layers,
+            norm: params.get("model.norm.weight").clone(),
+            head,
+            projector: cfg.mm_hidden_size.map(|_| Projector::new(params)),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Qwen2Config {
+        &self.cfg
+    }
+
+    /// Final hidden states `[B·T, H]` (after the last RMSNorm) for token ids `tokens`
+    /// (`B × T`, row-major) and optional image patches.
+    pub fn hidden(
+        &self,
+        tokens: &[u32],
+        b: usize,
+        t: usize,
+        images: Option<&ImageInput>,
+    ) -> Result<Tensor, ModelError> {
+        let cfg = &self.cfg;
+        if tokens.len() != b * t {
+            return Err(ModelError::Input(format!(
+                "{} token ids for a {b} × {t} batch",
+                tokens.len()
+            )));
+        }
+        if t > cfg.max_position_embeddings {
+            return Err(ModelError::Input(format!(
+                "sequence length {t} exceeds max_position_embeddings {}",
+                cfg.max_position_embeddings
+            )));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&x| x as usize >= cfg.vocab_size) {
+            return Err(ModelError::Input(format!(
+                "token id {bad} is outside the model's vocabulary of {}",
+                cfg.vocab_size
+            )));
+        }
+        let device = self.embed.device();
+        let dtype = self.embed.dtype();
+        let ids = Tensor::from_slice(tokens, b * t, device)?;
+        let mut h = embed(&self.embed, &ids)?;
+        if let Some(img) = images.filter(|i| !i.positions.is_empty()) {
+            let proj = self.projector.as_ref().ok_or_else(|| {
+                ModelError::Input("image input given to a text-only model".into())
+            })?;
+            let patches = proj.forward(&img.features.to_dtype(dtype)?)?;
+            let n = (b * t) as u32;
+            let mut src: Vec<u32> = (0..n).collect();
+            for (m, &p) in img.positions.iter().enumerate() {
+                if p >= n {
+                    return Err(ModelError::Input(format!(
+                        "image position {p} is outside the {b} × {t} batch"
+                    )));
+                }
+                src[p as usize] = n + m as u32;
+            }
+            let src = Tensor::from_vec(src, b * t, device)?;
+            h = Tensor::cat(&[&h, &patches], 0)?.index_select(&src, 0)?;
+        }
+        let hd = cfg.head_dim();
+        let rope = RotaryTables::new(hd, t, cfg.rope_theta, dtype, device)?;
+        let group = cfg.num_attention_heads / cfg.num_key_value_heads;
+        let mask = causal_mask(t, group, dtype, device)?;
+        let eps = cfg.rms_norm_eps;
+        for (g_in, attn, g_post, mlp) in &self.layers {
+            let a = rms_norm(&h, g_in, eps)?;
+            h = (h + attn.forward(&a, b, t, &rope, &mask)?)?;
+            let m = rms_norm(&h, g_post, eps)?;
+            h = (h + mlp.forward(&m)?)?;
+        }
+        Ok(rms_norm(&h, &self.norm, eps)?)
+    }
+
+    /// Logits `[N, V]` of hidden rows `h` (`[N, H]`).
+    pub fn logits(&self, h: &Tensor) -> Result<Tensor, ModelError> {
+        Ok(lm_head(h, &self.head)?)
+    }
+
+    /// Logits `[B·T, V]` of every position.
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        b: usize,
+        t: usize,
+        images: Option<&ImageInput>,
+    ) -> Result<Tensor, ModelError> {
+        self.logits(&self.hidden(tokens, b, t, images)?)
+    }
+
+    /// Data type of the parameters.
+    pub fn dtype(&self) -> DType {
+        self.embed.dtype()
+    }
+}

@@ -1,0 +1,473 @@
+//! The training loop: sampler → micro-batches → masked loss → backward → accumulate → clip →
+//! AdamW → log, with evaluation and checkpoints on a schedule and exact resume.
+//!
+//! One process, one device here; data parallelism wraps the same loop from outside by reducing
+//! the flat gradients (see `src/dist/`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use serde::Serialize;
+
+use super::checkpoint::{self, TrainerState, CHECKPOINT_VERSION};
+use super::eval::{BenchScore, EvalSet};
+use super::log::{EvalRecord, StepRecord, TrainLog};
+use super::loss::{masked_loss, Targets};
+use super::optim::{accumulate, clip_global_norm, flat_grads, AdamW};
+use super::schedule::lr_at;
+use super::{TrainConfig, TrainError};
+use crate::data::corpus::Corpus;
+use crate::data::sampler::{Batch, Sampler, SamplerConfig};
+use crate::fsutil::{write_atomic, IoContext};
+use crate::model::{ImageInput, Params, Qwen2Config, Qwen2Model};
+
+/// File the trial protocol reads (DESIGN.md §2).
+pub const METRICS_FILE: &str = "metrics.json";
+/// Written instead of metrics when a run fails (`{"step", "reason"}`).
+pub const FAILED_FILE: &str = "failed.json";
+
+/// A resolved training run.
+#[derive(Debug)]
+pub struct TrainPlan<'a> {
+    /// The prepared corpus.
+    pub corpus: &'a Corpus,
+    /// Mixture weights in manifest cell order.
+    pub weights: Vec<f64>,
+    /// Model configuration (already adapted to the corpus: vocabulary, image shape).
+    pub model: Qwen2Config,
+    /// Start from this Hugging Face-style checkpoint directory instead of random weights.
+    pub init_from: Option<PathBuf>,
+    /// Optimisation, data and schedule settings.
+    pub train: TrainConfig,
+    /// Run directory (created).
+    pub out: PathBuf,
+    /// Continue from the newest checkpoint in `out` if there is one.
+    pub resume: bool,
+    /// Device to train on.
+    pub device: Device,
+}
+
+/// Live progress, reported after every step.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Steps done.
+    pub step: u64,
+    /// Steps in the run.
+    pub total: u64,
+    /// This step's loss.
+    pub loss: f64,
+    /// This step's throughput.
+    pub tokens_per_s: f64,
+}
+
+/// What a finished run reports (and writes as `metrics.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainOutcome {
+    /// Per-benchmark exact-match accuracy at the end (the trial protocol's scores).
+    pub benchmarks: BTreeMap<String, f64>,
+    /// Per-benchmark answer loss at the end.
+    pub benchmark_loss: BTreeMap<String, f64>,
+    /// Mean training loss over the last 10 % of the steps (at least one).
+    pub train_loss: f64,
+    /// Mean answer loss over all benchmarks at the end.
+    pub eval_loss: f64,
+    /// Steps trained in total.
+    pub steps: u64,
+    /// Tokens seen in total.
+    pub tokens: u64,
+    /// Wall time of this invocation, seconds.
+    pub wall_s: f64,
+    /// Mean training throughput of this invocation.
+    pub tokens_per_s: f64,
+    /// The step this invocation resumed from (0 = fresh).
+    pub resumed_from: u64,
+    /// Parameters of the model.
+    pub params: usize,
+}
+
+/// The dtype a config string means on `device`.
+pub fn resolve_dtype(name: &str, device: &Device) -> DType {
+    match (name, device.is_cpu()) {
+        ("bf16", _) => DType::BF16,
+        ("auto", false) => DType::BF16,
+        _ => DType::F32,
+    }
+}
+
+/// Checks the corpus and the model fit together.
+pub fn check_compatible(corpus: &Corpus, model: &Qwen2Config) -> Result<(), TrainError> {
+    let m = &corpus.manifest;
+    if m.vocab_size as usize > model.vocab_size {
+        return Err(TrainError::Incompatible(format!(
+            "the corpus vocabulary ({} tokens, {}) is larger than the model's vocab_size {}",
+            m.vocab_size,
+            corpus.root.display(),
+            model.vocab_size
+        )));
+    }
+    if let Some(img) = &m.image {
+        if model.mm_hidden_size != Some(img.dim) {
+            return Err(TrainError::Incompatible(format!(
+                "the corpus has image features of size {} but the model's mm_hidden_size is {:?}",
+                img.dim, model.mm_hidden_size
+            )));
+        }
+        if model.image_token_index != Some(m.special_tokens.image) {
+            return Err(TrainError::Incompatible(format!(
+                "the corpus's image token is {} but the model's image_token_index is {:?}",
+                m.special_tokens.image, model.image_token_index
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Image patches of rows `r0..r1` of `batch`, placed at the image-token positions of each
+/// document (relative to row `r0`).
+pub fn batch_images(
+    batch: &Batch,
+    r0: usize,
+    r1: usize,
+    image_token: u32,
+    dim: usize,
+    device: &Device,
+) -> Result<Option<ImageInput>, TrainError> {
+    if batch.image_elems == 0 || dim == 0 {
+        return Ok(None);
+    }
+    let t = batch.seq_len;
+    let patches = batch.image_elems / dim;
+    let mut feats = Vec::new();
+    let mut positions = Vec::new();
+    for (i, d) in batch.docs.iter().enumerate() {
+        let row = d.row as usize;
+        if row < r0 || row >= r1 {
+            continue;
+        }
+        let img = batch.image(i);
+        let mut k = 0;
+        for p in d.start as usize..(d.start + d.len) as usize {
+            if batch.tokens[row * t + p] == image_token && k < patches {
+                feats.extend(img[k * dim..(k + 1) * dim].iter().map(|x| x.to_f32()));
+                positions.push(((row - r0) * t + p) as u32);
+                k += 1;
+            }
+        }
+    }
+    let m = positions.len();
+    Ok(Some(ImageInput {
+        features: Tensor::from_vec(feats, (m, dim), device)?,
+        positions,
+    }))
+}
+
+fn ignore_schedule_fields(t: &TrainConfig) -> TrainConfig {
+    TrainConfig {
+        steps: 0,
+        eval_every: 0,
+        eval_samples: 0,
+        eval_batch: 1,
+        checkpoint_every: 0,
+        keep_checkpoints: 1,
+        log_every: 1,
+        ..t.clone()
+    }
+}
+
+fn write_failure(out: &Path, step: u64, reason: &str) {
+    let v = serde_json::json!({"status": "failed", "step": step, "reason": reason});
+    let _ = write_atomic(&out.join(FAILED_FILE), v.to_string().as_bytes());
+}
+
+/// Runs (or resumes) a training run; writes `train_config.json`, the training log,
+/// checkpoints and, at the end, `metrics.json` into `plan.out`.
+pub fn train(
+    plan: &TrainPlan<'_>,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<TrainOutcome, TrainError> {
+    let started = Instant::now();
+    let tc = &plan.train;
+    tc.validate()?;
+    plan.model.validate()?;
+    check_compatible(plan.corpus, &plan.model)?;
+    std::fs::create_dir_all(&plan.out).at("creating", &plan.out)?;
+    let dtype = resolve_dtype(&tc.dtype, &plan.device);
+    let manifest = &plan.corpus.manifest;
+
+    let existing = checkpoint::list(&plan.out)?;
+    if !plan.resume && !existing.is_empty() {
+        return Err(TrainError::Config(format!(
+            "{} already holds checkpoints; pass --resume to continue it or choose a new --out",
+            plan.out.display()
+        )));
+    }
+    let sampler_cfg = SamplerConfig {
+        seed: tc.seed,
+        mode: tc.mode,
+        packing: tc.packing,
+        batch_size: tc.batch_size,
+        seq_len: tc.seq_len,
+        pad_token: manifest.special_tokens.pad,
+    };
+    let mut sampler = Sampler::for_corpus(plan.corpus, &plan.weights, sampler_cfg)?;
+
+    let (params, mut opt, start_step, mut tokens_seen) = match existing.last() {
+        Some((_, dir)) if plan.resume => {
+            let loaded = checkpoint::load(dir, dtype, &plan.device)?;
+            if loaded.config != plan.model {
+                return Err(TrainError::Checkpoint {
+                    path: dir.clone(),
+                    reason: format!(
+                        "holds a model of another shape or config ({} layers, hidden {}, vocab {}) than requested ({} layers, hidden {}, vocab {})",
+                        loaded.config.num_hidden_layers, loaded.config.hidden_size, loaded.config.vocab_size,
+                        plan.model.num_hidden_layers, plan.model.hidden_size, plan.model.vocab_size
+                    ),
+                });
+            }
+            if ignore_schedule_fields(&loaded.state.train) != ignore_schedule_fields(tc) {
+                return Err(TrainError::Checkpoint {
+                    path: dir.clone(),
+                    reason: "was written with different training settings (batch, sequence, optimiser, schedule or seed); resume with the run's train_config.json".into(),
+                });
+            }
+            if loaded.state.weights != plan.weights {
+                return Err(TrainError::Checkpoint {
+                    path: dir.clone(),
+                    reason: "was trained on a different mixture".into(),
+                });
+            }
+            sampler.restore(loaded.state.sampler.clone())?;
+            (
+                loaded.params,
+                loaded.optimizer,
+                loaded.state.step,
+                loaded.state.tokens,
+            )
+        }
+        _ => {
+            let params = match &plan.init_from {
+                Some(dir) => Params::load(dir, &plan.model, tc.seed, dtype, &plan.device)?,
+                None => Params::init(&plan.model, tc.seed, dtype, &plan.device)?,
+            };
+            let opt = AdamW::new(&params, tc.optimizer)?;
+            (params, opt, 0, 0)
+        }
+    };
+    let resolved = serde_json::json!({
+        "train": tc, "model": plan.model, "weights": plan.weights,
+        "corpus": plan.corpus.root, "init_from": plan.init_from,
+    });
+    write_atomic(
+        &plan.out.join("train_config.json"),
+        serde_json::to_string_pretty(&resolved)
+            .expect("config serialises")
+            .as_bytes(),
+    )?;
+    let mut log = TrainLog::open(&plan.out, Some(start_step))?;
+    let model = Qwen2Model::new(&plan.model, &params);
+    let evalset = EvalSet::from_corpus(plan.corpus, tc.eval_samples)?;
+    let image_token = manifest.special_tokens.image;
+    let image_dim = manifest.image.as_ref().map_or(0, |i| i.dim);
+    let micro = tc.micro_rows();
+    let t = tc.seq_len;
+
+    let save = |step: u64, tokens: u64, sampler: &Sampler<'_>, opt: &AdamW| {
+        let state = TrainerState {
+            format: "mixatlas-checkpoint".into(),
+            version: CHECKPOINT_VERSION,
+            step,
+            tokens,
+            train: tc.clone(),
+            weights: plan.weights.clone(),
+            sampler: sampler.state().clone(),
+            optimizer: opt.config,
+            optimizer_step: opt.step,
+        };
+        checkpoint::save(
+            &plan.out,
+            &plan.model,
+            &params,
+            opt,
+            &state,
+            tc.keep_checkpoints,
+        )
+    };
+    let evaluate = |step: u64, log: &mut TrainLog| -> Result<_, TrainError> {
+        let scores = evalset.evaluate(&model, tc.eval_batch, &plan.device)?;
+        let eval_loss =
+            scores.values().map(|s| s.loss).sum::<f64>() / scores.len().max(1) as f64;
+        log.write(&EvalRecord {
+            step,
+            eval_loss,
+            eval: scores.clone(),
+        })?;
+        Ok(scores)
+    };
+
+    if start_step == 0 && tc.eval_every > 0 {
+        evaluate(0, &mut log)?;
+    }
+    let mut last_scores: Option<(u64, BTreeMap<String, BenchScore>)> = None;
+    let mut recent: Vec<f64> = Vec::new();
+    let run_tokens_start = tokens_seen;
+    let train_started = Instant::now();
+    for step in start_step..tc.steps {
+        let step_start = Instant::now();
+        let batch = sampler.next_batch(0, 1)?;
+        let targets_all = Targets::from_mask(&batch.tokens, &batch.loss_mask, batch.rows, t);
+        let denom = targets_all.len();
+        let mut grads: Option<Vec<Vec<f32>>> = None;
+        let mut loss_value = 0.0;
+        if denom > 0 {
+            for r0 in (0..batch.rows).step_by(micro) {
+                let r1 = (r0 + micro).min(batch.rows);
+                let tokens = &batch.tokens[r0 * t..r1 * t];
+                let mask = &batch.loss_mask[r0 * t..r1 * t];
+                let targets = Targets::from_mask(tokens, mask, r1 - r0, t);
+                if targets.is_empty() {
+                    continue;
+                }
+                let images = batch_images(&batch, r0, r1, image_token, image_dim, &plan.device)?;
+                let loss =
+                    masked_loss(&model, tokens, r1 - r0, t, images.as_ref(), &targets, denom)?;
+                loss_value += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                let g = flat_grads(&params, &loss.backward()?)?;
+                match grads.as_mut() {
+                    Some(acc) => accumulate(acc, &g),
+                    None => grads = Some(g),
+                }
+            }
+        }
+        let Some(mut grads) = grads else {
+            return Err(TrainError::Config(format!(
+                "step {}: the batch has no loss-masked token (is the mixture only on cells without answers?)",
+                step + 1
+            )));
+        };
+        if !loss_value.is_finite() {
+            write_failure(&plan.out, step + 1, &format!("loss is {loss_value}"));
+            log.sync()?;
+            return Err(TrainError::NonFinite {
+                step: step + 1,
+                value: loss_value,
+            });
+        }
+        let grad_norm = clip_global_norm(&mut grads, tc.grad_clip);
+        if !grad_norm.is_finite() {
+            write_failure(&plan.out, step + 1, &format!("gradient norm is {grad_norm}"));
+            log.sync()?;
+            return Err(TrainError::NonFinite {
+                step: step + 1,
+                value: grad_norm,
+            });
+        }
+        let lr = lr_at(tc.schedule, step, tc.steps, tc.warmup_steps, tc.lr, tc.min_lr);
+        opt.step(&params, &grads, lr)?;
+        let done = step + 1;
+        tokens_seen += (batch.rows * t) as u64;
+        let tps = (batch.rows * t) as f64 / step_start.elapsed().as_secs_f64();
+        recent.push(loss_value);
+        if done % tc.log_every == 0 || done == tc.steps {
+            log.write(&StepRecord {
+                step: done,
+                tokens: tokens_seen,
+                loss: loss_value,
+                lr,
+                grad_norm,
+                tokens_per_s: tps,
+            })?;
+        }
+        progress(Progress {
+            step: done,
+            total: tc.steps,
+            loss: loss_value,
+            tokens_per_s: tps,
+        });
+        if tc.eval_every > 0 && done % tc.eval_every == 0 {
+            last_scores = Some((done, evaluate(done, &mut log)?));
+        }
+        if tc.checkpoint_every > 0 && done % tc.checkpoint_every == 0 && done < tc.steps {
+            log.sync()?;
+            save(done, tokens_seen, &sampler, &opt)?;
+        }
+    }
+    let train_secs = train_started.elapsed().as_secs_f64();
+    let scores = match last_scores {
+        Some((s, scores)) if s == tc.steps => scores,
+        _ => evaluate(tc.steps, &mut log)?,
+    };
+    log.sync()?;
+    if checkpoint::list(&plan.out)?.last().map(|(s, _)| *s) != Some(tc.steps) {
+        save(tc.steps, tokens_seen, &sampler, &opt)?;
+    }
+    let tail = (recent.len() / 10).max(1).min(recent.len());
+    let train_loss = if recent.is_empty() {
+        // Resumed at the end: read the tail of the log instead.
+        let steps = super::log::read_steps(&plan.out.join(super::log::LOG_FILE))?;
+        let k = (steps.len() / 10).max(1).min(steps.len()).max(1);
+        steps.iter().rev().take(k).map(|r| r.loss).sum::<f64>() / k as f64
+    } else {
+        recent[recent.len() - tail..].iter().sum::<f64>() / tail as f64
+    };
+    let outcome = TrainOutcome {
+        benchmarks: scores.iter().map(|(k, v)| (k.clone(), v.accuracy)).collect(),
+        benchmark_loss: scores.iter().map(|(k, v)| (k.clone(), v.loss)).collect(),
+        train_loss,
+        eval_loss: scores.values().map(|s| s.loss).sum::<f64>() / scores.len().max(1) as f64,
+        steps: tc.steps,
+        tokens: tokens_seen,
+        wall_s: started.elapsed().as_secs_f64(),
+        tokens_per_s: (tokens_seen - run_tokens_start) as f64 / train_secs.max(1e-9),
+        resumed_from: start_step,
+        params: params.count(),
+    };
+    write_atomic(
+        &plan.out.join(METRICS_FILE),
+        serde_json::to_string_pretty(&outcome)
+            .expect("metrics serialise")
+            .as_bytes(),
+    )?;
+    Ok(outcome)
+}
+
+/// Reads a mixture file: a recipe (`{"weights": {cell: w}}`), a trial mixture
+/// (`{"mixture": {cell: w}}`) or a plain `{cell: w}` object, with cells named `concept/task`.
+/// Returns the weights in manifest cell order (cells not named get 0); they must be
+/// non-negative, finite and sum to 1 within 1e-6 (then they are renormalised exactly).
+pub fn read_mixture(
+    path: &Path,
+    manifest: &crate::data::corpus::Manifest,
+) -> Result<Vec<f64>, TrainError> {
+    let bad = |reason: String| TrainError::Mixture {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).at("reading", path)?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    let obj = v
+        .get("weights")
+        .or_else(|| v.get("mixture"))
+        .unwrap_or(&v)
+        .clone();
+    let named: BTreeMap<String, f64> = serde_json::from_value(obj).map_err(|e| {
+        bad(format!(
+            "expected {{\"weights\": {{\"concept/task\": weight, …}}}}: {e}"
+        ))
+    })?;
+    for (k, &w) in &named {
+        if !(w.is_finite() && w >= 0.0) {
+            return Err(bad(format!("weight of {k:?} is {w}; weights must be ≥ 0")));
+        }
+    }
+    let mut w = crate::data::sampler::weights_from_names(manifest, &named)
+        .map_err(|e| bad(e.to_string()))?;
+    let sum: f64 = w.iter().sum();
+    if (sum - 1.0).abs() > 1e-6 {
+        return Err(bad(format!("weights sum to {sum}, expected 1")));
+    }
+    w.iter_mut().for_each(|x| *x /= sum);
+    Ok(w)
+}
