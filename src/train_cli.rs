@@ -286,7 +286,7 @@ struct ScoreInput {
 struct ScoreSeq {
     tokens: Vec<u32>,
     #[serde(default)]
-    images: Vec<Vec<Vec<f32>>>,
+    images: Vec<Vec<Vec<f64>>>,
 }
 
 /// `score`: per-token log-probabilities (and optionally logits) as JSON on stdout.

@@ -3,17 +3,17 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn bin() -> Command {
+pub(crate) fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mixatlas"));
     c.env("RUST_LOG", "warn");
     c
 }
 
-fn run(args: &[&str]) -> Output {
+pub(crate) fn run(args: &[&str]) -> Output {
     bin().args(args).output().expect("mixatlas runs")
 }
 
-fn ok(args: &[&str]) -> String {
+pub(crate) fn ok(args: &[&str]) -> String {
     let out = run(args);
     assert!(
         out.status.success(),
@@ -24,7 +24,7 @@ fn ok(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn fails(args: &[&str]) -> String {
+pub(crate) fn fails(args: &[&str]) -> String {
     let out = run(args);
     assert!(!out.status.success(), "mixatlas {args:?} should fail");
     assert_eq!(
@@ -37,12 +37,12 @@ fn fails(args: &[&str]) -> String {
     err
 }
 
-fn s(p: &Path) -> &str {
+pub(crate) fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
 /// A tiny corpus shared by the tests of this file (synth + prepare once per test binary).
-fn tiny_corpus() -> &'static (tempfile::TempDir, PathBuf, PathBuf, String) {
+pub(crate) fn tiny_corpus() -> &'static (tempfile::TempDir, PathBuf, PathBuf, String) {
     static CORPUS: std::sync::OnceLock<(tempfile::TempDir, PathBuf, PathBuf, String)> =
         std::sync::OnceLock::new();
     CORPUS.get_or_init(|| {

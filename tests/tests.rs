@@ -4,5 +4,6 @@ mod ask;
 mod cli;
 mod gp;
 mod megatron_compat;
+mod model;
 mod sampler;
 mod search_quality;

@@ -6,6 +6,14 @@ use candle_core::{Result, Tensor};
 use super::embedding::linear;
 use super::Params;
 
+/// Exact GELU, `x · ½ (1 + erf(x/√2))`, composed from `erf` because candle's fused
+/// `gelu_erf` backward uses a 6-digit constant for 1/√(2π) (relative gradient error ~1e-6,
+/// caught by the finite-difference test).
+pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
+    let cdf = ((x / std::f64::consts::SQRT_2)?.erf()? + 1.0)?;
+    (x * 0.5)? * cdf
+}
+
 /// Projector weights (`model.mm_projector.{0,2}`).
 #[derive(Debug, Clone)]
 pub struct Projector {
@@ -29,7 +37,7 @@ impl Projector {
 
     /// `features`: `[M, D]` → `[M, H]`.
     pub fn forward(&self, features: &Tensor) -> Result<Tensor> {
-        let h = linear(features, &self.w0, Some(&self.b0))?.gelu_erf()?;
+        let h = gelu_erf(&linear(features, &self.w0, Some(&self.b0))?)?;
         linear(&h, &self.w2, Some(&self.b2))
     }
 }

@@ -25,14 +25,14 @@ pub struct ImageInput {
 impl ImageInput {
     /// Applies the sequential convention of `docs/model.md`: in each row, the k-th occurrence
     /// of `image_token` takes the k-th patch of that row's images. `images[r]` holds row r's
-    /// patches (`patches_r × D`, f32, row-major). Errors when a row has more image tokens than
-    /// patches.
-    pub fn sequential(
+    /// patches (`patches_r × D`, row-major, f32 or f64). Errors when a row has more image
+    /// tokens than patches.
+    pub fn sequential<T: candle_core::WithDType>(
         tokens: &[u32],
         b: usize,
         t: usize,
         image_token: u32,
-        images: &[Vec<f32>],
+        images: &[Vec<T>],
         dim: usize,
         device: &Device,
     ) -> Result<Self, ModelError> {

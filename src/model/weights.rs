@@ -331,23 +331,59 @@ pub fn torch_dtype_name(dtype: DType) -> &'static str {
     }
 }
 
-/// Reads `DIR/config.json`.
+/// Reads `DIR/config.json`, accepting what Hugging Face transformers 4.x and 5.x write: θ as a
+/// top-level `rope_theta` or inside `rope_parameters` (5.x), `num_key_value_heads` defaulting
+/// to the head count. Sliding-window attention, rope scaling and a `head_dim` other than
+/// `hidden_size / num_attention_heads` are rejected with the field named.
 pub fn read_config(dir: &Path) -> Result<Qwen2Config, ModelError> {
     let path = dir.join("config.json");
     let text = fs::read_to_string(&path).at("reading", &path)?;
-    let cfg: Qwen2Config =
-        serde_json::from_str(&text).map_err(|e| ModelError::BadCheckpoint {
-            path: path.clone(),
-            reason: format!("not a Qwen2 config.json: {e}"),
-        })?;
+    let bad = |reason: String| ModelError::BadCheckpoint {
+        path: path.clone(),
+        reason,
+    };
+    let mut v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    let obj = v
+        .as_object_mut()
+        .ok_or_else(|| bad("expected a JSON object".into()))?;
+    if let Some(rp) = obj.get("rope_parameters").cloned() {
+        let kind = rp.get("rope_type").and_then(|t| t.as_str()).unwrap_or("default");
+        if kind != "default" {
+            return Err(bad(format!("rope_parameters.rope_type {kind:?} is not supported (only plain RoPE)")));
+        }
+        if !obj.contains_key("rope_theta") {
+            if let Some(theta) = rp.get("rope_theta") {
+                obj.insert("rope_theta".into(), theta.clone());
+            }
+        }
+    }
+    if obj.get("rope_scaling").is_some_and(|r| !r.is_null()) {
+        return Err(bad("rope_scaling is not supported (only plain RoPE)".into()));
+    }
+    if obj.get("use_sliding_window").and_then(|x| x.as_bool()) == Some(true) {
+        return Err(bad("use_sliding_window = true is not supported (full causal attention only)".into()));
+    }
+    if !obj.contains_key("num_key_value_heads") {
+        if let Some(h) = obj.get("num_attention_heads").cloned() {
+            obj.insert("num_key_value_heads".into(), h);
+        }
+    }
+    let head_dim = obj.get("head_dim").and_then(|x| x.as_u64());
+    let cfg: Qwen2Config = serde_json::from_value(v)
+        .map_err(|e| bad(format!("not a Qwen2 config.json: {e}")))?;
     if cfg.model_type != "qwen2" {
-        return Err(ModelError::BadCheckpoint {
-            path,
-            reason: format!(
-                "model_type is {:?}; only \"qwen2\" is supported",
-                cfg.model_type
-            ),
-        });
+        return Err(bad(format!(
+            "model_type is {:?}; only \"qwen2\" is supported",
+            cfg.model_type
+        )));
+    }
+    if let Some(hd) = head_dim {
+        if hd as usize != cfg.hidden_size / cfg.num_attention_heads.max(1) {
+            return Err(bad(format!(
+                "head_dim {hd} differs from hidden_size / num_attention_heads; not supported"
+            )));
+        }
     }
     cfg.validate()?;
     Ok(cfg)

@@ -45,7 +45,7 @@ impl Targets {
     }
 }
 
-/// Log-probabilities `[N, V]` (f32) at the counted positions.
+/// Log-probabilities `[N, V]` at the counted positions (f32 for half-precision models).
 pub fn target_log_probs(
     model: &Qwen2Model,
     tokens: &[u32],
@@ -57,7 +57,12 @@ pub fn target_log_probs(
     let h = model.hidden(tokens, b, t, images)?;
     let device = h.device().clone();
     let sel = Tensor::from_slice(&targets.positions, targets.len(), &device)?;
-    let logits = model.logits(&h.index_select(&sel, 0)?)?.to_dtype(DType::F32)?;
+    let logits = model.logits(&h.index_select(&sel, 0)?)?;
+    // Half-precision logits are upcast for the log-softmax; f32 and f64 stay as they are.
+    let logits = match logits.dtype() {
+        DType::BF16 | DType::F16 => logits.to_dtype(DType::F32)?,
+        _ => logits,
+    };
     Ok(candle_nn::ops::log_softmax(&logits, D::Minus1)?)
 }
 
