@@ -81,6 +81,9 @@ pub struct TrainArgs {
     /// Checkpoint every N steps (0 = at the end only).
     #[arg(long)]
     pub checkpoint_every: Option<u64>,
+    /// Stop after this many steps with a checkpoint (resume later with --resume).
+    #[arg(long)]
+    pub stop_after: Option<u64>,
     /// Parameter dtype: auto, f32, bf16.
     #[arg(long)]
     pub dtype: Option<String>,
@@ -162,6 +165,7 @@ fn resolve_train(a: &TrainArgs) -> Result<TrainConfig> {
         eval_every,
         eval_samples,
         checkpoint_every,
+        stop_after,
         dtype
     );
     if let Some(s) = &a.schedule {
@@ -244,7 +248,13 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
     };
     let out = train(&plan, &mut report);
     bar.finish_and_clear();
-    let out = out?;
+    let Some(out) = out? else {
+        eprintln!(
+            "stopped after step {} with a checkpoint; continue with --resume",
+            train_cfg.stop_after
+        );
+        return Ok(());
+    };
     eprintln!(
         "done: {} steps, train loss {:.4}, eval loss {:.4}, {:.0} tokens/s, {:.1} s",
         out.steps, out.train_loss, out.eval_loss, out.tokens_per_s, out.wall_s

@@ -7,3 +7,4 @@ mod megatron_compat;
 mod model;
 mod sampler;
 mod search_quality;
+mod train;

@@ -53,6 +53,9 @@ pub struct TrainConfig {
     pub keep_checkpoints: usize,
     /// Write a training-log record every this many steps.
     pub log_every: u64,
+    /// Stop (with a checkpoint, exit status 0, no metrics) after this many steps of the
+    /// schedule, e.g. to fit a Slurm time limit; `--resume` continues. 0 = run to `steps`.
+    pub stop_after: u64,
 }
 
 impl Default for TrainConfig {
@@ -85,6 +88,7 @@ impl TrainConfig {
             checkpoint_every: 0,
             keep_checkpoints: 2,
             log_every: 1,
+            stop_after: 0,
         }
     }
 

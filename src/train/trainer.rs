@@ -172,6 +172,7 @@ fn ignore_schedule_fields(t: &TrainConfig) -> TrainConfig {
         checkpoint_every: 0,
         keep_checkpoints: 1,
         log_every: 1,
+        stop_after: 0,
         ..t.clone()
     }
 }
@@ -183,10 +184,12 @@ fn write_failure(out: &Path, step: u64, reason: &str) {
 
 /// Runs (or resumes) a training run; writes `train_config.json`, the training log,
 /// checkpoints and, at the end, `metrics.json` into `plan.out`.
+///
+/// Returns `None` when the run stopped early at `stop_after` (checkpointed, resumable).
 pub fn train(
     plan: &TrainPlan<'_>,
     progress: &mut dyn FnMut(Progress),
-) -> Result<TrainOutcome, TrainError> {
+) -> Result<Option<TrainOutcome>, TrainError> {
     let started = Instant::now();
     let tc = &plan.train;
     tc.validate()?;
@@ -216,7 +219,14 @@ pub fn train(
     let (params, mut opt, start_step, mut tokens_seen) = match existing.last() {
         Some((_, dir)) if plan.resume => {
             let loaded = checkpoint::load(dir, dtype, &plan.device)?;
-            if loaded.config != plan.model {
+            let same = Qwen2Config {
+                torch_dtype: None,
+                ..loaded.config.clone()
+            } == Qwen2Config {
+                torch_dtype: None,
+                ..plan.model.clone()
+            };
+            if !same {
                 return Err(TrainError::Checkpoint {
                     path: dir.clone(),
                     reason: format!(
@@ -313,7 +323,12 @@ pub fn train(
     let mut recent: Vec<f64> = Vec::new();
     let run_tokens_start = tokens_seen;
     let train_started = Instant::now();
-    for step in start_step..tc.steps {
+    let end = if tc.stop_after > 0 {
+        tc.stop_after.min(tc.steps)
+    } else {
+        tc.steps
+    };
+    for step in start_step..end {
         let step_start = Instant::now();
         let batch = sampler.next_batch(0, 1)?;
         let targets_all = Targets::from_mask(&batch.tokens, &batch.loss_mask, batch.rows, t);
@@ -394,6 +409,13 @@ pub fn train(
         }
     }
     let train_secs = train_started.elapsed().as_secs_f64();
+    if end < tc.steps {
+        log.sync()?;
+        if checkpoint::list(&plan.out)?.last().map(|(s, _)| *s) != Some(end) {
+            save(end, tokens_seen, &sampler, &opt)?;
+        }
+        return Ok(None);
+    }
     let scores = match last_scores {
         Some((s, scores)) if s == tc.steps => scores,
         _ => evaluate(tc.steps, &mut log)?,
@@ -429,7 +451,7 @@ pub fn train(
             .expect("metrics serialise")
             .as_bytes(),
     )?;
-    Ok(outcome)
+    Ok(Some(outcome))
 }
 
 /// Reads a mixture file: a recipe (`{"weights": {cell: w}}`), a trial mixture
