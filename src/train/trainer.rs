@@ -163,6 +163,47 @@ pub fn batch_images(
     }))
 }
 
+/// Loss and summed gradients of one global batch (`rows × t` tokens and loss mask), computed
+/// in micro-batches of `micro` rows; `images(r0, r1)` supplies the image patches of rows
+/// `r0..r1`. The loss is the mean over the batch's counted positions, and the gradients are
+/// those of that mean (each micro-batch's sum is divided by the batch's count). `None` when no
+/// position is counted.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_gradients(
+    model: &Qwen2Model,
+    params: &Params,
+    tokens: &[u32],
+    mask: &[u8],
+    rows: usize,
+    t: usize,
+    micro: usize,
+    images: &mut dyn FnMut(usize, usize) -> Result<Option<ImageInput>, TrainError>,
+) -> Result<Option<(f64, Vec<Vec<f32>>)>, TrainError> {
+    let denom = Targets::from_mask(tokens, mask, rows, t).len();
+    if denom == 0 {
+        return Ok(None);
+    }
+    let mut grads: Option<Vec<Vec<f32>>> = None;
+    let mut loss_value = 0.0;
+    for r0 in (0..rows).step_by(micro.max(1)) {
+        let r1 = (r0 + micro).min(rows);
+        let tok = &tokens[r0 * t..r1 * t];
+        let targets = Targets::from_mask(tok, &mask[r0 * t..r1 * t], r1 - r0, t);
+        if targets.is_empty() {
+            continue;
+        }
+        let img = images(r0, r1)?;
+        let loss = masked_loss(model, tok, r1 - r0, t, img.as_ref(), &targets, denom)?;
+        loss_value += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        let g = flat_grads(params, &loss.backward()?)?;
+        match grads.as_mut() {
+            Some(acc) => accumulate(acc, &g),
+            None => grads = Some(g),
+        }
+    }
+    Ok(grads.map(|g| (loss_value, g)))
+}
+
 fn ignore_schedule_fields(t: &TrainConfig) -> TrainConfig {
     TrainConfig {
         steps: 0,
@@ -331,31 +372,17 @@ pub fn train(
     for step in start_step..end {
         let step_start = Instant::now();
         let batch = sampler.next_batch(0, 1)?;
-        let targets_all = Targets::from_mask(&batch.tokens, &batch.loss_mask, batch.rows, t);
-        let denom = targets_all.len();
-        let mut grads: Option<Vec<Vec<f32>>> = None;
-        let mut loss_value = 0.0;
-        if denom > 0 {
-            for r0 in (0..batch.rows).step_by(micro) {
-                let r1 = (r0 + micro).min(batch.rows);
-                let tokens = &batch.tokens[r0 * t..r1 * t];
-                let mask = &batch.loss_mask[r0 * t..r1 * t];
-                let targets = Targets::from_mask(tokens, mask, r1 - r0, t);
-                if targets.is_empty() {
-                    continue;
-                }
-                let images = batch_images(&batch, r0, r1, image_token, image_dim, &plan.device)?;
-                let loss =
-                    masked_loss(&model, tokens, r1 - r0, t, images.as_ref(), &targets, denom)?;
-                loss_value += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-                let g = flat_grads(&params, &loss.backward()?)?;
-                match grads.as_mut() {
-                    Some(acc) => accumulate(acc, &g),
-                    None => grads = Some(g),
-                }
-            }
-        }
-        let Some(mut grads) = grads else {
+        let result = batch_gradients(
+            &model,
+            &params,
+            &batch.tokens,
+            &batch.loss_mask,
+            batch.rows,
+            t,
+            micro,
+            &mut |r0, r1| batch_images(&batch, r0, r1, image_token, image_dim, &plan.device),
+        )?;
+        let Some((loss_value, mut grads)) = result else {
             return Err(TrainError::Config(format!(
                 "step {}: the batch has no loss-masked token (is the mixture only on cells without answers?)",
                 step + 1
