@@ -72,7 +72,7 @@ fn check_against_reference(gp: &Gp, x: &[Vec<f64>], y: &[f64], queries: &[Vec<f6
         "kernel": gp.kernel().name(),
         "x": x, "y": y,
         "lengthscales": h.lengthscales, "outputscale": h.outputscale,
-        "noise": h.noise, "mean": h.mean,
+        "noise": h.noise, "mean": h.mean, "linear": h.linear,
         "queries": queries,
     }));
     let lml = r["lml"].as_f64().unwrap();
@@ -115,7 +115,12 @@ fn lml_mean_and_variance_match_an_independent_reference() {
                 outputscale: 0.5 + 1.5 * rng.next_f64(),
                 noise: 10f64.powf(-3.0 + 2.0 * rng.next_f64()),
                 mean: rng.normal(),
-                linear: 0.0,
+                // Every other case with the linear term.
+                linear: if case % 2 == 1 {
+                    0.5 + rng.next_f64()
+                } else {
+                    0.0
+                },
             };
             let gp = Gp::with_hyperparameters(&x, &y, kernel, &h).unwrap();
             let mut queries: Vec<Vec<f64>> = (0..6)
@@ -383,7 +388,7 @@ fn configs_parse_with_documented_names() {
         c.beta,
         Beta::Srinivas {
             delta: 0.05,
-            scale: 0.2
+            scale: 0.1
         }
     );
     let c: GpUcbConfig = serde_json::from_value(json!({"beta": {"fixed": 4.0}})).unwrap();
