@@ -1,8 +1,9 @@
 //! Exact Gaussian-process regression on faer: the surrogate of the mixture search.
 //!
-//! Model (in internal units, see below): `y = m + f(x) + ε`, `f ~ GP(0, s²·φ(r²))` with a
-//! Matérn-5/2 or RBF correlation `φ` over ARD-scaled distances, `ε ~ N(0, σ²)`, a constant
-//! mean `m`. Inference is exact through a Cholesky factor `L` of `K + σ²I` (faer), with jitter
+//! Model (in internal units, see below): `y = m + f(x) + ε`, `f ~ GP(0, s²·φ(r²) + c·zᵀz')`
+//! with a Matérn-5/2 or RBF correlation `φ` over ARD-scaled distances and an optional linear
+//! term of variance `c` on the centred inputs `z` (`GpConfig::linear`), `ε ~ N(0, σ²)`, a
+//! constant mean `m`. Inference is exact through a Cholesky factor `L` of `K + σ²I` (faer), with jitter
 //! escalation (`1e-8 … 1e-2` × the mean diagonal) when the factorisation fails.
 //!
 //! Internal units: targets are standardised with the statistics of the data given at fit time
