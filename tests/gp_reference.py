@@ -6,14 +6,15 @@ on stdin:
 
     {"kernel": "matern52" | "rbf", "x": [[...], ...], "y": [...],
      "lengthscales": [...], "outputscale": s2, "noise": sigma2, "mean": m,
-     "queries": [[...], ...]}
+     "linear": c (optional, default 0), "queries": [[...], ...]}
 
 and prints {"lml": ..., "mean": [...], "var": [...]} where, with
-K = s2 * phi(r) + sigma2 * I and r^2 = sum_k ((x_k - x'_k) / l_k)^2,
+K = s2 * phi(r) + c (x - xbar)^T (x' - xbar) + sigma2 * I, r^2 = sum_k ((x_k - x'_k) / l_k)^2
+and xbar the mean of the training inputs,
 
     lml  = -1/2 (y - m)^T K^-1 (y - m) - 1/2 log det K - n/2 log(2 pi)
     mean = m + k*^T K^-1 (y - m)
-    var  = s2 - k*^T K^-1 k*          (latent function, no observation noise)
+    var  = k(x*, x*) - k*^T K^-1 k*   (latent function, no observation noise)
 
 Nothing is standardised or rescaled here: the Rust side does both internally, and the
 comparison checks that its results do not depend on that.
@@ -34,9 +35,10 @@ def phi(kernel, r2):
     raise ValueError(f"unknown kernel {kernel!r}")
 
 
-def cov(kernel, a, b, ls, s2):
+def cov(kernel, a, b, ls, s2, c=0.0, xbar=None):
     r2 = sum(((u - v) / l) ** 2 for u, v, l in zip(a, b, ls))
-    return s2 * phi(kernel, r2)
+    lin = c * sum((u - z) * (v - z) for u, v, z in zip(a, b, xbar)) if c else 0.0
+    return s2 * phi(kernel, r2) + lin
 
 
 def cholesky(a):
@@ -74,8 +76,10 @@ def main():
     kernel, x, y = p["kernel"], p["x"], p["y"]
     ls, s2, noise, m = p["lengthscales"], p["outputscale"], p["noise"], p["mean"]
     n = len(y)
-    k = [[cov(kernel, x[i], x[j], ls, s2) + (noise if i == j else 0.0) for j in range(n)]
-         for i in range(n)]
+    c = p.get("linear", 0.0)
+    xbar = [sum(col) / n for col in zip(*x)]
+    k = [[cov(kernel, x[i], x[j], ls, s2, c, xbar) + (noise if i == j else 0.0)
+          for j in range(n)] for i in range(n)]
     l = cholesky(k)
     r = [v - m for v in y]
     u = solve_lower(l, r)
@@ -84,10 +88,10 @@ def main():
            - 0.5 * n * math.log(2.0 * math.pi))
     means, variances = [], []
     for q in p["queries"]:
-        ks = [cov(kernel, xi, q, ls, s2) for xi in x]
+        ks = [cov(kernel, xi, q, ls, s2, c, xbar) for xi in x]
         means.append(m + math.fsum(a * b for a, b in zip(ks, alpha)))
         v = solve_lower(l, ks)
-        variances.append(s2 - math.fsum(t * t for t in v))
+        variances.append(cov(kernel, q, q, ls, s2, c, xbar) - math.fsum(t * t for t in v))
     json.dump({"lml": lml, "mean": means, "var": variances}, sys.stdout)
     print()
 

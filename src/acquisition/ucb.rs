@@ -37,14 +37,14 @@ pub enum Beta {
     Srinivas {
         /// Failure probability δ ∈ (0, 1).
         delta: f64,
-        /// Multiplier of the theoretical β (default 0.2).
+        /// Multiplier of the theoretical β (default 0.1).
         #[serde(default = "default_beta_scale")]
         scale: f64,
     },
 }
 
 fn default_beta_scale() -> f64 {
-    0.2
+    0.1
 }
 
 impl Default for Beta {

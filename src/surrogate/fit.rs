@@ -34,6 +34,15 @@ const LS_SIGMA: f64 = 1.732_050_807_568_877_2;
 const OS_PRIOR: (f64, f64) = (1.0, 1.0);
 /// `μ` and `σ` of the noise prior (on the noise above the floor).
 const NOISE_PRIOR: (f64, f64) = (-4.0, 1.0);
+/// `σ` of the prior of the linear variance.
+const LIN_SIGMA: f64 = 1.0;
+
+/// `μ` of the prior of the linear variance `c` at dimension `d`: `1 + log(12/d)`, so that the
+/// linear term's prior variance at a typical point, `c · E|z|² = c · d/12`, has the outputscale's
+/// prior `LogNormal(1, 1)`.
+pub fn linear_prior_loc(d: usize) -> f64 {
+    1.0 + (12.0 / d as f64).ln()
+}
 
 /// `μ` of the lengthscale prior at dimension `d`: `√2 + ½ log d`.
 pub fn lengthscale_prior_loc(d: usize) -> f64 {
@@ -51,11 +60,12 @@ fn log_normal(theta: f64, (mu, sigma): (f64, f64)) -> (f64, f64) {
 struct Layout {
     d: usize,
     fixed_noise: Option<f64>,
+    linear: bool,
 }
 
 impl Layout {
     fn len(&self) -> usize {
-        self.d + if self.fixed_noise.is_some() { 2 } else { 3 }
+        self.d + if self.fixed_noise.is_some() { 2 } else { 3 } + usize::from(self.linear)
     }
 
     fn hyp(&self, p: &[f64]) -> Hyp {
@@ -69,6 +79,11 @@ impl Layout {
             os: p[d].exp(),
             noise,
             mean,
+            lin: if self.linear {
+                p[self.len() - 1].exp()
+            } else {
+                0.0
+            },
         }
     }
 
@@ -104,6 +119,11 @@ impl Layout {
             grad.push(g.d_noise * e + dlp);
         }
         grad.push(g.d_mean);
+        if self.linear {
+            let (lp, dlp) = log_normal(p[self.len() - 1], (linear_prior_loc(d), LIN_SIGMA));
+            f += lp;
+            grad.push(g.d_log_lin + dlp);
+        }
         Some((-f, grad.into_iter().map(|v| -v).collect()))
     }
 
@@ -118,6 +138,9 @@ impl Layout {
                 p.push((0.01f64 - NOISE_FLOOR).ln());
             }
             p.push(0.0);
+            if self.linear {
+                p.push(linear_prior_loc(d) - LIN_SIGMA * LIN_SIGMA);
+            }
             return p;
         }
         let mut rng = SplitMix64::derive(seed, restart as u64);
@@ -130,6 +153,9 @@ impl Layout {
             p.push(lo + (hi - lo) * rng.next_f64());
         }
         p.push(0.25 * rng.normal());
+        if self.linear {
+            p.push(linear_prior_loc(d) - LIN_SIGMA * LIN_SIGMA + rng.normal());
+        }
         p
     }
 }
@@ -143,7 +169,11 @@ pub(crate) fn fit_hyperparameters(
     cfg: &GpConfig,
     fixed_noise: Option<f64>,
 ) -> Result<Hyp, GpError> {
-    let layout = Layout { d, fixed_noise };
+    let layout = Layout {
+        d,
+        fixed_noise,
+        linear: cfg.linear,
+    };
     let lcfg = LbfgsConfig {
         max_iter: cfg.max_iter,
         gtol: 1e-5,

@@ -1,8 +1,9 @@
 //! Exact Gaussian-process regression on faer: the surrogate of the mixture search.
 //!
-//! Model (in internal units, see below): `y = m + f(x) + ε`, `f ~ GP(0, s²·φ(r²))` with a
-//! Matérn-5/2 or RBF correlation `φ` over ARD-scaled distances, `ε ~ N(0, σ²)`, a constant
-//! mean `m`. Inference is exact through a Cholesky factor `L` of `K + σ²I` (faer), with jitter
+//! Model (in internal units, see below): `y = m + f(x) + ε`, `f ~ GP(0, s²·φ(r²) + c·zᵀz')`
+//! with a Matérn-5/2 or RBF correlation `φ` over ARD-scaled distances and an optional linear
+//! term of variance `c` on the centred inputs `z` (`GpConfig::linear`), `ε ~ N(0, σ²)`, a
+//! constant mean `m`. Inference is exact through a Cholesky factor `L` of `K + σ²I` (faer), with jitter
 //! escalation (`1e-8 … 1e-2` × the mean diagonal) when the factorisation fails.
 //!
 //! Internal units: targets are standardised with the statistics of the data given at fit time
@@ -53,6 +54,10 @@ pub struct GpConfig {
     /// Fixed observation-noise variance in objective units (squared objective units); `None`
     /// fits it.
     pub fixed_noise: Option<f64>,
+    /// Adds a linear kernel `c · (x − x̄)ᵀ(x' − x̄)` to the stationary one (Bayesian linear
+    /// regression on the coordinates, with a fitted variance `c`): the posterior mean can then
+    /// follow a global trend and extrapolate it to the faces of the simplex.
+    pub linear: bool,
 }
 
 impl Default for GpConfig {
@@ -63,6 +68,7 @@ impl Default for GpConfig {
             max_iter: 200,
             seed: 0,
             fixed_noise: None,
+            linear: true,
         }
     }
 }
@@ -121,6 +127,14 @@ pub struct GpHyperparameters {
     pub noise: f64,
     /// Constant prior mean (objective units).
     pub mean: f64,
+    /// Variance `c` of the linear kernel term `c · (x − x̄)ᵀ(x' − x̄)` (squared objective units
+    /// per squared coordinate unit; `x̄` is the mean of the trials); 0 (the default) for none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub linear: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// What was fitted, for logs and `suggest --json`.
@@ -136,6 +150,8 @@ pub struct GpReport {
     pub noise: f64,
     /// Constant prior mean (objective units).
     pub mean: f64,
+    /// Variance of the linear kernel term (0 for none; see [`GpHyperparameters::linear`]).
+    pub linear: f64,
     /// Log marginal likelihood of the objective values (objective units).
     pub log_marginal_likelihood: f64,
     /// Number of observations (including any added after the fit).
@@ -210,23 +226,32 @@ pub(crate) struct Hyp {
     pub noise: f64,
     /// Constant mean (standardised).
     pub mean: f64,
+    /// Variance of the linear term `c · zᵀz'` (standardised; 0 for none).
+    pub lin: f64,
 }
 
 impl Hyp {
-    /// `[log ℓ₁ … log ℓ_d, log s², log σ², m]`.
+    /// `[log ℓ₁ … log ℓ_d, log s², log σ², m]`, then `log c` when the linear term is on.
     pub fn to_log_params(&self) -> Vec<f64> {
         let mut p: Vec<f64> = self.ls.iter().map(|v| v.ln()).collect();
         p.extend([self.os.ln(), self.noise.ln(), self.mean]);
+        if self.lin > 0.0 {
+            p.push(self.lin.ln());
+        }
         p
     }
 
     pub fn from_log_params(p: &[f64], d: usize) -> Self {
-        assert_eq!(p.len(), d + 3, "log_params must have d + 3 entries");
+        assert!(
+            p.len() == d + 3 || p.len() == d + 4,
+            "log_params must have d + 3 (or d + 4 with a linear term) entries"
+        );
         Self {
             ls: p[..d].iter().map(|v| v.exp()).collect(),
             os: p[d].exp(),
             noise: p[d + 1].exp(),
             mean: p[d + 2],
+            lin: p.get(d + 3).map_or(0.0, |v| v.exp()),
         }
     }
 
@@ -242,6 +267,12 @@ impl Hyp {
             return Err(GpError::BadHyperparameters(format!(
                 "outputscale must be finite and positive, got {}",
                 self.os
+            )));
+        }
+        if !self.lin.is_finite() || self.lin < 0.0 {
+            return Err(GpError::BadHyperparameters(format!(
+                "the linear variance must be finite and non-negative, got {}",
+                self.lin
             )));
         }
         if !self.noise.is_finite() || self.noise < 0.0 || !self.mean.is_finite() {
@@ -266,6 +297,8 @@ pub(crate) struct LmlGrad {
     pub d_noise: f64,
     /// ∂/∂m.
     pub d_mean: f64,
+    /// ∂/∂ log c (0 without a linear term).
+    pub d_log_lin: f64,
 }
 
 /// Parallelism for an `n × n` factorisation: sequential for small matrices (the fit already
@@ -357,12 +390,21 @@ fn divide_ls(z: &[f64], ls: &[f64]) -> Vec<f64> {
         .collect()
 }
 
-/// `K = s²Φ + (σ² diagonal)`, and optionally the matrix of slopes `φ'(r²)`.
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// `K = s²Φ + c ZZᵀ + (σ² diagonal)` (`zl`: inputs over lengthscales, `z`: inputs, both
+/// `n × d`; `c = lin`, the linear term skipped when 0), and optionally the matrix of slopes
+/// `φ'(r²)`.
+#[allow(clippy::too_many_arguments)]
 fn kernel_matrix(
     zl: &[f64],
+    z: &[f64],
     d: usize,
     kernel: Kernel,
     os: f64,
+    lin: f64,
     diag_extra: f64,
     want_slopes: bool,
 ) -> (Mat<f64>, Option<Mat<f64>>) {
@@ -371,14 +413,19 @@ fn kernel_matrix(
     let mut s = want_slopes.then(|| Mat::<f64>::zeros(n, n));
     for j in 0..n {
         let zj = &zl[j * d..(j + 1) * d];
-        k[(j, j)] = os + diag_extra;
+        let rj = &z[j * d..(j + 1) * d];
+        k[(j, j)] = os + diag_extra + if lin > 0.0 { lin * dot(rj, rj) } else { 0.0 };
         if let Some(s) = s.as_mut() {
             s[(j, j)] = kernel.phi_and_slope(0.0).1;
         }
         for i in j + 1..n {
             let (phi, slope) = kernel.phi_and_slope(sq_dist(&zl[i * d..(i + 1) * d], zj));
-            k[(i, j)] = os * phi;
-            k[(j, i)] = os * phi;
+            let mut v = os * phi;
+            if lin > 0.0 {
+                v += lin * dot(&z[i * d..(i + 1) * d], rj);
+            }
+            k[(i, j)] = v;
+            k[(j, i)] = v;
             if let Some(s) = s.as_mut() {
                 s[(i, j)] = slope;
                 s[(j, i)] = slope;
@@ -400,7 +447,7 @@ pub(crate) fn lml_grad(
     let d = hyp.ls.len();
     let n = ys.len();
     let zl = divide_ls(z, &hyp.ls);
-    let (k, slopes) = kernel_matrix(&zl, d, kernel, hyp.os, hyp.noise, want_grad);
+    let (k, slopes) = kernel_matrix(&zl, z, d, kernel, hyp.os, hyp.lin, hyp.noise, want_grad);
     let (l, _jitter) = factor_with_jitter(&k)?;
     let mut alpha: Vec<f64> = ys.iter().map(|v| v - hyp.mean).collect();
     solve_l(&l, &mut alpha);
@@ -415,6 +462,7 @@ pub(crate) fn lml_grad(
             d_log_os: 0.0,
             d_noise: 0.0,
             d_mean: 0.0,
+            d_log_lin: 0.0,
         });
     }
     let slopes = slopes.expect("slopes requested");
@@ -425,16 +473,28 @@ pub(crate) fn lml_grad(
     solve_upper_triangular_in_place(l.as_ref().transpose(), kinv.as_mut(), par);
     let mut d_log_ls = vec![0.0; d];
     let mut d_log_os = 0.0;
+    let mut d_log_lin = 0.0;
     let mut trace_m = 0.0;
+    let lin_on = hyp.lin > 0.0;
     for j in 0..n {
         let zj = &zl[j * d..(j + 1) * d];
+        let rj = &z[j * d..(j + 1) * d];
         let mjj = alpha[j] * alpha[j] - kinv[(j, j)];
         trace_m += mjj;
         d_log_os += 0.5 * mjj * hyp.os;
+        if lin_on {
+            d_log_lin += 0.5 * mjj * hyp.lin * dot(rj, rj);
+        }
         for i in j + 1..n {
             let mij = alpha[i] * alpha[j] - kinv[(i, j)];
             // Off-diagonal pairs count twice (M and K symmetric).
-            d_log_os += mij * (k[(i, j)]);
+            let klin = if lin_on {
+                hyp.lin * dot(&z[i * d..(i + 1) * d], rj)
+            } else {
+                0.0
+            };
+            d_log_lin += mij * klin;
+            d_log_os += mij * (k[(i, j)] - klin);
             // ∂K_ij/∂log ℓ_k = s² φ'(r²) · (−2 Δ_k²/ℓ_k²).
             let a = -2.0 * hyp.os * mij * slopes[(i, j)];
             let zi = &zl[i * d..(i + 1) * d];
@@ -450,6 +510,7 @@ pub(crate) fn lml_grad(
         d_log_os,
         d_noise: 0.5 * trace_m,
         d_mean: alpha.iter().sum(),
+        d_log_lin,
     })
 }
 
@@ -556,6 +617,7 @@ impl Gp {
             os: h.outputscale / v2,
             noise: h.noise / v2,
             mean: (h.mean - tf.y_mean) / tf.y_std,
+            lin: h.linear / (v2 * tf.x_scale * tf.x_scale),
         };
         hyp.check()?;
         Self::build(kernel, d, tf, hyp, z, ys)
@@ -571,7 +633,7 @@ impl Gp {
     ) -> Result<Gp, GpError> {
         hyp.check()?;
         let zl = divide_ls(&z, &hyp.ls);
-        let (k, _) = kernel_matrix(&zl, d, kernel, hyp.os, hyp.noise, false);
+        let (k, _) = kernel_matrix(&zl, &z, d, kernel, hyp.os, hyp.lin, hyp.noise, false);
         let (l, jitter) = factor_with_jitter(&k)?;
         let mut gp = Gp {
             kernel,
@@ -620,6 +682,7 @@ impl Gp {
             outputscale: self.hyp.os * v2,
             noise: self.hyp.noise * v2,
             mean: self.tf.y_mean + self.tf.y_std * self.hyp.mean,
+            linear: self.hyp.lin * v2 * self.tf.x_scale * self.tf.x_scale,
         }
     }
 
@@ -632,6 +695,7 @@ impl Gp {
             outputscale: h.outputscale,
             noise: h.noise,
             mean: h.mean,
+            linear: h.linear,
             log_marginal_likelihood: self.lml(),
             n: self.n(),
             d: self.d,
@@ -664,6 +728,9 @@ impl Gp {
         let g = lml_grad(&self.z, &self.ys, self.kernel, &hyp, true)?;
         let mut grad = g.d_log_ls;
         grad.extend([g.d_log_os, g.d_noise * hyp.noise, g.d_mean]);
+        if hyp.lin > 0.0 {
+            grad.push(g.d_log_lin);
+        }
         Ok((g.lml, grad))
     }
 
@@ -684,13 +751,21 @@ impl Gp {
         let mut z = Vec::with_capacity(self.d);
         self.tf.z(x, &mut z);
         let zl: Vec<f64> = z.iter().zip(&self.hyp.ls).map(|(v, l)| v / l).collect();
+        let lin = self.hyp.lin;
         let mut row: Vec<f64> = self
             .zl
             .chunks_exact(self.d)
-            .map(|zi| self.hyp.os * self.kernel.phi(sq_dist(zi, &zl)))
+            .zip(self.z.chunks_exact(self.d))
+            .map(|(zli, zi)| {
+                let mut v = self.hyp.os * self.kernel.phi(sq_dist(zli, &zl));
+                if lin > 0.0 {
+                    v += lin * dot(zi, &z);
+                }
+                v
+            })
             .collect();
         solve_l(&self.l, &mut row);
-        let diag = self.hyp.os + self.hyp.noise + self.jitter;
+        let diag = self.hyp.os + lin * dot(&z, &z) + self.hyp.noise + self.jitter;
         let schur = diag - row.iter().map(|v| v * v).sum::<f64>();
         // Exactly, schur ≥ σ² + jitter; clamp rounding (a duplicate point with no noise).
         let lnn = schur.max(1e-12 * diag).sqrt();
@@ -712,9 +787,11 @@ impl Gp {
     pub fn refactor(&mut self) -> Result<(), GpError> {
         let (k, _) = kernel_matrix(
             &self.zl,
+            &self.z,
             self.d,
             self.kernel,
             self.hyp.os,
+            self.hyp.lin,
             self.hyp.noise + self.jitter,
             false,
         );
@@ -738,6 +815,25 @@ impl Gp {
         for xr in x.chunks_exact(d) {
             self.tf.z(xr, &mut zq);
         }
+        let lin = self.hyp.lin;
+        // Linear term: c zᵢᵀz* through one product, and the prior variances c |z*|².
+        let (klin, qlin) = if lin > 0.0 {
+            let a = Mat::from_fn(n, d, |i, k| self.z[i * d + k]);
+            let b = Mat::from_fn(d, m, |k, j| zq[j * d + k]);
+            let mut kl = Mat::<f64>::zeros(n, m);
+            matmul(
+                kl.as_mut(),
+                Accum::Replace,
+                a.as_ref(),
+                b.as_ref(),
+                lin,
+                Par::Seq,
+            );
+            let q: Vec<f64> = zq.chunks_exact(d).map(|r| lin * dot(r, r)).collect();
+            (Some(kl), q)
+        } else {
+            (None, vec![0.0; m])
+        };
         for r in zq.chunks_exact_mut(d) {
             r.iter_mut().zip(&self.hyp.ls).for_each(|(v, l)| *v /= l);
         }
@@ -758,17 +854,20 @@ impl Gp {
         for j in 0..m {
             let nb = sq_norm(&zq[j * d..(j + 1) * d]);
             let col = kq.col_as_slice_mut(j);
-            let mut mu = self.hyp.mean;
-            for ((v, &ni), &ai) in col.iter_mut().zip(&na).zip(&self.alpha) {
+            for (v, &ni) in col.iter_mut().zip(&na) {
                 *v = self.hyp.os * self.kernel.phi(*v + ni + nb);
-                mu += *v * ai;
             }
-            mean[j] = mu;
+            if let Some(kl) = klin.as_ref() {
+                for (v, &t) in col.iter_mut().zip(kl.col_as_slice(j)) {
+                    *v += t;
+                }
+            }
+            mean[j] = self.hyp.mean + dot(col, &self.alpha);
         }
         solve_lower_triangular_in_place(self.l.as_ref(), kq.as_mut(), Par::Seq);
         for (j, v) in var.iter_mut().enumerate() {
             let s: f64 = kq.col_as_slice(j).iter().map(|t| t * t).sum();
-            *v = (self.hyp.os - s).max(0.0);
+            *v = (self.hyp.os + qlin[j] - s).max(0.0);
         }
     }
 }
@@ -808,6 +907,8 @@ impl Posterior for Gp {
         assert_eq!(x.len(), d, "query point of the wrong dimension");
         let mut zq = Vec::with_capacity(d);
         self.tf.z(x, &mut zq);
+        let zraw = zq.clone();
+        let lin = self.hyp.lin;
         zq.iter_mut().zip(&self.hyp.ls).for_each(|(v, l)| *v /= l);
         let n = self.n();
         let mut k = vec![0.0; n];
@@ -818,10 +919,16 @@ impl Posterior for Gp {
             k[i] = self.hyp.os * phi;
             c[i] = 2.0 * self.hyp.os * slope;
         }
-        let mean_s = self.hyp.mean + k.iter().zip(&self.alpha).map(|(a, b)| a * b).sum::<f64>();
+        if lin > 0.0 {
+            for (ki, zi) in k.iter_mut().zip(self.z.chunks_exact(d)) {
+                *ki += lin * dot(zi, &zraw);
+            }
+        }
+        let mean_s = self.hyp.mean + dot(&k, &self.alpha);
         let mut w = k;
         solve_l(&self.l, &mut w);
-        let var_s = (self.hyp.os - w.iter().map(|v| v * v).sum::<f64>()).max(0.0);
+        let prior_var = self.hyp.os + lin * dot(&zraw, &zraw);
+        let var_s = (prior_var - w.iter().map(|v| v * v).sum::<f64>()).max(0.0);
         solve_lt(&self.l, &mut w); // w = K⁻¹ k*
                                    // ∂k_i/∂zq_j = c_i (zq_j − zl_ij); chain to x: × x_scale / ℓ_j.
         let mut gm = vec![0.0; d];
@@ -838,12 +945,24 @@ impl Posterior for Gp {
         }
         let (ym, ysd) = (self.tf.y_mean, self.tf.y_std);
         let std_s = var_s.sqrt();
+        // Linear term: ∂k_i/∂z*_j = c z_ij, and the prior variance's 2c z*_j.
+        let (mut lm, mut lv) = (vec![0.0; d], vec![0.0; d]);
+        if lin > 0.0 {
+            for (i, zi) in self.z.chunks_exact(d).enumerate() {
+                let (a, b) = (lin * self.alpha[i], lin * w[i]);
+                for ((lmj, lvj), &zij) in lm.iter_mut().zip(lv.iter_mut()).zip(zi) {
+                    *lmj += a * zij;
+                    *lvj += b * zij;
+                }
+            }
+        }
         let mut grad_mean = vec![0.0; d];
         let mut grad_std = vec![0.0; d];
         for j in 0..d {
             let chain = self.tf.x_scale / self.hyp.ls[j];
-            let dm = (gm[j] + sa * zq[j]) * chain;
-            let dv = -2.0 * (gv[j] + sw * zq[j]) * chain;
+            let dm = (gm[j] + sa * zq[j]) * chain + lm[j] * self.tf.x_scale;
+            let dv = -2.0 * (gv[j] + sw * zq[j]) * chain
+                + 2.0 * (lin * zraw[j] - lv[j]) * self.tf.x_scale;
             grad_mean[j] = ysd * dm;
             grad_std[j] = if std_s > 1e-12 * self.hyp.os.sqrt() {
                 ysd * dv / (2.0 * std_s)
