@@ -52,6 +52,8 @@ pub enum Command {
     Train(crate::train_cli::TrainArgs),
     /// Per-token log-probabilities of token sequences under a checkpoint, as JSON.
     Score(crate::train_cli::ScoreArgs),
+    /// Search for the best mixture: propose, run proxy trials, learn, repeat (resumable).
+    Search(crate::search_cli::SearchArgs),
 }
 
 /// `mixatlas synth`.
@@ -199,6 +201,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Recipe(a) => crate::ask::run_recipe(a),
         Command::Train(a) => crate::train_cli::run_train(a),
         Command::Score(a) => crate::train_cli::run_score(a),
+        Command::Search(a) => crate::search_cli::run(a),
     }
 }
 

@@ -3,6 +3,7 @@
 mod ask;
 mod cli;
 mod demo;
+mod search_cli;
 mod train_cli;
 
 use std::process::ExitCode;

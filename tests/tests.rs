@@ -6,5 +6,6 @@ mod gp;
 mod megatron_compat;
 mod model;
 mod sampler;
+mod search;
 mod search_quality;
 mod train;

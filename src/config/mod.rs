@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::prepare::PrepareConfig;
 use crate::data::synth::SynthConfig;
+use crate::search::config::SearchConfig;
 use crate::train::TrainConfig;
 
 /// A whole configuration file.
@@ -33,6 +34,8 @@ pub struct Config {
     pub prepare: PrepareConfig,
     /// `[train]`: the built-in trainer (defaults: the proxy-trial preset).
     pub train: TrainConfig,
+    /// `[search]`: `mixatlas search` (method, budget, objective, trainer, executor).
+    pub search: SearchConfig,
 }
 
 /// A configuration file could not be used.

@@ -1,0 +1,189 @@
+//! `mixatlas search`: the search loop as a command, configured by `search.toml`
+//! (`[search]` and `[train]` tables) with field-by-field overrides from flags.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use mixatlas::config::Config;
+use mixatlas::search::config::{Metric, TrainerConfig};
+use mixatlas::search::methods::Method;
+use mixatlas::search::run::{run_search, SearchPlan, SearchProgress, SearchSummary};
+
+/// `mixatlas search`.
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// TOML config with `[search]` (and `[train]` for the built-in trainer) tables.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Prepared corpus.
+    #[arg(long)]
+    pub corpus: Option<PathBuf>,
+    /// Search directory (rerunning the same command resumes it).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Method.
+    #[arg(long, value_enum)]
+    pub method: Option<Method>,
+    /// Seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Space: joint or factorized.
+    #[arg(long)]
+    pub space: Option<String>,
+    /// Mixtures per round.
+    #[arg(short, long)]
+    pub q: Option<usize>,
+    /// Total trials.
+    #[arg(long)]
+    pub max_trials: Option<usize>,
+    /// Per-trial time limit in seconds.
+    #[arg(long)]
+    pub trial_timeout: Option<f64>,
+    /// Trials at once.
+    #[arg(long)]
+    pub parallel: Option<usize>,
+    /// External trainer command template ({trial_dir}, {mixture}, {blend}, {seed}).
+    #[arg(long)]
+    pub trainer_command: Option<String>,
+    /// Built-in trainer preset.
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Built-in trainer steps per trial.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Per-benchmark score: neg-loss or accuracy.
+    #[arg(long)]
+    pub metric: Option<String>,
+    /// Print only the summary.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Resolves flags over the config file.
+pub fn resolve(a: &SearchArgs) -> Result<SearchPlan> {
+    let cfg = match &a.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    let mut s = cfg.search;
+    let mut t = cfg.train;
+    if let Some(v) = &a.corpus {
+        s.corpus = v.clone();
+    }
+    if let Some(v) = &a.out {
+        s.out = v.clone();
+    }
+    if let Some(v) = a.method {
+        s.method = v;
+    }
+    if let Some(v) = a.seed {
+        s.seed = v;
+    }
+    if let Some(k) = &a.space {
+        s.space = match k.as_str() {
+            "joint" => mixatlas::acquisition::space::SpaceKind::Joint,
+            "factorized" => mixatlas::acquisition::space::SpaceKind::Factorized,
+            other => anyhow::bail!("--space {other:?}: expected joint or factorized"),
+        };
+    }
+    if let Some(v) = a.q {
+        s.budget.q = v;
+    }
+    if let Some(v) = a.max_trials {
+        s.budget.max_trials = v;
+    }
+    if let Some(v) = a.trial_timeout {
+        s.budget.trial_timeout_s = v;
+    }
+    if let Some(v) = a.parallel {
+        s.executor.parallel = v;
+    }
+    if let Some(c) = &a.trainer_command {
+        s.trainer = TrainerConfig::Command { command: c.clone() };
+    }
+    if let Some(p) = &a.preset {
+        s.trainer = TrainerConfig::Builtin { preset: p.clone() };
+    }
+    if let Some(v) = a.steps {
+        t.steps = v;
+        t.warmup_steps = t.warmup_steps.min(v / 10);
+    }
+    if let Some(m) = &a.metric {
+        s.objective.metric = match m.as_str() {
+            "neg-loss" => Metric::NegLoss,
+            "accuracy" => Metric::Accuracy,
+            other => anyhow::bail!("--metric {other:?}: expected neg-loss or accuracy"),
+        };
+    }
+    let exe = std::env::current_exe().context("locating the mixatlas executable")?;
+    Ok(SearchPlan {
+        search: s,
+        train: t,
+        exe,
+    })
+}
+
+/// Prints one progress line per event.
+pub fn printer(quiet: bool) -> impl FnMut(SearchProgress) {
+    let start = Instant::now();
+    move |p| {
+        if quiet {
+            return;
+        }
+        let t = start.elapsed().as_secs_f64();
+        match p {
+            SearchProgress::Proposed { round, trials } => {
+                eprintln!("[{t:6.1}s] round {round}: proposed {}", trials.join(" "))
+            }
+            SearchProgress::Started { trial, attempt } if attempt > 1 => {
+                eprintln!("[{t:6.1}s] {trial}: attempt {attempt}")
+            }
+            SearchProgress::Started { .. } => {}
+            SearchProgress::Finished {
+                trial,
+                objective,
+                best,
+                done,
+                total,
+            } => eprintln!(
+                "[{t:6.1}s] {trial} finished: objective {}  best {}  ({done}/{total})",
+                objective.map_or("—".into(), |o| format!("{o:.4}")),
+                best.map_or("—".into(), |o| format!("{o:.4}")),
+            ),
+            SearchProgress::Failed { trial, reason } => {
+                eprintln!("[{t:6.1}s] {trial} failed: {reason}")
+            }
+        }
+    }
+}
+
+/// `search`.
+pub fn run(a: SearchArgs) -> Result<()> {
+    let plan = resolve(&a)?;
+    let summary = run_search(&plan, &mut printer(a.quiet))?;
+    print_summary(&plan, &summary);
+    Ok(())
+}
+
+fn print_summary(plan: &SearchPlan, s: &SearchSummary) {
+    println!(
+        "{}: {} trials finished, best objective {}",
+        plan.search.method.name(),
+        s.finished,
+        s.best_so_far
+            .last()
+            .map_or("—".into(), |b| format!("{b:.4}"))
+    );
+    for (id, reason) in &s.abandoned {
+        println!("  left out {id}: {reason}");
+    }
+    if let Some(r) = &s.recipe {
+        println!(
+            "recipe ({}): {}",
+            r.source.reason,
+            plan.search.out.join("recipe.json").display()
+        );
+    }
+}
