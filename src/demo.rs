@@ -1,8 +1,7 @@
-//! The `demo` subcommand's sampling report: what the prepared corpus looks like and how the
-//! mixture sampler realises requested mixtures on it.
-//!
-//! For now the demo is synth → prepare → this report; later stages (search, proxy training,
-//! transfer) extend the same command.
+//! The `demo` subcommand's reports: what the prepared corpus looks like and how the mixture
+//! sampler realises requested mixtures on it, then GP-UCB against RegMix with the same budget
+//! of `tiny` proxy trials (the recipe as a concept × task grid, marginals against natural
+//! proportions).
 
 use std::path::Path;
 use std::time::Instant;
@@ -168,6 +167,146 @@ pub fn sampling_report(dir: &Path, seed: u64) -> Result<()> {
                 println!("  {t:>11} [{}]: {}", m.cells[i].data.name, text.join(" "));
             }
         }
+    }
+    Ok(())
+}
+
+/// The search budget and proxy of the demo.
+pub struct DemoSearch {
+    /// Trials per method.
+    pub trials: usize,
+    /// Trials per round.
+    pub q: usize,
+    /// Proxy training steps per trial.
+    pub steps: u64,
+    /// Held-out documents per benchmark per trial.
+    pub eval_samples: usize,
+}
+
+/// Runs GP-UCB and RegMix with the same budget on `tiny` proxies over the corpus at
+/// `corpus_dir` and prints the comparison, the recipe grid and the marginals.
+pub fn search_comparison(
+    corpus_dir: &Path,
+    out: &Path,
+    seed: u64,
+    budget: &DemoSearch,
+) -> Result<()> {
+    use mixatlas::search::config::{Budget, SearchConfig, TrainerConfig};
+    use mixatlas::search::methods::Method;
+    use mixatlas::search::run::{run_search, SearchPlan};
+    use mixatlas::train::TrainConfig;
+
+    let manifest = Manifest::load(corpus_dir)?;
+    let mut train = TrainConfig::proxy();
+    train.steps = budget.steps;
+    train.warmup_steps = (budget.steps / 10).max(1);
+    train.eval_samples = budget.eval_samples;
+    let exe = std::env::current_exe().context("locating the mixatlas executable")?;
+    let mut results = Vec::new();
+    for method in [Method::GpUcb, Method::Regmix] {
+        let dir = out.join(format!("search-{}", method.name()));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+        }
+        let plan = SearchPlan {
+            search: SearchConfig {
+                corpus: corpus_dir.to_path_buf(),
+                out: dir,
+                method,
+                seed,
+                space: mixatlas::acquisition::space::SpaceKind::Factorized,
+                budget: Budget {
+                    q: budget.q,
+                    max_trials: budget.trials,
+                    ..Budget::default()
+                },
+                trainer: TrainerConfig::Builtin {
+                    preset: "tiny".into(),
+                },
+                ..SearchConfig::default()
+            },
+            train: train.clone(),
+            exe: exe.clone(),
+        };
+        println!(
+            "\n-- {} ({} trials, {} per round, tiny proxies of {} steps)",
+            method.name(),
+            budget.trials,
+            budget.q,
+            budget.steps
+        );
+        let started = Instant::now();
+        let summary = run_search(&plan, &mut crate::search_cli::printer(false))?;
+        println!(
+            "   {} finished in {:.0} s",
+            method.name(),
+            started.elapsed().as_secs_f64()
+        );
+        results.push((method, summary));
+    }
+
+    println!("\nBest objective (mean over benchmarks of −answer loss; higher is better) after N trials:");
+    let marks: Vec<usize> = (1..=budget.trials)
+        .filter(|n| n % budget.q == 0 || *n == budget.trials)
+        .collect();
+    print!("  {:<10}", "method");
+    for n in &marks {
+        print!(" {:>8}", format!("N={n}"));
+    }
+    println!(" {:>10}", "recipe μ");
+    for (method, s) in &results {
+        print!("  {:<10}", method.name());
+        for &n in &marks {
+            match s.best_so_far.get(n - 1) {
+                Some(b) => print!(" {b:>8.4}"),
+                None => print!(" {:>8}", "-"),
+            }
+        }
+        let mu = s
+            .recipe
+            .as_ref()
+            .and_then(|r| r.source.predicted_mean)
+            .map_or("-".into(), |m| format!("{m:.4}"));
+        println!(" {mu:>10}");
+    }
+    let best = |i: usize| results[i].1.best_so_far.last().copied();
+    if let (Some(g), Some(r)) = (best(0), best(1)) {
+        println!(
+            "  GP-UCB − RegMix at equal budget: {:+.4} ({})",
+            g - r,
+            if g > r {
+                "GP-UCB found the better mixture"
+            } else {
+                "RegMix found the better mixture"
+            }
+        );
+    }
+    if let Some(recipe) = &results[0].1.recipe {
+        let w: Vec<f64> = manifest
+            .cells
+            .iter()
+            .map(|c| recipe.weights.get(&c.data.name).copied().unwrap_or(0.0))
+            .collect();
+        println!();
+        print_grid(&manifest, "GP-UCB recipe", &w);
+        let natural = manifest.natural_weights();
+        let (rc, rt) = marginals(&manifest, &w);
+        let (nc, nt) = marginals(&manifest, &natural);
+        println!("\n  per-axis marginals, recipe vs natural proportions (%):");
+        for (names, r, n) in [
+            (&manifest.axes.concepts, &rc, &nc),
+            (&manifest.axes.tasks, &rt, &nt),
+        ] {
+            for ((name, r), n) in names.iter().zip(r).zip(n) {
+                println!("    {name:<12} {:>6.1} {:>6.1}", 100.0 * r, 100.0 * n);
+            }
+            println!();
+        }
+        println!(
+            "  recipe: {} (Megatron blend: {})",
+            out.join("search-gp-ucb/recipe.json").display(),
+            out.join("search-gp-ucb/recipe.blend.txt").display()
+        );
     }
     Ok(())
 }
