@@ -245,7 +245,9 @@ pub fn search_comparison(
         results.push((method, summary));
     }
 
-    println!("\nBest objective (mean over benchmarks of −answer loss; higher is better) after N trials:");
+    println!(
+        "\nBest objective (mean over benchmarks of −answer loss; higher is better) after N trials:"
+    );
     let marks: Vec<usize> = (1..=budget.trials)
         .filter(|n| n % budget.q == 0 || *n == budget.trials)
         .collect();

@@ -93,7 +93,10 @@ fn compare_with_reference(ckpt: &Path, dim: usize) {
             serde_json::from_value(reference["logprobs"].clone()).unwrap(),
         );
         for (x, y) in la.iter().flatten().zip(lb.iter().flatten()) {
-            assert!((x - y).abs() < tol * 10.0 * y.abs().max(1.0), "{dtype}: {x} vs {y}");
+            assert!(
+                (x - y).abs() < tol * 10.0 * y.abs().max(1.0),
+                "{dtype}: {x} vs {y}"
+            );
         }
     }
 }
@@ -165,7 +168,11 @@ fn batch(device: &Device, dtype: DType) -> (Vec<u32>, Vec<u8>, ImageInput) {
         0, 0, 0, 0, 0, 1, 1, 0, 0, 0,
     ];
     let images: Vec<Vec<f32>> = (0..2)
-        .map(|r| (0..12).map(|j| ((r * 5 + j) % 7) as f32 / 3.0 - 1.0).collect())
+        .map(|r| {
+            (0..12)
+                .map(|j| ((r * 5 + j) % 7) as f32 / 3.0 - 1.0)
+                .collect()
+        })
         .collect();
     let mut img = ImageInput::sequential(&tokens, 2, 10, 3, &images, 6, device).unwrap();
     img.features = img.features.to_dtype(dtype).unwrap();
@@ -235,7 +242,13 @@ fn every_parameter_receives_a_nonzero_gradient_in_f32() {
         let g = grads
             .get(var.as_tensor())
             .unwrap_or_else(|| panic!("{} gets no gradient", spec.name));
-        let n = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        let n = g
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(n > 0.0, "{} gets a zero gradient", spec.name);
     }
 }
@@ -298,5 +311,8 @@ fn hugging_face_5_config_with_rope_parameters_loads() {
     v["use_sliding_window"] = serde_json::json!(true);
     std::fs::write(&path, v.to_string()).unwrap();
     let e = read_config(&ckpt).unwrap_err().to_string();
-    assert!(e.contains("use_sliding_window") && e.contains("config.json"), "{e}");
+    assert!(
+        e.contains("use_sliding_window") && e.contains("config.json"),
+        "{e}"
+    );
 }

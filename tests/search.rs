@@ -23,7 +23,11 @@ fn score_of(mixture: &Path) -> f64 {
         .args(["--score-of", s(mixture)])
         .output()
         .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 fn events(dir: &Path) -> Vec<serde_json::Value> {
@@ -59,17 +63,25 @@ fn an_external_python_trainer_plugs_in_and_the_search_finds_its_optimum() {
         s(corpus),
         s(&out),
         &cmd,
-        &["-q", "4", "--max-trials", "48", "--parallel", "2", "--space", "factorized"],
+        &[
+            "-q",
+            "4",
+            "--max-trials",
+            "48",
+            "--parallel",
+            "2",
+            "--space",
+            "factorized",
+        ],
     ));
     let ev = events(&out);
     let finished = ev.iter().filter(|e| e["event"] == "finished").count();
     assert_eq!(finished, 48);
     // The recipe against the known optimum (score 1) and against the uniform mixture.
     let recipe_score = score_of(&out.join("recipe.json"));
-    let m: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(corpus.join("manifest.json")).unwrap(),
-    )
-    .unwrap();
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(corpus.join("manifest.json")).unwrap())
+            .unwrap();
     let cells: Vec<String> = m["cells"]
         .as_array()
         .unwrap()
@@ -119,7 +131,10 @@ fn failed_trials_are_retried_then_left_out_with_their_reason() {
         "echo 'CUDA out of memory' >&2; exit 3",
         &["-q", "2", "--max-trials", "2", "--method", "random"],
     ));
-    assert!(text.contains("left out t0000") && text.contains("exit status 3"), "{text}");
+    assert!(
+        text.contains("left out t0000") && text.contains("exit status 3"),
+        "{text}"
+    );
     assert!(text.contains("CUDA out of memory"), "{text}");
     // Timeouts kill the trial.
     let out = tmp.path().join("slow");
@@ -127,7 +142,16 @@ fn failed_trials_are_retried_then_left_out_with_their_reason() {
         s(corpus),
         s(&out),
         "sleep 30",
-        &["-q", "1", "--max-trials", "1", "--trial-timeout", "0.5", "--method", "uniform"],
+        &[
+            "-q",
+            "1",
+            "--max-trials",
+            "1",
+            "--trial-timeout",
+            "0.5",
+            "--method",
+            "uniform",
+        ],
     ));
     assert!(text.contains("time limit"), "{text}");
 }
@@ -159,16 +183,26 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         let id = e["trial"].as_str().unwrap().to_string();
         match e["event"].as_str().unwrap() {
             "proposed" => {
-                assert!(proposed.insert(id.clone(), e["mixture"].clone()).is_none(), "{id} proposed twice")
+                assert!(
+                    proposed.insert(id.clone(), e["mixture"].clone()).is_none(),
+                    "{id} proposed twice"
+                )
             }
             "finished" => {
-                assert!(finished.insert(id.clone(), e.clone()).is_none(), "{id} finished twice")
+                assert!(
+                    finished.insert(id.clone(), e.clone()).is_none(),
+                    "{id} finished twice"
+                )
             }
             _ => {}
         }
     }
     assert_eq!(proposed.len(), 15);
-    assert_eq!(finished.len(), 15, "every proposed trial finished exactly once");
+    assert_eq!(
+        finished.len(),
+        15,
+        "every proposed trial finished exactly once"
+    );
     // Each finished trial's score is the toy function of its own mixture (no mix-ups).
     for (id, e) in &finished {
         let m = tmp.path().join(format!("{id}.json"));

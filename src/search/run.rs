@@ -138,7 +138,10 @@ pub struct SearchSummary {
 
 /// The per-benchmark scores of a trial's metrics under `metric` (negative loss when the
 /// metrics carry `benchmark_loss`, else the `benchmarks` as they are).
-pub fn scores(metrics: &serde_json::Value, metric: Metric) -> Result<BTreeMap<String, f64>, String> {
+pub fn scores(
+    metrics: &serde_json::Value,
+    metric: Metric,
+) -> Result<BTreeMap<String, f64>, String> {
     let table = |key: &str| -> Option<Result<BTreeMap<String, f64>, String>> {
         metrics.get(key).map(|v| {
             serde_json::from_value::<BTreeMap<String, f64>>(v.clone())
@@ -362,10 +365,9 @@ pub fn run_search(
     });
     let rpath = out.join(RESOLVED_FILE);
     if rpath.exists() {
-        let old: serde_json::Value = serde_json::from_str(
-            &fs::read_to_string(&rpath).at("reading", &rpath)?,
-        )
-        .map_err(|e| SearchError::Config(format!("{}: {e}", rpath.display())))?;
+        let old: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&rpath).at("reading", &rpath)?)
+                .map_err(|e| SearchError::Config(format!("{}: {e}", rpath.display())))?;
         for key in ["search", "train"] {
             let (mut a, mut b) = (old[key].clone(), resolved[key].clone());
             // The budget may grow on resume; everything else must match.
@@ -410,7 +412,16 @@ pub fn run_search(
             while exec.running() < parallel {
                 let Some(t) = queue.pop() else { break };
                 let attempt = t.attempts + 1;
-                let job = prepare_attempt(plan, &space, &manifest, &corpus_abs, &train_toml, &t, attempt, timeout)?;
+                let job = prepare_attempt(
+                    plan,
+                    &space,
+                    &manifest,
+                    &corpus_abs,
+                    &train_toml,
+                    &t,
+                    attempt,
+                    timeout,
+                )?;
                 let pid = exec.submit(job)?;
                 let ev = Event::Running {
                     trial: t.id.clone(),
@@ -447,9 +458,10 @@ pub fn run_search(
             } else {
                 let (_, ys) = observations(&space, &state.finished(), cfg)?;
                 let objective = ys.iter().find(|(id, _)| id == &done.trial).map(|x| x.1);
-                let best = ys.iter().map(|x| x.1).fold(None, |b: Option<f64>, y| {
-                    Some(b.map_or(y, |b| b.max(y)))
-                });
+                let best = ys
+                    .iter()
+                    .map(|x| x.1)
+                    .fold(None, |b: Option<f64>, y| Some(b.map_or(y, |b| b.max(y))));
                 progress(SearchProgress::Finished {
                     trial: done.trial.clone(),
                     objective,
@@ -521,11 +533,16 @@ fn write_recipe(
     if let Some((r, gp)) = recipe(space, state, cfg)? {
         r.save(&out.join(RECIPE_FILE))?;
         let blend = r.megatron_blend(manifest, &cfg.corpus);
-        write_atomic(&out.join("recipe.blend.txt"), format!("{blend}\n").as_bytes())?;
+        write_atomic(
+            &out.join("recipe.blend.txt"),
+            format!("{blend}\n").as_bytes(),
+        )?;
         if let Some(gp) = gp {
             write_atomic(
                 &out.join(GP_FILE),
-                serde_json::to_string_pretty(&gp).expect("gp report").as_bytes(),
+                serde_json::to_string_pretty(&gp)
+                    .expect("gp report")
+                    .as_bytes(),
             )?;
         }
     }
@@ -642,7 +659,10 @@ fn conclude(out: &Path, done: &Completion) -> Event {
         reason,
     };
     match &done.ended {
-        Ended::TimedOut => fail(format!("killed after the time limit ({:.0} s)", done.wall_s)),
+        Ended::TimedOut => fail(format!(
+            "killed after the time limit ({:.0} s)",
+            done.wall_s
+        )),
         Ended::Exited { code: Some(0), .. } => match check_metrics(&dir) {
             Ok(metrics) => Event::Finished {
                 trial: done.trial.clone(),

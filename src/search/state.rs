@@ -140,7 +140,8 @@ impl SearchState {
                 Err(e) => return Err(format!("line {}: {e}", i + 1)),
                 Ok(_) => unreachable!("only the last line can lack its newline"),
             };
-            st.apply(ev, max_attempts).map_err(|e| format!("line {}: {e}", i + 1))?;
+            st.apply(ev, max_attempts)
+                .map_err(|e| format!("line {}: {e}", i + 1))?;
         }
         Ok(st)
     }
@@ -250,10 +251,11 @@ impl EventLog {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => Err(e).at("reading", &path)?,
         };
-        let state = SearchState::replay(&text, max_attempts).map_err(|reason| LogError::Corrupt {
-            path: path.clone(),
-            reason,
-        })?;
+        let state =
+            SearchState::replay(&text, max_attempts).map_err(|reason| LogError::Corrupt {
+                path: path.clone(),
+                reason,
+            })?;
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -262,7 +264,8 @@ impl EventLog {
         if !state.dropped.is_empty() {
             // Keep everything up to the last complete line.
             let keep = text.rfind('\n').map_or(0, |i| i + 1);
-            file.set_len(keep as u64).at("truncating a torn line of", &path)?;
+            file.set_len(keep as u64)
+                .at("truncating a torn line of", &path)?;
             file.sync_all().at("syncing", &path)?;
         }
         Ok((Self { path, file }, state))

@@ -347,8 +347,7 @@ pub fn train(
     };
     let evaluate = |step: u64, log: &mut TrainLog| -> Result<_, TrainError> {
         let scores = evalset.evaluate(&model, tc.eval_batch, &plan.device)?;
-        let eval_loss =
-            scores.values().map(|s| s.loss).sum::<f64>() / scores.len().max(1) as f64;
+        let eval_loss = scores.values().map(|s| s.loss).sum::<f64>() / scores.len().max(1) as f64;
         log.write(&EvalRecord {
             step,
             eval_loss,
@@ -398,14 +397,25 @@ pub fn train(
         }
         let grad_norm = clip_global_norm(&mut grads, tc.grad_clip);
         if !grad_norm.is_finite() {
-            write_failure(&plan.out, step + 1, &format!("gradient norm is {grad_norm}"));
+            write_failure(
+                &plan.out,
+                step + 1,
+                &format!("gradient norm is {grad_norm}"),
+            );
             log.sync()?;
             return Err(TrainError::NonFinite {
                 step: step + 1,
                 value: grad_norm,
             });
         }
-        let lr = lr_at(tc.schedule, step, tc.steps, tc.warmup_steps, tc.lr, tc.min_lr);
+        let lr = lr_at(
+            tc.schedule,
+            step,
+            tc.steps,
+            tc.warmup_steps,
+            tc.lr,
+            tc.min_lr,
+        );
         opt.step(&params, &grads, lr)?;
         let done = step + 1;
         tokens_seen += (batch.rows * t) as u64;
@@ -461,7 +471,10 @@ pub fn train(
         recent[recent.len() - tail..].iter().sum::<f64>() / tail as f64
     };
     let outcome = TrainOutcome {
-        benchmarks: scores.iter().map(|(k, v)| (k.clone(), v.accuracy)).collect(),
+        benchmarks: scores
+            .iter()
+            .map(|(k, v)| (k.clone(), v.accuracy))
+            .collect(),
         benchmark_loss: scores.iter().map(|(k, v)| (k.clone(), v.loss)).collect(),
         train_loss,
         eval_loss: scores.values().map(|s| s.loss).sum::<f64>() / scores.len().max(1) as f64,
