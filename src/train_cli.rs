@@ -10,10 +10,11 @@ use candle_core::{DType, Device};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use mixatlas::data::corpus::Corpus;
+use mixatlas::dist::{Communicator, LaunchEnv, SingleProcess};
 use mixatlas::model::weights::read_config;
 use mixatlas::model::{ImageInput, Params, Qwen2Config, Qwen2Model};
 use mixatlas::train::schedule::Schedule;
-use mixatlas::train::trainer::{read_mixture, train, Progress, TrainPlan};
+use mixatlas::train::trainer::{read_mixture, train_with, Progress, TrainPlan};
 use mixatlas::train::TrainConfig;
 
 /// `mixatlas train`.
@@ -84,6 +85,12 @@ pub struct TrainArgs {
     /// Stop after this many steps with a checkpoint (resume later with --resume).
     #[arg(long)]
     pub stop_after: Option<u64>,
+    /// Shard the optimiser state across data-parallel ranks (ZeRO-1).
+    #[arg(long)]
+    pub zero1: bool,
+    /// Seconds a collective may take before the job is aborted (a rank died).
+    #[arg(long, default_value_t = 300.0)]
+    pub collective_timeout: f64,
     /// Parameter dtype: auto, f32, bf16.
     #[arg(long)]
     pub dtype: Option<String>,
@@ -176,6 +183,9 @@ fn resolve_train(a: &TrainArgs) -> Result<TrainConfig> {
     if let Some(s) = &a.schedule {
         t.schedule = parse_schedule(s)?;
     }
+    if a.zero1 {
+        t.zero1 = true;
+    }
     if t.warmup_steps >= t.steps {
         t.warmup_steps = t.steps / 10;
     }
@@ -204,8 +214,50 @@ pub fn model_config_for(
     Ok(cfg)
 }
 
+/// The distributed runtime of a command: MPI when launched by `mpirun`/`srun` with several
+/// ranks (feature `mpi`), else the single process. Keep it alive for the whole command.
+pub struct Dist {
+    #[cfg(feature = "mpi")]
+    _runtime: Option<mixatlas::dist::mpi::MpiRuntime>,
+    /// The world communicator.
+    pub world: Box<dyn Communicator>,
+}
+
+impl Dist {
+    /// Sets up the runtime for the launch environment.
+    pub fn init(timeout_s: f64) -> Result<Self> {
+        let env = LaunchEnv::detect();
+        let timeout = std::time::Duration::from_secs_f64(timeout_s.max(0.0));
+        #[cfg(feature = "mpi")]
+        if env.world > 1 {
+            let rt = mixatlas::dist::mpi::MpiRuntime::init()
+                .context("MPI was already initialised in this process")?;
+            let world = Box::new(rt.world(timeout));
+            return Ok(Self {
+                world,
+                _runtime: Some(rt),
+            });
+        }
+        let _ = timeout;
+        if env.world > 1 {
+            bail!(
+                "launched as rank {} of {} but this build has no MPI support (rebuild with --features mpi)",
+                env.rank,
+                env.world
+            );
+        }
+        Ok(Self {
+            #[cfg(feature = "mpi")]
+            _runtime: None,
+            world: Box::new(SingleProcess),
+        })
+    }
+}
+
 /// `train`: one training run.
 pub fn run_train(a: TrainArgs) -> Result<()> {
+    let dist = Dist::init(a.collective_timeout)?;
+    let lead = dist.world.rank() == 0;
     let corpus = Corpus::open(&a.corpus)?;
     let weights = match &a.mixture {
         Some(p) => read_mixture(p, &corpus.manifest)?,
@@ -223,20 +275,23 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
         resume: a.resume,
         device: device(&a.device)?,
     };
-    eprintln!(
-        "training {} ({:.2} M parameters) for {} steps of {} × {} tokens → {}",
-        if a.init_from.is_some() {
-            "from checkpoint"
-        } else {
-            a.preset.as_str()
-        },
-        plan.model.num_params() as f64 / 1e6,
-        train_cfg.steps,
-        train_cfg.batch_size,
-        train_cfg.seq_len,
-        a.out.display()
-    );
-    let bar = if a.quiet || !std::io::stderr().is_terminal() {
+    if lead {
+        eprintln!(
+            "training {} ({:.2} M parameters) for {} steps of {} × {} tokens on {} rank(s) → {}",
+            if a.init_from.is_some() {
+                "from checkpoint"
+            } else {
+                a.preset.as_str()
+            },
+            plan.model.num_params() as f64 / 1e6,
+            train_cfg.steps,
+            train_cfg.batch_size,
+            train_cfg.seq_len,
+            dist.world.size(),
+            a.out.display()
+        );
+    }
+    let bar = if a.quiet || !lead || !std::io::stderr().is_terminal() {
         ProgressBar::hidden()
     } else {
         let b = ProgressBar::new(train_cfg.steps);
@@ -252,15 +307,21 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
         bar.set_position(p.step);
         bar.set_message(format!("loss {:.4}  {:.0} tok/s", p.loss, p.tokens_per_s));
     };
-    let out = train(&plan, &mut report);
+    let out = train_with(&plan, dist.world.as_ref(), &mut report);
     bar.finish_and_clear();
     let Some(out) = out? else {
+        if !lead {
+            return Ok(());
+        }
         eprintln!(
             "stopped after step {} with a checkpoint; continue with --resume",
             train_cfg.stop_after
         );
         return Ok(());
     };
+    if !lead {
+        return Ok(());
+    }
     eprintln!(
         "done: {} steps, train loss {:.4}, eval loss {:.4}, {:.0} tokens/s, {:.1} s",
         out.steps, out.train_loss, out.eval_loss, out.tokens_per_s, out.wall_s

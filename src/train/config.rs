@@ -56,6 +56,10 @@ pub struct TrainConfig {
     /// Stop (with a checkpoint, exit status 0, no metrics) after this many steps of the
     /// schedule, e.g. to fit a Slurm time limit; `--resume` continues. 0 = run to `steps`.
     pub stop_after: u64,
+    /// Shard the optimiser state across data-parallel ranks (ZeRO stage 1).
+    pub zero1: bool,
+    /// Gradient all-reduce bucket size in MiB (replicated optimiser).
+    pub bucket_mb: f64,
 }
 
 impl Default for TrainConfig {
@@ -89,6 +93,8 @@ impl TrainConfig {
             keep_checkpoints: 2,
             log_every: 1,
             stop_after: 0,
+            zero1: false,
+            bucket_mb: 25.0,
         }
     }
 

@@ -12,6 +12,7 @@ pub mod eval;
 pub mod log;
 pub mod loss;
 pub mod optim;
+pub mod parallel;
 pub mod schedule;
 pub mod trainer;
 
@@ -20,7 +21,7 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 pub use config::TrainConfig;
-pub use trainer::{train, TrainOutcome, TrainPlan};
+pub use trainer::{train, train_with, TrainOutcome, TrainPlan};
 
 use crate::data::corpus::CorpusError;
 use crate::data::sampler::SamplerError;
@@ -64,6 +65,9 @@ pub enum TrainError {
         /// What is wrong.
         reason: String,
     },
+    /// A collective failed.
+    #[error("distributed: {0}")]
+    Dist(String),
     /// The loss became NaN or infinite; the run stopped and kept its last good checkpoint.
     #[error("loss is {value} at step {step}; stopped (the last good checkpoint is kept)")]
     NonFinite {
@@ -72,6 +76,12 @@ pub enum TrainError {
         /// The value (`NaN`, `inf`).
         value: f64,
     },
+}
+
+impl From<crate::dist::DistError> for TrainError {
+    fn from(e: crate::dist::DistError) -> Self {
+        TrainError::Dist(e.to_string())
+    }
 }
 
 impl From<candle_core::Error> for TrainError {

@@ -16,10 +16,12 @@ use super::eval::{BenchScore, EvalSet};
 use super::log::{EvalRecord, StepRecord, TrainLog};
 use super::loss::{masked_loss, Targets};
 use super::optim::{accumulate, clip_global_norm, flat_grads, AdamW};
+use super::parallel::{all_reduce_buckets, set_params, FlatLayout, ShardedAdamW};
 use super::schedule::lr_at;
 use super::{TrainConfig, TrainError};
 use crate::data::corpus::Corpus;
 use crate::data::sampler::{Batch, Sampler, SamplerConfig};
+use crate::dist::{BufMut, Communicator, ReduceOp, SingleProcess};
 use crate::fsutil::{write_atomic, IoContext};
 use crate::model::{ImageInput, Params, Qwen2Config, Qwen2Model};
 
@@ -163,11 +165,11 @@ pub fn batch_images(
     }))
 }
 
-/// Loss and summed gradients of one global batch (`rows × t` tokens and loss mask), computed
-/// in micro-batches of `micro` rows; `images(r0, r1)` supplies the image patches of rows
-/// `r0..r1`. The loss is the mean over the batch's counted positions, and the gradients are
-/// those of that mean (each micro-batch's sum is divided by the batch's count). `None` when no
-/// position is counted.
+/// Loss and gradients of this rank's rows of a global batch (`rows × t` tokens and loss
+/// mask), computed in micro-batches of `micro` rows; `images(r0, r1)` supplies the image
+/// patches of rows `r0..r1`. Sums over counted positions are divided by `denominator`, the
+/// number of counted positions of the whole global batch, so summing the results of all ranks
+/// gives the mean loss and its gradient. Zeros when this rank has no counted position.
 #[allow(clippy::too_many_arguments)]
 pub fn batch_gradients(
     model: &Qwen2Model,
@@ -177,12 +179,9 @@ pub fn batch_gradients(
     rows: usize,
     t: usize,
     micro: usize,
+    denominator: usize,
     images: &mut dyn FnMut(usize, usize) -> Result<Option<ImageInput>, TrainError>,
-) -> Result<Option<(f64, Vec<Vec<f32>>)>, TrainError> {
-    let denom = Targets::from_mask(tokens, mask, rows, t).len();
-    if denom == 0 {
-        return Ok(None);
-    }
+) -> Result<(f64, Vec<Vec<f32>>), TrainError> {
     let mut grads: Option<Vec<Vec<f32>>> = None;
     let mut loss_value = 0.0;
     for r0 in (0..rows).step_by(micro.max(1)) {
@@ -193,7 +192,7 @@ pub fn batch_gradients(
             continue;
         }
         let img = images(r0, r1)?;
-        let loss = masked_loss(model, tok, r1 - r0, t, img.as_ref(), &targets, denom)?;
+        let loss = masked_loss(model, tok, r1 - r0, t, img.as_ref(), &targets, denominator)?;
         loss_value += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         let g = flat_grads(params, &loss.backward()?)?;
         match grads.as_mut() {
@@ -201,7 +200,14 @@ pub fn batch_gradients(
             None => grads = Some(g),
         }
     }
-    Ok(grads.map(|g| (loss_value, g)))
+    let grads = grads.unwrap_or_else(|| {
+        params
+            .vars()
+            .iter()
+            .map(|v| vec![0.0; v.elem_count()])
+            .collect()
+    });
+    Ok((loss_value, grads))
 }
 
 fn ignore_schedule_fields(t: &TrainConfig) -> TrainConfig {
@@ -214,6 +220,8 @@ fn ignore_schedule_fields(t: &TrainConfig) -> TrainConfig {
         keep_checkpoints: 1,
         log_every: 1,
         stop_after: 0,
+        zero1: false,
+        bucket_mb: 0.0,
         ..t.clone()
     }
 }
@@ -231,8 +239,46 @@ pub fn train(
     plan: &TrainPlan<'_>,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Option<TrainOutcome>, TrainError> {
+    train_with(plan, &SingleProcess, progress)
+}
+
+/// The log, written by rank 0 only.
+struct LeadLog(Option<TrainLog>);
+
+impl LeadLog {
+    fn write<T: Serialize>(&mut self, r: &T) -> Result<(), TrainError> {
+        if let Some(l) = self.0.as_mut() {
+            l.write(r)?;
+        }
+        Ok(())
+    }
+    fn sync(&mut self) -> Result<(), TrainError> {
+        if let Some(l) = self.0.as_mut() {
+            l.sync()?;
+        }
+        Ok(())
+    }
+}
+
+/// The optimiser: replicated on every rank, or sharded (ZeRO-1).
+enum Optim {
+    Full(AdamW),
+    Sharded(ShardedAdamW),
+}
+
+/// [`train`] on the ranks of `comm`, data-parallel: each rank draws its share of every global
+/// batch, gradients are summed across ranks (bucketed all-reduce, or reduce-scatter into
+/// ZeRO-1 shards), and only rank 0 writes the log, checkpoints and metrics. With one rank this
+/// is exactly [`train`].
+pub fn train_with(
+    plan: &TrainPlan<'_>,
+    comm: &dyn Communicator,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Option<TrainOutcome>, TrainError> {
     let started = Instant::now();
     let tc = &plan.train;
+    let (rank, world) = (comm.rank(), comm.size());
+    let lead = rank == 0;
     tc.validate()?;
     plan.model.validate()?;
     check_compatible(plan.corpus, &plan.model)?;
@@ -257,7 +303,7 @@ pub fn train(
     };
     let mut sampler = Sampler::for_corpus(plan.corpus, &plan.weights, sampler_cfg)?;
 
-    let (params, mut opt, start_step, mut tokens_seen) = match existing.last() {
+    let (params, opt, start_step, mut tokens_seen) = match existing.last() {
         Some((_, dir)) if plan.resume => {
             let loaded = checkpoint::load(dir, dtype, &plan.device)?;
             let same = Qwen2Config {
@@ -308,15 +354,25 @@ pub fn train(
     };
     let resolved = serde_json::json!({
         "train": tc, "model": plan.model, "weights": plan.weights,
-        "corpus": plan.corpus.root, "init_from": plan.init_from,
+        "corpus": plan.corpus.root, "init_from": plan.init_from, "ranks": world,
     });
-    write_atomic(
-        &plan.out.join("train_config.json"),
-        serde_json::to_string_pretty(&resolved)
-            .expect("config serialises")
-            .as_bytes(),
-    )?;
-    let mut log = TrainLog::open(&plan.out, Some(start_step))?;
+    let mut log = LeadLog(None);
+    if lead {
+        write_atomic(
+            &plan.out.join("train_config.json"),
+            serde_json::to_string_pretty(&resolved)
+                .expect("config serialises")
+                .as_bytes(),
+        )?;
+        log = LeadLog(Some(TrainLog::open(&plan.out, Some(start_step))?));
+    }
+    let layout = FlatLayout::of(&params);
+    let mut optim = if tc.zero1 && world > 1 {
+        Optim::Sharded(ShardedAdamW::from_full(&opt, &layout, rank, world))
+    } else {
+        Optim::Full(opt)
+    };
+    let bucket_elems = ((tc.bucket_mb * 1024.0 * 1024.0 / 4.0) as usize).max(1024);
     let model = Qwen2Model::new(&plan.model, &params);
     let evalset = EvalSet::from_corpus(plan.corpus, tc.eval_samples)?;
     let image_token = manifest.special_tokens.image;
@@ -324,7 +380,18 @@ pub fn train(
     let micro = tc.micro_rows();
     let t = tc.seq_len;
 
-    let save = |step: u64, tokens: u64, sampler: &Sampler<'_>, opt: &AdamW| {
+    let save = |step: u64, tokens: u64, sampler: &Sampler<'_>, optim: &Optim| {
+        let gathered;
+        let opt = match optim {
+            Optim::Full(o) => o,
+            Optim::Sharded(s) => {
+                gathered = s.gather(comm, &layout, &params)?;
+                &gathered
+            }
+        };
+        if !lead {
+            return Ok(PathBuf::new());
+        }
         let state = TrainerState {
             format: "mixatlas-checkpoint".into(),
             version: CHECKPOINT_VERSION,
@@ -345,7 +412,10 @@ pub fn train(
             tc.keep_checkpoints,
         )
     };
-    let evaluate = |step: u64, log: &mut TrainLog| -> Result<_, TrainError> {
+    let evaluate = |step: u64, log: &mut LeadLog| -> Result<_, TrainError> {
+        if !lead {
+            return Ok(BTreeMap::new());
+        }
         let scores = evalset.evaluate(&model, tc.eval_batch, &plan.device)?;
         let eval_loss = scores.values().map(|s| s.loss).sum::<f64>() / scores.len().max(1) as f64;
         log.write(&EvalRecord {
@@ -370,8 +440,18 @@ pub fn train(
     };
     for step in start_step..end {
         let step_start = Instant::now();
-        let batch = sampler.next_batch(0, 1)?;
-        let result = batch_gradients(
+        let batch = sampler.next_batch(rank, world)?;
+        let local = Targets::from_mask(&batch.tokens, &batch.loss_mask, batch.rows, t).len();
+        let mut count = [local as f64];
+        comm.all_reduce(BufMut::F64(&mut count), ReduceOp::Sum)?;
+        let denom = count[0] as usize;
+        if denom == 0 {
+            return Err(TrainError::Config(format!(
+                "step {}: the batch has no loss-masked token (is the mixture only on cells without answers?)",
+                step + 1
+            )));
+        }
+        let (local_loss, mut grads) = batch_gradients(
             &model,
             &params,
             &batch.tokens,
@@ -379,33 +459,20 @@ pub fn train(
             batch.rows,
             t,
             micro,
+            denom,
             &mut |r0, r1| batch_images(&batch, r0, r1, image_token, image_dim, &plan.device),
         )?;
-        let Some((loss_value, mut grads)) = result else {
-            return Err(TrainError::Config(format!(
-                "step {}: the batch has no loss-masked token (is the mixture only on cells without answers?)",
-                step + 1
-            )));
-        };
+        let mut loss_buf = [local_loss];
+        comm.all_reduce(BufMut::F64(&mut loss_buf), ReduceOp::Sum)?;
+        let loss_value = loss_buf[0];
         if !loss_value.is_finite() {
-            write_failure(&plan.out, step + 1, &format!("loss is {loss_value}"));
+            if lead {
+                write_failure(&plan.out, step + 1, &format!("loss is {loss_value}"));
+            }
             log.sync()?;
             return Err(TrainError::NonFinite {
                 step: step + 1,
                 value: loss_value,
-            });
-        }
-        let grad_norm = clip_global_norm(&mut grads, tc.grad_clip);
-        if !grad_norm.is_finite() {
-            write_failure(
-                &plan.out,
-                step + 1,
-                &format!("gradient norm is {grad_norm}"),
-            );
-            log.sync()?;
-            return Err(TrainError::NonFinite {
-                step: step + 1,
-                value: grad_norm,
             });
         }
         let lr = lr_at(
@@ -416,10 +483,53 @@ pub fn train(
             tc.lr,
             tc.min_lr,
         );
-        opt.step(&params, &grads, lr)?;
+        let grad_norm = match &mut optim {
+            Optim::Full(opt) => {
+                all_reduce_buckets(comm, &mut grads, bucket_elems)?;
+                let norm = clip_global_norm(&mut grads, tc.grad_clip);
+                if norm.is_finite() {
+                    opt.step(&params, &grads, lr)?;
+                }
+                norm
+            }
+            Optim::Sharded(opt) => {
+                let s = layout.shard_len(world);
+                let flat = layout.flatten(&grads, s * world);
+                let mut shard = vec![0.0f32; s];
+                comm.reduce_scatter(&flat, &mut shard, ReduceOp::Sum)?;
+                let mut sq = [shard.iter().map(|&x| x as f64 * x as f64).sum::<f64>()];
+                comm.all_reduce(BufMut::F64(&mut sq), ReduceOp::Sum)?;
+                let norm = sq[0].sqrt();
+                if norm.is_finite() {
+                    let f = tc.grad_clip / (norm + 1e-6);
+                    if tc.grad_clip > 0.0 && f < 1.0 {
+                        shard.iter_mut().for_each(|x| *x = (*x as f64 * f) as f32);
+                    }
+                    opt.step(&shard, lr);
+                    let mut full = vec![0.0f32; s * world];
+                    comm.all_gather(&opt.master, &mut full)?;
+                    set_params(&params, &layout.unflatten(&full))?;
+                }
+                norm
+            }
+        };
+        if !grad_norm.is_finite() {
+            if lead {
+                write_failure(
+                    &plan.out,
+                    step + 1,
+                    &format!("gradient norm is {grad_norm}"),
+                );
+            }
+            log.sync()?;
+            return Err(TrainError::NonFinite {
+                step: step + 1,
+                value: grad_norm,
+            });
+        }
         let done = step + 1;
-        tokens_seen += (batch.rows * t) as u64;
-        let tps = (batch.rows * t) as f64 / step_start.elapsed().as_secs_f64();
+        tokens_seen += (tc.batch_size * t) as u64;
+        let tps = (tc.batch_size * t) as f64 / step_start.elapsed().as_secs_f64();
         recent.push(loss_value);
         if done % tc.log_every == 0 || done == tc.steps {
             log.write(&StepRecord {
@@ -431,25 +541,27 @@ pub fn train(
                 tokens_per_s: tps,
             })?;
         }
-        progress(Progress {
-            step: done,
-            total: tc.steps,
-            loss: loss_value,
-            tokens_per_s: tps,
-        });
+        if lead {
+            progress(Progress {
+                step: done,
+                total: tc.steps,
+                loss: loss_value,
+                tokens_per_s: tps,
+            });
+        }
         if tc.eval_every > 0 && done % tc.eval_every == 0 {
             last_scores = Some((done, evaluate(done, &mut log)?));
         }
         if tc.checkpoint_every > 0 && done % tc.checkpoint_every == 0 && done < tc.steps {
             log.sync()?;
-            save(done, tokens_seen, &sampler, &opt)?;
+            save(done, tokens_seen, &sampler, &optim)?;
         }
     }
     let train_secs = train_started.elapsed().as_secs_f64();
     if end < tc.steps {
         log.sync()?;
         if checkpoint::list(&plan.out)?.last().map(|(s, _)| *s) != Some(end) {
-            save(end, tokens_seen, &sampler, &opt)?;
+            save(end, tokens_seen, &sampler, &optim)?;
         }
         return Ok(None);
     }
@@ -459,7 +571,7 @@ pub fn train(
     };
     log.sync()?;
     if checkpoint::list(&plan.out)?.last().map(|(s, _)| *s) != Some(tc.steps) {
-        save(tc.steps, tokens_seen, &sampler, &opt)?;
+        save(tc.steps, tokens_seen, &sampler, &optim)?;
     }
     let tail = (recent.len() / 10).max(1).min(recent.len());
     let train_loss = if recent.is_empty() {
@@ -485,12 +597,14 @@ pub fn train(
         resumed_from: start_step,
         params: params.count(),
     };
-    write_atomic(
-        &plan.out.join(METRICS_FILE),
-        serde_json::to_string_pretty(&outcome)
-            .expect("metrics serialise")
-            .as_bytes(),
-    )?;
+    if lead {
+        write_atomic(
+            &plan.out.join(METRICS_FILE),
+            serde_json::to_string_pretty(&outcome)
+                .expect("metrics serialise")
+                .as_bytes(),
+        )?;
+    }
     Ok(Some(outcome))
 }
 

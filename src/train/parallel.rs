@@ -1,0 +1,220 @@
+//! Data parallelism for the trainer, applied from outside the model (as torchtitan does):
+//! gradients are flattened into buckets and all-reduced (replicated optimiser), or
+//! reduce-scattered to per-rank shards that each rank's [`ShardedAdamW`] updates before the
+//! parameters are all-gathered back (ZeRO stage 1: optimiser state divided by the world size).
+//!
+//! candle's backward pass runs as one call with no per-parameter hooks, so communication
+//! starts after it rather than overlapping with it; buckets still bound the size of each
+//! collective and of the staging buffer.
+
+use super::optim::{AdamW, AdamWConfig};
+use crate::dist::{BufMut, Communicator, DistError, ReduceOp};
+use crate::model::Params;
+
+/// Concatenation layout of the parameters: start of each in the flat vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlatLayout {
+    /// Start offset of each parameter.
+    pub offsets: Vec<usize>,
+    /// Length of each parameter.
+    pub lens: Vec<usize>,
+    /// Whether weight decay applies to each parameter.
+    pub decays: Vec<bool>,
+    /// Total elements.
+    pub total: usize,
+}
+
+impl FlatLayout {
+    /// The layout of `params`.
+    pub fn of(params: &Params) -> Self {
+        let mut offsets = Vec::new();
+        let mut lens = Vec::new();
+        let mut total = 0;
+        for v in params.vars() {
+            offsets.push(total);
+            lens.push(v.elem_count());
+            total += v.elem_count();
+        }
+        Self {
+            offsets,
+            lens,
+            decays: params.specs().iter().map(|s| s.decays()).collect(),
+            total,
+        }
+    }
+
+    /// Concatenates per-parameter buffers, zero-padded to `padded` elements.
+    pub fn flatten(&self, parts: &[Vec<f32>], padded: usize) -> Vec<f32> {
+        let mut flat = Vec::with_capacity(padded);
+        for p in parts {
+            flat.extend_from_slice(p);
+        }
+        flat.resize(padded, 0.0);
+        flat
+    }
+
+    /// Splits a flat buffer back into per-parameter buffers.
+    pub fn unflatten(&self, flat: &[f32]) -> Vec<Vec<f32>> {
+        self.offsets
+            .iter()
+            .zip(&self.lens)
+            .map(|(&o, &n)| flat[o..o + n].to_vec())
+            .collect()
+    }
+
+    /// Elements per rank shard for `world` ranks (the flat vector padded to a multiple).
+    pub fn shard_len(&self, world: usize) -> usize {
+        self.total.div_ceil(world.max(1))
+    }
+}
+
+/// Writes per-parameter f32 values into the model's variables (cast to their dtype).
+pub fn set_params(params: &Params, parts: &[Vec<f32>]) -> Result<(), crate::model::ModelError> {
+    for (var, w) in params.vars().iter().zip(parts) {
+        let t =
+            candle_core::Tensor::from_slice(w, var.shape(), var.device())?.to_dtype(var.dtype())?;
+        var.set(&t)?;
+    }
+    Ok(())
+}
+
+/// All-reduces (sums) the per-parameter gradients through flat buckets of at most
+/// `bucket_elems` elements. Every rank ends with the same summed gradients.
+pub fn all_reduce_buckets(
+    comm: &dyn Communicator,
+    grads: &mut [Vec<f32>],
+    bucket_elems: usize,
+) -> Result<(), DistError> {
+    if comm.size() == 1 {
+        return Ok(());
+    }
+    let bucket_elems = bucket_elems.max(1);
+    let mut bucket: Vec<f32> = Vec::with_capacity(bucket_elems);
+    // (param, start, len) pieces of the current bucket.
+    let mut pieces: Vec<(usize, usize, usize)> = Vec::new();
+    let flush = |bucket: &mut Vec<f32>,
+                 pieces: &mut Vec<(usize, usize, usize)>,
+                 grads: &mut [Vec<f32>]|
+     -> Result<(), DistError> {
+        if bucket.is_empty() {
+            return Ok(());
+        }
+        comm.all_reduce(BufMut::F32(bucket), ReduceOp::Sum)?;
+        let mut at = 0;
+        for &(p, s, n) in pieces.iter() {
+            grads[p][s..s + n].copy_from_slice(&bucket[at..at + n]);
+            at += n;
+        }
+        bucket.clear();
+        pieces.clear();
+        Ok(())
+    };
+    for p in 0..grads.len() {
+        let mut s = 0;
+        while s < grads[p].len() {
+            let n = (grads[p].len() - s).min(bucket_elems - bucket.len());
+            bucket.extend_from_slice(&grads[p][s..s + n]);
+            pieces.push((p, s, n));
+            s += n;
+            if bucket.len() == bucket_elems {
+                flush(&mut bucket, &mut pieces, grads)?;
+            }
+        }
+    }
+    flush(&mut bucket, &mut pieces, grads)
+}
+
+/// AdamW over this rank's shard `[rank·S, (rank+1)·S)` of the flat parameter vector (ZeRO-1):
+/// the same update rule as [`AdamW`], element for element.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardedAdamW {
+    /// Hyperparameters.
+    pub config: AdamWConfig,
+    /// Updates applied.
+    pub step: u64,
+    /// First flat index owned.
+    pub start: usize,
+    /// Master weights of the shard (padding beyond the parameters stays 0).
+    pub master: Vec<f32>,
+    /// First moments of the shard.
+    pub exp_avg: Vec<f32>,
+    /// Second moments of the shard.
+    pub exp_avg_sq: Vec<f32>,
+    /// Weight decay applies to each element of the shard.
+    decay: Vec<bool>,
+}
+
+impl ShardedAdamW {
+    /// This rank's shard of a full optimiser state.
+    pub fn from_full(full: &AdamW, layout: &FlatLayout, rank: usize, world: usize) -> Self {
+        let s = layout.shard_len(world);
+        let padded = s * world;
+        let start = rank * s;
+        let cut = |parts: &[Vec<f32>]| layout.flatten(parts, padded)[start..start + s].to_vec();
+        let mut decay = vec![false; padded];
+        for (i, (&o, &n)) in layout.offsets.iter().zip(&layout.lens).enumerate() {
+            decay[o..o + n]
+                .iter_mut()
+                .for_each(|d| *d = layout.decays[i]);
+        }
+        Self {
+            config: full.config,
+            step: full.step,
+            start,
+            master: cut(&full.master),
+            exp_avg: cut(&full.exp_avg),
+            exp_avg_sq: cut(&full.exp_avg_sq),
+            decay: decay[start..start + s].to_vec(),
+        }
+    }
+
+    /// One update of the shard from its summed (and clipped) gradients.
+    pub fn step(&mut self, grads: &[f32], lr: f64) {
+        self.step += 1;
+        let c = self.config;
+        let bc1 = 1.0 - c.beta1.powi(self.step as i32);
+        let bc2 = 1.0 - c.beta2.powi(self.step as i32);
+        let step_size = (lr / bc1) as f32;
+        let bc2_sqrt = bc2.sqrt() as f32;
+        let (b1, b2, eps) = (c.beta1 as f32, c.beta2 as f32, c.eps as f32);
+        let wd = (1.0 - lr * c.weight_decay) as f32;
+        for j in 0..self.master.len() {
+            let gj = grads[j];
+            let m = &mut self.exp_avg[j];
+            let v = &mut self.exp_avg_sq[j];
+            *m = b1 * *m + (1.0 - b1) * gj;
+            *v = b2 * *v + (1.0 - b2) * gj * gj;
+            let denom = v.sqrt() / bc2_sqrt + eps;
+            let decay = if self.decay[j] { wd } else { 1.0 };
+            self.master[j] = self.master[j] * decay - step_size * *m / denom;
+        }
+    }
+
+    /// Gathers every rank's shard into a full optimiser state (for checkpoints).
+    pub fn gather(
+        &self,
+        comm: &dyn Communicator,
+        layout: &FlatLayout,
+        params: &Params,
+    ) -> Result<AdamW, DistError> {
+        let world = comm.size();
+        let s = layout.shard_len(world);
+        let mut parts = Vec::new();
+        for buf in [&self.master, &self.exp_avg, &self.exp_avg_sq] {
+            let mut full = vec![0.0f32; s * world];
+            comm.all_gather(buf, &mut full)?;
+            parts.push(layout.unflatten(&full));
+        }
+        let exp_avg_sq = parts.pop().expect("three");
+        let exp_avg = parts.pop().expect("three");
+        let master = parts.pop().expect("three");
+        Ok(AdamW::from_parts(
+            params,
+            self.config,
+            self.step,
+            master,
+            exp_avg,
+            exp_avg_sq,
+        ))
+    }
+}
