@@ -8,11 +8,15 @@ cd "$(dirname "$0")/.."
 log() { printf '\n== %s\n' "$*"; }
 
 # --- Dependencies -----------------------------------------------------------------------
-# The tests need a Rust toolchain and python3 (the independent Megatron reader/writer in
-# tests/megatron_ref.py uses only its standard library).
+# The tests need a Rust toolchain, python3 (the independent references in tests/*.py use only
+# its standard library), and for the `mpi` feature Open MPI and libclang (rsmpi's bindings).
 need_apt=()
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
+command -v mpirun >/dev/null 2>&1 || need_apt+=(openmpi-bin libopenmpi-dev)
+[ -e /usr/include/x86_64-linux-gnu/openmpi/mpi.h ] || [ -e /usr/lib/x86_64-linux-gnu/openmpi/include/mpi.h ] || need_apt+=(libopenmpi-dev)
+ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
+command -v pgrep >/dev/null 2>&1 || need_apt+=(procps)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -29,10 +33,15 @@ fi
 # Two cores: keep each test process from oversubscribing them.
 export RAYON_NUM_THREADS="${RAYON_NUM_THREADS:-2}"
 
-log "build (release: tests, benches and binary share one profile)"
-cargo build --release --all-targets --locked
+# mpirun as root (CI containers) needs these two; harmless otherwise.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+
+# One build for everything, with the MPI backend so the distributed tests run under mpirun.
+FEATURES="${FEATURES:-mpi}"
+log "build (release, features: $FEATURES; tests, benches and binary share one profile)"
+cargo build --release --all-targets --locked --features "$FEATURES"
 
 log "unit and integration tests"
-cargo test --release --locked -- --test-threads="${TEST_THREADS:-2}"
+cargo test --release --locked --features "$FEATURES" -- --test-threads="${TEST_THREADS:-2}"
 
 log "all tests passed"

@@ -54,6 +54,8 @@ pub enum Command {
     Score(crate::train_cli::ScoreArgs),
     /// Search for the best mixture: propose, run proxy trials, learn, repeat (resumable).
     Search(crate::search_cli::SearchArgs),
+    /// Measurements that need real processes (e.g. under mpirun).
+    Bench(crate::bench_cli::BenchArgs),
 }
 
 /// `mixatlas synth`.
@@ -202,6 +204,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => crate::train_cli::run_train(a),
         Command::Score(a) => crate::train_cli::run_score(a),
         Command::Search(a) => crate::search_cli::run(a),
+        Command::Bench(a) => crate::bench_cli::run(a),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `mixatlas` binary: parse the command line, run one subcommand, report errors.
 
 mod ask;
+mod bench_cli;
 mod cli;
 mod demo;
 mod search_cli;

@@ -2,6 +2,8 @@
 
 mod ask;
 mod cli;
+#[cfg(feature = "mpi")]
+mod dist;
 mod gp;
 mod megatron_compat;
 mod model;

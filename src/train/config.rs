@@ -58,7 +58,9 @@ pub struct TrainConfig {
     pub stop_after: u64,
     /// Shard the optimiser state across data-parallel ranks (ZeRO stage 1).
     pub zero1: bool,
-    /// Gradient all-reduce bucket size in MiB (replicated optimiser).
+    /// Gradient all-reduce bucket size in MiB (replicated optimiser). 4 MiB buckets beat both
+    /// one large all-reduce and 25 MiB buckets over Open MPI's shared memory (cache-sized
+    /// messages; see `docs/distributed.md`).
     pub bucket_mb: f64,
 }
 
@@ -94,7 +96,7 @@ impl TrainConfig {
             log_every: 1,
             stop_after: 0,
             zero1: false,
-            bucket_mb: 25.0,
+            bucket_mb: 4.0,
         }
     }
 

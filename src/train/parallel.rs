@@ -78,8 +78,9 @@ pub fn set_params(params: &Params, parts: &[Vec<f32>]) -> Result<(), crate::mode
     Ok(())
 }
 
-/// All-reduces (sums) the per-parameter gradients through flat buckets of at most
-/// `bucket_elems` elements. Every rank ends with the same summed gradients.
+/// All-reduces (sums) the per-parameter gradients: gradients of at least a quarter bucket
+/// directly, smaller ones packed into flat buckets of at most `bucket_elems` elements. Every
+/// rank ends with the same summed gradients.
 pub fn all_reduce_buckets(
     comm: &dyn Communicator,
     grads: &mut [Vec<f32>],
@@ -110,6 +111,12 @@ pub fn all_reduce_buckets(
         Ok(())
     };
     for p in 0..grads.len() {
+        // Large gradients are reduced where they are (no staging copy); small ones are
+        // packed into the bucket so each collective carries a useful amount of data.
+        if grads[p].len() >= bucket_elems / 4 {
+            comm.all_reduce(BufMut::F32(&mut grads[p]), ReduceOp::Sum)?;
+            continue;
+        }
         let mut s = 0;
         while s < grads[p].len() {
             let n = (grads[p].len() - s).min(bucket_elems - bucket.len());
