@@ -7,9 +7,11 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 use mixatlas::config::Config;
+use mixatlas::dist::SingleProcess;
 use mixatlas::search::config::{Metric, TrainerConfig};
 use mixatlas::search::methods::Method;
-use mixatlas::search::run::{run_search, SearchPlan, SearchProgress, SearchSummary};
+use mixatlas::search::mpi_exec::{worker, Groups};
+use mixatlas::search::run::{run_search, run_search_on, SearchPlan, SearchProgress, SearchSummary};
 
 /// `mixatlas search`.
 #[derive(Debug, Args)]
@@ -56,6 +58,16 @@ pub struct SearchArgs {
     /// Per-benchmark score: neg-loss or accuracy.
     #[arg(long)]
     pub metric: Option<String>,
+    /// Executor: local (child processes) or mpi (under mpirun: rank 0 searches, rank groups
+    /// train).
+    #[arg(long)]
+    pub executor: Option<String>,
+    /// Ranks that train one trial together (MPI executor).
+    #[arg(long)]
+    pub ranks_per_trial: Option<usize>,
+    /// Seconds a collective may take before the job is aborted (MPI executor).
+    #[arg(long, default_value_t = 600.0)]
+    pub collective_timeout: f64,
     /// Print only the summary.
     #[arg(long)]
     pub quiet: bool,
@@ -96,6 +108,12 @@ pub fn resolve(a: &SearchArgs) -> Result<SearchPlan> {
     }
     if let Some(v) = a.trial_timeout {
         s.budget.trial_timeout_s = v;
+    }
+    if let Some(v) = &a.executor {
+        s.executor.kind = v.clone();
+    }
+    if let Some(v) = a.ranks_per_trial {
+        s.executor.ranks_per_trial = v;
     }
     if let Some(v) = a.parallel {
         s.executor.parallel = v;
@@ -162,6 +180,24 @@ pub fn printer(quiet: bool) -> impl FnMut(SearchProgress) {
 /// `search`.
 pub fn run(a: SearchArgs) -> Result<()> {
     let plan = resolve(&a)?;
+    if plan.search.executor.kind == "mpi" {
+        let mut dist = crate::train_cli::Dist::init(a.collective_timeout)?;
+        let world = std::mem::replace(&mut dist.world, Box::new(SingleProcess));
+        let groups = Groups::split(world, plan.search.executor.ranks_per_trial)
+            .map_err(anyhow::Error::msg)?;
+        if groups.world.rank() != 0 {
+            return worker(&plan, &groups).map_err(anyhow::Error::msg);
+        }
+        eprintln!(
+            "MPI search: {} ranks in {} groups of {}",
+            groups.world.size(),
+            groups.count(),
+            groups.ranks_per_trial
+        );
+        let summary = run_search_on(&plan, Some(&groups), &mut printer(a.quiet))?;
+        print_summary(&plan, &summary);
+        return Ok(());
+    }
     let summary = run_search(&plan, &mut printer(a.quiet))?;
     print_summary(&plan, &summary);
     Ok(())

@@ -178,3 +178,158 @@ fn a_rank_that_stops_answering_ends_the_job_with_a_clear_error() {
     );
     assert!(waited < Duration::from_secs(60), "took {waited:?}");
 }
+
+fn search_events(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("trials.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn write_train_toml(dir: &Path, steps: u64) -> std::path::PathBuf {
+    let p = dir.join("search.toml");
+    std::fs::write(
+        &p,
+        format!("[train]\nsteps = {steps}\nbatch_size = 8\nseq_len = 64\neval_samples = 10\n"),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn mpi_search_equals_the_local_executor_trial_for_trial() {
+    let (_, _, corpus, _) = tiny_corpus();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write_train_toml(tmp.path(), 6);
+    let (local, mpi) = (tmp.path().join("local"), tmp.path().join("mpi"));
+    let common = |out: &'static str| -> Vec<String> {
+        vec![
+            "search".into(),
+            "--config".into(),
+            s(&cfg).into(),
+            "--corpus".into(),
+            s(corpus).into(),
+            "--out".into(),
+            out.into(),
+            "-q".into(),
+            "2".into(),
+            "--max-trials".into(),
+            "4".into(),
+            "--quiet".into(),
+        ]
+    };
+    let local_s = local.to_str().unwrap().to_string();
+    let mpi_s = mpi.to_str().unwrap().to_string();
+    let a: Vec<String> = common(Box::leak(local_s.into_boxed_str()));
+    ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut b: Vec<String> = common(Box::leak(mpi_s.into_boxed_str()));
+    b.extend(["--executor".into(), "mpi".into()]);
+    mpi_ok(2, &b.iter().map(String::as_str).collect::<Vec<_>>());
+    let pick = |dir: &Path| {
+        let mut m = std::collections::BTreeMap::new();
+        for e in search_events(dir) {
+            let id = e["trial"].as_str().unwrap().to_string();
+            match e["event"].as_str().unwrap() {
+                "proposed" => {
+                    m.entry(id)
+                        .or_insert((serde_json::Value::Null, serde_json::Value::Null))
+                        .0 = e["mixture"].clone()
+                }
+                "finished" => {
+                    m.get_mut(&id).unwrap().1 = e["metrics"]["benchmark_loss"].clone();
+                }
+                _ => {}
+            }
+        }
+        m
+    };
+    let (x, y) = (pick(&local), pick(&mpi));
+    assert_eq!(x.len(), 4);
+    assert_eq!(
+        x, y,
+        "MPI trials (mixtures and scores) differ from the local executor's"
+    );
+}
+
+#[test]
+fn killing_a_rank_mid_round_ends_the_job_and_the_search_resumes() {
+    let (_, _, corpus, _) = tiny_corpus();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write_train_toml(tmp.path(), 150);
+    let out = tmp.path().join("search");
+    let args = [
+        "search",
+        "--config",
+        s(&cfg),
+        "--corpus",
+        s(corpus),
+        "--out",
+        s(&out),
+        "-q",
+        "2",
+        "--max-trials",
+        "4",
+        "--executor",
+        "mpi",
+        "--collective-timeout",
+        "20",
+        "--quiet",
+    ];
+    let mut child = mpirun(2, &args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !std::fs::read_to_string(out.join("trials.jsonl"))
+        .unwrap_or_default()
+        .contains("\"running\"")
+    {
+        assert!(Instant::now() < deadline, "the search did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let pids = Command::new("pgrep")
+        .args(["-f", &format!("search.*{}", out.display())])
+        .output()
+        .unwrap();
+    let victim = String::from_utf8(pids.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .expect("rank processes")
+        .to_string();
+    let killed = Instant::now();
+    Command::new("kill")
+        .args(["-KILL", &victim])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    assert!(killed.elapsed() < Duration::from_secs(60));
+    let mut err = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        err.contains("rank") && (err.contains("exited") || err.contains("did not complete")),
+        "{err}"
+    );
+    // Rerunning the same command resumes: every trial ends up finished exactly once.
+    mpi_ok(2, &args);
+    let ev = search_events(&out);
+    let finished: Vec<&str> = ev
+        .iter()
+        .filter(|e| e["event"] == "finished")
+        .map(|e| e["trial"].as_str().unwrap())
+        .collect();
+    let mut uniq = finished.clone();
+    uniq.sort();
+    uniq.dedup();
+    assert_eq!((finished.len(), uniq.len()), (4, 4), "{finished:?}");
+}

@@ -104,12 +104,14 @@ impl Default for TrainerConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExecutorConfig {
-    /// `local` (child processes on this machine).
+    /// `local` (child processes on this machine) or `mpi` (rank groups of an `mpirun` job).
     pub kind: String,
     /// Trials at once (0 = as many as fit: cores / threads_per_trial, at most q).
     pub parallel: usize,
     /// Threads each trial may use (`RAYON_NUM_THREADS`, `OMP_NUM_THREADS`).
     pub threads_per_trial: usize,
+    /// Ranks that train one trial together (MPI executor).
+    pub ranks_per_trial: usize,
 }
 
 impl Default for ExecutorConfig {
@@ -118,6 +120,7 @@ impl Default for ExecutorConfig {
             kind: "local".into(),
             parallel: 0,
             threads_per_trial: 1,
+            ranks_per_trial: 1,
         }
     }
 }
@@ -171,9 +174,9 @@ impl SearchConfig {
         if self.budget.q == 0 || self.budget.max_trials == 0 {
             return Err("budget.q and budget.max_trials must be ≥ 1".into());
         }
-        if self.executor.kind != "local" {
+        if !matches!(self.executor.kind.as_str(), "local" | "mpi") {
             return Err(format!(
-                "executor.kind {:?}: this build runs trials with \"local\" (MPI and Slurm executors come with those features)",
+                "executor.kind {:?}: expected \"local\" or \"mpi\"",
                 self.executor.kind
             ));
         }

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod executor;
 pub mod methods;
+pub mod mpi_exec;
 pub mod recipe;
 pub mod run;
 pub mod state;

@@ -347,6 +347,35 @@ pub fn run_search(
     plan: &SearchPlan,
     progress: &mut dyn FnMut(SearchProgress),
 ) -> Result<SearchSummary, SearchError> {
+    run_search_on(plan, None, progress)
+}
+
+/// [`run_search`] as rank 0 of an MPI search (`groups`: see [`super::mpi_exec`]): trials run
+/// in waves on the rank groups instead of as local child processes; the other ranks run
+/// [`super::mpi_exec::worker`]. Rank 0 tells them to stop when it returns, also on error.
+pub fn run_search_on(
+    plan: &SearchPlan,
+    groups: Option<&super::mpi_exec::Groups>,
+    progress: &mut dyn FnMut(SearchProgress),
+) -> Result<SearchSummary, SearchError> {
+    let result = search_loop(plan, groups, progress);
+    if let Some(g) = groups {
+        let stop =
+            crate::dist::broadcast_value(g.world.as_ref(), Some(&super::mpi_exec::Order::Stop), 0);
+        if let (Ok(_), Err(e)) = (&result, stop) {
+            return Err(SearchError::Config(format!(
+                "stopping the MPI workers: {e}"
+            )));
+        }
+    }
+    result
+}
+
+fn search_loop(
+    plan: &SearchPlan,
+    groups: Option<&super::mpi_exec::Groups>,
+    progress: &mut dyn FnMut(SearchProgress),
+) -> Result<SearchSummary, SearchError> {
     let cfg = &plan.search;
     cfg.validate().map_err(SearchError::Config)?;
     plan.train
@@ -400,6 +429,10 @@ pub fn run_search(
     let (mut log, mut state) = EventLog::open(out, max_attempts)?;
     let mut proposer = cfg.method.proposer(cfg.seed);
     let mut exec = LocalExecutor::new();
+    let mpi_corpus = match groups {
+        Some(_) => Some(crate::data::corpus::Corpus::open(&cfg.corpus)?),
+        None => None,
+    };
     let parallel = cfg.parallel();
     let timeout = (cfg.budget.trial_timeout_s > 0.0)
         .then(|| Duration::from_secs_f64(cfg.budget.trial_timeout_s));
@@ -408,67 +441,139 @@ pub fn run_search(
         // 1. Run every pending trial (interrupted attempts and retries first, in order).
         let mut queue: Vec<TrialState> = state.pending().into_iter().cloned().collect();
         queue.reverse();
-        while !queue.is_empty() || exec.running() > 0 {
-            while exec.running() < parallel {
-                let Some(t) = queue.pop() else { break };
-                let attempt = t.attempts + 1;
-                let job = prepare_attempt(
-                    plan,
-                    &space,
-                    &manifest,
-                    &corpus_abs,
-                    &train_toml,
-                    &t,
-                    attempt,
-                    timeout,
-                )?;
-                let pid = exec.submit(job)?;
-                let ev = Event::Running {
-                    trial: t.id.clone(),
-                    attempt,
-                    job: format!("local:{pid}"),
-                };
-                log.append(&ev)?;
-                state.apply(ev, max_attempts).map_err(SearchError::Config)?;
-                progress(SearchProgress::Started {
-                    trial: t.id.clone(),
-                    attempt,
-                });
-            }
-            let Some(done) = exec.wait_any() else { break };
-            let ev = conclude(out, &done);
-            let failed = matches!(ev, Event::Failed { .. });
-            let reason = match &ev {
-                Event::Failed { reason, .. } => reason.clone(),
-                _ => String::new(),
-            };
-            log.append(&ev)?;
-            state.apply(ev, max_attempts).map_err(SearchError::Config)?;
-            if failed {
-                progress(SearchProgress::Failed {
-                    trial: done.trial.clone(),
-                    reason,
-                });
-                // Retry if attempts remain: it is pending again.
-                if let Some(t) = state.trials.iter().find(|t| t.id == done.trial) {
-                    if t.status == Status::Pending {
-                        queue.insert(0, t.clone());
-                    }
+        if let Some(g) = groups {
+            let corpus = mpi_corpus.as_ref().expect("opened for MPI");
+            let preset = match &cfg.trainer {
+                TrainerConfig::Builtin { preset } => preset.clone(),
+                TrainerConfig::Command { .. } => {
+                    return Err(SearchError::Config(
+                        "the MPI executor runs the built-in trainer only".into(),
+                    ))
                 }
-            } else {
-                let (_, ys) = observations(&space, &state.finished(), cfg)?;
-                let objective = ys.iter().find(|(id, _)| id == &done.trial).map(|x| x.1);
-                let best = ys
-                    .iter()
-                    .map(|x| x.1)
-                    .fold(None, |b: Option<f64>, y| Some(b.map_or(y, |b| b.max(y))));
-                progress(SearchProgress::Finished {
-                    trial: done.trial.clone(),
-                    objective,
-                    best,
-                    done: state.finished().len(),
-                    total: cfg.budget.max_trials,
-                });
+            };
+            while !queue.is_empty() {
+                let mut wave = Vec::new();
+                let mut started = Vec::new();
+                for group in 0..g.count() {
+                    let Some(t) = queue.pop() else { break };
+                    let attempt = t.attempts + 1;
+                    let job = prepare_attempt(
+                        plan,
+                        &space,
+                        &manifest,
+                        &corpus_abs,
+                        &train_toml,
+                        &t,
+                        attempt,
+                        timeout,
+                    )?;
+                    let dir = job.log.parent().expect("attempt dir").to_path_buf();
+                    let ev = Event::Running {
+                        trial: t.id.clone(),
+                        attempt,
+                        job: format!("mpi:group{group}"),
+                    };
+                    log.append(&ev)?;
+                    state.apply(ev, max_attempts).map_err(SearchError::Config)?;
+                    progress(SearchProgress::Started {
+                        trial: t.id.clone(),
+                        attempt,
+                    });
+                    wave.push(super::mpi_exec::Assignment {
+                        group,
+                        trial: t.id.clone(),
+                        attempt,
+                        dir,
+                        weights: mixture_vec(&space, &t.mixture),
+                    });
+                    started.push(std::time::Instant::now());
+                }
+                crate::dist::broadcast_value(
+                    g.world.as_ref(),
+                    Some(&super::mpi_exec::Order::Run(wave.clone())),
+                    0,
+                )
+                .map_err(|e| SearchError::Config(e.to_string()))?;
+                let outcomes = super::mpi_exec::run_wave(plan, corpus, &preset, g, &wave)
+                    .map_err(|e| SearchError::Config(e.to_string()))?;
+                for (a, t0) in wave.iter().zip(&started) {
+                    let ev = match outcomes.get(a.group).cloned().flatten() {
+                        Some(Ok(metrics)) => match check_metrics(&a.dir) {
+                            Ok(_) => Event::Finished {
+                                trial: a.trial.clone(),
+                                attempt: a.attempt,
+                                metrics,
+                                wall_s: t0.elapsed().as_secs_f64(),
+                            },
+                            Err(e) => Event::Failed {
+                                trial: a.trial.clone(),
+                                attempt: a.attempt,
+                                reason: e,
+                            },
+                        },
+                        Some(Err(reason)) => Event::Failed {
+                            trial: a.trial.clone(),
+                            attempt: a.attempt,
+                            reason,
+                        },
+                        None => Event::Failed {
+                            trial: a.trial.clone(),
+                            attempt: a.attempt,
+                            reason: format!("group {} returned no result", a.group),
+                        },
+                    };
+                    record(
+                        &mut log,
+                        &mut state,
+                        ev,
+                        max_attempts,
+                        &space,
+                        cfg,
+                        &mut queue,
+                        progress,
+                    )?;
+                }
+            }
+        } else {
+            while !queue.is_empty() || exec.running() > 0 {
+                while exec.running() < parallel {
+                    let Some(t) = queue.pop() else { break };
+                    let attempt = t.attempts + 1;
+                    let job = prepare_attempt(
+                        plan,
+                        &space,
+                        &manifest,
+                        &corpus_abs,
+                        &train_toml,
+                        &t,
+                        attempt,
+                        timeout,
+                    )?;
+                    let pid = exec.submit(job)?;
+                    let ev = Event::Running {
+                        trial: t.id.clone(),
+                        attempt,
+                        job: format!("local:{pid}"),
+                    };
+                    log.append(&ev)?;
+                    state.apply(ev, max_attempts).map_err(SearchError::Config)?;
+                    progress(SearchProgress::Started {
+                        trial: t.id.clone(),
+                        attempt,
+                    });
+                }
+                let Some(done) = exec.wait_any() else { break };
+                let ev = conclude(out, &done);
+                record(
+                    &mut log,
+                    &mut state,
+                    ev,
+                    max_attempts,
+                    &space,
+                    cfg,
+                    &mut queue,
+                    progress,
+                )?;
             }
         }
         write_recipe(out, &space, &state, cfg, &manifest)?;
@@ -521,6 +626,57 @@ pub fn run_search(
         best_so_far,
         recipe: recipe(&space, &state, cfg)?.map(|r| r.0),
     })
+}
+
+/// Appends an attempt's end to the log and the state, re-queues a failed trial that has
+/// attempts left, and reports progress.
+#[allow(clippy::too_many_arguments)]
+fn record(
+    log: &mut EventLog,
+    state: &mut SearchState,
+    ev: Event,
+    max_attempts: usize,
+    space: &SearchSpace,
+    cfg: &SearchConfig,
+    queue: &mut Vec<TrialState>,
+    progress: &mut dyn FnMut(SearchProgress),
+) -> Result<(), SearchError> {
+    let trial = match &ev {
+        Event::Finished { trial, .. } | Event::Failed { trial, .. } => trial.clone(),
+        _ => String::new(),
+    };
+    let failed = match &ev {
+        Event::Failed { reason, .. } => Some(reason.clone()),
+        _ => None,
+    };
+    log.append(&ev)?;
+    state.apply(ev, max_attempts).map_err(SearchError::Config)?;
+    if let Some(reason) = failed {
+        progress(SearchProgress::Failed {
+            trial: trial.clone(),
+            reason,
+        });
+        if let Some(t) = state.trials.iter().find(|t| t.id == trial) {
+            if t.status == Status::Pending {
+                queue.insert(0, t.clone());
+            }
+        }
+    } else {
+        let (_, ys) = observations(space, &state.finished(), cfg)?;
+        let objective = ys.iter().find(|(id, _)| *id == trial).map(|x| x.1);
+        let best = ys
+            .iter()
+            .map(|x| x.1)
+            .fold(None, |b: Option<f64>, y| Some(b.map_or(y, |b| b.max(y))));
+        progress(SearchProgress::Finished {
+            trial,
+            objective,
+            best,
+            done: state.finished().len(),
+            total: cfg.budget.max_trials,
+        });
+    }
+    Ok(())
 }
 
 fn write_recipe(
