@@ -24,6 +24,8 @@ pub struct BenchArgs {
 pub enum BenchKind {
     /// Gradient all-reduce: bucketed path vs one raw all-reduce of the same bytes.
     Allreduce(AllreduceArgs),
+    /// Checks every collective of the Communicator against closed forms (run under mpirun).
+    Collectives,
 }
 
 /// `mixatlas bench allreduce`.
@@ -44,6 +46,7 @@ pub struct AllreduceArgs {
 pub fn run(a: BenchArgs) -> Result<()> {
     match a.what {
         BenchKind::Allreduce(a) => allreduce(a),
+        BenchKind::Collectives => collectives(),
     }
 }
 
@@ -119,6 +122,88 @@ fn allreduce(a: AllreduceArgs) -> Result<()> {
             "ratio": r / b, "verified": true,
         });
         println!("{v}");
+    }
+    Ok(())
+}
+
+/// Every collective against its closed form on values that depend on the rank; prints one JSON
+/// line on rank 0 with the checks that passed (an error names the first that failed).
+fn collectives() -> Result<()> {
+    use half::{bf16, f16};
+    use mixatlas::dist::broadcast_value;
+    let dist = Dist::init(60.0)?;
+    let c = dist.world.as_ref();
+    let (r, w) = (c.rank(), c.size());
+    let tri = (w * (w - 1) / 2) as f64; // Σ ranks
+    let mut checks = Vec::new();
+    let mut check = |name: &str, ok: bool| -> Result<()> {
+        if !ok {
+            bail!("collective check {name} failed on rank {r} of {w}");
+        }
+        checks.push(name.to_string());
+        Ok(())
+    };
+    let mut f = vec![r as f32, 1.0, 2.5];
+    c.all_reduce(BufMut::F32(&mut f), ReduceOp::Sum)?;
+    check(
+        "all_reduce f32 sum",
+        f == [tri as f32, w as f32, 2.5 * w as f32],
+    )?;
+    let mut d = vec![r as f64 + 0.25];
+    c.all_reduce(BufMut::F64(&mut d), ReduceOp::Mean)?;
+    check(
+        "all_reduce f64 mean",
+        (d[0] - (tri / w as f64 + 0.25)).abs() < 1e-12,
+    )?;
+    let mut b = vec![bf16::from_f32(r as f32 + 1.0); 4];
+    c.all_reduce(BufMut::BF16(&mut b), ReduceOp::Sum)?;
+    check(
+        "all_reduce bf16 sum",
+        b.iter().all(|x| x.to_f32() == (tri + w as f64) as f32),
+    )?;
+    let mut h = vec![f16::from_f32(2.0 * r as f32); 3];
+    c.all_reduce(BufMut::F16(&mut h), ReduceOp::Mean)?;
+    check(
+        "all_reduce f16 mean",
+        h.iter()
+            .all(|x| (x.to_f32() - (2.0 * tri / w as f64) as f32).abs() < 1e-3),
+    )?;
+    let v: Vec<String> =
+        broadcast_value(c, (r == 0).then_some(&vec!["mixture".to_string(); 3]), 0)?;
+    check("broadcast value", v == vec!["mixture".to_string(); 3])?;
+    let mut bytes = if r == w - 1 {
+        vec![7u8; 100_000]
+    } else {
+        vec![1u8]
+    };
+    c.broadcast_bytes(&mut bytes, w - 1)?;
+    check(
+        "broadcast bytes from last rank",
+        bytes == vec![7u8; 100_000],
+    )?;
+    let mut all = vec![0.0f32; 2 * w];
+    c.all_gather(&[r as f32, -(r as f32)], &mut all)?;
+    check(
+        "all_gather",
+        (0..w).all(|k| all[2 * k] == k as f32 && all[2 * k + 1] == -(k as f32)),
+    )?;
+    let send: Vec<f32> = (0..2 * w).map(|i| (i + r) as f32).collect();
+    let mut mine = vec![0.0f32; 2];
+    c.reduce_scatter(&send, &mut mine, ReduceOp::Sum)?;
+    let want = |i: usize| (w * i) as f32 + tri as f32;
+    check("reduce_scatter", mine == [want(2 * r), want(2 * r + 1)])?;
+    c.barrier()?;
+    check("barrier", true)?;
+    let sub = c.split(r % 2, r)?;
+    let mut x = vec![1.0f32];
+    sub.all_reduce(BufMut::F32(&mut x), ReduceOp::Sum)?;
+    let group = (0..w).filter(|k| k % 2 == r % 2).count();
+    check(
+        "split",
+        sub.size() == group && x[0] == group as f32 && sub.rank() == r / 2,
+    )?;
+    if r == 0 {
+        println!("{}", serde_json::json!({"ranks": w, "passed": checks}));
     }
     Ok(())
 }

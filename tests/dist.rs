@@ -121,6 +121,13 @@ fn bucketed_all_reduce_is_verified_against_the_closed_form() {
 }
 
 #[test]
+fn every_collective_matches_its_closed_form_on_three_ranks() {
+    let out = mpi_ok(3, &["bench", "collectives"]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["passed"].as_array().unwrap().len(), 10, "{v}");
+}
+
+#[test]
 fn a_rank_that_stops_answering_ends_the_job_with_a_clear_error() {
     let (_, _, corpus, _) = tiny_corpus();
     let tmp = tempfile::tempdir().unwrap();
