@@ -26,6 +26,37 @@ pub enum BenchKind {
     Allreduce(AllreduceArgs),
     /// Checks every collective of the Communicator against closed forms (run under mpirun).
     Collectives,
+    /// Steps to baseline loss: how many fewer steps candidates need to reach the baseline's
+    /// final loss.
+    StepsToLoss(StepsArgs),
+}
+
+/// `mixatlas bench steps-to-loss`.
+#[derive(Debug, Args)]
+pub struct StepsArgs {
+    /// Baseline run(s): a run directory or log file; several seeds as `a,b,c`.
+    pub baseline: String,
+    /// Candidate run(s), each like the baseline (seeds paired by position).
+    #[arg(required = true)]
+    pub candidates: Vec<String>,
+    /// Loss series of MixAtlas logs: eval (held-out, default) or train.
+    #[arg(long, default_value = "eval")]
+    pub series: String,
+    /// Smoothing: none, ema:ALPHA, window:N.
+    #[arg(long, default_value = "none")]
+    pub smooth: String,
+    /// Step column (CSV header / JSON key) for other trainers' logs.
+    #[arg(long)]
+    pub step_col: Option<String>,
+    /// Loss column for other trainers' logs.
+    #[arg(long)]
+    pub loss_col: Option<String>,
+    /// Confidence level of the bootstrap interval over seeds.
+    #[arg(long, default_value_t = 0.95)]
+    pub level: f64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `mixatlas bench allreduce`.
@@ -47,6 +78,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     match a.what {
         BenchKind::Allreduce(a) => allreduce(a),
         BenchKind::Collectives => collectives(),
+        BenchKind::StepsToLoss(a) => steps(a),
     }
 }
 
@@ -204,6 +236,82 @@ fn collectives() -> Result<()> {
     )?;
     if r == 0 {
         println!("{}", serde_json::json!({"ranks": w, "passed": checks}));
+    }
+    Ok(())
+}
+
+fn steps(a: StepsArgs) -> Result<()> {
+    use mixatlas::bench::steps_to_loss::{
+        bootstrap_mean, read_series, steps_to_loss, LogColumns, Smoothing,
+    };
+    use std::path::Path;
+    let smoothing: Smoothing = a.smooth.parse().map_err(anyhow::Error::msg)?;
+    let mut cols = match a.series.as_str() {
+        "eval" => LogColumns::eval(),
+        "train" => LogColumns::train(),
+        other => bail!("--series {other:?}: expected eval or train"),
+    };
+    if let Some(c) = &a.step_col {
+        cols.step = c.clone();
+    }
+    if let Some(c) = &a.loss_col {
+        cols.loss = c.clone();
+    }
+    let load = |list: &str| -> Result<Vec<_>> {
+        list.split(',')
+            .map(|p| Ok(read_series(Path::new(p.trim()), &cols)?))
+            .collect()
+    };
+    let base = load(&a.baseline)?;
+    let mut report = Vec::new();
+    for cand in &a.candidates {
+        let runs = load(cand)?;
+        let per_seed: Vec<_> = runs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| steps_to_loss(&base[i.min(base.len() - 1)], c, smoothing))
+            .collect();
+        let reached: Vec<f64> = per_seed.iter().filter_map(|r| r.speedup).collect();
+        let summary = if reached.len() == per_seed.len() {
+            let (m, lo, hi) = bootstrap_mean(&reached, a.level, 10_000, 0);
+            Some((m, lo, hi))
+        } else {
+            None
+        };
+        if !a.json {
+            println!("{cand}");
+            for (i, r) in per_seed.iter().enumerate() {
+                match (r.candidate_step, r.speedup) {
+                    (Some(st), Some(sp)) => println!(
+                        "  seed {i}: baseline reaches L* = {:.4} at step {}; candidate at step {st}: speedup {sp:.2}×",
+                        r.target, r.baseline_steps
+                    ),
+                    _ => println!(
+                        "  seed {i}: candidate never reaches the baseline's final loss L* = {:.4} (its final loss {:.4})",
+                        r.target, r.candidate_final
+                    ),
+                }
+            }
+            match summary {
+                Some((m, lo, hi)) => println!(
+                    "  speedup {m:.2}× (mean over {} seed(s); {:.0} % bootstrap interval {lo:.2}–{hi:.2})",
+                    reached.len(),
+                    100.0 * a.level
+                ),
+                None => println!(
+                    "  no speedup: the candidate did not reach L* in {} of {} seed(s)",
+                    per_seed.len() - reached.len(),
+                    per_seed.len()
+                ),
+            }
+        }
+        report.push(serde_json::json!({
+            "candidate": cand, "per_seed": per_seed,
+            "speedup": summary.map(|s| s.0), "interval": summary.map(|s| [s.1, s.2]),
+        }));
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
     }
     Ok(())
 }

@@ -8,6 +8,7 @@
 
 pub mod acquisition;
 pub mod baselines;
+pub mod bench;
 pub mod config;
 pub mod data;
 pub mod dist;

@@ -10,4 +10,5 @@ mod model;
 mod sampler;
 mod search;
 mod search_quality;
+mod steps_to_loss;
 mod train;
