@@ -54,8 +54,11 @@ pub enum Command {
     Score(crate::train_cli::ScoreArgs),
     /// Search for the best mixture: propose, run proxy trials, learn, repeat (resumable).
     Search(crate::search_cli::SearchArgs),
-    /// Measurements that need real processes (e.g. under mpirun).
+    /// Measurements: steps-to-loss, and those that need real processes (under mpirun).
     Bench(crate::bench_cli::BenchArgs),
+    /// Train the larger model on the baseline and on the recipe (same settings and seeds)
+    /// and compare: steps to baseline loss, benchmark scores.
+    Transfer(crate::train_cli::TransferArgs),
 }
 
 /// `mixatlas synth`.
@@ -205,6 +208,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Score(a) => crate::train_cli::run_score(a),
         Command::Search(a) => crate::search_cli::run(a),
         Command::Bench(a) => crate::bench_cli::run(a),
+        Command::Transfer(a) => crate::train_cli::run_transfer(a),
     }
 }
 

@@ -17,3 +17,4 @@ pub mod model;
 pub mod search;
 pub mod surrogate;
 pub mod train;
+pub mod transfer;

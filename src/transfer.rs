@@ -1,0 +1,202 @@
+//! Transfer: train the larger model on the baseline mixture and on the recipe with identical
+//! settings and seeds, evaluating on a schedule, then compare (steps to baseline loss on the
+//! held-out loss, benchmark scores). Runs on one process or data-parallel under `mpirun`
+//! (every rank calls [`run_transfer`] with the world communicator); a rerun skips finished runs
+//! and resumes interrupted ones from their checkpoints.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::bench::steps_to_loss::{
+    bootstrap_mean, read_series, steps_to_loss, LogColumns, Smoothing, StepsToLoss,
+};
+use crate::data::corpus::Corpus;
+use crate::dist::Communicator;
+use crate::fsutil::write_atomic;
+use crate::model::Qwen2Config;
+use crate::train::{train_with, TrainConfig, TrainError, TrainPlan};
+
+/// The comparison target.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Baseline {
+    /// Equal weight on every cell.
+    Uniform,
+    /// The corpus's natural proportions.
+    Natural,
+    /// A mixture file.
+    File(PathBuf),
+}
+
+impl Baseline {
+    /// Parses `uniform`, `natural` or a path.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "uniform" => Baseline::Uniform,
+            "natural" => Baseline::Natural,
+            p => Baseline::File(PathBuf::from(p)),
+        }
+    }
+
+    /// The weights over `corpus`'s cells.
+    pub fn weights(&self, corpus: &Corpus) -> Result<Vec<f64>, TrainError> {
+        let n = corpus.manifest.cells.len();
+        Ok(match self {
+            Baseline::Uniform => vec![1.0 / n as f64; n],
+            Baseline::Natural => corpus.manifest.natural_weights(),
+            Baseline::File(p) => crate::train::trainer::read_mixture(p, &corpus.manifest)?,
+        })
+    }
+
+    /// A short name for directories and tables.
+    pub fn name(&self) -> String {
+        match self {
+            Baseline::Uniform => "uniform".into(),
+            Baseline::Natural => "natural".into(),
+            Baseline::File(p) => p
+                .file_stem()
+                .map_or("baseline".into(), |s| s.to_string_lossy().into_owned()),
+        }
+    }
+}
+
+/// A resolved transfer.
+#[derive(Debug)]
+pub struct TransferPlan<'a> {
+    /// The corpus.
+    pub corpus: &'a Corpus,
+    /// The recipe's weights.
+    pub recipe: Vec<f64>,
+    /// The baseline.
+    pub baseline: Baseline,
+    /// The larger model.
+    pub model: Qwen2Config,
+    /// Training settings shared by both arms (the seed is replaced per run).
+    pub train: TrainConfig,
+    /// Seeds `0..seeds`.
+    pub seeds: u64,
+    /// Output directory: `<out>/{baseline,recipe}/seed-<s>/`.
+    pub out: PathBuf,
+    /// Smoothing for steps-to-loss.
+    pub smoothing: Smoothing,
+}
+
+/// The outcome (`transfer.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TransferSummary {
+    /// Steps-to-baseline-loss per seed (held-out loss).
+    pub per_seed: Vec<StepsToLoss>,
+    /// Mean speedup over seeds and its 95 % bootstrap interval (None when some seed never
+    /// reached the baseline's loss).
+    pub speedup: Option<(f64, f64, f64)>,
+    /// Mean per-benchmark accuracy over seeds: baseline.
+    pub baseline_benchmarks: BTreeMap<String, f64>,
+    /// Mean per-benchmark accuracy over seeds: recipe.
+    pub recipe_benchmarks: BTreeMap<String, f64>,
+    /// Mean per-benchmark answer loss over seeds: baseline.
+    pub baseline_benchmark_loss: BTreeMap<String, f64>,
+    /// Mean per-benchmark answer loss over seeds: recipe.
+    pub recipe_benchmark_loss: BTreeMap<String, f64>,
+    /// Run directories: (arm, seed, path).
+    pub runs: Vec<(String, u64, PathBuf)>,
+}
+
+/// The directory of one run.
+pub fn run_dir(out: &Path, arm: &str, seed: u64) -> PathBuf {
+    out.join(arm).join(format!("seed-{seed}"))
+}
+
+fn mean_maps(maps: &[BTreeMap<String, f64>]) -> BTreeMap<String, f64> {
+    let mut out: BTreeMap<String, f64> = BTreeMap::new();
+    for m in maps {
+        for (k, v) in m {
+            *out.entry(k.clone()).or_default() += v / maps.len() as f64;
+        }
+    }
+    out
+}
+
+/// Trains both arms for every seed (skipping finished runs, resuming interrupted ones) and
+/// compares them; rank 0 writes `transfer.json`.
+pub fn run_transfer(
+    plan: &TransferPlan<'_>,
+    comm: &dyn Communicator,
+    progress: &mut dyn FnMut(&str, u64, u64, u64),
+) -> Result<TransferSummary, TrainError> {
+    let baseline = plan.baseline.weights(plan.corpus)?;
+    let mut runs = Vec::new();
+    let mut metrics: BTreeMap<(String, u64), serde_json::Value> = BTreeMap::new();
+    for seed in 0..plan.seeds {
+        for (arm, weights) in [("baseline", &baseline), ("recipe", &plan.recipe)] {
+            let dir = run_dir(&plan.out, arm, seed);
+            let metrics_path = dir.join(crate::train::trainer::METRICS_FILE);
+            if !metrics_path.is_file() {
+                let mut train = plan.train.clone();
+                train.seed = seed;
+                let tp = TrainPlan {
+                    corpus: plan.corpus,
+                    weights: weights.clone(),
+                    model: plan.model.clone(),
+                    init_from: None,
+                    train,
+                    out: dir.clone(),
+                    resume: true,
+                    device: candle_core::Device::Cpu,
+                };
+                let arm_name = arm.to_string();
+                train_with(&tp, comm, &mut |p| {
+                    progress(&arm_name, seed, p.step, p.total)
+                })?;
+            }
+            comm.barrier()?;
+            let text = std::fs::read_to_string(&metrics_path)
+                .map_err(|e| TrainError::Config(format!("{}: {e}", metrics_path.display())))?;
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| TrainError::Config(format!("{}: {e}", metrics_path.display())))?;
+            metrics.insert((arm.to_string(), seed), v);
+            runs.push((arm.to_string(), seed, dir));
+        }
+    }
+    let cols = LogColumns::eval();
+    let mut per_seed = Vec::new();
+    for seed in 0..plan.seeds {
+        let read = |arm: &str| {
+            read_series(&run_dir(&plan.out, arm, seed), &cols)
+                .map_err(|e| TrainError::Config(e.to_string()))
+        };
+        per_seed.push(steps_to_loss(
+            &read("baseline")?,
+            &read("recipe")?,
+            plan.smoothing,
+        ));
+    }
+    let speeds: Vec<f64> = per_seed.iter().filter_map(|r| r.speedup).collect();
+    let speedup = (speeds.len() == per_seed.len() && !speeds.is_empty())
+        .then(|| bootstrap_mean(&speeds, 0.95, 10_000, 0));
+    let table = |arm: &str, key: &str| -> BTreeMap<String, f64> {
+        let maps: Vec<BTreeMap<String, f64>> = (0..plan.seeds)
+            .filter_map(|s| metrics.get(&(arm.to_string(), s)))
+            .filter_map(|m| serde_json::from_value(m[key].clone()).ok())
+            .collect();
+        mean_maps(&maps)
+    };
+    let summary = TransferSummary {
+        per_seed,
+        speedup,
+        baseline_benchmarks: table("baseline", "benchmarks"),
+        recipe_benchmarks: table("recipe", "benchmarks"),
+        baseline_benchmark_loss: table("baseline", "benchmark_loss"),
+        recipe_benchmark_loss: table("recipe", "benchmark_loss"),
+        runs,
+    };
+    if comm.rank() == 0 {
+        write_atomic(
+            &plan.out.join("transfer.json"),
+            serde_json::to_string_pretty(&summary)
+                .expect("summary serialises")
+                .as_bytes(),
+        )?;
+    }
+    Ok(summary)
+}
