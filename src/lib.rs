@@ -14,6 +14,7 @@ pub mod data;
 pub mod dist;
 pub mod fsutil;
 pub mod model;
+pub mod report;
 pub mod search;
 pub mod surrogate;
 pub mod train;

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::bench::steps_to_loss::{
     bootstrap_mean, read_series, steps_to_loss, LogColumns, Smoothing, StepsToLoss,
@@ -83,7 +83,7 @@ pub struct TransferPlan<'a> {
 }
 
 /// The outcome (`transfer.json`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TransferSummary {
     /// Steps-to-baseline-loss per seed (held-out loss).
     pub per_seed: Vec<StepsToLoss>,

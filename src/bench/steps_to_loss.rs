@@ -87,7 +87,7 @@ pub fn smooth(series: &Series, s: Smoothing) -> Series {
 }
 
 /// The comparison of one candidate run with one baseline run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct StepsToLoss {
     /// L*: the baseline's final smoothed loss.
     pub target: f64,
