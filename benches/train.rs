@@ -134,7 +134,11 @@ fn main() {
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     let b: usize = env_or("TRAIN_BATCH", 8);
     let t: usize = env_or("TRAIN_SEQ", 256);
-    let steps: usize = if benchmarking { env_or("TRAIN_STEPS", 10) } else { 1 };
+    let steps: usize = if benchmarking {
+        env_or("TRAIN_STEPS", 10)
+    } else {
+        1
+    };
     let warmup = if benchmarking { 3 } else { 0 };
     println!("training step, B = {b}, T = {t}, {threads} thread(s), median of {steps} steps");
     println!(

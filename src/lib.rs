@@ -13,5 +13,5 @@ pub mod data;
 pub mod fsutil;
 pub mod model;
 pub mod search;
-pub mod train;
 pub mod surrogate;
+pub mod train;

@@ -110,7 +110,10 @@ fn parse_schedule(s: &str) -> Result<Schedule> {
     Ok(match s {
         "cosine" => Schedule::Cosine,
         "constant" => Schedule::Constant,
-        _ => match s.strip_prefix("wsd:").or(if s == "wsd" { Some("0.2") } else { None }) {
+        _ => match s
+            .strip_prefix("wsd:")
+            .or(if s == "wsd" { Some("0.2") } else { None })
+        {
             Some(f) => Schedule::Wsd {
                 decay_fraction: f
                     .parse()
@@ -132,7 +135,9 @@ pub fn apply_model_overrides(cfg: &mut Qwen2Config, sets: &[String]) -> Result<(
             .split_once('=')
             .with_context(|| format!("--model-set {s:?}: expected FIELD=VALUE"))?;
         let obj = v.as_object_mut().expect("config is an object");
-        if !obj.contains_key(k) && !["mm_hidden_size", "image_token_index", "torch_dtype"].contains(&k) {
+        if !obj.contains_key(k)
+            && !["mm_hidden_size", "image_token_index", "torch_dtype"].contains(&k)
+        {
             bail!("--model-set: {k:?} is not a model config field");
         }
         let parsed: serde_json::Value =
@@ -220,7 +225,11 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
     };
     eprintln!(
         "training {} ({:.2} M parameters) for {} steps of {} × {} tokens → {}",
-        if a.init_from.is_some() { "from checkpoint" } else { a.preset.as_str() },
+        if a.init_from.is_some() {
+            "from checkpoint"
+        } else {
+            a.preset.as_str()
+        },
         plan.model.num_params() as f64 / 1e6,
         train_cfg.steps,
         train_cfg.batch_size,
@@ -241,10 +250,7 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
     };
     let mut report = |p: Progress| {
         bar.set_position(p.step);
-        bar.set_message(format!(
-            "loss {:.4}  {:.0} tok/s",
-            p.loss, p.tokens_per_s
-        ));
+        bar.set_message(format!("loss {:.4}  {:.0} tok/s", p.loss, p.tokens_per_s));
     };
     let out = train(&plan, &mut report);
     bar.finish_and_clear();

@@ -93,7 +93,10 @@ fn compare_with_reference(ckpt: &Path, dim: usize) {
             serde_json::from_value(reference["logprobs"].clone()).unwrap(),
         );
         for (x, y) in la.iter().flatten().zip(lb.iter().flatten()) {
-            assert!((x - y).abs() < tol * 10.0 * y.abs().max(1.0), "{dtype}: {x} vs {y}");
+            assert!(
+                (x - y).abs() < tol * 10.0 * y.abs().max(1.0),
+                "{dtype}: {x} vs {y}"
+            );
         }
     }
 }
@@ -165,7 +168,11 @@ fn batch(device: &Device, dtype: DType) -> (Vec<u32>, Vec<u8>, ImageInput) {
         0, 0, 0, 0, 0, 1, 1, 0, 0, 0,
     ];
     let images: Vec<Vec<f32>> = (0..2)
-        .map(|r| (0..12).map(|j| ((r * 5 + j) % 7) as f32 / 3.0 - 1.0).collect())
+        .map(|r| {
+            (0..12)
+                .map(|j| ((r * 5 + j) % 7) as f32 / 3.0 - 1.0)
+                .collect()
+        })
         .collect();
     let mut img = ImageInput::sequential(&tokens, 2, 10, 3, &images, 6, device).unwrap();
     img.features = img.features.to_dtype(dtype).unwrap();
@@ -202,8 +209,7 @@ fn gradients_match_finite_differences() {
                     w[j] += d;
                     var.set(&Tensor::from_vec(w, var.shape(), &Device::Cpu).unwrap())
                         .unwrap();
-                    let v = loss_f64(&model).to_scalar::<f64>().unwrap();
-                    v
+                    loss_f64(&model).to_scalar::<f64>().unwrap()
                 };
                 let fd = (eval(h) - eval(-h)) / (2.0 * h);
                 var.set(&Tensor::from_vec(w0.clone(), var.shape(), &Device::Cpu).unwrap())
@@ -215,6 +221,44 @@ fn gradients_match_finite_differences() {
                     spec.name,
                     g[j]
                 );
+            }
+        }
+    }
+}
+
+/// The fused kernels (the default) against the compositions of elementary candle ops they
+/// replace: the loss and every parameter's gradient, in f64, both tied and untied, with images.
+#[test]
+fn fused_kernels_match_the_composed_model() {
+    for tied in [true, false] {
+        let cfg = test_config(tied);
+        let params = Params::init(&cfg, 5, DType::F64, &Device::Cpu).unwrap();
+        let mut model = Qwen2Model::new(&cfg, &params);
+        assert!(model.fused());
+        let (lf, gf) = {
+            let l = loss_f64(&model);
+            (l.to_scalar::<f64>().unwrap(), l.backward().unwrap())
+        };
+        model.set_fused(false);
+        assert!(!model.fused());
+        let (lc, gc) = {
+            let l = loss_f64(&model);
+            (l.to_scalar::<f64>().unwrap(), l.backward().unwrap())
+        };
+        assert!((lf - lc).abs() <= 1e-12 * lc.abs(), "loss {lf} vs {lc}");
+        for (spec, var) in params.specs().iter().zip(params.vars()) {
+            let get = |g: &candle_core::backprop::GradStore| -> Vec<f64> {
+                g.get(var.as_tensor())
+                    .unwrap_or_else(|| panic!("no gradient for {}", spec.name))
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap()
+            };
+            let (a, b) = (get(&gf), get(&gc));
+            let scale = b.iter().fold(1e-30f64, |m, v| m.max(v.abs()));
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() <= 1e-10 * scale, "{}: {x} vs {y}", spec.name);
             }
         }
     }
@@ -235,7 +279,13 @@ fn every_parameter_receives_a_nonzero_gradient_in_f32() {
         let g = grads
             .get(var.as_tensor())
             .unwrap_or_else(|| panic!("{} gets no gradient", spec.name));
-        let n = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        let n = g
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(n > 0.0, "{} gets a zero gradient", spec.name);
     }
 }
@@ -298,5 +348,8 @@ fn hugging_face_5_config_with_rope_parameters_loads() {
     v["use_sliding_window"] = serde_json::json!(true);
     std::fs::write(&path, v.to_string()).unwrap();
     let e = read_config(&ckpt).unwrap_err().to_string();
-    assert!(e.contains("use_sliding_window") && e.contains("config.json"), "{e}");
+    assert!(
+        e.contains("use_sliding_window") && e.contains("config.json"),
+        "{e}"
+    );
 }

@@ -61,13 +61,19 @@ fn training_lowers_held_out_loss_and_writes_the_trial_protocol_files() {
         .filter(|v| v.get("eval").is_some())
         .collect();
     assert_eq!(
-        evals.iter().map(|e| e["step"].as_u64().unwrap()).collect::<Vec<_>>(),
+        evals
+            .iter()
+            .map(|e| e["step"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
         [0, 60, 120]
     );
     let first = evals[0]["eval_loss"].as_f64().unwrap();
     let last = evals[2]["eval_loss"].as_f64().unwrap();
     // ln(V = 128) ≈ 4.85 at random init; a model that learned the answer grammar is far below.
-    assert!(first > 4.0 && last < 0.6 * first, "eval loss {first} → {last}");
+    assert!(
+        first > 4.0 && last < 0.6 * first,
+        "eval loss {first} → {last}"
+    );
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(metrics["benchmarks"].as_object().unwrap().len(), 10);
@@ -95,7 +101,10 @@ fn resume_continues_exactly_loss_for_loss() {
     ok(&train_args(s(corpus), s(&split), &second));
     let (a, b) = (steps(&straight), steps(&split));
     assert_eq!(a.len(), 12);
-    assert_eq!(a, b, "losses after resume differ from the uninterrupted run");
+    assert_eq!(
+        a, b,
+        "losses after resume differ from the uninterrupted run"
+    );
     // The final evaluation agrees too.
     let m = |p: &Path| -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(p.join("metrics.json")).unwrap()).unwrap()
@@ -171,12 +180,24 @@ fn bad_input_is_named_and_writes_nothing() {
     let (_, _, corpus, _) = tiny_corpus();
     let tmp = tempfile::tempdir().unwrap();
     let mix = tmp.path().join("mix.json");
-    std::fs::write(&mix, r#"{"weights": {"c00/captioning": 0.5, "c99/ocr": 0.5}}"#).unwrap();
+    std::fs::write(
+        &mix,
+        r#"{"weights": {"c00/captioning": 0.5, "c99/ocr": 0.5}}"#,
+    )
+    .unwrap();
     let out = tmp.path().join("a");
-    let err = fails(&train_args(s(corpus), s(&out), &["--mixture", s(&mix), "--steps", "2"]));
+    let err = fails(&train_args(
+        s(corpus),
+        s(&out),
+        &["--mixture", s(&mix), "--steps", "2"],
+    ));
     assert!(err.contains("mix.json") && err.contains("c99/ocr"), "{err}");
     std::fs::write(&mix, r#"{"weights": {"c00/captioning": 0.5}}"#).unwrap();
-    let err = fails(&train_args(s(corpus), s(&out), &["--mixture", s(&mix), "--steps", "2"]));
+    let err = fails(&train_args(
+        s(corpus),
+        s(&out),
+        &["--mixture", s(&mix), "--steps", "2"],
+    ));
     assert!(err.contains("sum to 0.5"), "{err}");
     let err = fails(&train_args(
         s(corpus),
@@ -184,7 +205,10 @@ fn bad_input_is_named_and_writes_nothing() {
         &["--model-set", "vocab_size=16", "--steps", "2"],
     ));
     assert!(err.contains("vocabulary") && err.contains("16"), "{err}");
-    assert!(!out.exists(), "a failed start must not leave a run directory");
+    assert!(
+        !out.exists(),
+        "a failed start must not leave a run directory"
+    );
     // Resuming a run with another model shape is refused with both shapes named.
     let run = tmp.path().join("run");
     ok(&train_args(s(corpus), s(&run), &["--steps", "2"]));
@@ -193,7 +217,10 @@ fn bad_input_is_named_and_writes_nothing() {
         s(&run),
         &["--steps", "4", "--resume", "--model-set", "hidden_size=32"],
     ));
-    assert!(err.contains("another shape or config") && err.contains("hidden 32"), "{err}");
+    assert!(
+        err.contains("another shape or config") && err.contains("hidden 32"),
+        "{err}"
+    );
     // Starting over an existing run without --resume is refused.
     let err = fails(&train_args(s(corpus), s(&run), &["--steps", "2"]));
     assert!(err.contains("--resume"), "{err}");

@@ -186,8 +186,7 @@ impl Qwen2Config {
                 ),
             ));
         }
-        if self.num_key_value_heads == 0
-            || self.num_attention_heads % self.num_key_value_heads != 0
+        if self.num_key_value_heads == 0 || self.num_attention_heads % self.num_key_value_heads != 0
         {
             return Err(bad(
                 "num_key_value_heads",
@@ -200,7 +199,10 @@ impl Qwen2Config {
         if self.head_dim() % 2 != 0 {
             return Err(bad(
                 "hidden_size",
-                format!("head size {} must be even for rotary embeddings", self.head_dim()),
+                format!(
+                    "head size {} must be even for rotary embeddings",
+                    self.head_dim()
+                ),
             ));
         }
         if self.hidden_act != "silu" {
@@ -210,10 +212,7 @@ impl Qwen2Config {
             ));
         }
         if !(self.rms_norm_eps > 0.0 && self.rope_theta > 0.0) {
-            return Err(bad(
-                "rms_norm_eps/rope_theta",
-                "must be positive".into(),
-            ));
+            return Err(bad("rms_norm_eps/rope_theta", "must be positive".into()));
         }
         if let (Some(img), None) | (None, Some(img)) = (
             self.image_token_index.map(|i| i as usize),

@@ -57,16 +57,19 @@ pub fn param_specs(cfg: &Qwen2Config) -> Vec<ParamSpec> {
     let (q, kv) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
     let std = Init::Normal(cfg.initializer_range);
     let mut out = Vec::new();
-    let mut push = |name: String, shape: Vec<usize>, init: Init| {
-        out.push(ParamSpec { name, shape, init })
-    };
+    let mut push =
+        |name: String, shape: Vec<usize>, init: Init| out.push(ParamSpec { name, shape, init });
     push("model.embed_tokens.weight".into(), vec![v, h], std);
     for l in 0..cfg.num_hidden_layers {
         let p = format!("model.layers.{l}");
         push(format!("{p}.input_layernorm.weight"), vec![h], Init::Ones);
         for (n, out_dim) in [("q_proj", q), ("k_proj", kv), ("v_proj", kv)] {
             push(format!("{p}.self_attn.{n}.weight"), vec![out_dim, h], std);
-            push(format!("{p}.self_attn.{n}.bias"), vec![out_dim], Init::Zeros);
+            push(
+                format!("{p}.self_attn.{n}.bias"),
+                vec![out_dim],
+                Init::Zeros,
+            );
         }
         push(format!("{p}.self_attn.o_proj.weight"), vec![h, q], std);
         push(
@@ -167,8 +170,7 @@ impl Params {
                 found.insert(name, (t, file.clone()));
             }
         }
-        let want: HashMap<&str, &ParamSpec> =
-            specs.iter().map(|s| (s.name.as_str(), s)).collect();
+        let want: HashMap<&str, &ParamSpec> = specs.iter().map(|s| (s.name.as_str(), s)).collect();
         // Sorted, so the first unexpected tensor reported is deterministic.
         let mut names: Vec<&String> = found.keys().collect();
         names.sort();
@@ -315,9 +317,11 @@ fn init_tensor(
     }
     let mut rng = SplitMix64::derive(seed, h);
     let values = init_values(spec, &mut rng);
-    Ok(Tensor::from_vec(values, spec.shape.as_slice(), &Device::Cpu)?
-        .to_dtype(dtype)?
-        .to_device(device)?)
+    Ok(
+        Tensor::from_vec(values, spec.shape.as_slice(), &Device::Cpu)?
+            .to_dtype(dtype)?
+            .to_device(device)?,
+    )
 }
 
 /// The Hugging Face `torch_dtype` name of a candle dtype.
@@ -348,9 +352,14 @@ pub fn read_config(dir: &Path) -> Result<Qwen2Config, ModelError> {
         .as_object_mut()
         .ok_or_else(|| bad("expected a JSON object".into()))?;
     if let Some(rp) = obj.get("rope_parameters").cloned() {
-        let kind = rp.get("rope_type").and_then(|t| t.as_str()).unwrap_or("default");
+        let kind = rp
+            .get("rope_type")
+            .and_then(|t| t.as_str())
+            .unwrap_or("default");
         if kind != "default" {
-            return Err(bad(format!("rope_parameters.rope_type {kind:?} is not supported (only plain RoPE)")));
+            return Err(bad(format!(
+                "rope_parameters.rope_type {kind:?} is not supported (only plain RoPE)"
+            )));
         }
         if !obj.contains_key("rope_theta") {
             if let Some(theta) = rp.get("rope_theta") {
@@ -362,7 +371,9 @@ pub fn read_config(dir: &Path) -> Result<Qwen2Config, ModelError> {
         return Err(bad("rope_scaling is not supported (only plain RoPE)".into()));
     }
     if obj.get("use_sliding_window").and_then(|x| x.as_bool()) == Some(true) {
-        return Err(bad("use_sliding_window = true is not supported (full causal attention only)".into()));
+        return Err(bad(
+            "use_sliding_window = true is not supported (full causal attention only)".into(),
+        ));
     }
     if !obj.contains_key("num_key_value_heads") {
         if let Some(h) = obj.get("num_attention_heads").cloned() {
@@ -370,8 +381,8 @@ pub fn read_config(dir: &Path) -> Result<Qwen2Config, ModelError> {
         }
     }
     let head_dim = obj.get("head_dim").and_then(|x| x.as_u64());
-    let cfg: Qwen2Config = serde_json::from_value(v)
-        .map_err(|e| bad(format!("not a Qwen2 config.json: {e}")))?;
+    let cfg: Qwen2Config =
+        serde_json::from_value(v).map_err(|e| bad(format!("not a Qwen2 config.json: {e}")))?;
     if cfg.model_type != "qwen2" {
         return Err(bad(format!(
             "model_type is {:?}; only \"qwen2\" is supported",

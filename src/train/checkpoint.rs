@@ -111,7 +111,10 @@ pub fn list(run_dir: &Path) -> Result<Vec<(u64, PathBuf)>, TrainError> {
     for entry in fs::read_dir(&root).at("listing", &root)? {
         let entry = entry.at("listing", &root)?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(step) = name.strip_prefix("step-").and_then(|s| s.parse::<u64>().ok()) {
+        if let Some(step) = name
+            .strip_prefix("step-")
+            .and_then(|s| s.parse::<u64>().ok())
+        {
             if entry.path().join(STATE_FILE).is_file() {
                 out.push((step, entry.path()));
             }

@@ -135,7 +135,9 @@ impl TrainConfig {
         }
         if let Schedule::Wsd { decay_fraction } = self.schedule {
             if !(0.0..=1.0).contains(&decay_fraction) {
-                return bad(format!("wsd decay_fraction {decay_fraction} is not in [0, 1]"));
+                return bad(format!(
+                    "wsd decay_fraction {decay_fraction} is not in [0, 1]"
+                ));
             }
         }
         if !matches!(self.dtype.as_str(), "auto" | "f32" | "bf16") {

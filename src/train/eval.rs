@@ -138,13 +138,16 @@ impl EvalSet {
                     let best = row
                         .iter()
                         .enumerate()
-                        .fold((0, f32::NEG_INFINITY), |acc, (i, &v)| {
-                            if v > acc.1 {
-                                (i, v)
-                            } else {
-                                acc
-                            }
-                        })
+                        .fold(
+                            (0, f32::NEG_INFINITY),
+                            |acc, (i, &v)| {
+                                if v > acc.1 {
+                                    (i, v)
+                                } else {
+                                    acc
+                                }
+                            },
+                        )
                         .0;
                     if best != want {
                         ok[r] = false;

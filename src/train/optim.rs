@@ -142,12 +142,7 @@ impl AdamW {
 
     /// One update with learning rate `lr` from (already clipped) gradients, then writes the
     /// master weights back into the model's parameters (cast to their dtype).
-    pub fn step(
-        &mut self,
-        params: &Params,
-        grads: &[Vec<f32>],
-        lr: f64,
-    ) -> Result<(), ModelError> {
+    pub fn step(&mut self, params: &Params, grads: &[Vec<f32>], lr: f64) -> Result<(), ModelError> {
         self.step += 1;
         let c = self.config;
         let bc1 = 1.0 - c.beta1.powi(self.step as i32);
@@ -199,7 +194,12 @@ mod tests {
         let w0: Vec<Vec<f32>> = opt.master.clone();
         let grads: Vec<Vec<f32>> = w0
             .iter()
-            .map(|w| w.iter().enumerate().map(|(j, _)| 0.01 * (j % 7) as f32 - 0.03).collect())
+            .map(|w| {
+                w.iter()
+                    .enumerate()
+                    .map(|(j, _)| 0.01 * (j % 7) as f32 - 0.03)
+                    .collect()
+            })
             .collect();
         let lrs = [1e-3, 5e-4];
         for lr in lrs {
@@ -220,11 +220,19 @@ mod tests {
                     let vh = v / (1.0 - c.beta2.powi(t));
                     w -= lr * mh / (vh.sqrt() + c.eps);
                 }
-                assert!((opt.master[i][j] as f64 - w).abs() < 1e-6, "{} {j}", spec.name);
+                assert!(
+                    (opt.master[i][j] as f64 - w).abs() < 1e-6,
+                    "{} {j}",
+                    spec.name
+                );
             }
         }
         // The model's variables carry the master weights.
-        let p0 = params.vars()[0].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let p0 = params.vars()[0]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         assert_eq!(p0, opt.master[0]);
     }
 

@@ -163,6 +163,9 @@ pub fn batch_images(
     }))
 }
 
+/// A batch's loss and its flat f32 gradients, one buffer per parameter.
+pub type LossAndGrads = (f64, Vec<Vec<f32>>);
+
 /// Loss and summed gradients of one global batch (`rows × t` tokens and loss mask), computed
 /// in micro-batches of `micro` rows; `images(r0, r1)` supplies the image patches of rows
 /// `r0..r1`. The loss is the mean over the batch's counted positions, and the gradients are
@@ -178,7 +181,7 @@ pub fn batch_gradients(
     t: usize,
     micro: usize,
     images: &mut dyn FnMut(usize, usize) -> Result<Option<ImageInput>, TrainError>,
-) -> Result<Option<(f64, Vec<Vec<f32>>)>, TrainError> {
+) -> Result<Option<LossAndGrads>, TrainError> {
     let denom = Targets::from_mask(tokens, mask, rows, t).len();
     if denom == 0 {
         return Ok(None);
@@ -347,8 +350,7 @@ pub fn train(
     };
     let evaluate = |step: u64, log: &mut TrainLog| -> Result<_, TrainError> {
         let scores = evalset.evaluate(&model, tc.eval_batch, &plan.device)?;
-        let eval_loss =
-            scores.values().map(|s| s.loss).sum::<f64>() / scores.len().max(1) as f64;
+        let eval_loss = scores.values().map(|s| s.loss).sum::<f64>() / scores.len().max(1) as f64;
         log.write(&EvalRecord {
             step,
             eval_loss,
@@ -398,14 +400,25 @@ pub fn train(
         }
         let grad_norm = clip_global_norm(&mut grads, tc.grad_clip);
         if !grad_norm.is_finite() {
-            write_failure(&plan.out, step + 1, &format!("gradient norm is {grad_norm}"));
+            write_failure(
+                &plan.out,
+                step + 1,
+                &format!("gradient norm is {grad_norm}"),
+            );
             log.sync()?;
             return Err(TrainError::NonFinite {
                 step: step + 1,
                 value: grad_norm,
             });
         }
-        let lr = lr_at(tc.schedule, step, tc.steps, tc.warmup_steps, tc.lr, tc.min_lr);
+        let lr = lr_at(
+            tc.schedule,
+            step,
+            tc.steps,
+            tc.warmup_steps,
+            tc.lr,
+            tc.min_lr,
+        );
         opt.step(&params, &grads, lr)?;
         let done = step + 1;
         tokens_seen += (batch.rows * t) as u64;
@@ -461,7 +474,10 @@ pub fn train(
         recent[recent.len() - tail..].iter().sum::<f64>() / tail as f64
     };
     let outcome = TrainOutcome {
-        benchmarks: scores.iter().map(|(k, v)| (k.clone(), v.accuracy)).collect(),
+        benchmarks: scores
+            .iter()
+            .map(|(k, v)| (k.clone(), v.accuracy))
+            .collect(),
         benchmark_loss: scores.iter().map(|(k, v)| (k.clone(), v.loss)).collect(),
         train_loss,
         eval_loss: scores.values().map(|s| s.loss).sum::<f64>() / scores.len().max(1) as f64,
