@@ -206,6 +206,7 @@ pub fn model_config_for(
 
 /// `train`: one training run.
 pub fn run_train(a: TrainArgs) -> Result<()> {
+    mixatlas::train::tune_allocator();
     let corpus = Corpus::open(&a.corpus)?;
     let weights = match &a.mixture {
         Some(p) => read_mixture(p, &corpus.manifest)?,

@@ -5,7 +5,7 @@
 //! matmul per product serves a whole group. Softmax is candle's differentiable composition.
 //! With `mask = None` everything between the projections and `o_proj` (head split, rope,
 //! scores, causal softmax, weighted sum, head concatenation) is one fused kernel instead
-//! ([`fused::attention`]).
+//! ([`fused::attention`]), and the projections are [`fused::linear`].
 
 use candle_core::{DType, Device, Result, Tensor, D};
 
@@ -75,12 +75,12 @@ impl Attention {
     ) -> Result<Tensor> {
         let (hd, nh, nkv) = (self.head_dim, self.heads, self.kv_heads);
         let Some(mask) = mask else {
-            let q = linear(x, &self.wq, Some(&self.bq))?;
-            let k = linear(x, &self.wk, Some(&self.bk))?;
-            let v = linear(x, &self.wv, Some(&self.bv))?;
+            let q = fused::linear(x, &self.wq, Some(&self.bq))?;
+            let k = fused::linear(x, &self.wk, Some(&self.bk))?;
+            let v = fused::linear(x, &self.wv, Some(&self.bv))?;
             let (cos, sin) = rope.half_tables();
             let o = fused::attention(&q, &k, &v, b, t, nh, nkv, cos, sin)?;
-            return linear(&o, &self.wo, None);
+            return fused::linear(&o, &self.wo, None);
         };
         let group = nh / nkv;
         let split = |y: Tensor, n: usize| -> Result<Tensor> {

@@ -161,7 +161,7 @@ impl Qwen2Model {
             let proj = self.projector.as_ref().ok_or_else(|| {
                 ModelError::Input("image input given to a text-only model".into())
             })?;
-            let patches = proj.forward(&img.features.to_dtype(dtype)?)?;
+            let patches = proj.forward(&img.features.to_dtype(dtype)?, self.fused())?;
             let n = (b * t) as u32;
             let mut src: Vec<u32> = (0..n).collect();
             for (m, &p) in img.positions.iter().enumerate() {
@@ -203,7 +203,10 @@ impl Qwen2Model {
 
     /// Logits `[N, V]` of hidden rows `h` (`[N, H]`).
     pub fn logits(&self, h: &Tensor) -> Result<Tensor, ModelError> {
-        Ok(lm_head(h, &self.head)?)
+        Ok(match self.fused() {
+            true => fused::linear(h, &self.head, None)?,
+            false => lm_head(h, &self.head)?,
+        })
     }
 
     /// Logits `[B·T, V]` of every position.
