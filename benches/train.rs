@@ -9,7 +9,9 @@
 //!
 //! `cargo bench --bench train` (env: `TRAIN_PRESETS=tiny,small,gpt-5m`, `TRAIN_THREADS=2`,
 //! `TRAIN_BATCH=8`, `TRAIN_SEQ=256`, `TRAIN_STEPS=10`; `PYTHON` for the peer, which needs
-//! `pip install torch`). Under `cargo test` it runs one step per preset, without the peer.
+//! `pip install torch`; `TRAIN_FUSED=0` for candle's compositions instead of the fused kernels
+//! and `TRAIN_MALLOC=default` for glibc's default malloc thresholds, i.e. the trainer before
+//! the speed work). Under `cargo test` it runs one step per preset, without the peer.
 
 mod common;
 
@@ -61,7 +63,10 @@ struct Split {
 fn bench_ours(cfg: &Qwen2Config, b: usize, t: usize, warmup: usize, steps: usize) -> Split {
     let dev = Device::Cpu;
     let params = Params::init(cfg, 0, DType::F32, &dev).unwrap();
-    let model = Qwen2Model::new(cfg, &params);
+    let mut model = Qwen2Model::new(cfg, &params);
+    // TRAIN_FUSED=0 measures the compositions of elementary candle ops instead of the fused
+    // kernels (the state before they existed).
+    model.set_fused(env_or("TRAIN_FUSED", 1) != 0);
     let mut opt = AdamW::new(
         &params,
         AdamWConfig {
@@ -128,6 +133,10 @@ fn bench_ours(cfg: &Qwen2Config, b: usize, t: usize, warmup: usize, steps: usize
 
 fn main() {
     let benchmarking = std::env::args().any(|a| a == "--bench");
+    // As `mixatlas train` does (TRAIN_MALLOC=default keeps glibc's defaults).
+    if std::env::var("TRAIN_MALLOC").as_deref() != Ok("default") {
+        mixatlas::train::tune_allocator();
+    }
     let presets: String = env_or("TRAIN_PRESETS", "tiny,small,gpt-5m".to_string());
     let threads: usize = env_or("TRAIN_THREADS", 2);
     // candle sizes its thread pool from this on first use.

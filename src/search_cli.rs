@@ -181,6 +181,7 @@ pub fn printer(quiet: bool) -> impl FnMut(SearchProgress) {
 pub fn run(a: SearchArgs) -> Result<()> {
     let plan = resolve(&a)?;
     if plan.search.executor.kind == "mpi" {
+        mixatlas::train::tune_allocator();
         let mut dist = crate::train_cli::Dist::init(a.collective_timeout)?;
         let world = std::mem::replace(&mut dist.world, Box::new(SingleProcess));
         let groups = Groups::split(world, plan.search.executor.ranks_per_trial)

@@ -258,6 +258,7 @@ impl Dist {
 pub fn run_train(a: TrainArgs) -> Result<()> {
     let dist = Dist::init(a.collective_timeout)?;
     let lead = dist.world.rank() == 0;
+    mixatlas::train::tune_allocator();
     let corpus = Corpus::open(&a.corpus)?;
     let weights = match &a.mixture {
         Some(p) => read_mixture(p, &corpus.manifest)?,
@@ -493,6 +494,7 @@ pub struct TransferArgs {
 /// `transfer`: baseline vs recipe on the larger model.
 pub fn run_transfer(a: TransferArgs) -> Result<()> {
     use mixatlas::transfer::{run_transfer as transfer, Baseline, TransferPlan};
+    mixatlas::train::tune_allocator();
     let dist = Dist::init(a.collective_timeout)?;
     let lead = dist.world.rank() == 0;
     let corpus = Corpus::open(&a.corpus)?;

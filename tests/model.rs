@@ -209,8 +209,7 @@ fn gradients_match_finite_differences() {
                     w[j] += d;
                     var.set(&Tensor::from_vec(w, var.shape(), &Device::Cpu).unwrap())
                         .unwrap();
-                    let v = loss_f64(&model).to_scalar::<f64>().unwrap();
-                    v
+                    loss_f64(&model).to_scalar::<f64>().unwrap()
                 };
                 let fd = (eval(h) - eval(-h)) / (2.0 * h);
                 var.set(&Tensor::from_vec(w0.clone(), var.shape(), &Device::Cpu).unwrap())
@@ -222,6 +221,44 @@ fn gradients_match_finite_differences() {
                     spec.name,
                     g[j]
                 );
+            }
+        }
+    }
+}
+
+/// The fused kernels (the default) against the compositions of elementary candle ops they
+/// replace: the loss and every parameter's gradient, in f64, both tied and untied, with images.
+#[test]
+fn fused_kernels_match_the_composed_model() {
+    for tied in [true, false] {
+        let cfg = test_config(tied);
+        let params = Params::init(&cfg, 5, DType::F64, &Device::Cpu).unwrap();
+        let mut model = Qwen2Model::new(&cfg, &params);
+        assert!(model.fused());
+        let (lf, gf) = {
+            let l = loss_f64(&model);
+            (l.to_scalar::<f64>().unwrap(), l.backward().unwrap())
+        };
+        model.set_fused(false);
+        assert!(!model.fused());
+        let (lc, gc) = {
+            let l = loss_f64(&model);
+            (l.to_scalar::<f64>().unwrap(), l.backward().unwrap())
+        };
+        assert!((lf - lc).abs() <= 1e-12 * lc.abs(), "loss {lf} vs {lc}");
+        for (spec, var) in params.specs().iter().zip(params.vars()) {
+            let get = |g: &candle_core::backprop::GradStore| -> Vec<f64> {
+                g.get(var.as_tensor())
+                    .unwrap_or_else(|| panic!("no gradient for {}", spec.name))
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap()
+            };
+            let (a, b) = (get(&gf), get(&gc));
+            let scale = b.iter().fold(1e-30f64, |m, v| m.max(v.abs()));
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() <= 1e-10 * scale, "{}: {x} vs {y}", spec.name);
             }
         }
     }

@@ -3,10 +3,14 @@
 //! Query heads that share a key/value head are stacked along the sequence axis
 //! (`[B, n_kv, g·T, hd]`), so keys and values are never repeated in memory and one batched
 //! matmul per product serves a whole group. Softmax is candle's differentiable composition.
+//! With `mask = None` everything between the projections and `o_proj` (head split, rope,
+//! scores, causal softmax, weighted sum, head concatenation) is one fused kernel instead
+//! ([`fused::attention`]), and the projections are [`fused::linear`].
 
 use candle_core::{DType, Device, Result, Tensor, D};
 
 use super::embedding::linear;
+use super::fused;
 use super::rotary::RotaryTables;
 use super::{Params, Qwen2Config};
 
@@ -58,16 +62,26 @@ impl Attention {
     }
 
     /// `x`: normalised hidden states `[B·T, H]` of `b` rows → attention output `[B·T, H]`.
-    /// `mask` comes from [`causal_mask`] with `group = heads / kv_heads`.
+    /// `mask` comes from [`causal_mask`] with `group = heads / kv_heads` and selects the
+    /// composition of elementary ops; `None` selects the fused kernel (CPU f32/f64 only, see
+    /// [`fused::supported`]).
     pub fn forward(
         &self,
         x: &Tensor,
         b: usize,
         t: usize,
         rope: &RotaryTables,
-        mask: &Tensor,
+        mask: Option<&Tensor>,
     ) -> Result<Tensor> {
         let (hd, nh, nkv) = (self.head_dim, self.heads, self.kv_heads);
+        let Some(mask) = mask else {
+            let q = fused::linear(x, &self.wq, Some(&self.bq))?;
+            let k = fused::linear(x, &self.wk, Some(&self.bk))?;
+            let v = fused::linear(x, &self.wv, Some(&self.bv))?;
+            let (cos, sin) = rope.half_tables();
+            let o = fused::attention(&q, &k, &v, b, t, nh, nkv, cos, sin)?;
+            return fused::linear(&o, &self.wo, None);
+        };
         let group = nh / nkv;
         let split = |y: Tensor, n: usize| -> Result<Tensor> {
             y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()

@@ -2,12 +2,22 @@
 
 use candle_core::{Result, Tensor};
 
+use super::fused;
+
 /// `x Wᵀ + b` for `x` of shape `[N, in]` and `W` of shape `[out, in]` (PyTorch layout).
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let y = x.matmul(&w.t()?)?;
     match b {
         Some(b) => y.broadcast_add(b),
         None => Ok(y),
+    }
+}
+
+/// [`linear`] through the fused kernel ([`fused::linear`], CPU f32/f64 only) when `fused`.
+pub fn linear_as(x: &Tensor, w: &Tensor, b: Option<&Tensor>, fused: bool) -> Result<Tensor> {
+    match fused {
+        true => fused::linear(x, w, b),
+        false => linear(x, w, b),
     }
 }
 

@@ -2,7 +2,8 @@
 
 use candle_core::{Result, Tensor};
 
-use super::embedding::linear;
+use super::embedding::linear_as;
+use super::fused;
 use super::Params;
 
 /// One layer's MLP weights.
@@ -24,10 +25,16 @@ impl Mlp {
         }
     }
 
-    /// `x`: `[N, H]` → `[N, H]`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let g = candle_nn::ops::silu(&linear(x, &self.gate, None)?)?;
-        let u = linear(x, &self.up, None)?;
-        linear(&(g * u)?, &self.down, None)
+    /// `x`: `[N, H]` → `[N, H]`; `fused` uses [`fused::linear`] and computes `silu(g) ⊙ u`
+    /// with [`fused::swiglu`] (CPU f32/f64 only).
+    pub fn forward(&self, x: &Tensor, fused: bool) -> Result<Tensor> {
+        let g = linear_as(x, &self.gate, None, fused)?;
+        let u = linear_as(x, &self.up, None, fused)?;
+        let gu = if fused {
+            fused::swiglu(&g, &u)?
+        } else {
+            (candle_nn::ops::silu(&g)? * u)?
+        };
+        linear_as(&gu, &self.down, None, fused)
     }
 }

@@ -12,6 +12,7 @@
 pub mod attention;
 pub mod config;
 pub mod embedding;
+pub mod fused;
 pub mod mlp;
 pub mod norm;
 pub mod projector;

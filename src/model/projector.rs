@@ -3,7 +3,7 @@
 
 use candle_core::{Result, Tensor};
 
-use super::embedding::linear;
+use super::embedding::linear_as;
 use super::Params;
 
 /// Exact GELU, `x · ½ (1 + erf(x/√2))`, composed from `erf` because candle's fused
@@ -35,9 +35,9 @@ impl Projector {
         }
     }
 
-    /// `features`: `[M, D]` → `[M, H]`.
-    pub fn forward(&self, features: &Tensor) -> Result<Tensor> {
-        let h = gelu_erf(&linear(features, &self.w0, Some(&self.b0))?)?;
-        linear(&h, &self.w2, Some(&self.b2))
+    /// `features`: `[M, D]` → `[M, H]`; `fused` uses [`super::fused::linear`].
+    pub fn forward(&self, features: &Tensor, fused: bool) -> Result<Tensor> {
+        let h = gelu_erf(&linear_as(features, &self.w0, Some(&self.b0), fused)?)?;
+        linear_as(&h, &self.w2, Some(&self.b2), fused)
     }
 }

@@ -6,6 +6,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::attention::{causal_mask, Attention};
 use super::embedding::{embed, lm_head};
+use super::fused;
 use super::mlp::Mlp;
 use super::norm::rms_norm;
 use super::projector::Projector;
@@ -71,6 +72,7 @@ pub struct Qwen2Model {
     norm: Tensor,
     head: Tensor,
     projector: Option<Projector>,
+    fused: bool,
 }
 
 impl Qwen2Model {
@@ -102,7 +104,20 @@ impl Qwen2Model {
             norm: params.get("model.norm.weight").clone(),
             head,
             projector: cfg.mm_hidden_size.map(|_| Projector::new(params)),
+            fused: true,
         }
+    }
+
+    /// Chooses between the fused kernels of [`fused`] (the default) and the compositions of
+    /// elementary candle ops they replace (kept as the reference the kernels are tested
+    /// against). The fused kernels only serve CPU f32/f64 models; others always compose.
+    pub fn set_fused(&mut self, on: bool) {
+        self.fused = on;
+    }
+
+    /// Whether forward and loss use the fused kernels (asked for, and CPU f32/f64).
+    pub fn fused(&self) -> bool {
+        self.fused && fused::supported(&self.embed)
     }
 
     /// The configuration.
@@ -146,7 +161,7 @@ impl Qwen2Model {
             let proj = self.projector.as_ref().ok_or_else(|| {
                 ModelError::Input("image input given to a text-only model".into())
             })?;
-            let patches = proj.forward(&img.features.to_dtype(dtype)?)?;
+            let patches = proj.forward(&img.features.to_dtype(dtype)?, self.fused())?;
             let n = (b * t) as u32;
             let mut src: Vec<u32> = (0..n).collect();
             for (m, &p) in img.positions.iter().enumerate() {
@@ -157,26 +172,41 @@ impl Qwen2Model {
                 }
                 src[p as usize] = n + m as u32;
             }
-            let src = Tensor::from_vec(src, b * t, device)?;
-            h = Tensor::cat(&[&h, &patches], 0)?.index_select(&src, 0)?;
+            h = if self.fused() {
+                fused::place_rows(&h, &patches, &img.positions)?
+            } else {
+                let src = Tensor::from_vec(src, b * t, device)?;
+                Tensor::cat(&[&h, &patches], 0)?.index_select(&src, 0)?
+            };
         }
         let hd = cfg.head_dim();
         let rope = RotaryTables::new(hd, t, cfg.rope_theta, dtype, device)?;
         let group = cfg.num_attention_heads / cfg.num_key_value_heads;
-        let mask = causal_mask(t, group, dtype, device)?;
+        let use_fused = self.fused();
+        let mask = match use_fused {
+            true => None,
+            false => Some(causal_mask(t, group, dtype, device)?),
+        };
         let eps = cfg.rms_norm_eps;
+        let norm = |x: &Tensor, g: &Tensor| match use_fused {
+            true => fused::rms_norm(x, g, eps),
+            false => rms_norm(x, g, eps),
+        };
         for (g_in, attn, g_post, mlp) in &self.layers {
-            let a = rms_norm(&h, g_in, eps)?;
-            h = (h + attn.forward(&a, b, t, &rope, &mask)?)?;
-            let m = rms_norm(&h, g_post, eps)?;
-            h = (h + mlp.forward(&m)?)?;
+            let a = norm(&h, g_in)?;
+            h = (h + attn.forward(&a, b, t, &rope, mask.as_ref())?)?;
+            let m = norm(&h, g_post)?;
+            h = (h + mlp.forward(&m, use_fused)?)?;
         }
-        Ok(rms_norm(&h, &self.norm, eps)?)
+        Ok(norm(&h, &self.norm)?)
     }
 
     /// Logits `[N, V]` of hidden rows `h` (`[N, H]`).
     pub fn logits(&self, h: &Tensor) -> Result<Tensor, ModelError> {
-        Ok(lm_head(h, &self.head)?)
+        Ok(match self.fused() {
+            true => fused::linear(h, &self.head, None)?,
+            false => lm_head(h, &self.head)?,
+        })
     }
 
     /// Logits `[B·T, V]` of every position.

@@ -10,6 +10,10 @@ use candle_core::{DType, Device, Result, Tensor, D};
 pub struct RotaryTables {
     cos: Tensor,
     sin: Tensor,
+    /// Half-size tables `[T, hd/2]` in f64 (the values `cos`/`sin` were cast from), for the
+    /// fused attention kernel.
+    cos_half: Vec<f64>,
+    sin_half: Vec<f64>,
 }
 
 impl RotaryTables {
@@ -22,18 +26,23 @@ impl RotaryTables {
         device: &Device,
     ) -> Result<Self> {
         let half = head_dim / 2;
-        let mut cos = Vec::with_capacity(seq_len * head_dim);
-        let mut sin = Vec::with_capacity(seq_len * head_dim);
+        let mut cos_half = Vec::with_capacity(seq_len * half);
+        let mut sin_half = Vec::with_capacity(seq_len * half);
         for t in 0..seq_len {
-            for _rep in 0..2 {
-                for i in 0..half {
-                    let inv_freq = theta.powf(-2.0 * i as f64 / head_dim as f64);
-                    let a = t as f64 * inv_freq;
-                    cos.push(a.cos());
-                    sin.push(a.sin());
-                }
+            for i in 0..half {
+                let inv_freq = theta.powf(-2.0 * i as f64 / head_dim as f64);
+                let a = t as f64 * inv_freq;
+                cos_half.push(a.cos());
+                sin_half.push(a.sin());
             }
         }
+        let full = |h: &[f64]| -> Vec<f64> {
+            h.chunks(half.max(1))
+                .take(seq_len)
+                .flat_map(|row| row.iter().chain(row.iter()).copied())
+                .collect()
+        };
+        let (cos, sin) = (full(&cos_half), full(&sin_half));
         let mk = |v: Vec<f64>| {
             Tensor::from_vec(v, (seq_len, head_dim), &Device::Cpu)?
                 .to_dtype(dtype)?
@@ -42,7 +51,14 @@ impl RotaryTables {
         Ok(Self {
             cos: mk(cos)?,
             sin: mk(sin)?,
+            cos_half,
+            sin_half,
         })
+    }
+
+    /// Half-size cos/sin tables `[T, head_dim/2]`, row-major, in f64.
+    pub fn half_tables(&self) -> (&[f64], &[f64]) {
+        (&self.cos_half, &self.sin_half)
     }
 
     /// Number of positions covered.

@@ -94,7 +94,10 @@ fn convergence(path: &Path, curves: &[(String, Vec<f64>)]) -> Result<(), ReportE
     let root = SVGBackend::new(path, (720, 400)).into_drawing_area();
     root.fill(&WHITE).map_err(svg_err)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("Search convergence: best objective after N trials", ("sans-serif", 18))
+        .caption(
+            "Search convergence: best objective after N trials",
+            ("sans-serif", 18),
+        )
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(60)
@@ -142,7 +145,10 @@ fn heat_map(path: &Path, m: &Manifest, w: &[f64]) -> Result<(), ReportError> {
     let root = SVGBackend::new(path, (720, 80 + 34 * nc as u32)).into_drawing_area();
     root.fill(&WHITE).map_err(svg_err)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("Recipe: weight per (concept, task) cell", ("sans-serif", 18))
+        .caption(
+            "Recipe: weight per (concept, task) cell",
+            ("sans-serif", 18),
+        )
         .margin(10)
         .x_label_area_size(30)
         .y_label_area_size(60)
@@ -255,8 +261,17 @@ fn slice(m: &Manifest, base: &[f64], concept_axis: bool, entry: usize, share: f6
             m.cells[i].task
         }
     };
-    let count = m.cells.iter().enumerate().filter(|(i, _)| key(*i) == entry).count().max(1);
-    let inside: f64 = (0..m.cells.len()).filter(|&i| key(i) == entry).map(|i| base[i]).sum();
+    let count = m
+        .cells
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| key(*i) == entry)
+        .count()
+        .max(1);
+    let inside: f64 = (0..m.cells.len())
+        .filter(|&i| key(i) == entry)
+        .map(|i| base[i])
+        .sum();
     let outside: f64 = 1.0 - inside;
     (0..m.cells.len())
         .map(|i| {
@@ -313,7 +328,10 @@ fn gp_slices(
             .draw_series(std::iter::once(Polygon::new(band, c.mix(0.12).filled())))
             .map_err(svg_err)?;
         chart
-            .draw_series(LineSeries::new(pts.iter().map(|&(x, m, _)| (x, m)), c.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                pts.iter().map(|&(x, m, _)| (x, m)),
+                c.stroke_width(2),
+            ))
             .map_err(svg_err)?
             .label(name.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
@@ -337,11 +355,18 @@ fn loss_curves(
 ) -> Result<(), ReportError> {
     let all: Vec<f64> = base.loss.iter().chain(&recipe.loss).copied().collect();
     let (lo, hi) = bounds(&all);
-    let x_hi = *base.steps.last().unwrap_or(&1).max(recipe.steps.last().unwrap_or(&1)) as f64;
+    let x_hi = *base
+        .steps
+        .last()
+        .unwrap_or(&1)
+        .max(recipe.steps.last().unwrap_or(&1)) as f64;
     let root = SVGBackend::new(path, (720, 400)).into_drawing_area();
     root.fill(&WHITE).map_err(svg_err)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("Held-out loss: baseline vs recipe (seed 0)", ("sans-serif", 18))
+        .caption(
+            "Held-out loss: baseline vs recipe (seed 0)",
+            ("sans-serif", 18),
+        )
         .margin(10)
         .x_label_area_size(36)
         .y_label_area_size(60)
@@ -393,7 +418,9 @@ fn loss_curves(
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Writes `out/index.html` and its SVG figures; returns the page's path.
@@ -402,7 +429,9 @@ pub fn write_report(
     transfer_dir: Option<&Path>,
     out: &Path,
 ) -> Result<PathBuf, ReportError> {
-    std::fs::create_dir_all(out).at("creating", out).map_err(err)?;
+    std::fs::create_dir_all(out)
+        .at("creating", out)
+        .map_err(err)?;
     let searches = find_searches(search_dir)?;
     let mut html = String::from(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>MixAtlas report</title>\n<style>body{font-family:sans-serif;max-width:800px;margin:2em auto;color:#222}img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}</style>\n</head><body>\n<h1>MixAtlas report</h1>\n",
@@ -412,8 +441,8 @@ pub fn write_report(
     let mut summary_rows = String::new();
     for s in &searches {
         let manifest = Manifest::load(&s.cfg.corpus).map_err(err)?;
-        let space = SearchSpace::from_manifest(&manifest, s.cfg.space, &s.cfg.constraints)
-            .map_err(err)?;
+        let space =
+            SearchSpace::from_manifest(&manifest, s.cfg.space, &s.cfg.constraints).map_err(err)?;
         let (_, ys) = observations(&space, &s.state.finished(), &s.cfg).map_err(err)?;
         let mut best = Vec::new();
         for (_, y) in &ys {
@@ -438,10 +467,9 @@ pub fn write_report(
         .find(|s| s.method == "gp-ucb")
         .unwrap_or(&searches[0]);
     let manifest = Manifest::load(&main.cfg.corpus).map_err(err)?;
-    let recipe: crate::search::recipe::Recipe = serde_json::from_str(
-        &std::fs::read_to_string(main.dir.join(RECIPE_FILE)).map_err(err)?,
-    )
-    .map_err(err)?;
+    let recipe: crate::search::recipe::Recipe =
+        serde_json::from_str(&std::fs::read_to_string(main.dir.join(RECIPE_FILE)).map_err(err)?)
+            .map_err(err)?;
     let w: Vec<f64> = manifest
         .cells
         .iter()
@@ -521,12 +549,24 @@ pub fn write_report(
                 .map_err(|e| err(format!("{}: {e}", tdir.join("transfer.json").display())))?,
         )
         .map_err(err)?;
-        let base = read_series(&crate::transfer::run_dir(tdir, "baseline", 0), &LogColumns::eval())
-            .map_err(err)?;
-        let rec = read_series(&crate::transfer::run_dir(tdir, "recipe", 0), &LogColumns::eval())
-            .map_err(err)?;
+        let base = read_series(
+            &crate::transfer::run_dir(tdir, "baseline", 0),
+            &LogColumns::eval(),
+        )
+        .map_err(err)?;
+        let rec = read_series(
+            &crate::transfer::run_dir(tdir, "recipe", 0),
+            &LogColumns::eval(),
+        )
+        .map_err(err)?;
         let first = &summary.per_seed[0];
-        loss_curves(&out.join("loss.svg"), &base, &rec, first.target, first.candidate_step)?;
+        loss_curves(
+            &out.join("loss.svg"),
+            &base,
+            &rec,
+            first.target,
+            first.candidate_step,
+        )?;
         html += "<h2>Transfer</h2>\n<img src=\"loss.svg\" alt=\"loss curves\">\n";
         html += &match summary.speedup {
             Some((m, lo, hi)) => format!(
@@ -537,9 +577,21 @@ pub fn write_report(
         };
         let mut rows = String::new();
         for (k, b) in &summary.baseline_benchmarks {
-            let r = summary.recipe_benchmarks.get(k).copied().unwrap_or(f64::NAN);
-            let bl = summary.baseline_benchmark_loss.get(k).copied().unwrap_or(f64::NAN);
-            let rl = summary.recipe_benchmark_loss.get(k).copied().unwrap_or(f64::NAN);
+            let r = summary
+                .recipe_benchmarks
+                .get(k)
+                .copied()
+                .unwrap_or(f64::NAN);
+            let bl = summary
+                .baseline_benchmark_loss
+                .get(k)
+                .copied()
+                .unwrap_or(f64::NAN);
+            let rl = summary
+                .recipe_benchmark_loss
+                .get(k)
+                .copied()
+                .unwrap_or(f64::NAN);
             rows += &format!(
                 "<tr><td>{}</td><td>{b:.3}</td><td>{r:.3}</td><td>{bl:.4}</td><td>{rl:.4}</td></tr>\n",
                 esc(k)

@@ -6,7 +6,7 @@
 
 use candle_core::{DType, Tensor, D};
 
-use crate::model::{ImageInput, ModelError, Qwen2Model};
+use crate::model::{fused, ImageInput, ModelError, Qwen2Model};
 
 /// The counted positions of a `[B, T]` batch: flat index of the predicting position and the
 /// target token.
@@ -45,8 +45,8 @@ impl Targets {
     }
 }
 
-/// Log-probabilities `[N, V]` at the counted positions (f32 for half-precision models).
-pub fn target_log_probs(
+/// Logits `[N, V]` at the counted positions.
+fn target_logits(
     model: &Qwen2Model,
     tokens: &[u32],
     b: usize,
@@ -57,7 +57,19 @@ pub fn target_log_probs(
     let h = model.hidden(tokens, b, t, images)?;
     let device = h.device().clone();
     let sel = Tensor::from_slice(&targets.positions, targets.len(), &device)?;
-    let logits = model.logits(&h.index_select(&sel, 0)?)?;
+    model.logits(&h.index_select(&sel, 0)?)
+}
+
+/// Log-probabilities `[N, V]` at the counted positions (f32 for half-precision models).
+pub fn target_log_probs(
+    model: &Qwen2Model,
+    tokens: &[u32],
+    b: usize,
+    t: usize,
+    images: Option<&ImageInput>,
+    targets: &Targets,
+) -> Result<Tensor, ModelError> {
+    let logits = target_logits(model, tokens, b, t, images, targets)?;
     // Half-precision logits are upcast for the log-softmax; f32 and f64 stay as they are.
     let logits = match logits.dtype() {
         DType::BF16 | DType::F16 => logits.to_dtype(DType::F32)?,
@@ -68,7 +80,8 @@ pub fn target_log_probs(
 
 /// Sum of the cross-entropy over the counted positions divided by `denominator` (the number
 /// of counted positions of the whole global batch, so micro-batches and ranks add up to the
-/// mean). Returns a scalar tensor with a gradient path to every parameter.
+/// mean). Returns a scalar tensor with a gradient path to every parameter. With the model's
+/// fused kernels on, the cross-entropy is one fused op ([`fused::cross_entropy_sum`]).
 pub fn masked_loss(
     model: &Qwen2Model,
     tokens: &[u32],
@@ -82,6 +95,12 @@ pub fn masked_loss(
         return Err(ModelError::Input(
             "the batch has no position with a loss mask of 1".into(),
         ));
+    }
+    if model.fused() {
+        let logits = target_logits(model, tokens, b, t, images, targets)?;
+        let tgt = Tensor::from_slice(&targets.tokens, targets.len(), logits.device())?;
+        let sum = fused::cross_entropy_sum(&logits, &tgt)?;
+        return Ok((sum / denominator as f64)?);
     }
     let logp = target_log_probs(model, tokens, b, t, images, targets)?;
     let tgt = Tensor::from_slice(&targets.tokens, (targets.len(), 1), logp.device())?;

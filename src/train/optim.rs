@@ -7,6 +7,7 @@
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{ModelError, Params};
@@ -162,13 +163,21 @@ impl AdamW {
                 &mut self.exp_avg_sq[i],
                 &grads[i],
             );
-            for j in 0..w.len() {
-                let gj = g[j];
-                m[j] = b1 * m[j] + (1.0 - b1) * gj;
-                v[j] = b2 * v[j] + (1.0 - b2) * gj * gj;
-                let denom = v[j].sqrt() / bc2_sqrt + eps;
-                w[j] = w[j] * decay - step_size * m[j] / denom;
-            }
+            // Elementwise, so splitting into chunks over threads changes no result.
+            const CHUNK: usize = 1 << 14;
+            w.par_chunks_mut(CHUNK)
+                .zip(m.par_chunks_mut(CHUNK))
+                .zip(v.par_chunks_mut(CHUNK))
+                .zip(g.par_chunks(CHUNK))
+                .for_each(|(((w, m), v), g)| {
+                    for j in 0..w.len() {
+                        let gj = g[j];
+                        m[j] = b1 * m[j] + (1.0 - b1) * gj;
+                        v[j] = b2 * v[j] + (1.0 - b2) * gj * gj;
+                        let denom = v[j].sqrt() / bc2_sqrt + eps;
+                        w[j] = w[j] * decay - step_size * m[j] / denom;
+                    }
+                });
             let t = Tensor::from_slice(w, var.shape(), var.device())?.to_dtype(var.dtype())?;
             var.set(&t)?;
         }
