@@ -315,3 +315,22 @@ fn steps(a: StepsArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// `mixatlas report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A search directory, or a directory holding several (e.g. the demo's).
+    pub search: std::path::PathBuf,
+    /// A transfer directory (`mixatlas transfer --out`).
+    pub transfer: Option<std::path::PathBuf>,
+    /// Where the page and its figures go.
+    #[arg(long, default_value = "report")]
+    pub out: std::path::PathBuf,
+}
+
+/// `report`: the HTML page.
+pub fn run_report(a: ReportArgs) -> Result<()> {
+    let page = mixatlas::report::write_report(&a.search, a.transfer.as_deref(), &a.out)?;
+    println!("{}", page.display());
+    Ok(())
+}

@@ -59,6 +59,8 @@ pub enum Command {
     /// Train the larger model on the baseline and on the recipe (same settings and seeds)
     /// and compare: steps to baseline loss, benchmark scores.
     Transfer(crate::train_cli::TransferArgs),
+    /// One self-contained HTML page with figures: search convergence, recipe, GP, transfer.
+    Report(crate::bench_cli::ReportArgs),
 }
 
 /// `mixatlas synth`.
@@ -209,6 +211,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Search(a) => crate::search_cli::run(a),
         Command::Bench(a) => crate::bench_cli::run(a),
         Command::Transfer(a) => crate::train_cli::run_transfer(a),
+        Command::Report(a) => crate::bench_cli::run_report(a),
     }
 }
 

@@ -7,6 +7,7 @@ mod dist;
 mod gp;
 mod megatron_compat;
 mod model;
+mod report;
 mod sampler;
 mod search;
 mod search_quality;

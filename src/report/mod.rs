@@ -4,7 +4,6 @@
 //! posterior mean ± 2σ along each axis, and, with a transfer directory, the held-out loss
 //! curves of baseline and recipe with the steps-to-baseline marker and the benchmark table.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
@@ -130,6 +129,15 @@ fn convergence(path: &Path, curves: &[(String, Vec<f64>)]) -> Result<(), ReportE
     root.present().map_err(svg_err)
 }
 
+/// The category name at an integer tick, nothing between ticks.
+fn label_at(names: &[String], x: f64) -> String {
+    let k = x.round();
+    if (k - x).abs() > 0.01 || k < 0.0 {
+        return String::new();
+    }
+    names.get(k as usize).cloned().unwrap_or_default()
+}
+
 fn bounds(v: &[f64]) -> (f64, f64) {
     let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -152,19 +160,23 @@ fn heat_map(path: &Path, m: &Manifest, w: &[f64]) -> Result<(), ReportError> {
         .margin(10)
         .x_label_area_size(30)
         .y_label_area_size(60)
-        .build_cartesian_2d(0f64..nt as f64, 0f64..nc as f64)
+        .build_cartesian_2d(-0.5f64..nt as f64 - 0.5, -0.5f64..nc as f64 - 0.5)
         .map_err(svg_err)?;
     let tasks = m.axes.tasks.clone();
     let concepts = m.axes.concepts.clone();
     chart
         .configure_mesh()
         .disable_mesh()
-        .x_labels(nt)
-        .y_labels(nc)
-        .x_label_formatter(&|x| tasks.get(x.floor() as usize).cloned().unwrap_or_default())
+        .x_labels(nt + 1)
+        .y_labels(nc + 1)
+        .x_label_formatter(&|x| label_at(&tasks, *x))
         .y_label_formatter(&|y| {
+            let k = y.round();
+            if (k - y).abs() > 0.01 || k < 0.0 {
+                return String::new();
+            }
             concepts
-                .get(nc.saturating_sub(1 + y.floor() as usize))
+                .get(nc.saturating_sub(1 + k as usize))
                 .cloned()
                 .unwrap_or_default()
         })
@@ -173,11 +185,12 @@ fn heat_map(path: &Path, m: &Manifest, w: &[f64]) -> Result<(), ReportError> {
     let max = w.iter().copied().fold(1e-12, f64::max);
     for (cell, &x) in m.cells.iter().zip(w) {
         let (ci, ti) = (cell.concept, cell.task);
-        let y0 = (nc - 1 - ci) as f64;
+        let y0 = (nc - 1 - ci) as f64 - 0.5;
+        let x0 = ti as f64 - 0.5;
         let color = ViridisRGB::get_color(x / max);
         chart
             .draw_series(std::iter::once(Rectangle::new(
-                [(ti as f64, y0), (ti as f64 + 1.0, y0 + 1.0)],
+                [(x0, y0), (x0 + 1.0, y0 + 1.0)],
                 color.filled(),
             )))
             .map_err(svg_err)?;
@@ -185,7 +198,7 @@ fn heat_map(path: &Path, m: &Manifest, w: &[f64]) -> Result<(), ReportError> {
         chart
             .draw_series(std::iter::once(Text::new(
                 format!("{:.1}%", 100.0 * x),
-                (ti as f64 + 0.35, y0 + 0.6),
+                (x0 + 0.35, y0 + 0.6),
                 ("sans-serif", 12).into_font().color(&text_color),
             )))
             .map_err(svg_err)?;
@@ -215,14 +228,14 @@ fn marginal_bars(
         .margin(10)
         .x_label_area_size(40)
         .y_label_area_size(50)
-        .build_cartesian_2d(0f64..n as f64, 0f64..hi)
+        .build_cartesian_2d(-0.5f64..n as f64 - 0.5, 0f64..hi)
         .map_err(svg_err)?;
     let labels = names.to_vec();
     chart
         .configure_mesh()
         .disable_x_mesh()
-        .x_labels(n)
-        .x_label_formatter(&|x| labels.get(x.floor() as usize).cloned().unwrap_or_default())
+        .x_labels(n + 1)
+        .x_label_formatter(&|x| label_at(&labels, *x))
         .y_desc("share")
         .draw()
         .map_err(svg_err)?;
@@ -235,7 +248,7 @@ fn marginal_bars(
     {
         chart
             .draw_series(vals.iter().enumerate().map(|(i, &v)| {
-                let x0 = i as f64 + 0.1 + 0.4 * k as f64;
+                let x0 = i as f64 - 0.4 + 0.4 * k as f64;
                 Rectangle::new([(x0, 0.0), (x0 + 0.38, v)], c.filled())
             }))
             .map_err(svg_err)?
@@ -604,6 +617,5 @@ pub fn write_report(
     html += "</body></html>\n";
     let page = out.join("index.html");
     write_atomic(&page, html.as_bytes()).map_err(err)?;
-    let _ = BTreeMap::<String, f64>::new();
     Ok(page)
 }
