@@ -19,8 +19,14 @@
 //! training set and times a plain numpy/SciPy posterior (Cholesky, one matmul, one triangular
 //! solve) on the same n = 512 problem.
 //!
-//! Run with `cargo bench --bench gp` (the peer needs `pip install numpy scikit-learn` and takes
-//! about a minute). Under `cargo test` the benchmarks run once on the same sizes; the peer
+//! A second peer, `benches/gp_peer_botorch.py`, runs a whole BoTorch round on the same
+//! training set: `SingleTaskGP` + `fit_gpytorch_mll`, its held-out RMSE, and `optimize_acqf`
+//! with UCB (q = 1) and qUCB (q = 8, sequential) under the simplex constraint `Σx = 1`, with
+//! our β (written to the data file).
+//!
+//! Run with `cargo bench --bench gp` (the peers need `pip install numpy scikit-learn` and
+//! `pip install botorch`; each is skipped with a hint when missing; the BoTorch peer takes
+//! minutes). Under `cargo test` the benchmarks run once on the same sizes; the peer
 //! is skipped and no data file is written.
 
 use std::path::{Path, PathBuf};
@@ -92,6 +98,32 @@ struct Peer {
     rmse: f64,
     posterior_seconds: f64,
     versions: String,
+}
+
+/// What the BoTorch peer script reports.
+#[derive(Debug)]
+struct Botorch {
+    fit_seconds: f64,
+    rmse: f64,
+    acqf_q1_seconds: f64,
+    acqf_q8_seconds: f64,
+    versions: String,
+}
+
+fn run_botorch(path: &Path, threads: usize) -> Option<Botorch> {
+    let v = common::run_python_peer_hinted(
+        "gp_peer_botorch.py",
+        &[path.display().to_string()],
+        threads,
+        "install the BoTorch peer with `pip install botorch` (or set PYTHON)",
+    )?;
+    Some(Botorch {
+        fit_seconds: v["fit_seconds"].as_f64()?,
+        rmse: v["rmse"].as_f64()?,
+        acqf_q1_seconds: v["acqf_q1_seconds"].as_f64()?,
+        acqf_q8_seconds: v["acqf_q8_seconds"].as_f64()?,
+        versions: v["versions"].to_string(),
+    })
 }
 
 fn run_peer(path: &Path, threads: usize) -> Option<Peer> {
@@ -168,12 +200,13 @@ fn main() {
             .unwrap();
 
     // The peer's data (about 15 MB of JSON) are written only for a real benchmark run.
-    let peer = if benchmarking {
+    let beta = ucb_cfg.beta.value(D, N_TRAIN);
+    let (peer, botorch) = if benchmarking {
         let path = data_root().join("gp_d50.json");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         let h = post_gp.hyperparameters();
         let payload = json!({
-            "d": D, "noise_sd": NOISE, "seed": SEED,
+            "d": D, "noise_sd": NOISE, "seed": SEED, "beta": beta,
             "train": {"x": x_train, "y": y_train},
             "test": {"x": x_test, "f": f_test},
             "posterior": {
@@ -183,9 +216,14 @@ fn main() {
             },
         });
         std::fs::write(&path, payload.to_string()).unwrap();
-        run_peer(&path, threads)
+        let uptime = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        eprintln!("load average before the peers: {}", uptime().trim());
+        let peer = run_peer(&path, threads);
+        let botorch = run_botorch(&path, threads);
+        eprintln!("load average after the peers: {}", uptime().trim());
+        (peer, botorch)
     } else {
-        None
+        (None, None)
     };
 
     let mut group = c.benchmark_group("gp");
@@ -284,9 +322,39 @@ fn main() {
         None if benchmarking => println!("peer: skipped (see above)"),
         None => {}
     }
-    println!(
-        "  BoTorch (issue's figures, not run here): SingleTaskGP fit 30 s + optimize_acqf 45 s \
-         → our round is {:.0}× faster than 75 s",
-        75.0 / round
-    );
+    match &botorch {
+        Some(b) => {
+            println!("BoTorch peer ({}), float64, β = {beta:.3}:", b.versions);
+            println!(
+                "  SingleTaskGP + fit_gpytorch_mll: {:.2} s → our fit {:.0}× faster",
+                b.fit_seconds,
+                b.fit_seconds / fit
+            );
+            println!(
+                "  optimize_acqf (simplex, 10 restarts, 512 raw samples): UCB q = 1 {:.2} s, \
+                 qUCB q = {Q} sequential {:.2} s",
+                b.acqf_q1_seconds, b.acqf_q8_seconds
+            );
+            let (r8, r1) = (
+                b.fit_seconds + b.acqf_q8_seconds,
+                b.fit_seconds + b.acqf_q1_seconds,
+            );
+            println!(
+                "  round: BoTorch fit + q = {Q} {r8:.2} s vs ours {round:.3} s → {:.0}× faster \
+                 (fit + q = 1: {r1:.2} s → {:.0}×)",
+                r8 / round,
+                r1 / round
+            );
+            println!(
+                "  BoTorch held-out RMSE: {:.5} (ours {our_rmse:.5}, ratio {:.3})",
+                b.rmse,
+                our_rmse / b.rmse
+            );
+        }
+        None => println!(
+            "  BoTorch (issue's figures, not run here): SingleTaskGP fit 30 s + optimize_acqf \
+             45 s → our round is {:.0}× faster than 75 s",
+            75.0 / round
+        ),
+    }
 }

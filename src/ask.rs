@@ -100,7 +100,8 @@ pub struct RecipeArgs {
     /// The objective.
     #[command(flatten)]
     pub objective: ObjectiveArgs,
-    /// Optimise only these benchmarks (equal weights), from the same trials.
+    /// Optimise only these benchmarks (equal weights), from the same trials; with gp-ucb,
+    /// one GP per benchmark, their posteriors combined.
     #[arg(long, value_delimiter = ',', conflicts_with = "weights")]
     pub target: Vec<String>,
     /// Method whose recommendation becomes the recipe.
@@ -364,8 +365,18 @@ pub fn run_recipe(a: RecipeArgs) -> Result<()> {
     let trials = load_trials(&a.trials, &space)?;
     let spec = objective_spec(&a.objective, &a.target)?;
     let obs = observations(&space, &trials, &spec)?;
-    let mut proposer = a.method.proposer(a.seed);
-    let p = proposer.recommend(&space, &obs)?;
+    let p = if !a.target.is_empty() && a.method == Method::GpUcb {
+        // One GP per targeted benchmark, their posteriors combined linearly.
+        let columns: Vec<(f64, Vec<f64>)> = spec
+            .components(&trials)
+            .map_err(anyhow::Error::msg)?
+            .into_iter()
+            .map(|c| (c.weight, c.scores))
+            .collect();
+        GpUcb::new(GpUcbConfig::seeded(a.seed)).recommend_combined(&space, &obs.x, &columns)?
+    } else {
+        a.method.proposer(a.seed).recommend(&space, &obs)?
+    };
     let trial = trials
         .iter()
         .find(|t| {

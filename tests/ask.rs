@@ -257,3 +257,68 @@ fn bad_trials_are_named() {
     ]);
     assert!(e.contains("missing"), "{e}");
 }
+
+#[test]
+fn targeted_recipes_use_one_gp_per_benchmark() {
+    // Benchmark A prefers cell 0, benchmark B cell 1 (both smooth, with an interior optimum).
+    let dir = tempfile::tempdir().unwrap();
+    let cells = ["a/x", "a/y", "b/x"];
+    let space = dir.path().join("space.json");
+    std::fs::write(
+        &space,
+        serde_json::json!({"kind": "joint", "cells": cells}).to_string(),
+    )
+    .unwrap();
+    let mut rng = SplitMix64::new(11);
+    let mut lines = Vec::new();
+    for i in 0..24 {
+        let mut w: Vec<f64> = (0..3).map(|_| -(1.0 - rng.next_f64()).ln()).collect();
+        let s: f64 = w.iter().sum();
+        w.iter_mut().for_each(|x| *x /= s);
+        let a = w[0] - 0.5 * w[0] * w[0] + 0.2 * w[2];
+        let b = w[1] - 0.5 * w[1] * w[1] + 0.2 * w[2];
+        let mixture: serde_json::Map<String, serde_json::Value> = cells
+            .iter()
+            .zip(&w)
+            .map(|(c, x)| (c.to_string(), (*x).into()))
+            .collect();
+        lines.push(
+            serde_json::json!({"id": format!("t{i}"), "mixture": mixture,
+                "benchmarks": {"A": a, "B": b}})
+            .to_string(),
+        );
+    }
+    let trials = dir.path().join("trials.jsonl");
+    std::fs::write(&trials, lines.join("\n")).unwrap();
+    let (space, trials) = (space.to_str().unwrap(), trials.to_str().unwrap());
+    let out = dir.path().join("recipe.json");
+    let o = out.to_str().unwrap();
+    let recipe = |target: &str| -> serde_json::Value {
+        ok(&[
+            "recipe", "--space", space, "--trials", trials, "--target", target, "--out", o,
+        ]);
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
+    };
+    let (ra, rb, both) = (recipe("A"), recipe("B"), recipe("A,B"));
+    let w = |r: &serde_json::Value, c: &str| r["weights"][c].as_f64().unwrap();
+    assert!(
+        w(&ra, "a/x") > w(&rb, "a/x") + 0.2,
+        "--target A: {}, --target B: {}",
+        ra["weights"],
+        rb["weights"]
+    );
+    assert!(w(&rb, "a/y") > w(&ra, "a/y") + 0.2);
+    // Two benchmarks: two GPs, combined; the recipe sits between the single targets.
+    let reason = both["source"]["reason"].as_str().unwrap();
+    assert!(reason.contains("2 per-objective GPs"), "{reason}");
+    assert_eq!(both["source"]["target"], serde_json::json!(["A", "B"]));
+    assert!(w(&both, "a/x") < w(&ra, "a/x") && w(&both, "a/y") < w(&rb, "a/y"));
+    let m = both["source"]["predicted_mean"].as_f64().unwrap();
+    assert!(m.is_finite() && both["source"]["predicted_std"].as_f64().unwrap() >= 0.0);
+    // Without --target the aggregate keeps its single GP.
+    ok(&["recipe", "--space", space, "--trials", trials, "--out", o]);
+    let agg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let reason = agg["source"]["reason"].as_str().unwrap();
+    assert!(!reason.contains("per-objective"), "{reason}");
+}

@@ -11,7 +11,9 @@ use faer::{Mat, Side};
 use mixatlas::acquisition::ucb::{Beta, GpUcb, GpUcbConfig};
 use mixatlas::acquisition::{Observations, Proposer, SearchSpace, SpaceConstraints, SpaceKind};
 use mixatlas::data::rng::SplitMix64;
-use mixatlas::surrogate::{Gp, GpConfig, GpError, GpHyperparameters, Kernel, Posterior};
+use mixatlas::surrogate::{
+    Gp, GpConfig, GpError, GpHyperparameters, Kernel, LinearCombination, Posterior,
+};
 use serde_json::{json, Value};
 
 /// Runs the Python reference on `input`.
@@ -227,6 +229,76 @@ fn posterior_gradients_match_central_differences() {
             }
         }
     }
+}
+
+#[test]
+fn linear_combination_equals_the_hand_computed_combination_of_single_gps() {
+    let (x, ya) = data(18, 3, 21);
+    let yb: Vec<f64> = x.iter().map(|p| 2.0 * p[1] - p[2] * p[0]).collect();
+    let cfg = GpConfig {
+        restarts: 1,
+        ..Default::default()
+    };
+    let (ga, gb) = (
+        Gp::fit(&x, &ya, &cfg).unwrap(),
+        Gp::fit(&x, &yb, &cfg).unwrap(),
+    );
+    let (wa, wb) = (0.25, 0.75);
+    let mut comb = LinearCombination::new(vec![(wa, ga.clone()), (wb, gb.clone())]);
+    assert_eq!(comb.dim(), 3);
+    let mut rng = SplitMix64::new(22);
+    let queries: Vec<Vec<f64>> = (0..6)
+        .map(|_| (0..3).map(|_| rng.next_f64()).collect())
+        .chain([x[2].clone()])
+        .collect();
+    let check = |comb: &LinearCombination<Gp>, ga: &Gp, gb: &Gp, what: &str| {
+        let flat: Vec<f64> = queries.concat();
+        let (m, v) = comb.predict(&flat);
+        let (ma, va) = ga.predict(&flat);
+        let (mb, vb) = gb.predict(&flat);
+        for i in 0..queries.len() {
+            let (hm, hv) = (wa * ma[i] + wb * mb[i], wa * wa * va[i] + wb * wb * vb[i]);
+            assert!(close(m[i], hm, 1e-12, 1e-14), "{what}: mean {i}");
+            assert!(close(v[i], hv, 1e-12, 1e-16), "{what}: variance {i}");
+            let p = comb.predict_point(&queries[i]);
+            let (pa, pb) = (ga.predict_point(&queries[i]), gb.predict_point(&queries[i]));
+            let hs = (wa * wa * pa.std * pa.std + wb * wb * pb.std * pb.std).sqrt();
+            assert!(close(p.mean, hm, 1e-10, 1e-12), "{what}: point mean {i}");
+            assert!(close(p.std, hs, 1e-10, 1e-12), "{what}: point std {i}");
+            for k in 0..3 {
+                let gm = wa * pa.grad_mean[k] + wb * pb.grad_mean[k];
+                let gs =
+                    (wa * wa * pa.std * pa.grad_std[k] + wb * wb * pb.std * pb.grad_std[k]) / hs;
+                assert!(close(p.grad_mean[k], gm, 1e-12, 1e-14), "{what}: ∇μ {i}");
+                assert!(close(p.grad_std[k], gs, 1e-10, 1e-12), "{what}: ∇σ {i}");
+                // And the gradients are those of the combined mean and std.
+                let step = 1e-6;
+                let (mut a, mut b) = (queries[i].clone(), queries[i].clone());
+                a[k] += step;
+                b[k] -= step;
+                let (qa, qb) = (comb.predict_point(&a), comb.predict_point(&b));
+                let ds = (qa.std - qb.std) / (2.0 * step);
+                assert!(
+                    close(p.grad_std[k], ds, 1e-5, 1e-6),
+                    "{what}: dσ/dx{k} at {i}"
+                );
+            }
+        }
+    };
+    check(&comb, &ga, &gb, "fitted");
+    // Fantasizing conditions each component on its own mean: the combination of the
+    // fantasized GPs, and the combined mean is unchanged there.
+    let at = vec![0.3, 0.6, 0.2];
+    let before = comb.predict_point(&at);
+    comb.fantasize(&at);
+    let (mut fa, mut fb) = (ga.clone(), gb.clone());
+    fa.fantasize(&at);
+    fb.fantasize(&at);
+    check(&comb, &fa, &fb, "fantasized");
+    let after = comb.predict_point(&at);
+    assert!(close(after.mean, before.mean, 1e-8, 1e-10));
+    assert!(after.std < 0.7 * before.std);
+    assert_eq!(comb.terms().len(), 2);
 }
 
 #[test]

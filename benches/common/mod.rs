@@ -8,12 +8,26 @@ use std::process::Command;
 /// stdout as JSON. `None`, with a hint on stderr, when Python or the peer's packages are
 /// missing or the script fails: the benchmark then reports only our side.
 pub fn run_python_peer(script: &str, args: &[String], threads: usize) -> Option<serde_json::Value> {
+    run_python_peer_hinted(
+        script,
+        args,
+        threads,
+        "install the peer with `pip install numpy scikit-learn` (or set PYTHON)",
+    )
+}
+
+/// [`run_python_peer`] with its own installation hint (printed when the peer is skipped).
+pub fn run_python_peer_hinted(
+    script: &str,
+    args: &[String],
+    threads: usize,
+    hint: &str,
+) -> Option<serde_json::Value> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("benches")
         .join(script);
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let threads = threads.to_string();
-    let hint = "install the peer with `pip install numpy scikit-learn` (or set PYTHON)";
     eprintln!("running the peer ({python} {}) …", script.display());
     let out = match Command::new(&python)
         .arg(&script)

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::design::maximin;
 use super::{Observations, Proposal, ProposeError, Proposer, SearchSpace};
 use crate::data::rng::SplitMix64;
-use crate::surrogate::{Gp, GpConfig, GpError, Posterior};
+use crate::surrogate::{Gp, GpConfig, GpError, LinearCombination, Posterior};
 
 /// The exploration weight β of `μ + √β σ`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -344,6 +344,76 @@ pub fn maximize_ucb<P: Posterior>(
     })
 }
 
+/// GP-UCB's recommendation rule on any posterior of the objective: the highest lower
+/// confidence bound `μ − σ` over the evaluated trials (`obs.x`), unless a search of the whole
+/// space (candidates around the best trials by `obs.y`, then projected-gradient ascent of
+/// `μ − σ`) finds a point whose `μ − σ` beats every trial's. `model` is appended to the
+/// proposal's reason. `obs` must be valid and non-empty.
+pub fn recommend_lcb<P: Posterior>(
+    post: &P,
+    space: &SearchSpace,
+    obs: &Observations,
+    cfg: &GpUcbConfig,
+    model: &str,
+) -> Proposal {
+    let flat: Vec<f64> = obs.x.iter().flatten().copied().collect();
+    let (mean, var) = post.predict(&flat);
+    let lcb = |m: f64, v: f64| m - v.max(0.0).sqrt();
+    let i = (0..mean.len())
+        .max_by(|&a, &b| {
+            lcb(mean[a], var[a])
+                .total_cmp(&lcb(mean[b], var[b]))
+                .then(b.cmp(&a))
+        })
+        .expect("non-empty");
+    // Also search the whole space for the best lower confidence bound μ − σ: the GP may
+    // be confident of a better mixture than any evaluated one (an interpolation between
+    // good trials). It is taken only when its μ − σ beats the best evaluated trial's.
+    let mut rng = SplitMix64::derive(cfg.seed, 0x5EC0 ^ obs.len() as u64);
+    let mut pool = candidates(space, obs, cfg.candidates, &mut rng);
+    pool.extend(obs.x.iter().cloned());
+    let pflat: Vec<f64> = pool.iter().flatten().copied().collect();
+    let (pm, pv) = post.predict(&pflat);
+    let mut order: Vec<usize> = (0..pool.len()).collect();
+    order.sort_by(|&a, &b| {
+        lcb(pm[b], pv[b])
+            .total_cmp(&lcb(pm[a], pv[a]))
+            .then(a.cmp(&b))
+    });
+    let best_space = order
+        .iter()
+        .take(cfg.starts)
+        .map(|&j| ascend(post, space, pool[j].clone(), -1.0, cfg.ascent_steps))
+        .max_by(|a, b| a.value.total_cmp(&b.value));
+    if let Some(p) = best_space {
+        if p.value > lcb(mean[i], var[i]) + 1e-12 {
+            return Proposal {
+                mixture: space.to_mixture(&p.x),
+                x: p.x,
+                mean: Some(p.mean),
+                std: Some(p.std),
+                acquisition: Some(p.value),
+                reason: format!(
+                    "highest lower confidence bound (μ − σ) over the space, above every one \
+                     of {} trials{model}",
+                    obs.len()
+                ),
+            };
+        }
+    }
+    Proposal {
+        x: obs.x[i].clone(),
+        mixture: space.to_mixture(&obs.x[i]),
+        mean: Some(mean[i]),
+        std: Some(var[i].max(0.0).sqrt()),
+        acquisition: Some(lcb(mean[i], var[i])),
+        reason: format!(
+            "highest lower confidence bound (μ − σ) of {} trials (trial {i}){model}",
+            obs.len()
+        ),
+    }
+}
+
 impl GpUcb {
     /// A proposer with these settings.
     pub fn new(cfg: GpUcbConfig) -> Self {
@@ -368,6 +438,86 @@ impl GpUcb {
             self.last = Some((obs.clone(), gp));
         }
         Ok(&self.last.as_ref().expect("just fitted").1)
+    }
+
+    /// The recommendation for the objective `Σ_b w_b y_b` from one GP per component: each
+    /// `(w_b, y_b)` of `columns` (e.g. a benchmark's scores, one per trial of `x`, and its
+    /// weight in a weighted mean) gets its own GP, fitted with this proposer's GP settings on
+    /// its own standardised scores; their posteriors are combined linearly
+    /// ([`LinearCombination`]: `μ = Σ w_b μ_b`, `σ² = Σ w_b² σ_b²`, independence assumed) and
+    /// the combination is recommended by the rule of [`Proposer::recommend`]
+    /// ([`recommend_lcb`]). With fewer than two trials, or when a GP cannot be fitted, the
+    /// recommendation is the trial with the best combined score.
+    pub fn recommend_combined(
+        &self,
+        space: &SearchSpace,
+        x: &[Vec<f64>],
+        columns: &[(f64, Vec<f64>)],
+    ) -> Result<Proposal, ProposeError> {
+        if columns.is_empty() {
+            return Err(ProposeError::BadObservations(
+                "no objectives to combine".into(),
+            ));
+        }
+        if let Some((b, c)) = columns
+            .iter()
+            .enumerate()
+            .find(|(_, (_, c))| c.len() != x.len())
+        {
+            return Err(ProposeError::BadObservations(format!(
+                "objective {b} has {} scores for {} trials",
+                c.1.len(),
+                x.len()
+            )));
+        }
+        let obs = Observations {
+            x: x.to_vec(),
+            y: (0..x.len())
+                .map(|i| columns.iter().map(|(w, c)| w * c[i]).sum())
+                .collect(),
+        };
+        obs.validate(space)?;
+        if obs.is_empty() {
+            return Err(ProposeError::BadObservations(
+                "no finished trials to recommend from".into(),
+            ));
+        }
+        let best_trial = |why: String| {
+            let i = obs.best().expect("non-empty");
+            Proposal {
+                x: obs.x[i].clone(),
+                mixture: space.to_mixture(&obs.x[i]),
+                mean: None,
+                std: None,
+                acquisition: None,
+                reason: format!("best of {} trials ({why})", obs.len()),
+            }
+        };
+        if obs.len() < 2 {
+            return Ok(best_trial("no GP".into()));
+        }
+        let mut terms = Vec::with_capacity(columns.len());
+        for (b, (w, y)) in columns.iter().enumerate() {
+            match Gp::fit(x, y, &self.cfg.gp) {
+                Ok(gp) => terms.push((*w, gp)),
+                Err(e @ (GpError::NonFiniteY { .. } | GpError::BadInput { .. })) => {
+                    return Err(ProposeError::BadObservations(format!("objective {b}: {e}")))
+                }
+                Err(e) => {
+                    tracing::warn!("GP of objective {b} failed ({e}); recommending a trial");
+                    return Ok(best_trial(format!("no GP for objective {b}: {e}")));
+                }
+            }
+        }
+        let k = terms.len();
+        let post = LinearCombination::new(terms);
+        Ok(recommend_lcb(
+            &post,
+            space,
+            &obs,
+            &self.cfg,
+            &format!(", weighted sum of {k} per-objective GPs"),
+        ))
     }
 
     fn design(
@@ -500,60 +650,6 @@ impl Proposer for GpUcb {
             });
         };
         let gp = gp.clone();
-        let flat: Vec<f64> = obs.x.iter().flatten().copied().collect();
-        let (mean, var) = gp.predict(&flat);
-        let lcb = |m: f64, v: f64| m - v.max(0.0).sqrt();
-        let i = (0..mean.len())
-            .max_by(|&a, &b| {
-                lcb(mean[a], var[a])
-                    .total_cmp(&lcb(mean[b], var[b]))
-                    .then(b.cmp(&a))
-            })
-            .expect("non-empty");
-        // Also search the whole space for the best lower confidence bound μ − σ: the GP may
-        // be confident of a better mixture than any evaluated one (an interpolation between
-        // good trials). It is taken only when its μ − σ beats the best evaluated trial's.
-        let mut rng = SplitMix64::derive(self.cfg.seed, 0x5EC0 ^ obs.len() as u64);
-        let mut pool = candidates(space, obs, self.cfg.candidates, &mut rng);
-        pool.extend(obs.x.iter().cloned());
-        let pflat: Vec<f64> = pool.iter().flatten().copied().collect();
-        let (pm, pv) = gp.predict(&pflat);
-        let mut order: Vec<usize> = (0..pool.len()).collect();
-        order.sort_by(|&a, &b| {
-            lcb(pm[b], pv[b])
-                .total_cmp(&lcb(pm[a], pv[a]))
-                .then(a.cmp(&b))
-        });
-        let best_space = order
-            .iter()
-            .take(self.cfg.starts)
-            .map(|&j| ascend(&gp, space, pool[j].clone(), -1.0, self.cfg.ascent_steps))
-            .max_by(|a, b| a.value.total_cmp(&b.value));
-        if let Some(p) = best_space {
-            if p.value > lcb(mean[i], var[i]) + 1e-12 {
-                return Ok(Proposal {
-                    mixture: space.to_mixture(&p.x),
-                    x: p.x,
-                    mean: Some(p.mean),
-                    std: Some(p.std),
-                    acquisition: Some(p.value),
-                    reason: format!(
-                        "highest lower confidence bound (μ − σ) over the space, above every one of {} trials",
-                        obs.len()
-                    ),
-                });
-            }
-        }
-        Ok(Proposal {
-            x: obs.x[i].clone(),
-            mixture: space.to_mixture(&obs.x[i]),
-            mean: Some(mean[i]),
-            std: Some(var[i].sqrt()),
-            acquisition: Some(lcb(mean[i], var[i])),
-            reason: format!(
-                "highest lower confidence bound (μ − σ) of {} trials (trial {i})",
-                obs.len()
-            ),
-        })
+        Ok(recommend_lcb(&gp, space, obs, &self.cfg, ""))
     }
 }

@@ -255,19 +255,48 @@ impl ObjectiveSpec {
         }
     }
 
+    fn reference_trial<'a>(&self, trials: &'a [Trial]) -> Result<Option<&'a Trial>, String> {
+        match &self.reference {
+            None => Ok(None),
+            Some(id) => trials
+                .iter()
+                .find(|t| &t.id == id)
+                .map(Some)
+                .ok_or_else(|| format!("reference trial {id:?} is not among the trials")),
+        }
+    }
+
+    /// Trial `t`'s score on `b`, divided by the reference trial's when there is one.
+    fn score(t: &Trial, b: &str, reference: Option<&Trial>) -> Result<f64, String> {
+        let s = *t.benchmarks.get(b).ok_or_else(|| {
+            format!(
+                "trial {} (line {}) has no score for benchmark {b:?}",
+                t.id, t.line
+            )
+        })?;
+        match reference {
+            Some(r) => {
+                let rs = *r
+                    .benchmarks
+                    .get(b)
+                    .ok_or_else(|| format!("reference trial {} has no score for {b:?}", r.id))?;
+                if rs == 0.0 {
+                    return Err(format!(
+                        "reference trial {} scores 0 on {b:?}: cannot normalise",
+                        r.id
+                    ));
+                }
+                Ok(s / rs)
+            }
+            None => Ok(s),
+        }
+    }
+
     /// The objective of every trial: the weighted mean of its (normalised) benchmark scores,
     /// or its explicit `objective` when no benchmark weights are given and it has one.
     /// Errors name the trial that lacks a needed score.
     pub fn evaluate(&self, trials: &[Trial]) -> Result<Vec<f64>, String> {
-        let reference = match &self.reference {
-            None => None,
-            Some(id) => Some(
-                trials
-                    .iter()
-                    .find(|t| &t.id == id)
-                    .ok_or_else(|| format!("reference trial {id:?} is not among the trials"))?,
-            ),
-        };
+        let reference = self.reference_trial(trials)?;
         trials
             .iter()
             .map(|t| {
@@ -287,28 +316,7 @@ impl ObjectiveSpec {
                 let mut num = 0.0;
                 let mut den = 0.0;
                 for (b, w) in names {
-                    let s = *t.benchmarks.get(b).ok_or_else(|| {
-                        format!(
-                            "trial {} (line {}) has no score for benchmark {b:?}",
-                            t.id, t.line
-                        )
-                    })?;
-                    let s = match reference {
-                        Some(r) => {
-                            let rs = *r.benchmarks.get(b).ok_or_else(|| {
-                                format!("reference trial {} has no score for {b:?}", r.id)
-                            })?;
-                            if rs == 0.0 {
-                                return Err(format!(
-                                    "reference trial {} scores 0 on {b:?}: cannot normalise",
-                                    r.id
-                                ));
-                            }
-                            s / rs
-                        }
-                        None => s,
-                    };
-                    num += w * s;
+                    num += w * Self::score(t, b, reference)?;
                     den += w;
                 }
                 if den <= 0.0 {
@@ -318,6 +326,59 @@ impl ObjectiveSpec {
             })
             .collect()
     }
+
+    /// The objective split into its benchmarks, for one surrogate per benchmark: each
+    /// benchmark with positive weight, its weight divided by the weights' sum, and every
+    /// trial's (normalised) score on it, so that `Σ weight · scores[i]` is
+    /// [`evaluate`](Self::evaluate)'s value for trial `i`. With no weights, every benchmark
+    /// any trial names, equally weighted (each trial must score all of them; explicit
+    /// `objective`s cannot be split and are an error).
+    pub fn components(&self, trials: &[Trial]) -> Result<Vec<Component>, String> {
+        let reference = self.reference_trial(trials)?;
+        let weights: Vec<(String, f64)> = if self.weights.is_empty() {
+            if let Some(t) = trials.iter().find(|t| t.objective.is_some()) {
+                return Err(format!(
+                    "trial {} (line {}) gives an explicit objective, which cannot be split                      into benchmarks; name the benchmarks to target",
+                    t.id, t.line
+                ));
+            }
+            let names: std::collections::BTreeSet<&String> =
+                trials.iter().flat_map(|t| t.benchmarks.keys()).collect();
+            names.into_iter().map(|b| (b.clone(), 1.0)).collect()
+        } else {
+            self.weights.iter().map(|(b, &w)| (b.clone(), w)).collect()
+        };
+        let den: f64 = weights.iter().map(|(_, w)| w).sum();
+        if den <= 0.0 {
+            return Err("benchmark weights sum to 0".into());
+        }
+        weights
+            .into_iter()
+            .filter(|(_, w)| *w > 0.0)
+            .map(|(benchmark, w)| {
+                let scores = trials
+                    .iter()
+                    .map(|t| Self::score(t, &benchmark, reference))
+                    .collect::<Result<Vec<f64>, String>>()?;
+                Ok(Component {
+                    benchmark,
+                    weight: w / den,
+                    scores,
+                })
+            })
+            .collect()
+    }
+}
+
+/// One benchmark's part of an objective ([`ObjectiveSpec::components`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Component {
+    /// The benchmark.
+    pub benchmark: String,
+    /// Its weight in the objective (the weights sum to 1).
+    pub weight: f64,
+    /// Every trial's score on it (normalised by the reference trial's, if any).
+    pub scores: Vec<f64>,
 }
 
 #[cfg(test)]
@@ -361,6 +422,44 @@ mod tests {
             e.contains("line 3") && e.contains("\"q\"") || e.contains("\"r\""),
             "{e}"
         );
+    }
+
+    #[test]
+    fn components_sum_to_the_objective() {
+        let s = space();
+        let j = "{\"id\":\"u\",\"mixture\":{\"a/x\":0.5,\"b/x\":0.5},\"benchmarks\":{\"q\":0.2,\"r\":0.4,\"z\":1}}\n\
+                 {\"mixture\":{\"a/y\":1.0},\"benchmarks\":{\"q\":0.5,\"r\":0.1,\"z\":2}}\n";
+        let t = parse_jsonl(j, Path::new("t.jsonl"), &s).unwrap();
+        for spec in [
+            ObjectiveSpec {
+                weights: [
+                    ("r".to_string(), 3.0),
+                    ("q".to_string(), 1.0),
+                    ("z".to_string(), 0.0),
+                ]
+                .into(),
+                reference: Some("u".into()),
+            },
+            ObjectiveSpec::default(),
+            ObjectiveSpec::targeting(&["q".into()]),
+        ] {
+            let y = spec.evaluate(&t).unwrap();
+            let c = spec.components(&t).unwrap();
+            assert!(c.iter().all(|c| c.weight > 0.0));
+            assert!((c.iter().map(|c| c.weight).sum::<f64>() - 1.0).abs() < 1e-15);
+            for (i, y) in y.iter().enumerate() {
+                let s: f64 = c.iter().map(|c| c.weight * c.scores[i]).sum();
+                assert!((s - y).abs() < 1e-12, "{s} vs {y}");
+            }
+        }
+        let explicit = parse_jsonl(
+            "{\"mixture\":{\"a/y\":1.0},\"objective\":0.9}",
+            Path::new("t.jsonl"),
+            &s,
+        )
+        .unwrap();
+        let e = ObjectiveSpec::default().components(&explicit).unwrap_err();
+        assert!(e.contains("explicit objective"), "{e}");
     }
 
     #[test]

@@ -8,12 +8,16 @@
 //! - [`kernel`]: Matérn-5/2 and RBF correlations with ARD lengthscales.
 //! - [`fit`]: MAP hyperparameter fitting with BoTorch-style priors and restarts.
 //! - [`lbfgs`]: the L-BFGS optimiser used by the fit.
+//! - [`combination`]: [`LinearCombination`], the posterior of a weighted sum of independently
+//!   modelled objectives (one GP per benchmark, combined for a targeted recipe).
 
+pub mod combination;
 pub mod fit;
 pub mod gp;
 pub mod kernel;
 pub mod lbfgs;
 
+pub use combination::LinearCombination;
 pub use gp::{Gp, GpConfig, GpError, GpHyperparameters, GpReport};
 pub use kernel::Kernel;
 
