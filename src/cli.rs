@@ -741,10 +741,34 @@ fn run_demo(a: DemoArgs) -> Result<()> {
         ..PrepareConfig::default()
     };
     prepare_with(&raw, &corpus_dir, &pcfg, None, true)?;
-    println!("\n== 3/4 sampling report");
+    println!("\n== 3/6 sampling report");
     crate::demo::sampling_report(&corpus_dir, a.seed)?;
-    println!("\n== 4/4 search: GP-UCB against RegMix, same budget, tiny proxies");
+    println!("\n== 4/6 search: GP-UCB against RegMix, same budget, tiny proxies");
     crate::demo::search_comparison(&corpus_dir, &a.out, a.seed, &budget)?;
+    println!("\n== 5/6 transfer: the recipe against natural proportions on the `small` model");
+    let transfer = if a.quick {
+        crate::demo::DemoTransfer {
+            steps: 40,
+            seeds: 2,
+            eval_every: 5,
+            eval_samples: 40,
+        }
+    } else {
+        crate::demo::DemoTransfer {
+            steps: 100,
+            seeds: 3,
+            eval_every: 10,
+            eval_samples: 60,
+        }
+    };
+    crate::demo::transfer(&corpus_dir, &a.out, &transfer)?;
+    println!("\n== 6/6 report");
+    let page = mixatlas::report::write_report(
+        &a.out,
+        Some(&a.out.join("transfer")),
+        &a.out.join("report"),
+    )?;
+    println!("  {}", page.display());
     println!(
         "\ndemo finished in {:.1} s; everything is under {}",
         started.elapsed().as_secs_f64(),

@@ -312,3 +312,70 @@ pub fn search_comparison(
     }
     Ok(())
 }
+
+/// The transfer stage of the demo.
+pub struct DemoTransfer {
+    /// Steps per run.
+    pub steps: u64,
+    /// Seeds per arm.
+    pub seeds: u64,
+    /// Evaluation interval.
+    pub eval_every: u64,
+    /// Documents per benchmark per evaluation.
+    pub eval_samples: usize,
+}
+
+/// Trains `small` on natural proportions and on the GP-UCB recipe and prints the
+/// steps-to-baseline speedup and the benchmark table.
+pub fn transfer(corpus_dir: &Path, out: &Path, t: &DemoTransfer) -> Result<()> {
+    use mixatlas::dist::SingleProcess;
+    use mixatlas::train::TrainConfig;
+    use mixatlas::transfer::{run_transfer, Baseline, TransferPlan};
+    let corpus = Corpus::open(corpus_dir)?;
+    let recipe_path = out.join("search-gp-ucb").join("recipe.json");
+    let recipe = mixatlas::train::trainer::read_mixture(&recipe_path, &corpus.manifest)?;
+    let mut train = TrainConfig::transfer();
+    train.steps = t.steps;
+    train.warmup_steps = (t.steps / 10).max(1);
+    train.eval_every = t.eval_every;
+    train.eval_samples = t.eval_samples;
+    train.batch_size = 8;
+    train.seq_len = 128;
+    train.checkpoint_every = 0;
+    let model = crate::train_cli::model_config_for(&corpus, "small", None, &[])?;
+    let plan = TransferPlan {
+        corpus: &corpus,
+        recipe,
+        baseline: Baseline::Natural,
+        model,
+        train,
+        seeds: t.seeds,
+        out: out.join("transfer"),
+        smoothing: mixatlas::bench::steps_to_loss::Smoothing::None,
+    };
+    let dir = &plan.out;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    println!(
+        "  small ({:.2} M parameters), {} steps × {} seeds per arm, held-out eval every {} steps",
+        plan.model.num_params() as f64 / 1e6,
+        t.steps,
+        t.seeds,
+        t.eval_every
+    );
+    let started = Instant::now();
+    let mut last = Instant::now();
+    let summary = run_transfer(&plan, &SingleProcess, &mut |arm, seed, step, total| {
+        if step == total || last.elapsed().as_secs_f64() > 10.0 {
+            println!(
+                "  [{:6.1}s] {arm} seed {seed}: step {step}/{total}",
+                started.elapsed().as_secs_f64()
+            );
+            last = Instant::now();
+        }
+    })?;
+    println!();
+    crate::train_cli::print_transfer(&summary, "natural");
+    Ok(())
+}
