@@ -20,6 +20,9 @@ pub struct MpiComm {
     comm: SimpleCommunicator,
     watchdog: Watchdog,
     timeout: Duration,
+    /// Send-side copy for all-reduces (MPI needs distinct send and receive buffers without
+    /// MPI_IN_PLACE, which rsmpi does not expose); kept so its pages are faulted in once.
+    scratch: std::cell::RefCell<Vec<f32>>,
 }
 
 // SAFETY: MixAtlas calls MPI from one thread per process (MPI_THREAD_FUNNELED semantics); the
@@ -47,6 +50,7 @@ impl MpiRuntime {
             comm,
             watchdog: Watchdog::start(rank, timeout),
             timeout,
+            scratch: Default::default(),
         }
     }
 }
@@ -57,8 +61,15 @@ impl MpiComm {
     }
 }
 
-fn reduce_f32(comm: &SimpleCommunicator, buf: &mut [f32], op: ReduceOp) {
-    let send = buf.to_vec();
+fn reduce_f32(
+    comm: &SimpleCommunicator,
+    scratch: &std::cell::RefCell<Vec<f32>>,
+    buf: &mut [f32],
+    op: ReduceOp,
+) {
+    let mut send = scratch.borrow_mut();
+    send.clear();
+    send.extend_from_slice(buf);
     comm.all_reduce_into(&send[..], buf, SystemOperation::sum());
     if op == ReduceOp::Mean {
         let n = comm.size() as f32;
@@ -78,7 +89,7 @@ impl Communicator for MpiComm {
     fn all_reduce(&self, buf: BufMut<'_>, op: ReduceOp) -> Result<(), DistError> {
         let _g = self.watchdog.enter("all_reduce");
         match buf {
-            BufMut::F32(b) => reduce_f32(&self.comm, b, op),
+            BufMut::F32(b) => reduce_f32(&self.comm, &self.scratch, b, op),
             BufMut::F64(b) => {
                 let send = b.to_vec();
                 self.comm
@@ -90,14 +101,14 @@ impl Communicator for MpiComm {
             }
             BufMut::BF16(b) => {
                 let mut f: Vec<f32> = b.iter().map(|x| x.to_f32()).collect();
-                reduce_f32(&self.comm, &mut f, op);
+                reduce_f32(&self.comm, &self.scratch, &mut f, op);
                 b.iter_mut()
                     .zip(f)
                     .for_each(|(x, y)| *x = bf16::from_f32(y));
             }
             BufMut::F16(b) => {
                 let mut f: Vec<f32> = b.iter().map(|x| x.to_f32()).collect();
-                reduce_f32(&self.comm, &mut f, op);
+                reduce_f32(&self.comm, &self.scratch, &mut f, op);
                 b.iter_mut().zip(f).for_each(|(x, y)| *x = f16::from_f32(y));
             }
         }
@@ -175,6 +186,7 @@ impl Communicator for MpiComm {
             comm: sub,
             watchdog: Watchdog::start(rank, self.timeout),
             timeout: self.timeout,
+            scratch: Default::default(),
         }))
     }
 }

@@ -90,7 +90,24 @@ pub fn all_reduce_buckets(
         return Ok(());
     }
     let bucket_elems = bucket_elems.max(1);
-    let mut bucket: Vec<f32> = Vec::with_capacity(bucket_elems);
+    // The staging bucket is reused across calls (its pages are faulted in once).
+    thread_local! {
+        static BUCKET: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let mut bucket: Vec<f32> = BUCKET.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    bucket.clear();
+    bucket.reserve(bucket_elems);
+    let result = reduce_with(comm, grads, bucket_elems, &mut bucket);
+    BUCKET.with(|b| *b.borrow_mut() = bucket);
+    result
+}
+
+fn reduce_with(
+    comm: &dyn Communicator,
+    grads: &mut [Vec<f32>],
+    bucket_elems: usize,
+    bucket: &mut Vec<f32>,
+) -> Result<(), DistError> {
     // (param, start, len) pieces of the current bucket.
     let mut pieces: Vec<(usize, usize, usize)> = Vec::new();
     let flush = |bucket: &mut Vec<f32>,
@@ -124,11 +141,11 @@ pub fn all_reduce_buckets(
             pieces.push((p, s, n));
             s += n;
             if bucket.len() == bucket_elems {
-                flush(&mut bucket, &mut pieces, grads)?;
+                flush(bucket, &mut pieces, grads)?;
             }
         }
     }
-    flush(&mut bucket, &mut pieces, grads)
+    flush(bucket, &mut pieces, grads)
 }
 
 /// AdamW over this rank's shard `[rank·S, (rank+1)·S)` of the flat parameter vector (ZeRO-1):
