@@ -334,3 +334,24 @@ pub fn run_report(a: ReportArgs) -> Result<()> {
     println!("{}", page.display());
     Ok(())
 }
+
+/// `mixatlas plot`.
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// Run directories (or log files).
+    #[arg(required = true)]
+    pub runs: Vec<std::path::PathBuf>,
+    /// Output SVG.
+    #[arg(long, default_value = "curves.svg")]
+    pub out: std::path::PathBuf,
+    /// Plot the training loss instead of the held-out loss.
+    #[arg(long)]
+    pub train: bool,
+}
+
+/// `plot`: loss curves of runs as one SVG.
+pub fn run_plot(a: PlotArgs) -> Result<()> {
+    mixatlas::report::plot_runs(&a.out, &a.runs, a.train)?;
+    println!("{}", a.out.display());
+    Ok(())
+}

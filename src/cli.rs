@@ -61,6 +61,8 @@ pub enum Command {
     Transfer(crate::train_cli::TransferArgs),
     /// One self-contained HTML page with figures: search convergence, recipe, GP, transfer.
     Report(crate::bench_cli::ReportArgs),
+    /// Loss curves of training runs as one SVG.
+    Plot(crate::bench_cli::PlotArgs),
 }
 
 /// `mixatlas synth`.
@@ -212,6 +214,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(a) => crate::bench_cli::run(a),
         Command::Transfer(a) => crate::train_cli::run_transfer(a),
         Command::Report(a) => crate::bench_cli::run_report(a),
+        Command::Plot(a) => crate::bench_cli::run_plot(a),
     }
 }
 

@@ -619,3 +619,69 @@ pub fn write_report(
     write_atomic(&page, html.as_bytes()).map_err(err)?;
     Ok(page)
 }
+
+/// Plots the held-out loss curves of several training runs (`mixatlas plot`): one line per
+/// run, named by its directory.
+pub fn plot_runs(out: &Path, runs: &[PathBuf], train_loss: bool) -> Result<(), ReportError> {
+    let cols = if train_loss {
+        LogColumns::train()
+    } else {
+        LogColumns::eval()
+    };
+    let mut series = Vec::new();
+    for r in runs {
+        let name = r.file_name().map_or_else(
+            || r.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        series.push((name, read_series(r, &cols).map_err(err)?));
+    }
+    let all: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.1.loss.iter().copied())
+        .collect();
+    let (lo, hi) = bounds(&all);
+    let x_hi = series
+        .iter()
+        .filter_map(|s| s.1.steps.last().copied())
+        .max()
+        .unwrap_or(1) as f64;
+    let root = SVGBackend::new(out, (720, 420)).into_drawing_area();
+    root.fill(&WHITE).map_err(svg_err)?;
+    let title = if train_loss {
+        "Training loss"
+    } else {
+        "Held-out answer loss (mean over benchmarks)"
+    };
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(36)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..x_hi.max(1.0), lo..hi)
+        .map_err(svg_err)?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .y_desc("loss")
+        .draw()
+        .map_err(svg_err)?;
+    for (i, (name, s)) in series.iter().enumerate() {
+        let c = COLORS[i % COLORS.len()];
+        chart
+            .draw_series(LineSeries::new(
+                s.steps.iter().zip(&s.loss).map(|(&x, &y)| (x as f64, y)),
+                c.stroke_width(2),
+            ))
+            .map_err(svg_err)?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(svg_err)?;
+    root.present().map_err(svg_err)
+}
