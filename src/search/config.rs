@@ -183,7 +183,7 @@ impl SearchConfig {
         if self.executor.threads_per_trial == 0 {
             return Err("executor.threads_per_trial must be ≥ 1".into());
         }
-        if !(self.budget.trial_timeout_s >= 0.0) {
+        if self.budget.trial_timeout_s.is_nan() || self.budget.trial_timeout_s < 0.0 {
             return Err("budget.trial_timeout_s must be ≥ 0".into());
         }
         Ok(())

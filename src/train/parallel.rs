@@ -202,8 +202,7 @@ impl ShardedAdamW {
         let bc2_sqrt = bc2.sqrt() as f32;
         let (b1, b2, eps) = (c.beta1 as f32, c.beta2 as f32, c.eps as f32);
         let wd = (1.0 - lr * c.weight_decay) as f32;
-        for j in 0..self.master.len() {
-            let gj = grads[j];
+        for (j, &gj) in grads.iter().enumerate().take(self.master.len()) {
             let m = &mut self.exp_avg[j];
             let v = &mut self.exp_avg_sq[j];
             *m = b1 * *m + (1.0 - b1) * gj;
