@@ -347,11 +347,14 @@ pub struct PlotArgs {
     /// Plot the training loss instead of the held-out loss.
     #[arg(long)]
     pub train: bool,
+    /// Plot this log field instead (dotted paths reach nested fields: eval.refcoco.loss).
+    #[arg(long)]
+    pub metric: Option<String>,
 }
 
 /// `plot`: loss curves of runs as one SVG.
 pub fn run_plot(a: PlotArgs) -> Result<()> {
-    mixatlas::report::plot_runs(&a.out, &a.runs, a.train)?;
+    mixatlas::report::plot_runs(&a.out, &a.runs, a.train, a.metric.as_deref())?;
     println!("{}", a.out.display());
     Ok(())
 }

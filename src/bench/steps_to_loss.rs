@@ -201,10 +201,16 @@ pub fn read_series(path: &Path, cols: &LogColumns) -> Result<Series, LogError> {
             }
             let v: serde_json::Value = serde_json::from_str(line)
                 .map_err(|e| err(format!("line {}: not JSON: {e}", i + 1)))?;
-            if let (Some(s), Some(l)) = (
-                v.get(&cols.step).and_then(|x| x.as_f64()),
-                v.get(&cols.loss).and_then(|x| x.as_f64()),
-            ) {
+            // Dotted names reach into nested records (`eval.refcoco.loss`).
+            let get = |key: &str| {
+                if key.contains('.') {
+                    v.pointer(&format!("/{}", key.replace('.', "/")))
+                        .and_then(|x| x.as_f64())
+                } else {
+                    v.get(key).and_then(|x| x.as_f64())
+                }
+            };
+            if let (Some(s), Some(l)) = (get(&cols.step), get(&cols.loss)) {
                 points.push((s as u64, l));
             }
         }

@@ -622,12 +622,20 @@ pub fn write_report(
 
 /// Plots the held-out loss curves of several training runs (`mixatlas plot`): one line per
 /// run, named by its directory.
-pub fn plot_runs(out: &Path, runs: &[PathBuf], train_loss: bool) -> Result<(), ReportError> {
-    let cols = if train_loss {
+pub fn plot_runs(
+    out: &Path,
+    runs: &[PathBuf],
+    train_loss: bool,
+    metric: Option<&str>,
+) -> Result<(), ReportError> {
+    let mut cols = if train_loss {
         LogColumns::train()
     } else {
         LogColumns::eval()
     };
+    if let Some(m) = metric {
+        cols.loss = m.to_string();
+    }
     let mut series = Vec::new();
     for r in runs {
         let name = r.file_name().map_or_else(
@@ -648,13 +656,13 @@ pub fn plot_runs(out: &Path, runs: &[PathBuf], train_loss: bool) -> Result<(), R
         .unwrap_or(1) as f64;
     let root = SVGBackend::new(out, (720, 420)).into_drawing_area();
     root.fill(&WHITE).map_err(svg_err)?;
-    let title = if train_loss {
-        "Training loss"
-    } else {
-        "Held-out answer loss (mean over benchmarks)"
+    let title = match (metric, train_loss) {
+        (Some(m), _) => m.to_string(),
+        (None, true) => "Training loss".into(),
+        (None, false) => "Held-out answer loss (mean over benchmarks)".into(),
     };
     let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 18))
+        .caption(&title, ("sans-serif", 18))
         .margin(10)
         .x_label_area_size(36)
         .y_label_area_size(60)
