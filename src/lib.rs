@@ -14,5 +14,6 @@ pub mod dist;
 pub mod fsutil;
 pub mod model;
 pub mod search;
+pub mod slurm;
 pub mod surrogate;
 pub mod train;
