@@ -91,6 +91,8 @@ SlurmctldHost=$NODE
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+# A requeued job waits cred_expire seconds (default 120) before it may start again; short here.
+AuthInfo=cred_expire=10
 CryptoType=crypto/munge
 StateSaveLocation=$DIR/ctld
 SlurmdSpoolDir=$DIR/d
@@ -113,6 +115,7 @@ MpiDefault=$mpi
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
+MailProg=/bin/true
 # Quick turnaround for tests: finished jobs stay visible 5 min, requeued jobs start again soon.
 MinJobAge=300
 KillWait=10

@@ -10,4 +10,5 @@ mod model;
 mod sampler;
 mod search;
 mod search_quality;
+mod slurm;
 mod train;

@@ -25,11 +25,19 @@ pub enum HostlistError {
         /// The offending range.
         range: String,
     },
-    /// An empty host name (`a,,b` or `a[]`).
-    #[error("hostlist {list:?}: empty host name or range")]
+    /// An empty range (`a[]`).
+    #[error("hostlist {list:?}: empty range")]
     Empty {
         /// The hostlist.
         list: String,
+    },
+    /// Text after the last bracket group (`a[1-2]b`; Slurm rejects it too).
+    #[error("hostlist {list:?}: {suffix:?} after the last bracket group")]
+    Suffix {
+        /// The hostlist.
+        list: String,
+        /// The trailing text.
+        suffix: String,
     },
     /// The expansion would exceed [`MAX_HOSTS`] names.
     #[error("hostlist {list:?}: expands to more than {MAX_HOSTS} hosts")]
@@ -118,9 +126,7 @@ pub fn expand_hostlist(list: &str) -> Result<Vec<String>, HostlistError> {
     for part in split_top(list.trim())? {
         let part = part.trim();
         if part.is_empty() {
-            return Err(HostlistError::Empty {
-                list: list.to_string(),
-            });
+            continue; // `a,,b` is `a,b`, as in Slurm
         }
         // Product over the bracket groups, left to right.
         let mut names = vec![String::new()];
@@ -148,6 +154,12 @@ pub fn expand_hostlist(list: &str) -> Result<Vec<String>, HostlistError> {
                 .flat_map(|n| values.iter().map(move |v| format!("{n}{literal}{v}")))
                 .collect();
             rest = &rest[close + 1..];
+        }
+        if !rest.is_empty() && rest.len() < part.len() && part.contains(']') {
+            return Err(HostlistError::Suffix {
+                list: list.to_string(),
+                suffix: rest.to_string(),
+            });
         }
         hosts.extend(names.into_iter().map(|n| n + rest));
     }
@@ -231,8 +243,11 @@ pub fn compress_hostlist<S: AsRef<str>>(hosts: &[S]) -> String {
     out.join(",")
 }
 
-/// Test cases: (hostlist, its expansion separated by spaces); `tests/slurm.rs` checks the same table against
-/// `scontrol show hostnames` on a live cluster.
+/// Hostlists both this module and `scontrol show hostnames` reject.
+pub const INVALID: &[&str] = &["a[]", "a[1-b]", "a[[1]]", "a[1-2]b", "x[3-1]", "a[1]b,c"];
+
+/// Test cases: (hostlist, its expansion separated by spaces). The unit tests expand them;
+/// `tests/slurm.rs` checks them against `scontrol show hostnames` on a live cluster.
 pub const CASES: &[(&str, &str)] = &[
     ("", ""),
     ("localhost", "localhost"),
@@ -243,7 +258,12 @@ pub const CASES: &[(&str, &str)] = &[
         "rack[1-2]-node[01-02]",
         "rack1-node01 rack1-node02 rack2-node01 rack2-node02",
     ),
-    ("a[1,3-4]b", "a1b a3b a4b"),
+    ("a[1,3-4]", "a1 a3 a4"),
+    ("n[0-3,5,7-8]", "n0 n1 n2 n3 n5 n7 n8"),
+    ("p[1-2]q[3]", "p1q3 p2q3"),
+    ("a[2,1]", "a2 a1"),
+    ("a,,b", "a b"),
+    (" a , b", "a b"),
     ("x[5]", "x5"),
     ("a,b[2-3],c", "a b2 b3 c"),
 ];
@@ -263,7 +283,7 @@ mod tests {
 
     #[test]
     fn rejects_malformed_lists() {
-        for bad in ["a[1-2", "a]1", "x[3-1]", "a[]", "a,,b", "a[1-b]", "a[[1]]"] {
+        for bad in INVALID.iter().chain(&["a[1-2", "a]1"]) {
             assert!(expand_hostlist(bad).is_err(), "{bad}");
         }
         assert!(matches!(
