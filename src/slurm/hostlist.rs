@@ -185,8 +185,9 @@ fn split_number(host: &str) -> Option<(&str, u64, usize)> {
 /// same width become ranges (`gpu01,gpu02,gpu03,gpu07,cpu5` → `gpu[01-03,07],cpu5`).
 /// `expand_hostlist(&compress_hostlist(h)) == h` for any host names without brackets or commas.
 pub fn compress_hostlist<S: AsRef<str>>(hosts: &[S]) -> String {
-    // (prefix, ranges of (lo, hi, width)) per group.
-    let mut groups: Vec<(String, Vec<(u64, u64, usize)>)> = Vec::new();
+    // Per group: the prefix and its ranges (lo, hi, width).
+    type Ranges = Vec<(u64, u64, usize)>;
+    let mut groups: Vec<(String, Ranges)> = Vec::new();
     let mut plain: Vec<Option<usize>> = Vec::new(); // index into groups, None = no number
     let mut names: Vec<String> = Vec::new();
     for h in hosts {
