@@ -38,6 +38,17 @@ export RAYON_NUM_THREADS="${RAYON_NUM_THREADS:-2}"
 # mpirun as root (CI containers) needs these two; harmless otherwise.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
+# A real single-node Slurm cluster for the Slurm tests (they skip, saying why, without one).
+# MIXATLAS_SLURM_TESTS=0 leaves it out; a cluster that fails to start is reported, not fatal.
+if [ "${MIXATLAS_SLURM_TESTS:-1}" != 0 ]; then
+  log "starting a local Slurm cluster (scripts/slurm-local.sh)"
+  if [ "$(id -u)" -eq 0 ] && scripts/slurm-local.sh start; then
+    export MIXATLAS_SLURM=1
+  else
+    log "no local Slurm cluster: the Slurm tests will skip"
+  fi
+fi
+
 # One build for everything, with the MPI backend so the distributed tests run under mpirun.
 FEATURES="${FEATURES:-mpi}"
 log "build (release, features: $FEATURES; tests, benches and binary share one profile)"

@@ -16,6 +16,7 @@ pub mod fsutil;
 pub mod model;
 pub mod report;
 pub mod search;
+pub mod slurm;
 pub mod surrogate;
 pub mod train;
 pub mod transfer;

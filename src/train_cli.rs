@@ -13,6 +13,8 @@ use mixatlas::data::corpus::Corpus;
 use mixatlas::dist::{Communicator, LaunchEnv, SingleProcess};
 use mixatlas::model::weights::read_config;
 use mixatlas::model::{ImageInput, Params, Qwen2Config, Qwen2Model};
+use mixatlas::slurm::preempt::{self, Requeue};
+use mixatlas::slurm::SlurmEnv;
 use mixatlas::train::schedule::Schedule;
 use mixatlas::train::trainer::{read_mixture, train_with, Progress, TrainPlan};
 use mixatlas::train::TrainConfig;
@@ -100,6 +102,14 @@ pub struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Stop with a checkpoint on SIGUSR2 (on by default inside a Slurm job, `SLURM_JOB_ID`
+    /// set); inside a Slurm job the job then requeues itself, see --max-requeues.
+    #[arg(long)]
+    pub preemptible: bool,
+    /// On preemption inside a Slurm job, requeue it (`scontrol requeue`) while it has been
+    /// restarted fewer than this many times (`SLURM_RESTART_COUNT`).
+    #[arg(long, default_value_t = 3)]
+    pub max_requeues: u32,
 }
 
 /// Resolves `--device`.
@@ -266,6 +276,13 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
     };
     let train_cfg = resolve_train(&a)?;
     let model = model_config_for(&corpus, &a.preset, a.init_from.as_deref(), &a.model_set)?;
+    let slurm = SlurmEnv::detect().context("reading the Slurm job environment")?;
+    // The handler only sets a flag; the trainer polls it after every step.
+    let preempt_flag = if a.preemptible || slurm.in_job() {
+        Some(preempt::install().context("installing the SIGUSR2 handler")?)
+    } else {
+        None
+    };
     let plan = TrainPlan {
         corpus: &corpus,
         weights,
@@ -275,6 +292,7 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
         out: a.out.clone(),
         resume: a.resume,
         device: device(&a.device)?,
+        preempt: preempt_flag,
     };
     if lead {
         eprintln!(
@@ -314,10 +332,25 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
         if !lead {
             return Ok(());
         }
-        eprintln!(
-            "stopped after step {} with a checkpoint; continue with --resume",
-            train_cfg.stop_after
-        );
+        let step = mixatlas::train::checkpoint::list(&a.out)?
+            .last()
+            .map_or(0, |(s, _)| *s);
+        if !preempt::requested() {
+            eprintln!("stopped after step {step} with a checkpoint; continue with --resume");
+            return Ok(());
+        }
+        eprintln!("preempted (SIGUSR2): stopped after step {step} with a checkpoint");
+        match preempt::requeue(&slurm, a.max_requeues).context("requeueing the job")? {
+            Requeue::Requeued { job_id, restart } => eprintln!(
+                "requeued job {job_id} (restart {restart} of at most {}); it continues with --resume",
+                a.max_requeues
+            ),
+            Requeue::LimitReached { restarts } => eprintln!(
+                "not requeued: the job was already restarted {restarts} times (--max-requeues {})",
+                a.max_requeues
+            ),
+            Requeue::NotInJob => eprintln!("not in a Slurm job; continue with --resume"),
+        }
         return Ok(());
     };
     if !lead {

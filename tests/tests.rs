@@ -11,5 +11,6 @@ mod report;
 mod sampler;
 mod search;
 mod search_quality;
+mod slurm;
 mod steps_to_loss;
 mod train;

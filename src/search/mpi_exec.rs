@@ -119,6 +119,7 @@ pub fn run_wave(
             out: a.dir.clone(),
             resume: false,
             device: candle_core::Device::Cpu,
+            preempt: None,
         };
         match train_with(&tp, groups.group.as_ref(), &mut |_| {}) {
             Ok(Some(o)) => serde_json::to_value(o).map_err(|e| e.to_string()),

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
@@ -49,6 +50,11 @@ pub struct TrainPlan<'a> {
     pub resume: bool,
     /// Device to train on.
     pub device: Device,
+    /// Preemption flag (set by a signal handler, `crate::slurm::preempt`), polled after every
+    /// step: once set, the run checkpoints and stops like `stop_after` (returns `None`). With
+    /// several ranks rank 0's flag decides (broadcast every step); all ranks must pass `Some`
+    /// or all `None`.
+    pub preempt: Option<&'a AtomicBool>,
 }
 
 /// Live progress, reported after every step.
@@ -234,7 +240,8 @@ fn write_failure(out: &Path, step: u64, reason: &str) {
 /// Runs (or resumes) a training run; writes `train_config.json`, the training log,
 /// checkpoints and, at the end, `metrics.json` into `plan.out`.
 ///
-/// Returns `None` when the run stopped early at `stop_after` (checkpointed, resumable).
+/// Returns `None` when the run stopped early at `stop_after` or on preemption (checkpointed,
+/// resumable).
 pub fn train(
     plan: &TrainPlan<'_>,
     progress: &mut dyn FnMut(Progress),
@@ -433,7 +440,7 @@ pub fn train_with(
     let mut recent: Vec<f64> = Vec::new();
     let run_tokens_start = tokens_seen;
     let train_started = Instant::now();
-    let end = if tc.stop_after > 0 {
+    let mut end = if tc.stop_after > 0 {
         tc.stop_after.min(tc.steps)
     } else {
         tc.steps
@@ -555,6 +562,18 @@ pub fn train_with(
         if tc.checkpoint_every > 0 && done % tc.checkpoint_every == 0 && done < tc.steps {
             log.sync()?;
             save(done, tokens_seen, &sampler, &optim)?;
+        }
+        if let Some(flag) = plan.preempt {
+            let mine = flag.load(Ordering::SeqCst);
+            let stop = if world > 1 {
+                crate::dist::broadcast_value(comm, lead.then_some(&mine), 0)?
+            } else {
+                mine
+            };
+            if stop && done < end {
+                end = done;
+                break;
+            }
         }
     }
     let train_secs = train_started.elapsed().as_secs_f64();
