@@ -63,6 +63,8 @@ pub enum Command {
     Report(crate::bench_cli::ReportArgs),
     /// Loss curves of training runs as one SVG.
     Plot(crate::bench_cli::PlotArgs),
+    /// Render (or submit) an sbatch script: the search controller, a trials array, a transfer.
+    Sbatch(crate::bench_cli::SbatchArgs),
 }
 
 /// `mixatlas synth`.
@@ -215,6 +217,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Transfer(a) => crate::train_cli::run_transfer(a),
         Command::Report(a) => crate::bench_cli::run_report(a),
         Command::Plot(a) => crate::bench_cli::run_plot(a),
+        Command::Sbatch(a) => crate::bench_cli::run_sbatch(a),
     }
 }
 

@@ -143,6 +143,7 @@ pub fn run_transfer(
                     out: dir.clone(),
                     resume: true,
                     device: candle_core::Device::Cpu,
+                    preempt: None,
                 };
                 let arm_name = arm.to_string();
                 train_with(&tp, comm, &mut |p| {

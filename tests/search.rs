@@ -216,3 +216,75 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     ok(&args);
     assert_eq!(events(&out).len(), before);
 }
+
+#[test]
+fn slurm_executor_runs_real_trials_and_a_restarted_controller_reattaches() {
+    if std::env::var("MIXATLAS_SLURM").as_deref() != Ok("1") {
+        eprintln!("skipping: no local Slurm cluster (scripts/slurm-local.sh; MIXATLAS_SLURM=1)");
+        return;
+    }
+    let (_, _, corpus, _) = tiny_corpus();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("search.toml");
+    std::fs::write(
+        &cfg,
+        "[train]\nsteps = 40\nbatch_size = 4\nseq_len = 64\neval_samples = 10\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("slurm-search");
+    let args = [
+        "search",
+        "--config",
+        s(&cfg),
+        "--corpus",
+        s(corpus),
+        "--out",
+        s(&out),
+        "-q",
+        "2",
+        "--max-trials",
+        "4",
+        "--executor",
+        "slurm",
+        "--quiet",
+    ];
+    // Kill the controller once the first round's array is submitted.
+    let mut child = bin().args(args).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while std::fs::read_to_string(out.join("trials.jsonl"))
+        .unwrap_or_default()
+        .matches("\"running\"")
+        .count()
+        < 2
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing was submitted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    ok(&args);
+    let ev = events(&out);
+    let count = |kind: &str, id: &str| {
+        ev.iter()
+            .filter(|e| e["event"] == kind && e["trial"] == id)
+            .count()
+    };
+    for id in ["t0000", "t0001", "t0002", "t0003"] {
+        assert_eq!(count("finished", id), 1, "{id} finished once");
+        assert_eq!(
+            count("running", id),
+            1,
+            "{id} was submitted once (re-attached)"
+        );
+    }
+    let first = ev.iter().find(|e| e["event"] == "running").unwrap();
+    assert!(first["job"].as_str().unwrap().starts_with("slurm:"));
+    let fin = ev.iter().find(|e| e["event"] == "finished").unwrap();
+    assert!(
+        fin["metrics"]["benchmark_loss"].is_object(),
+        "real mixatlas train trials"
+    );
+}

@@ -104,7 +104,8 @@ impl Default for TrainerConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExecutorConfig {
-    /// `local` (child processes on this machine) or `mpi` (rank groups of an `mpirun` job).
+    /// `local` (child processes on this machine), `mpi` (rank groups of an `mpirun` job) or
+    /// `slurm` (each round a job array).
     pub kind: String,
     /// Trials at once (0 = as many as fit: cores / threads_per_trial, at most q).
     pub parallel: usize,
@@ -112,6 +113,14 @@ pub struct ExecutorConfig {
     pub threads_per_trial: usize,
     /// Ranks that train one trial together (MPI executor).
     pub ranks_per_trial: usize,
+    /// Slurm: partition (None = the cluster's default).
+    pub partition: Option<String>,
+    /// Slurm: time limit per trial task in minutes.
+    pub time_min: Option<u32>,
+    /// Slurm: array throttle (`--array=…%N`; None = all at once).
+    pub throttle: Option<u32>,
+    /// Slurm: extra sbatch options (`{"account": "proj"}`).
+    pub sbatch_extra: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for ExecutorConfig {
@@ -121,6 +130,10 @@ impl Default for ExecutorConfig {
             parallel: 0,
             threads_per_trial: 1,
             ranks_per_trial: 1,
+            partition: None,
+            time_min: None,
+            throttle: None,
+            sbatch_extra: Default::default(),
         }
     }
 }
@@ -174,9 +187,9 @@ impl SearchConfig {
         if self.budget.q == 0 || self.budget.max_trials == 0 {
             return Err("budget.q and budget.max_trials must be ≥ 1".into());
         }
-        if !matches!(self.executor.kind.as_str(), "local" | "mpi") {
+        if !matches!(self.executor.kind.as_str(), "local" | "mpi" | "slurm") {
             return Err(format!(
-                "executor.kind {:?}: expected \"local\" or \"mpi\"",
+                "executor.kind {:?}: expected \"local\", \"mpi\" or \"slurm\"",
                 self.executor.kind
             ));
         }

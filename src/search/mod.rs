@@ -10,5 +10,6 @@ pub mod methods;
 pub mod mpi_exec;
 pub mod recipe;
 pub mod run;
+pub mod slurm_exec;
 pub mod state;
 pub mod trials;

@@ -240,6 +240,7 @@ pub fn recipe(
                 failures: 0,
                 last_failure: None,
                 status: Status::Pending,
+                job: None,
             });
         }
     }
@@ -310,7 +311,7 @@ fn best_observed(
     (k, None, None, None)
 }
 
-fn check_metrics(dir: &Path) -> Result<serde_json::Value, String> {
+pub(crate) fn check_metrics(dir: &Path) -> Result<serde_json::Value, String> {
     let path = dir.join("metrics.json");
     let text = fs::read_to_string(&path).map_err(|e| format!("no readable metrics.json: {e}"))?;
     let v: serde_json::Value =
@@ -441,7 +442,20 @@ fn search_loop(
         // 1. Run every pending trial (interrupted attempts and retries first, in order).
         let mut queue: Vec<TrialState> = state.pending().into_iter().cloned().collect();
         queue.reverse();
-        if let Some(g) = groups {
+        if cfg.executor.kind == "slurm" {
+            super::slurm_exec::run_pending(
+                plan,
+                &space,
+                &manifest,
+                &corpus_abs,
+                &train_toml,
+                &mut log,
+                &mut state,
+                max_attempts,
+                &mut queue,
+                progress,
+            )?;
+        } else if let Some(g) = groups {
             let corpus = mpi_corpus.as_ref().expect("opened for MPI");
             let preset = match &cfg.trainer {
                 TrainerConfig::Builtin { preset } => preset.clone(),
@@ -631,7 +645,7 @@ fn search_loop(
 /// Appends an attempt's end to the log and the state, re-queues a failed trial that has
 /// attempts left, and reports progress.
 #[allow(clippy::too_many_arguments)]
-fn record(
+pub(crate) fn record(
     log: &mut EventLog,
     state: &mut SearchState,
     ev: Event,
@@ -712,7 +726,7 @@ pub fn attempt_dir(out: &Path, trial: &str, attempt: usize) -> PathBuf {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn prepare_attempt(
+pub(crate) fn prepare_attempt(
     plan: &SearchPlan,
     space: &SearchSpace,
     manifest: &Manifest,

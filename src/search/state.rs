@@ -108,6 +108,9 @@ pub struct TrialState {
     pub last_failure: Option<String>,
     /// Current status.
     pub status: Status,
+    /// Executor job id of the attempt in flight (set by `running`, cleared when it ends), so
+    /// a restarted controller can re-attach to it instead of running it again.
+    pub job: Option<String>,
 }
 
 /// The replayed log: trials in proposal order.
@@ -174,12 +177,18 @@ impl SearchState {
                     failures: 0,
                     last_failure: None,
                     status: Status::Pending,
+                    job: None,
                 });
             }
-            Event::Running { trial, attempt, .. } => {
+            Event::Running {
+                trial,
+                attempt,
+                job,
+            } => {
                 let k = find(self, &trial)?;
                 let t = &mut self.trials[k];
                 t.attempts = t.attempts.max(attempt);
+                t.job = Some(job);
             }
             Event::Finished {
                 trial,
@@ -193,6 +202,7 @@ impl SearchState {
                     return Err(format!("trial {trial:?} finished twice"));
                 }
                 t.status = Status::Finished { metrics, wall_s };
+                t.job = None;
             }
             Event::Failed {
                 trial,
@@ -204,6 +214,7 @@ impl SearchState {
                 t.failures += 1;
                 t.attempts = t.attempts.max(attempt);
                 t.last_failure = Some(reason.clone());
+                t.job = None;
                 if t.failures >= max_attempts {
                     t.status = Status::Abandoned { reason };
                 }
