@@ -331,6 +331,20 @@ pub(crate) fn check_metrics(dir: &Path) -> Result<serde_json::Value, String> {
     Ok(v)
 }
 
+/// The last non-empty line of an attempt's `trial.log` (at most 300 characters), for failure
+/// reasons.
+pub(crate) fn log_tail(dir: &Path) -> String {
+    fs::read_to_string(dir.join("trial.log"))
+        .unwrap_or_default()
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .chars()
+        .take(300)
+        .collect()
+}
+
 /// Replaces `{trial_dir}`, `{mixture}`, `{blend}`, `{seed}` in a command template.
 pub fn render_command(template: &str, trial_dir: &Path, blend: &str, seed: u64) -> String {
     template
@@ -482,17 +496,15 @@ fn search_loop(
                         timeout,
                     )?;
                     let dir = job.log.parent().expect("attempt dir").to_path_buf();
-                    let ev = Event::Running {
-                        trial: t.id.clone(),
+                    record_running(
+                        &mut log,
+                        &mut state,
+                        &t.id,
                         attempt,
-                        job: format!("mpi:group{group}"),
-                    };
-                    log.append(&ev)?;
-                    state.apply(ev, max_attempts).map_err(SearchError::Config)?;
-                    progress(SearchProgress::Started {
-                        trial: t.id.clone(),
-                        attempt,
-                    });
+                        format!("mpi:group{group}"),
+                        max_attempts,
+                        progress,
+                    )?;
                     wave.push(super::mpi_exec::Assignment {
                         group,
                         trial: t.id.clone(),
@@ -564,17 +576,15 @@ fn search_loop(
                         timeout,
                     )?;
                     let pid = exec.submit(job)?;
-                    let ev = Event::Running {
-                        trial: t.id.clone(),
+                    record_running(
+                        &mut log,
+                        &mut state,
+                        &t.id,
                         attempt,
-                        job: format!("local:{pid}"),
-                    };
-                    log.append(&ev)?;
-                    state.apply(ev, max_attempts).map_err(SearchError::Config)?;
-                    progress(SearchProgress::Started {
-                        trial: t.id.clone(),
-                        attempt,
-                    });
+                        format!("local:{pid}"),
+                        max_attempts,
+                        progress,
+                    )?;
                 }
                 let Some(done) = exec.wait_any() else { break };
                 let ev = conclude(out, &done);
@@ -640,6 +650,31 @@ fn search_loop(
         best_so_far,
         recipe: recipe(&space, &state, cfg)?.map(|r| r.0),
     })
+}
+
+/// Appends an attempt's start (with its executor job id) to the log and the state and
+/// reports it.
+pub(crate) fn record_running(
+    log: &mut EventLog,
+    state: &mut SearchState,
+    trial: &str,
+    attempt: usize,
+    job: String,
+    max_attempts: usize,
+    progress: &mut dyn FnMut(SearchProgress),
+) -> Result<(), SearchError> {
+    let ev = Event::Running {
+        trial: trial.to_string(),
+        attempt,
+        job,
+    };
+    log.append(&ev)?;
+    state.apply(ev, max_attempts).map_err(SearchError::Config)?;
+    progress(SearchProgress::Started {
+        trial: trial.to_string(),
+        attempt,
+    });
+    Ok(())
 }
 
 /// Appends an attempt's end to the log and the state, re-queues a failed trial that has
@@ -843,15 +878,7 @@ fn conclude(out: &Path, done: &Completion) -> Event {
             Err(e) => fail(format!("exit 0 but {e} ({})", dir.display())),
         },
         Ended::Exited { code, signal } => {
-            let tail = fs::read_to_string(dir.join("trial.log"))
-                .unwrap_or_default()
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("")
-                .chars()
-                .take(300)
-                .collect::<String>();
+            let tail = log_tail(&dir);
             let how = match (code, signal) {
                 (Some(c), _) => format!("exit status {c}"),
                 (None, Some(s)) => format!("killed by signal {s}"),

@@ -173,17 +173,15 @@ pub fn run_pending(
             let array = sbatch_text(&script, &[]).map_err(slurm_err)?;
             for (i, (t, attempt, dir)) in batch.into_iter().enumerate() {
                 let id = format!("{array}_{i}");
-                let ev = Event::Running {
-                    trial: t.id.clone(),
+                super::run::record_running(
+                    log,
+                    state,
+                    &t.id,
                     attempt,
-                    job: format!("slurm:{id}"),
-                };
-                log.append(&ev)?;
-                state.apply(ev, max_attempts).map_err(SearchError::Config)?;
-                progress(SearchProgress::Started {
-                    trial: t.id.clone(),
-                    attempt,
-                });
+                    format!("slurm:{id}"),
+                    max_attempts,
+                    progress,
+                )?;
                 active.push((t.id.clone(), attempt, id, dir, Instant::now()));
             }
             wait = Duration::from_millis(500);
@@ -217,15 +215,7 @@ pub fn run_pending(
                             }
                         }
                         other => {
-                            let tail = fs::read_to_string(dir.join("trial.log"))
-                                .unwrap_or_default()
-                                .lines()
-                                .rev()
-                                .find(|l| !l.trim().is_empty())
-                                .unwrap_or("")
-                                .chars()
-                                .take(300)
-                                .collect::<String>();
+                            let tail = super::run::log_tail(&dir);
                             let why = match (&st, other) {
                                 (Some(s), _) => format!("Slurm job {job} ended {s:?}"),
                                 (None, Err(e)) => format!("Slurm job {job} ended: {e}"),

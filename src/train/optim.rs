@@ -37,6 +37,45 @@ impl Default for AdamWConfig {
     }
 }
 
+/// AdamW's constants for one update (bias corrections folded in), applied element by element
+/// by both the replicated [`AdamW`] and the ZeRO-1 shards, so the two compute identical bits.
+#[derive(Debug, Clone, Copy)]
+pub struct AdamWStep {
+    b1: f32,
+    b2: f32,
+    eps: f32,
+    step_size: f32,
+    bc2_sqrt: f32,
+    decay: f32,
+}
+
+impl AdamWStep {
+    /// The constants of update number `step` (1-based) with learning rate `lr`.
+    pub fn new(c: &AdamWConfig, step: u64, lr: f64) -> Self {
+        let bc1 = 1.0 - c.beta1.powi(step as i32);
+        let bc2 = 1.0 - c.beta2.powi(step as i32);
+        Self {
+            b1: c.beta1 as f32,
+            b2: c.beta2 as f32,
+            eps: c.eps as f32,
+            step_size: (lr / bc1) as f32,
+            bc2_sqrt: bc2.sqrt() as f32,
+            decay: (1.0 - lr * c.weight_decay) as f32,
+        }
+    }
+
+    /// Updates one weight `w` with moments `m`, `v` from gradient `g`; `decays` applies the
+    /// decoupled weight decay.
+    #[inline]
+    pub fn apply(&self, w: &mut f32, m: &mut f32, v: &mut f32, g: f32, decays: bool) {
+        *m = self.b1 * *m + (1.0 - self.b1) * g;
+        *v = self.b2 * *v + (1.0 - self.b2) * g * g;
+        let denom = v.sqrt() / self.bc2_sqrt + self.eps;
+        let decay = if decays { self.decay } else { 1.0 };
+        *w = *w * decay - self.step_size * *m / denom;
+    }
+}
+
 /// Optimiser state: master weights and both moments, one flat buffer per parameter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdamW {
@@ -145,18 +184,9 @@ impl AdamW {
     /// master weights back into the model's parameters (cast to their dtype).
     pub fn step(&mut self, params: &Params, grads: &[Vec<f32>], lr: f64) -> Result<(), ModelError> {
         self.step += 1;
-        let c = self.config;
-        let bc1 = 1.0 - c.beta1.powi(self.step as i32);
-        let bc2 = 1.0 - c.beta2.powi(self.step as i32);
-        let step_size = (lr / bc1) as f32;
-        let bc2_sqrt = bc2.sqrt() as f32;
-        let (b1, b2, eps) = (c.beta1 as f32, c.beta2 as f32, c.eps as f32);
+        let k = AdamWStep::new(&self.config, self.step, lr);
         for (i, var) in params.vars().iter().enumerate() {
-            let decay = if self.decays[i] {
-                (1.0 - lr * c.weight_decay) as f32
-            } else {
-                1.0
-            };
+            let decays = self.decays[i];
             let (w, m, v, g) = (
                 &mut self.master[i],
                 &mut self.exp_avg[i],
@@ -171,11 +201,7 @@ impl AdamW {
                 .zip(g.par_chunks(CHUNK))
                 .for_each(|(((w, m), v), g)| {
                     for j in 0..w.len() {
-                        let gj = g[j];
-                        m[j] = b1 * m[j] + (1.0 - b1) * gj;
-                        v[j] = b2 * v[j] + (1.0 - b2) * gj * gj;
-                        let denom = v[j].sqrt() / bc2_sqrt + eps;
-                        w[j] = w[j] * decay - step_size * m[j] / denom;
+                        k.apply(&mut w[j], &mut m[j], &mut v[j], g[j], decays);
                     }
                 });
             let t = Tensor::from_slice(w, var.shape(), var.device())?.to_dtype(var.dtype())?;

@@ -7,7 +7,7 @@
 //! starts after it rather than overlapping with it; buckets still bound the size of each
 //! collective and of the staging buffer.
 
-use super::optim::{AdamW, AdamWConfig};
+use super::optim::{AdamW, AdamWConfig, AdamWStep};
 use crate::dist::{BufMut, Communicator, DistError, ReduceOp};
 use crate::model::Params;
 
@@ -195,21 +195,15 @@ impl ShardedAdamW {
     /// One update of the shard from its summed (and clipped) gradients.
     pub fn step(&mut self, grads: &[f32], lr: f64) {
         self.step += 1;
-        let c = self.config;
-        let bc1 = 1.0 - c.beta1.powi(self.step as i32);
-        let bc2 = 1.0 - c.beta2.powi(self.step as i32);
-        let step_size = (lr / bc1) as f32;
-        let bc2_sqrt = bc2.sqrt() as f32;
-        let (b1, b2, eps) = (c.beta1 as f32, c.beta2 as f32, c.eps as f32);
-        let wd = (1.0 - lr * c.weight_decay) as f32;
-        for (j, &gj) in grads.iter().enumerate().take(self.master.len()) {
-            let m = &mut self.exp_avg[j];
-            let v = &mut self.exp_avg_sq[j];
-            *m = b1 * *m + (1.0 - b1) * gj;
-            *v = b2 * *v + (1.0 - b2) * gj * gj;
-            let denom = v.sqrt() / bc2_sqrt + eps;
-            let decay = if self.decay[j] { wd } else { 1.0 };
-            self.master[j] = self.master[j] * decay - step_size * *m / denom;
+        let k = AdamWStep::new(&self.config, self.step, lr);
+        for (j, &g) in grads.iter().enumerate().take(self.master.len()) {
+            k.apply(
+                &mut self.master[j],
+                &mut self.exp_avg[j],
+                &mut self.exp_avg_sq[j],
+                g,
+                self.decay[j],
+            );
         }
     }
 
