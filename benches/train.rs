@@ -4,8 +4,9 @@
 //! One step = forward, masked next-token cross-entropy, backward, gradient flattening,
 //! global-norm clipping and AdamW — what `mixatlas train` does per step — on random tokens
 //! with 8 image tokens per row (positions 1..=8) replaced by projected random patch features
-//! and left out of the loss, exactly as the peer does. Reported: median step time, tokens/s,
-//! and the forward / backward / optimiser split of our step.
+//! and left out of the loss, exactly as the peer does. Our step goes through the trainer's
+//! `batch_gradients` (`TRAIN_MICRO` sets rows per micro-batch; default the whole batch).
+//! Reported: median step time, tokens/s, and the forward+backward / optimiser split.
 //!
 //! `cargo bench --bench train` (env: `TRAIN_PRESETS=tiny,small,gpt-5m`, `TRAIN_THREADS=2`,
 //! `TRAIN_BATCH=8`, `TRAIN_SEQ=256`, `TRAIN_STEPS=10`; `PYTHON` for the peer, which needs
@@ -20,8 +21,9 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use mixatlas::data::rng::SplitMix64;
 use mixatlas::model::{ImageInput, Params, Qwen2Config, Qwen2Model};
-use mixatlas::train::loss::{masked_loss, Targets};
-use mixatlas::train::optim::{clip_global_norm, flat_grads, AdamW, AdamWConfig};
+use mixatlas::train::loss::Targets;
+use mixatlas::train::optim::{clip_global_norm, AdamW, AdamWConfig};
+use mixatlas::train::trainer::batch_gradients;
 
 const IMAGE_DIM: usize = 32;
 const IMAGE_TOKENS: usize = 8;
@@ -99,20 +101,37 @@ fn bench_ours(cfg: &Qwen2Config, b: usize, t: usize, warmup: usize, steps: usize
     for i in 0..warmup + steps {
         let (tokens, mask, feats) = &batches[i % batches.len()];
         let t0 = Instant::now();
-        let positions: Vec<u32> = (0..b)
-            .flat_map(|r| (1..=IMAGE_TOKENS).map(move |p| (r * t + p) as u32))
-            .collect();
-        let img = ImageInput {
-            features: Tensor::from_slice(feats, (b * IMAGE_TOKENS, IMAGE_DIM), &dev).unwrap(),
-            positions,
-        };
+        // The trainer's own path (`batch_gradients`), one micro-batch unless TRAIN_MICRO says
+        // otherwise, image patches placed per micro-batch.
+        let micro = std::env::var("TRAIN_MICRO")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(b);
         let targets = Targets::from_mask(tokens, mask, b, t);
-        let loss = masked_loss(&model, tokens, b, t, Some(&img), &targets, targets.len()).unwrap();
-        let _ = loss.to_scalar::<f32>().unwrap();
+        let (_loss, mut flat) = batch_gradients(
+            &model,
+            &params,
+            tokens,
+            mask,
+            b,
+            t,
+            micro,
+            targets.len(),
+            &mut |r0, r1| {
+                let positions: Vec<u32> = (0..r1 - r0)
+                    .flat_map(|r| (1..=IMAGE_TOKENS).map(move |p| (r * t + p) as u32))
+                    .collect();
+                let f = &feats[r0 * IMAGE_TOKENS * IMAGE_DIM..r1 * IMAGE_TOKENS * IMAGE_DIM];
+                Ok(Some(ImageInput {
+                    features: Tensor::from_slice(f, ((r1 - r0) * IMAGE_TOKENS, IMAGE_DIM), &dev)
+                        .unwrap(),
+                    positions,
+                }))
+            },
+        )
+        .unwrap();
         let t1 = Instant::now();
-        let grads = loss.backward().unwrap();
-        let mut flat = flat_grads(&params, &grads).unwrap();
-        let t2 = Instant::now();
+        let t2 = t1;
         clip_global_norm(&mut flat, 1.0);
         opt.step(&params, &flat, 1e-3).unwrap();
         let t3 = Instant::now();
@@ -151,7 +170,7 @@ fn main() {
     let warmup = if benchmarking { 3 } else { 0 };
     println!("training step, B = {b}, T = {t}, {threads} thread(s), median of {steps} steps");
     println!(
-        "| preset | params | ours tokens/s | (fwd / bwd / opt ms) | PyTorch tokens/s | ratio |"
+        "| preset | params | ours tokens/s | (fwd+bwd / - / opt ms) | PyTorch tokens/s | ratio |"
     );
     println!("| --- | --- | --- | --- | --- | --- |");
     for name in presets.split(',') {
