@@ -186,13 +186,7 @@ fn a_rank_that_stops_answering_ends_the_job_with_a_clear_error() {
     assert!(waited < Duration::from_secs(60), "took {waited:?}");
 }
 
-fn search_events(dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("trials.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
+use crate::search::events as search_events;
 
 fn write_train_toml(dir: &Path, steps: u64) -> std::path::PathBuf {
     let p = dir.join("search.toml");

@@ -30,7 +30,7 @@ fn score_of(mixture: &Path) -> f64 {
         .unwrap()
 }
 
-fn events(dir: &Path) -> Vec<serde_json::Value> {
+pub(crate) fn events(dir: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(dir.join("trials.jsonl"))
         .unwrap()
         .lines()

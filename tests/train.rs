@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 
 use crate::cli::{bin, fails, ok, s, tiny_corpus};
 
-/// (step, loss, lr, grad_norm) of every step record of a run's log.
-fn steps(run: &Path) -> Vec<(u64, f64, f64, f64)> {
-    let text = std::fs::read_to_string(run.join("train_log.jsonl")).unwrap();
+/// (step, loss, lr, grad_norm) of every step record of a run's log (none while the log does
+/// not exist yet; a line still being written is skipped).
+pub(crate) fn steps(run: &Path) -> Vec<(u64, f64, f64, f64)> {
+    let text = std::fs::read_to_string(run.join("train_log.jsonl")).unwrap_or_default();
     text.lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v.get("loss").is_some())
         .map(|v| {
             (
