@@ -451,6 +451,14 @@ fn search_loop(
     let parallel = cfg.parallel();
     let timeout = (cfg.budget.trial_timeout_s > 0.0)
         .then(|| Duration::from_secs_f64(cfg.budget.trial_timeout_s));
+    let attempts = Attempts {
+        plan,
+        space: &space,
+        manifest: &manifest,
+        corpus: &corpus_abs,
+        train_toml: &train_toml,
+        timeout,
+    };
 
     loop {
         // 1. Run every pending trial (interrupted attempts and retries first, in order).
@@ -458,11 +466,7 @@ fn search_loop(
         queue.reverse();
         if cfg.executor.kind == "slurm" {
             super::slurm_exec::run_pending(
-                plan,
-                &space,
-                &manifest,
-                &corpus_abs,
-                &train_toml,
+                &attempts,
                 &mut log,
                 &mut state,
                 max_attempts,
@@ -485,16 +489,7 @@ fn search_loop(
                 for group in 0..g.count() {
                     let Some(t) = queue.pop() else { break };
                     let attempt = t.attempts + 1;
-                    let job = prepare_attempt(
-                        plan,
-                        &space,
-                        &manifest,
-                        &corpus_abs,
-                        &train_toml,
-                        &t,
-                        attempt,
-                        timeout,
-                    )?;
+                    let job = attempts.prepare(&t, attempt)?;
                     let dir = job.log.parent().expect("attempt dir").to_path_buf();
                     record_running(
                         &mut log,
@@ -565,16 +560,7 @@ fn search_loop(
                 while exec.running() < parallel {
                     let Some(t) = queue.pop() else { break };
                     let attempt = t.attempts + 1;
-                    let job = prepare_attempt(
-                        plan,
-                        &space,
-                        &manifest,
-                        &corpus_abs,
-                        &train_toml,
-                        &t,
-                        attempt,
-                        timeout,
-                    )?;
+                    let job = attempts.prepare(&t, attempt)?;
                     let pid = exec.submit(job)?;
                     record_running(
                         &mut log,
@@ -761,7 +747,42 @@ pub fn attempt_dir(out: &Path, trial: &str, attempt: usize) -> PathBuf {
 }
 
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn prepare_attempt(
+/// What every attempt of a search is prepared from (shared by the local, MPI and Slurm
+/// executors).
+pub(crate) struct Attempts<'a> {
+    /// The search.
+    pub plan: &'a SearchPlan,
+    /// The space (cell order).
+    pub space: &'a SearchSpace,
+    /// The corpus manifest (for blends).
+    pub manifest: &'a Manifest,
+    /// The corpus directory, absolute.
+    pub corpus: &'a Path,
+    /// The resolved `[train]` table for the built-in trainer.
+    pub train_toml: &'a Path,
+    /// Per-attempt time limit.
+    pub timeout: Option<Duration>,
+}
+
+impl Attempts<'_> {
+    /// Creates attempt `attempt` of trial `t` (its directory, `mixture.json`, `blend.txt`)
+    /// and the job that runs it.
+    pub(crate) fn prepare(&self, t: &TrialState, attempt: usize) -> Result<TrialJob, SearchError> {
+        prepare_attempt(
+            self.plan,
+            self.space,
+            self.manifest,
+            self.corpus,
+            self.train_toml,
+            t,
+            attempt,
+            self.timeout,
+        )
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn prepare_attempt(
     plan: &SearchPlan,
     space: &SearchSpace,
     manifest: &Manifest,

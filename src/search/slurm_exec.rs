@@ -11,12 +11,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::config::TrainerConfig;
-use super::run::{
-    check_metrics, prepare_attempt, record, render_command, SearchError, SearchPlan, SearchProgress,
-};
+use super::run::{check_metrics, record, render_command, Attempts, SearchError, SearchProgress};
 use super::state::{Event, EventLog, SearchState, Status, TrialState};
-use crate::acquisition::space::SearchSpace;
-use crate::data::corpus::Manifest;
 use crate::fsutil::{write_atomic, IoContext};
 use crate::slurm::cmd::{sbatch_text, squeue, JobState};
 use crate::slurm::sbatch::{render, JobCommon, TrialsArrayJob};
@@ -70,19 +66,20 @@ fn status_of(states: &BTreeMap<String, JobState>, job: &str) -> Seen {
 
 /// Runs every pending trial through Slurm job arrays (re-attaching to jobs recorded by an
 /// earlier controller) until none is pending.
-#[allow(clippy::too_many_arguments)]
-pub fn run_pending(
-    plan: &SearchPlan,
-    space: &SearchSpace,
-    manifest: &Manifest,
-    corpus: &Path,
-    train_toml: &Path,
+pub(crate) fn run_pending(
+    attempts: &Attempts<'_>,
     log: &mut EventLog,
     state: &mut SearchState,
     max_attempts: usize,
     queue: &mut Vec<TrialState>,
     progress: &mut dyn FnMut(SearchProgress),
 ) -> Result<(), SearchError> {
+    let (plan, space, corpus, train_toml) = (
+        attempts.plan,
+        attempts.space,
+        attempts.corpus,
+        attempts.train_toml,
+    );
     let cfg = &plan.search;
     let out = &cfg.out;
     let slurm_dir = out.join("slurm");
@@ -115,8 +112,7 @@ pub fn run_pending(
             let mut batch = Vec::new();
             while let Some(t) = queue.pop() {
                 let attempt = t.attempts + 1;
-                let job =
-                    prepare_attempt(plan, space, manifest, corpus, train_toml, &t, attempt, None)?;
+                let job = attempts.prepare(&t, attempt)?;
                 let dir = job.log.parent().expect("attempt dir").to_path_buf();
                 lines += &format!("{}\n", dir.display());
                 batch.push((t, attempt, dir));
