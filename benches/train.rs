@@ -152,6 +152,10 @@ fn bench_ours(cfg: &Qwen2Config, b: usize, t: usize, warmup: usize, steps: usize
 
 fn main() {
     let benchmarking = std::env::args().any(|a| a == "--bench");
+    // As `mixatlas` does at start (TRAIN_SPIN=default keeps candle's spinning thread pool).
+    if std::env::var("TRAIN_SPIN").as_deref() != Ok("default") {
+        mixatlas::train::tune_threads();
+    }
     // As `mixatlas train` does (TRAIN_MALLOC=default keeps glibc's defaults).
     if std::env::var("TRAIN_MALLOC").as_deref() != Ok("default") {
         mixatlas::train::tune_allocator();

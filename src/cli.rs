@@ -725,14 +725,14 @@ fn run_demo(a: DemoArgs) -> Result<()> {
         crate::demo::DemoSearch {
             trials: 8,
             q: 4,
-            steps: 30,
+            steps: 60,
             eval_samples: 50,
         }
     } else {
         crate::demo::DemoSearch {
             trials: 16,
             q: 4,
-            steps: 80,
+            steps: 200,
             eval_samples: 100,
         }
     };
@@ -751,20 +751,22 @@ fn run_demo(a: DemoArgs) -> Result<()> {
     crate::demo::sampling_report(&corpus_dir, a.seed)?;
     println!("\n== 4/6 search: GP-UCB against RegMix, same budget, tiny proxies");
     crate::demo::search_comparison(&corpus_dir, &a.out, a.seed, &budget)?;
-    println!("\n== 5/6 transfer: the recipe against natural proportions on the `small` model");
+    println!("\n== 5/6 transfer: the recipe against the uniform mixture on the `small` model");
     let transfer = if a.quick {
         crate::demo::DemoTransfer {
-            steps: 40,
+            steps: 60,
             seeds: 2,
-            eval_every: 5,
-            eval_samples: 40,
+            eval_every: 10,
+            eval_samples: 30,
+            batch_size: 8,
         }
     } else {
         crate::demo::DemoTransfer {
-            steps: 100,
+            steps: 200,
             seeds: 3,
-            eval_every: 10,
-            eval_samples: 60,
+            eval_every: 20,
+            eval_samples: 50,
+            batch_size: 8,
         }
     };
     crate::demo::transfer(&corpus_dir, &a.out, &transfer)?;

@@ -10,6 +10,8 @@ mod train_cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Before anything starts a thread or touches a tensor.
+    mixatlas::train::tune_threads();
     let args = cli::parse();
     cli::init_logging(&args);
     match cli::run(args) {

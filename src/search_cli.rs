@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use mixatlas::acquisition::design::DesignStart;
 use mixatlas::config::Config;
 use mixatlas::dist::SingleProcess;
 use mixatlas::search::config::{Metric, TrainerConfig};
@@ -34,6 +35,9 @@ pub struct SearchArgs {
     /// Space: joint or factorized.
     #[arg(long)]
     pub space: Option<String>,
+    /// First mixture of GP-UCB's initial design: centre (uniform) or natural.
+    #[arg(long)]
+    pub start: Option<String>,
     /// Mixtures per round.
     #[arg(short, long)]
     pub q: Option<usize>,
@@ -98,6 +102,13 @@ pub fn resolve(a: &SearchArgs) -> Result<SearchPlan> {
             "joint" => mixatlas::acquisition::space::SpaceKind::Joint,
             "factorized" => mixatlas::acquisition::space::SpaceKind::Factorized,
             other => anyhow::bail!("--space {other:?}: expected joint or factorized"),
+        };
+    }
+    if let Some(k) = &a.start {
+        s.start = match k.as_str() {
+            "centre" | "center" | "uniform" => DesignStart::Centre,
+            "natural" => DesignStart::Natural,
+            other => anyhow::bail!("--start {other:?}: expected centre or natural"),
         };
     }
     if let Some(v) = a.q {

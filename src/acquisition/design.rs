@@ -3,9 +3,10 @@
 //! A greedy maximin design: draw many random points of the space (`SearchSpace::sample`, a
 //! flat Dirichlet per block projected onto the bounds), then repeatedly take the candidate
 //! farthest (Euclidean, in the space's coordinates) from every point already evaluated or
-//! chosen. With nothing evaluated yet, the first point is the candidate nearest the centre of
-//! the space (the projection of the block-uniform point), so a design starts from a balanced
-//! mixture and spreads out from it.
+//! chosen. With nothing evaluated yet, the first point is the centre of the space (the
+//! projection of the block-uniform point) or, when asked, a given start such as the natural
+//! proportions ([`DesignStart`]), so a design starts from a sensible mixture and spreads out
+//! from it.
 
 use super::SearchSpace;
 use crate::data::rng::SplitMix64;
@@ -28,14 +29,57 @@ pub fn centre(space: &SearchSpace) -> Vec<f64> {
     x
 }
 
+/// Where a design starts when nothing has been evaluated yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DesignStart {
+    /// The centre of the space (each block's mass spread evenly: the uniform mixture).
+    #[default]
+    Centre,
+    /// The space's prior, the corpus's natural proportions (per-axis marginals in a
+    /// factorized space), projected onto the bounds: the incumbent a user would otherwise
+    /// train on, so the search knows its value from the first round.
+    Natural,
+}
+
+impl DesignStart {
+    /// The first design point in `space`'s coordinates.
+    pub fn point(self, space: &SearchSpace) -> Vec<f64> {
+        match self {
+            DesignStart::Centre => centre(space),
+            DesignStart::Natural => match space.from_mixture(&space.prior) {
+                Ok(mut x) => {
+                    space.project(&mut x);
+                    x
+                }
+                // Fixed values that the natural proportions contradict: fall back to the centre.
+                Err(_) => centre(space),
+            },
+        }
+    }
+}
+
 /// `q` points of `space` chosen greedily to maximise the smallest distance to `existing` and
-/// to each other, from `candidates` random draws of `rng`. Deterministic for `rng`.
+/// to each other, from `candidates` random draws of `rng`, starting from the centre when
+/// `existing` is empty. Deterministic for `rng`.
 pub fn maximin(
     space: &SearchSpace,
     existing: &[Vec<f64>],
     q: usize,
     candidates: usize,
     rng: &mut SplitMix64,
+) -> Vec<Vec<f64>> {
+    maximin_from(space, existing, q, candidates, rng, DesignStart::Centre)
+}
+
+/// [`maximin`] with the first point (when `existing` is empty) given by `start`.
+pub fn maximin_from(
+    space: &SearchSpace,
+    existing: &[Vec<f64>],
+    q: usize,
+    candidates: usize,
+    rng: &mut SplitMix64,
+    start: DesignStart,
 ) -> Vec<Vec<f64>> {
     if q == 0 {
         return Vec::new();
@@ -53,11 +97,11 @@ pub fn maximin(
         .collect();
     let mut chosen = Vec::with_capacity(q);
     if existing.is_empty() {
-        let mid = centre(space);
+        let mid = start.point(space);
         let i = (0..pool.len())
             .min_by(|&a, &b| dist2(&pool[a], &mid).total_cmp(&dist2(&pool[b], &mid)))
             .expect("non-empty pool");
-        // Use the exact centre rather than the nearest draw.
+        // Use the exact start rather than the nearest draw.
         pool[i] = mid;
         take(&mut pool, &mut nearest, i, &mut chosen);
     }

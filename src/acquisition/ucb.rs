@@ -19,7 +19,7 @@
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::design::maximin;
+use super::design::{maximin_from, DesignStart};
 use super::{Observations, Proposal, ProposeError, Proposer, SearchSpace};
 use crate::data::rng::SplitMix64;
 use crate::surrogate::{Gp, GpConfig, GpError, LinearCombination, Posterior};
@@ -92,6 +92,8 @@ pub struct GpUcbConfig {
     pub min_distance: f64,
     /// Seed of the candidates and the design (each round draws its own stream).
     pub seed: u64,
+    /// First point of the initial design.
+    pub start: DesignStart,
 }
 
 impl Default for GpUcbConfig {
@@ -105,6 +107,7 @@ impl Default for GpUcbConfig {
             initial_design: None,
             min_distance: 1e-3,
             seed: 0,
+            start: DesignStart::Centre,
         }
     }
 }
@@ -528,17 +531,24 @@ impl GpUcb {
         rng: &mut SplitMix64,
         reason: &str,
     ) -> Vec<Proposal> {
-        maximin(space, &obs.x, q, self.cfg.candidates.max(4 * q), rng)
-            .into_iter()
-            .map(|x| Proposal {
-                mixture: space.to_mixture(&x),
-                x,
-                mean: None,
-                std: None,
-                acquisition: None,
-                reason: reason.to_string(),
-            })
-            .collect()
+        maximin_from(
+            space,
+            &obs.x,
+            q,
+            self.cfg.candidates.max(4 * q),
+            rng,
+            self.cfg.start,
+        )
+        .into_iter()
+        .map(|x| Proposal {
+            mixture: space.to_mixture(&x),
+            x,
+            mean: None,
+            std: None,
+            acquisition: None,
+            reason: reason.to_string(),
+        })
+        .collect()
     }
 }
 

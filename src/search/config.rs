@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::methods::Method;
 use super::trials::ObjectiveSpec;
+use crate::acquisition::design::DesignStart;
 use crate::acquisition::space::{SpaceConstraints, SpaceKind};
 
 /// Which per-benchmark number the objective uses.
@@ -152,6 +153,9 @@ pub struct SearchConfig {
     pub seed: u64,
     /// `joint` or `factorized`.
     pub space: SpaceKind,
+    /// First point of GP-UCB's initial design: `centre` (the uniform mixture) or `natural`
+    /// (the corpus's natural proportions, the usual incumbent).
+    pub start: DesignStart,
     /// Per-cell (joint) or per-axis-entry (factorized) bounds and fixed values.
     pub constraints: SpaceConstraints,
     /// The objective.
@@ -172,6 +176,7 @@ impl Default for SearchConfig {
             method: Method::GpUcb,
             seed: 0,
             space: SpaceKind::Joint,
+            start: DesignStart::Centre,
             constraints: SpaceConstraints::default(),
             objective: ObjectiveConfig::default(),
             budget: Budget::default(),

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::acquisition::design::DesignStart;
 use crate::acquisition::ucb::{GpUcb, GpUcbConfig};
 use crate::acquisition::Proposer;
 use crate::baselines::regmix::{RegMix, RegMixConfig};
@@ -39,8 +40,16 @@ impl Method {
 
     /// A proposer for this method, seeded.
     pub fn proposer(self, seed: u64) -> Box<dyn Proposer> {
+        self.proposer_from(seed, DesignStart::Centre)
+    }
+
+    /// [`Method::proposer`] whose initial design (GP-UCB's) starts at `start`.
+    pub fn proposer_from(self, seed: u64, start: DesignStart) -> Box<dyn Proposer> {
         match self {
-            Method::GpUcb => Box::new(GpUcb::new(GpUcbConfig::seeded(seed))),
+            Method::GpUcb => Box::new(GpUcb::new(GpUcbConfig {
+                start,
+                ..GpUcbConfig::seeded(seed)
+            })),
             Method::Regmix => Box::new(RegMix::new(RegMixConfig {
                 seed,
                 ..RegMixConfig::default()

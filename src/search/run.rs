@@ -230,7 +230,11 @@ pub fn recipe(
     // The method's own recommendation joins the candidates (GP-UCB: the highest lower
     // confidence bound over the whole space, which need not be a trial).
     if obs.len() >= 3 {
-        if let Ok(p) = cfg.method.proposer(cfg.seed).recommend(space, &obs) {
+        if let Ok(p) = cfg
+            .method
+            .proposer_from(cfg.seed, cfg.start)
+            .recommend(space, &obs)
+        {
             candidates.push(TrialState {
                 id: "recommended".into(),
                 round: 0,
@@ -442,7 +446,7 @@ fn search_loop(
 
     let max_attempts = cfg.budget.retries + 1;
     let (mut log, mut state) = EventLog::open(out, max_attempts)?;
-    let mut proposer = cfg.method.proposer(cfg.seed);
+    let mut proposer = cfg.method.proposer_from(cfg.seed, cfg.start);
     let mut exec = LocalExecutor::new();
     let mpi_corpus = match groups {
         Some(_) => Some(crate::data::corpus::Corpus::open(&cfg.corpus)?),
