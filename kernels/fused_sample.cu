@@ -164,6 +164,9 @@ MX_FN void gather_one(const Tok* tokens, const u8* mask, const RowDoc& d, u32 i,
 
 #ifndef MIXATLAS_HOST_EMULATION
 
+// Cells of positive weight whose table is staged in shared memory (12 bytes each).
+#define MX_SHARED_TABLE 512
+
 template <typename Tok>
 __device__ void fused_sample_pad(
     const Tok* __restrict__ tokens, const u8* __restrict__ mask,
@@ -174,20 +177,35 @@ __device__ void fused_sample_pad(
     u64 seed, u64 first_sample, u32 row0, u32 seq_len, u32 pad_token,
     u32* __restrict__ out_tokens, u8* __restrict__ out_mask, u64* __restrict__ out_docs) {
     __shared__ RowDoc s_doc;
+    // The cell table in shared memory (one round of global loads instead of a dependent load
+    // per binary-search step); tables larger than MX_SHARED_TABLE stay in global memory.
+    __shared__ u64 s_edges[MX_SHARED_TABLE];
+    __shared__ u32 s_cells[MX_SHARED_TABLE];
     const u32 local = blockIdx.x;
     const u32 row = row0 + local;
     u32 cell;
     u64 ordinal;
     if (mode == 0) {
+        const u64* e = edges;
+        const u32* c = table_cells;
+        if (m <= MX_SHARED_TABLE) {
+            for (u32 i = threadIdx.x; i < m; i += blockDim.x) {
+                s_cells[i] = table_cells[i];
+                if (i + 1 < m) s_edges[i] = edges[i];
+            }
+            __syncthreads();
+            e = s_edges;
+            c = s_cells;
+        }
         // I.i.d.: the cell is a pointwise draw; its ordinal is the cell's count before the
         // step plus the earlier rows of the step (all ranks' rows) that drew the same cell.
-        cell = table_lookup(edges, table_cells, m, sample_bits(seed, first_sample + row));
+        cell = table_lookup(e, c, m, sample_bits(seed, first_sample + row));
         u32 earlier = 0;
         for (u32 base = 0; base < row; base += blockDim.x) {
             u32 k = base + threadIdx.x;
             int same = 0;
             if (k < row) {
-                same = table_lookup(edges, table_cells, m, sample_bits(seed, first_sample + k)) == cell;
+                same = table_lookup(e, c, m, sample_bits(seed, first_sample + k)) == cell;
             }
             earlier += (u32)__syncthreads_count(same);
         }

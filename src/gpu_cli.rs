@@ -32,7 +32,8 @@ pub struct CompileArgs {
     /// Comma-separated real architectures.
     #[arg(long, default_value = "sm_80,sm_90", value_delimiter = ',')]
     pub arch: Vec<String>,
-    /// Directory for `<kernel>.<arch>.ptx` and `.cubin` (not written when absent).
+    /// Directory for `<kernel>.<arch>.ptx`, `.cubin` and `<kernel>.sha256` (a
+    /// MIXATLAS_KERNEL_DIR for GPU machines without NVRTC); nothing written when absent.
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
@@ -111,7 +112,7 @@ fn compile_kernels(a: CompileArgs) -> Result<()> {
                 }
             }
             if let Some(dir) = &a.out {
-                let stem = k.file.trim_end_matches(".cu");
+                let stem = k.stem();
                 for (ext, bytes) in [("ptx", c.ptx.as_bytes()), ("cubin", &c.cubin[..])] {
                     let p = dir.join(format!("{stem}.{arch}.{ext}"));
                     std::fs::write(&p, bytes)
@@ -119,6 +120,17 @@ fn compile_kernels(a: CompileArgs) -> Result<()> {
                 }
             }
         }
+    }
+    if let Some(dir) = &a.out {
+        for k in KERNELS {
+            let p = dir.join(format!("{}.sha256", k.stem()));
+            std::fs::write(&p, k.source_sha256() + "\n")
+                .with_context(|| format!("writing {}", p.display()))?;
+        }
+        println!(
+            "wrote PTX, CUBIN and source hashes to {} (usable as MIXATLAS_KERNEL_DIR)",
+            dir.display()
+        );
     }
     if failures > 0 {
         bail!("{failures} kernel compilations did not produce the expected PTX/CUBIN");

@@ -44,6 +44,24 @@ pub const FUSED_SAMPLE: KernelSource = KernelSource {
     entries: &["fused_sample_pad_u16", "fused_sample_pad_u32"],
 };
 
+impl KernelSource {
+    /// Hex SHA-256 of the source text: names the exact source a prebuilt CUBIN was compiled
+    /// from (`mixatlas gpu compile-kernels --out DIR` writes it beside the CUBINs).
+    pub fn source_sha256(&self) -> String {
+        use sha2::{Digest, Sha256};
+        crate::data::corpus::hex(&Sha256::digest(self.source.as_bytes()))
+    }
+
+    /// The file stem (`fused_sample`).
+    pub fn stem(&self) -> &'static str {
+        self.file.trim_end_matches(".cu")
+    }
+}
+
+/// Environment variable naming a directory of prebuilt kernels (`<stem>.<arch>.cubin` and
+/// `<stem>.sha256`), used when NVRTC is not installed on the GPU machine.
+pub const KERNEL_DIR_VAR: &str = "MIXATLAS_KERNEL_DIR";
+
 /// Options every kernel is compiled with. `--fmad=false` keeps NVRTC from contracting
 /// `a * b - c` into a fused multiply-add, which would change floating-point results against
 /// the CPU reference (the sampling kernel itself is integer-only: blending is planned on the

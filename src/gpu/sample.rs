@@ -14,7 +14,7 @@ use cudarc::nvrtc::Ptx;
 
 use super::device::GpuDevice;
 use super::layout::{CorpusLayout, KernelOutput, StepParams, TokenBuf};
-use super::{nvrtc, GpuError, FUSED_SAMPLE};
+use super::{nvrtc, GpuError, FUSED_SAMPLE, KERNEL_DIR_VAR};
 
 /// Threads per block of the sampling kernel (each thread writes 4 tokens).
 pub const BLOCK_THREADS: u32 = 256;
@@ -171,27 +171,48 @@ pub struct FusedSampler {
     u32: CudaFunction,
     /// The architecture it was compiled for.
     pub arch: String,
-    /// How it was loaded: `cubin`, or `ptx` when the driver refused the CUBIN.
+    /// How it was loaded (compiled CUBIN, PTX, or a prebuilt CUBIN).
     pub loaded_as: &'static str,
 }
 
 impl FusedSampler {
     /// Compiles `kernels/fused_sample.cu` for `dev` with NVRTC and loads it (the CUBIN; the
-    /// PTX, JIT-compiled by the driver, if the CUBIN is refused).
+    /// PTX, JIT-compiled by the driver, if the CUBIN is refused). Without NVRTC, loads the
+    /// prebuilt CUBIN from the directory in `MIXATLAS_KERNEL_DIR` ([`KERNEL_DIR_VAR`]) when
+    /// its recorded source hash equals the embedded source's.
     pub fn load(dev: &GpuDevice) -> Result<Self, GpuError> {
         let arch = dev.arch()?;
-        let compiled = nvrtc::compile(&FUSED_SAMPLE, &arch)?;
-        let (module, loaded_as) = match dev.ctx.load_module(Ptx::from_binary(compiled.cubin)) {
-            Ok(m) => (m, "cubin"),
-            Err(cubin_err) => match dev.ctx.load_module(Ptx::from_src(compiled.ptx)) {
-                Ok(m) => (m, "ptx"),
-                Err(e) => {
-                    return Err(GpuError::Driver {
-                        op: format!("loading {} for {arch}", FUSED_SAMPLE.file),
-                        reason: format!("CUBIN: {cubin_err:?}; PTX: {e:?}"),
-                    })
-                }
-            },
+        let (module, loaded_as) = if nvrtc::nvrtc_present() {
+            let compiled = nvrtc::compile(&FUSED_SAMPLE, &arch)?;
+            match dev.ctx.load_module(Ptx::from_binary(compiled.cubin)) {
+                Ok(m) => (m, "cubin compiled by NVRTC"),
+                Err(cubin_err) => match dev.ctx.load_module(Ptx::from_src(compiled.ptx)) {
+                    Ok(m) => (m, "ptx compiled by NVRTC (the driver refused the CUBIN)"),
+                    Err(e) => {
+                        return Err(GpuError::Driver {
+                            op: format!("loading {} for {arch}", FUSED_SAMPLE.file),
+                            reason: format!("CUBIN: {cubin_err:?}; PTX: {e:?}"),
+                        })
+                    }
+                },
+            }
+        } else if let Some(dir) = std::env::var_os(KERNEL_DIR_VAR) {
+            let cubin = prebuilt_cubin(std::path::Path::new(&dir), &arch)?;
+            let m = dev.ctx.load_module(Ptx::from_binary(cubin)).map_err(|e| {
+                GpuError::driver(
+                    format!("loading the prebuilt {} for {arch}", FUSED_SAMPLE.file),
+                    e,
+                )
+            })?;
+            (
+                m,
+                "prebuilt cubin (MIXATLAS_KERNEL_DIR; NVRTC not installed)",
+            )
+        } else {
+            return Err(GpuError::NoLibrary {
+                library: "NVRTC (libnvrtc.so)",
+                hint: "install the CUDA toolkit or the PyPI wheel nvidia-cuda-nvrtc-cu12 (lib dir on LD_LIBRARY_PATH), or set MIXATLAS_KERNEL_DIR to kernels prebuilt with `mixatlas gpu compile-kernels --out DIR`",
+            });
         };
         let function = |name: &str| {
             module
@@ -278,6 +299,30 @@ impl FusedSampler {
             .map_err(|e| GpuError::driver(format!("launching {}", func_name(corpus)), e))?;
         Ok(())
     }
+}
+
+/// `<dir>/fused_sample.<arch>.cubin`, after checking `<dir>/fused_sample.sha256` names the
+/// embedded source (a stale CUBIN would not match the CPU reference).
+fn prebuilt_cubin(dir: &std::path::Path, arch: &str) -> Result<Vec<u8>, GpuError> {
+    let stem = FUSED_SAMPLE.stem();
+    let read = |p: std::path::PathBuf| {
+        std::fs::read(&p).map_err(|e| GpuError::Layout {
+            reason: format!("prebuilt kernel {}: {e}", p.display()),
+        })
+    };
+    let hash = read(dir.join(format!("{stem}.sha256")))?;
+    let want = FUSED_SAMPLE.source_sha256();
+    if String::from_utf8_lossy(&hash).trim() != want {
+        return Err(GpuError::Layout {
+            reason: format!(
+                "prebuilt kernels in {} were compiled from another {} (sha256 {}, this build's is {want}); rebuild them with `mixatlas gpu compile-kernels --out DIR`",
+                dir.display(),
+                FUSED_SAMPLE.file,
+                String::from_utf8_lossy(&hash).trim()
+            ),
+        });
+    }
+    read(dir.join(format!("{stem}.{arch}.cubin")))
 }
 
 fn func_name(corpus: &DeviceCorpus) -> &'static str {
