@@ -195,6 +195,18 @@ mod cuda {
         }
     }
 
+    /// cudarc's NCCL loading and `ncclGetUniqueId` (which needs no GPU), where NCCL is
+    /// installed: the first step of `NcclComm::new`.
+    #[test]
+    fn nccl_unique_id_where_nccl_is_installed() {
+        if !mixatlas::gpu::nccl::nccl_present() {
+            eprintln!("skipped: no libnccl.so on the library path");
+            return;
+        }
+        let id = cudarc::nccl::Id::new().expect("ncclGetUniqueId");
+        assert!(id.internal().iter().any(|&c| c != 0));
+    }
+
     #[test]
     fn gpu_check_without_a_driver_names_libcuda() {
         if device::driver_present() {
