@@ -13,6 +13,9 @@ log() { printf '\n== %s\n' "$*"; }
 need_apt=()
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
+# tests/gpu.rs builds the CUDA kernel as host C++; scripts/nvrtc-check.sh fetches NVRTC with pip.
+command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
+python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 command -v mpirun >/dev/null 2>&1 || need_apt+=(openmpi-bin libopenmpi-dev)
 [ -e /usr/include/x86_64-linux-gnu/openmpi/mpi.h ] || [ -e /usr/lib/x86_64-linux-gnu/openmpi/include/mpi.h ] || need_apt+=(libopenmpi-dev)
 ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
@@ -49,10 +52,28 @@ if [ "${MIXATLAS_SLURM_TESTS:-1}" != 0 ]; then
   fi
 fi
 
-# One build for everything, with the MPI backend so the distributed tests run under mpirun.
-FEATURES="${FEATURES:-mpi}"
+# One build for everything, with the MPI backend so the distributed tests run under mpirun,
+# and the GPU path (feature cuda: it loads CUDA libraries at run time, so it builds here).
+FEATURES="${FEATURES:-mpi,cuda}"
 log "build (release, features: $FEATURES; tests, benches and binary share one profile)"
 cargo build --release --all-targets --locked --features "$FEATURES"
+
+case ",$FEATURES," in
+  *,cuda,*)
+    # Every kernels/*.cu through NVRTC for sm_80 and sm_90 (NVRTC from the PyPI wheel, cached
+    # under ~/.cache/mixatlas; no network and no cache fails here, it never skips).
+    log "NVRTC: compile every kernel for sm_80 and sm_90 (scripts/nvrtc-check.sh)"
+    scripts/nvrtc-check.sh
+    NVRTC_LIB="$(scripts/nvrtc-check.sh libdir)"
+    export LD_LIBRARY_PATH="$NVRTC_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    export MIXATLAS_REQUIRE_NVRTC=1
+    # The cuda feature without mpi must build too. A release build of the library alone
+    # reuses the dependencies built above (about 80 s on 2 cores); `cargo check` would first
+    # re-check every dependency in check mode (about 110 s cold).
+    log "cargo build --lib --features cuda (without mpi)"
+    cargo build --release --locked --features cuda --lib
+    ;;
+esac
 
 log "unit and integration tests"
 cargo test --release --locked --features "$FEATURES" -- --test-threads="${TEST_THREADS:-2}"

@@ -65,6 +65,9 @@ pub enum Command {
     Plot(crate::bench_cli::PlotArgs),
     /// Render (or submit) an sbatch script: the search controller, a trials array, a transfer.
     Sbatch(crate::bench_cli::SbatchArgs),
+    /// The GPU path (feature `cuda`): compile the kernels with NVRTC, or check the fused
+    /// sampling kernel and NCCL on this machine's GPU.
+    Gpu(crate::gpu_cli::GpuArgs),
 }
 
 /// `mixatlas synth`.
@@ -218,6 +221,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Report(a) => crate::bench_cli::run_report(a),
         Command::Plot(a) => crate::bench_cli::run_plot(a),
         Command::Sbatch(a) => crate::bench_cli::run_sbatch(a),
+        Command::Gpu(a) => crate::gpu_cli::run(a),
     }
 }
 

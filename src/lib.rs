@@ -13,6 +13,7 @@ pub mod config;
 pub mod data;
 pub mod dist;
 pub mod fsutil;
+pub mod gpu;
 pub mod model;
 pub mod report;
 pub mod search;

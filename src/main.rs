@@ -4,6 +4,7 @@ mod ask;
 mod bench_cli;
 mod cli;
 mod demo;
+mod gpu_cli;
 mod search_cli;
 mod train_cli;
 

@@ -96,7 +96,7 @@ pub struct TrainArgs {
     /// Parameter dtype: auto, f32, bf16.
     #[arg(long)]
     pub dtype: Option<String>,
-    /// Device: cpu (cuda needs a build with the `cuda` feature).
+    /// Device: cpu, or cuda (needs a build with the `cuda-train` feature).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// No progress bar.
@@ -112,15 +112,31 @@ pub struct TrainArgs {
     pub max_requeues: u32,
 }
 
-/// Resolves `--device`.
+/// Resolves `--device`: `cpu`, or `cuda` (the GPU of this rank, by local rank) in a build
+/// with the `cuda-train` feature.
 pub fn device(name: &str) -> Result<Device> {
     match name {
         "cpu" => Ok(Device::Cpu),
-        "cuda" => bail!(
-            "--device cuda: this build has no CUDA support (rebuild with --features cuda on a machine with the CUDA toolkit)"
-        ),
+        "cuda" => cuda_device(),
         other => bail!("--device {other:?}: expected cpu or cuda"),
     }
+}
+
+#[cfg(feature = "cuda-train")]
+fn cuda_device() -> Result<Device> {
+    let count = mixatlas::gpu::device::device_count()?;
+    if count == 0 {
+        bail!("--device cuda: the CUDA driver reports no device");
+    }
+    let index = LaunchEnv::detect().device_index(count);
+    Device::new_cuda(index).with_context(|| format!("--device cuda: opening CUDA device {index}"))
+}
+
+#[cfg(not(feature = "cuda-train"))]
+fn cuda_device() -> Result<Device> {
+    bail!(
+        "--device cuda: this build has no CUDA training support; rebuild with --features cuda-train (candle's CUDA backend, needs nvcc from the CUDA toolkit)"
+    )
 }
 
 fn parse_schedule(s: &str) -> Result<Schedule> {
@@ -266,6 +282,8 @@ impl Dist {
 
 /// `train`: one training run.
 pub fn run_train(a: TrainArgs) -> Result<()> {
+    // An unusable --device fails before anything is read or started.
+    let device = device(&a.device)?;
     let dist = Dist::init(a.collective_timeout)?;
     let lead = dist.world.rank() == 0;
     mixatlas::train::tune_allocator();
@@ -291,7 +309,7 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
         train: train_cfg.clone(),
         out: a.out.clone(),
         resume: a.resume,
-        device: device(&a.device)?,
+        device,
         preempt: preempt_flag,
     };
     if lead {

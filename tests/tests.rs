@@ -5,6 +5,7 @@ mod cli;
 #[cfg(feature = "mpi")]
 mod dist;
 mod gp;
+mod gpu;
 mod megatron_compat;
 mod model;
 mod report;

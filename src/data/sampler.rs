@@ -1349,4 +1349,81 @@ mod tests {
         let bytes: Vec<u8> = [7i64, -3].iter().flat_map(|v| v.to_le_bytes()).collect();
         assert!(!decode_tokens(DType::I64, &bytes, &mut out));
     }
+
+    /// Pins the CPU reference (the definition the CUDA kernel reproduces, docs/sampler.md):
+    /// the first 16 (cell, document) draws of seed 7 in both modes and a digest of whole
+    /// batches. Any change to the stream fails here; change these values only together with
+    /// a deliberate, documented change of the definition (and the kernel).
+    #[test]
+    fn pinned_reference_stream() {
+        use sha2::{Digest, Sha256};
+        let sizes = [5u64, 1, 0, 17, 300, 2];
+        let weights = [0.3, 0.1, 0.0, 0.25, 0.3, 0.05];
+        let table = CellTable::new(&weights).unwrap();
+        let mut out = String::new();
+        for mode in [Mode::Iid, Mode::Blend] {
+            let mut counts = [0u64; 6];
+            let mut pairs = Vec::new();
+            for g in 0..16u64 {
+                let cell = match mode {
+                    Mode::Iid => iid_cell(7, g, &table),
+                    Mode::Blend => blend_cell(&weights, &counts, g),
+                };
+                let (_, doc) = document_for(7, cell, counts[cell as usize], sizes[cell as usize]);
+                counts[cell as usize] += 1;
+                pairs.push((cell, doc));
+            }
+            out.push_str(&format!("{mode}: {pairs:?}\n"));
+        }
+        // Whole batches over a deterministic corpus: sha256 of tokens (u32 LE) then mask.
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = crate::data::rng::SplitMix64::new(7);
+        let cells: Vec<DocumentStore> = sizes
+            .iter()
+            .enumerate()
+            .map(|(c, &n)| {
+                let prefix = dir.path().join(format!("c{c}"));
+                let mut w =
+                    crate::data::megatron::DatasetWriter::create(&prefix, DType::U16).unwrap();
+                let mut mask = Vec::new();
+                for _ in 0..n {
+                    let len = rng.below(48) as usize;
+                    let toks: Vec<u32> = (0..len).map(|_| rng.below(50_000) as u32).collect();
+                    mask.extend((0..len).map(|_| (rng.below(3) != 0) as u8));
+                    w.add_document(&toks).unwrap();
+                }
+                w.finish().unwrap();
+                if c % 2 == 0 {
+                    std::fs::write(crate::data::corpus::mask_path(&prefix), &mask).unwrap();
+                }
+                DocumentStore::open(&prefix, None).unwrap()
+            })
+            .collect();
+        for mode in [Mode::Iid, Mode::Blend] {
+            let mut cfg = SamplerConfig::new(16, 40);
+            cfg.seed = 7;
+            cfg.mode = mode;
+            cfg.pad_token = 2;
+            let mut s = Sampler::new(&cells, &weights, cfg).unwrap();
+            let mut h = Sha256::new();
+            for _ in 0..3 {
+                let b = s.next_batch(0, 1).unwrap();
+                for t in &b.tokens {
+                    h.update(t.to_le_bytes());
+                }
+                h.update(&b.loss_mask);
+            }
+            out.push_str(&format!(
+                "{mode} batches: {}\n",
+                crate::data::corpus::hex(&h.finalize())
+            ));
+        }
+        let expected = "\
+iid: [(4, 186), (0, 2), (0, 3), (5, 0), (0, 0), (3, 12), (0, 1), (0, 4), (5, 1), (4, 61), (0, 1), (0, 4), (0, 3), (3, 4), (0, 2), (4, 152)]
+blend: [(0, 2), (4, 186), (3, 12), (1, 0), (5, 0), (0, 3), (4, 61), (3, 4), (0, 0), (4, 152), (3, 10), (0, 1), (4, 280), (1, 0), (3, 6), (0, 4)]
+iid batches: 4e9a26b0b10748fe8f0ff8e558a9940004074ab737c94108253c1c58e92a8ac6
+blend batches: 0b039af6a586c177a4d312db1b0d1b211652e8b40b35d4be6f214605e60adbc0
+";
+        assert_eq!(out, expected, "the CPU reference stream changed:\n{out}");
+    }
 }

@@ -1,7 +1,8 @@
 //! Distributed runtime: the [`Communicator`] trait every collective goes through, the launch
 //! environment (rank, world size, local rank from MPI, Open MPI or Slurm variables), and the
 //! backends: [`single::SingleProcess`] (rank 0 of 1, no-ops), MPI through rsmpi behind the
-//! `mpi` cargo feature, and NCCL (feature `cuda`) for device buffers.
+//! `mpi` cargo feature, and NCCL (feature `cuda`) for device buffers, which lives with the
+//! rest of the GPU path in `crate::gpu::nccl`.
 //!
 //! Model code never sees ranks (DESIGN.md): the trainer reduces flat gradient buffers and the
 //! search broadcasts mixtures through this interface, and a watchdog turns a collective that

@@ -1,0 +1,432 @@
+//! `mixatlas gpu check`: the GPU machine's acceptance run, as one function with one table.
+//!
+//! On a fresh synthetic corpus it runs the fused sampling kernel into a poisoned output and
+//! compares it bit for bit with the CPU sampler (i.i.d. and blend, u16 and u32 tokens, one
+//! and two ranks, a `T` that is not a multiple of 4), times it with CUDA events against a
+//! device-to-device `memcpy` moving the same bytes, runs an NCCL all-reduce on a 1-rank
+//! communicator, and reads a training log from `--device cuda` when one is given.
+
+use std::path::{Path, PathBuf};
+
+use cudarc::driver::sys::CUevent_flags;
+
+use super::device::{require_driver, GpuDevice};
+use super::layout::{CorpusLayout, StepParams};
+use super::nccl::{nccl_present, NcclComm};
+use super::sample::{DeviceBatch, DeviceCorpus, DeviceStep, FusedSampler};
+use super::GpuError;
+use crate::data::corpus::{mask_path, DocumentStore};
+use crate::data::megatron::{DType, DatasetWriter};
+use crate::data::rng::SplitMix64;
+use crate::data::sampler::{Mode, Sampler, SamplerConfig};
+use crate::dist::{LaunchEnv, ReduceOp, SingleProcess};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct CheckConfig {
+    /// Directory for the synthetic corpora (created; removed by the caller).
+    pub work_dir: PathBuf,
+    /// Rows of the timed batch.
+    pub batch: usize,
+    /// Tokens per row of the timed batch.
+    pub seq_len: usize,
+    /// Timed repetitions (the median is reported).
+    pub runs: usize,
+    /// Seed of the corpora and the streams.
+    pub seed: u64,
+    /// Elements (f32) of the timed NCCL all-reduce.
+    pub allreduce_elems: usize,
+    /// A `train_log.jsonl` from `mixatlas train --device cuda`, reported when given.
+    pub train_log: Option<PathBuf>,
+}
+
+/// One line of the result table.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// What was checked.
+    pub check: String,
+    /// `PASS`, `FAIL`, `SKIP` or `INFO`.
+    pub status: &'static str,
+    /// Figures and reasons.
+    pub detail: String,
+}
+
+/// The result table.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Lines in order.
+    pub rows: Vec<Row>,
+}
+
+impl Report {
+    fn push(&mut self, check: impl Into<String>, status: &'static str, detail: impl Into<String>) {
+        let row = Row {
+            check: check.into(),
+            status,
+            detail: detail.into(),
+        };
+        eprintln!("{:<44} {:<4}  {}", row.check, row.status, row.detail);
+        self.rows.push(row);
+    }
+
+    /// Whether any line failed.
+    pub fn failed(&self) -> bool {
+        self.rows.iter().any(|r| r.status == "FAIL")
+    }
+
+    /// The table as markdown.
+    pub fn markdown(&self) -> String {
+        let mut s = String::from("| check | status | detail |\n| --- | --- | --- |\n");
+        for r in &self.rows {
+            s.push_str(&format!(
+                "| {} | {} | {} |\n",
+                r.check,
+                r.status,
+                r.detail.replace('|', "\\|")
+            ));
+        }
+        s
+    }
+}
+
+/// Writes `sizes.len()` cells of random documents (lengths `1 ..= max_len`, a few empty) under
+/// `dir` with `dtype`; cells with an even index get a loss mask.
+pub fn write_cells(
+    dir: &Path,
+    dtype: DType,
+    sizes: &[usize],
+    max_len: u64,
+    seed: u64,
+) -> Result<Vec<DocumentStore>, GpuError> {
+    let fail = |e: String| GpuError::Layout { reason: e };
+    std::fs::create_dir_all(dir).map_err(|e| fail(format!("{}: {e}", dir.display())))?;
+    let mut rng = SplitMix64::new(seed);
+    let vocab = if dtype == DType::U16 { 65_535 } else { 150_000 };
+    let mut cells = Vec::with_capacity(sizes.len());
+    let mut toks = Vec::new();
+    for (c, &n) in sizes.iter().enumerate() {
+        let prefix = dir.join(format!("cell{c:02}"));
+        let mut w = DatasetWriter::create(&prefix, dtype).map_err(|e| fail(e.to_string()))?;
+        let mut mask = Vec::new();
+        for _ in 0..n {
+            let len = if rng.below(50) == 0 {
+                0
+            } else {
+                1 + rng.below(max_len) as usize
+            };
+            toks.clear();
+            toks.extend((0..len).map(|_| rng.below(vocab) as u32));
+            w.add_document(&toks).map_err(|e| fail(e.to_string()))?;
+            mask.extend((0..len).map(|_| (rng.below(5) != 0) as u8));
+        }
+        w.finish().map_err(|e| fail(e.to_string()))?;
+        if c % 2 == 0 {
+            let p = mask_path(&prefix);
+            std::fs::write(&p, &mask).map_err(|e| fail(format!("{}: {e}", p.display())))?;
+        }
+        cells.push(DocumentStore::open(&prefix, None).map_err(|e| fail(e.to_string()))?);
+    }
+    Ok(cells)
+}
+
+/// Random mixture weights over `n` cells (one of them 0), summing to 1.
+fn weights(n: usize, seed: u64) -> Vec<f64> {
+    let mut rng = SplitMix64::new(seed ^ 0x5EED);
+    let mut w: Vec<f64> = (0..n).map(|_| 0.05 + rng.next_f64()).collect();
+    if n > 2 {
+        w[1] = 0.0;
+    }
+    let s: f64 = w.iter().sum();
+    w.iter_mut().for_each(|x| *x /= s);
+    w
+}
+
+/// Runs `steps` steps of `cfg` on the GPU for every rank of `world` and compares each slice
+/// with the CPU sampler; `Ok(None)` when all are bit-identical.
+#[allow(clippy::too_many_arguments)]
+fn compare(
+    dev: &GpuDevice,
+    kernel: &FusedSampler,
+    corpus: &DeviceCorpus,
+    cells: &[DocumentStore],
+    w: &[f64],
+    cfg: &SamplerConfig,
+    world: usize,
+    steps: usize,
+) -> Result<Option<String>, GpuError> {
+    let mut samplers = Vec::with_capacity(world);
+    for _ in 0..world {
+        samplers.push(
+            Sampler::new(cells, w, cfg.clone()).map_err(|e| GpuError::Layout {
+                reason: e.to_string(),
+            })?,
+        );
+    }
+    for step in 0..steps {
+        for (rank, s) in samplers.iter_mut().enumerate() {
+            let p = StepParams::for_step(s, rank, world)?;
+            let d = DeviceStep::upload(dev, &p)?;
+            let mut out = DeviceBatch::alloc(dev, p.rows as usize, p.seq_len as usize)?;
+            out.poison(dev)?;
+            kernel.launch(dev, corpus, &d, &mut out)?;
+            let got = out.download(dev)?;
+            let cpu = s.next_batch(rank, world).map_err(|e| GpuError::Layout {
+                reason: e.to_string(),
+            })?;
+            if let Some(diff) = got.first_difference(&cpu) {
+                return Ok(Some(format!("step {step} rank {rank}/{world}: {diff}")));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn median(v: &mut [f32]) -> f32 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Launches queued back to back per timing, so the device never waits for the host between
+/// them and the figure is the device's time, not the launch latency.
+const LAUNCHES_PER_TIMING: usize = 10;
+
+/// Median over `runs` timings (CUDA events) of the mean milliseconds of one execution of `f`,
+/// each timing covering [`LAUNCHES_PER_TIMING`] executions queued back to back on `dev`'s
+/// stream.
+fn time_ms(
+    dev: &GpuDevice,
+    runs: usize,
+    mut f: impl FnMut() -> Result<(), GpuError>,
+) -> Result<f32, GpuError> {
+    let ev = || {
+        dev.ctx
+            .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+            .map_err(|e| GpuError::driver("creating an event", e))
+    };
+    let (start, end) = (ev()?, ev()?);
+    f()?; // warm-up
+    dev.synchronize()?;
+    let mut ms = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        start
+            .record(&dev.stream)
+            .map_err(|e| GpuError::driver("recording an event", e))?;
+        for _ in 0..LAUNCHES_PER_TIMING {
+            f()?;
+        }
+        end.record(&dev.stream)
+            .map_err(|e| GpuError::driver("recording an event", e))?;
+        let total = start
+            .elapsed_ms(&end)
+            .map_err(|e| GpuError::driver("reading an event", e))?;
+        ms.push(total / LAUNCHES_PER_TIMING as f32);
+    }
+    Ok(median(&mut ms))
+}
+
+/// Runs every check; the table is returned even when some line fails (see
+/// [`Report::failed`]). Errors only when the device cannot be used at all.
+pub fn run(cfg: &CheckConfig) -> Result<Report, GpuError> {
+    require_driver()?;
+    let env = LaunchEnv::detect();
+    let dev = GpuDevice::for_rank(&env)?;
+    let mut report = Report::default();
+    let (major, minor) = dev.compute_capability()?;
+    report.push(
+        "device",
+        "INFO",
+        format!(
+            "{} (ordinal {}, sm_{major}{minor}), local rank {}",
+            dev.name()?,
+            dev.ordinal(),
+            env.local_rank
+        ),
+    );
+    let kernel = FusedSampler::load(&dev)?;
+    let nvrtc = match super::nvrtc::nvrtc_version() {
+        Ok((major, minor)) => format!("NVRTC {major}.{minor}"),
+        Err(_) => "no NVRTC".to_string(),
+    };
+    report.push(
+        "kernel load",
+        "PASS",
+        format!(
+            "{} for {}: {} ({nvrtc})",
+            super::FUSED_SAMPLE.file,
+            kernel.arch,
+            kernel.loaded_as
+        ),
+    );
+
+    // Bit-exact comparisons with the CPU sampler.
+    let t = cfg.seq_len as u64;
+    let sizes = [400, 3, 150, 1, 700, 60, 1200, 9, 300, 500];
+    for (dtype, tag) in [(DType::U16, "u16"), (DType::I32, "u32")] {
+        let dir = cfg.work_dir.join(tag);
+        let cells = write_cells(&dir, dtype, &sizes, 2 * t, cfg.seed)?;
+        let layout = CorpusLayout::build(&cells)?;
+        let corpus = DeviceCorpus::upload(&dev, &layout)?;
+        let w = weights(cells.len(), cfg.seed);
+        for mode in [Mode::Iid, Mode::Blend] {
+            for (world, batch, seq_len) in [
+                (1, cfg.batch, cfg.seq_len),
+                (2, cfg.batch, cfg.seq_len),
+                (1, 24, 1001),
+            ] {
+                let mut sc = SamplerConfig::new(batch, seq_len);
+                sc.seed = cfg.seed;
+                sc.mode = mode;
+                sc.pad_token = 3;
+                let name = format!("bit-exact {tag} {mode} B={batch} T={seq_len} world={world}");
+                match compare(&dev, &kernel, &corpus, &cells, &w, &sc, world, 3)? {
+                    None => report.push(name, "PASS", "3 steps identical to the CPU sampler"),
+                    Some(diff) => report.push(name, "FAIL", diff),
+                }
+            }
+        }
+        if dtype != DType::U16 {
+            continue;
+        }
+        // Bandwidth: the timed batch against a memcpy moving the same bytes.
+        for mode in [Mode::Iid, Mode::Blend] {
+            let mut sc = SamplerConfig::new(cfg.batch, cfg.seq_len);
+            sc.seed = cfg.seed;
+            sc.mode = mode;
+            let s = Sampler::new(&cells, &w, sc).map_err(|e| GpuError::Layout {
+                reason: e.to_string(),
+            })?;
+            let p = StepParams::for_step(&s, 0, 1)?;
+            let step = DeviceStep::upload(&dev, &p)?;
+            let mut out = DeviceBatch::alloc(&dev, p.rows as usize, p.seq_len as usize)?;
+            let kernel_ms = time_ms(&dev, cfg.runs, || {
+                kernel.launch(&dev, &corpus, &step, &mut out)
+            })?;
+            let docs = out.download(&dev)?.docs;
+            let placed: u64 = docs.chunks(4).map(|d| d[3]).sum();
+            let written = p.out_elems() as u64 * 5 + 32 * p.rows as u64;
+            let read = placed * (corpus.token_bytes as u64 + 1) + 16 * p.rows as u64;
+            let traffic = written + read;
+            let half = (traffic / 2).max(1) as usize;
+            let src = dev
+                .stream
+                .alloc_zeros::<u8>(half)
+                .map_err(|e| GpuError::driver("allocating the memcpy source", e))?;
+            let mut dst = dev
+                .stream
+                .alloc_zeros::<u8>(half)
+                .map_err(|e| GpuError::driver("allocating the memcpy target", e))?;
+            let memcpy_ms = time_ms(&dev, cfg.runs, || {
+                dev.stream
+                    .memcpy_dtod(&src, &mut dst)
+                    .map_err(|e| GpuError::driver("memcpy", e))
+            })?;
+            let gbs = |ms: f32| traffic as f64 / (ms as f64 * 1e-3) / 1e9;
+            let ratio = memcpy_ms as f64 / kernel_ms as f64;
+            report.push(
+                format!("bandwidth {mode} B={} T={}", cfg.batch, cfg.seq_len),
+                if ratio >= 0.7 { "PASS" } else { "FAIL" },
+                format!(
+                    "kernel {:.1} µs = {:.0} GB/s ({} MB read+written); memcpy of the same bytes {:.1} µs = {:.0} GB/s; {:.0}% of memcpy (target ≥ 70%), median of {} timings of {LAUNCHES_PER_TIMING} back-to-back launches",
+                    kernel_ms * 1e3,
+                    gbs(kernel_ms),
+                    traffic / 1_000_000,
+                    memcpy_ms * 1e3,
+                    gbs(memcpy_ms),
+                    100.0 * ratio,
+                    cfg.runs
+                ),
+            );
+        }
+    }
+
+    // NCCL: a communicator over this process's ranks (1 rank here), device and host paths.
+    if !nccl_present() {
+        report.push(
+            "NCCL all-reduce",
+            "SKIP",
+            "NCCL (libnccl.so) not found on the library path",
+        );
+    } else {
+        match nccl_check(&dev, cfg) {
+            Ok(detail) => report.push("NCCL all-reduce (1 rank)", "PASS", detail),
+            Err(e) => report.push("NCCL all-reduce (1 rank)", "FAIL", e.to_string()),
+        }
+    }
+
+    match &cfg.train_log {
+        None => report.push(
+            "train --device cuda",
+            "SKIP",
+            "no training log given (needs a build with --features cuda-train, i.e. nvcc)",
+        ),
+        Some(path) => match crate::train::log::read_steps(path) {
+            Ok(steps) if !steps.is_empty() => {
+                let (first, last) = (&steps[0], &steps[steps.len() - 1]);
+                let ok = last.loss.is_finite() && last.loss < first.loss;
+                report.push(
+                    "train --device cuda",
+                    if ok { "PASS" } else { "FAIL" },
+                    format!(
+                        "{} steps, loss {:.3} → {:.3}, {:.0} tokens/s at the last step",
+                        steps.len(),
+                        first.loss,
+                        last.loss,
+                        last.tokens_per_s
+                    ),
+                );
+            }
+            Ok(_) => report.push(
+                "train --device cuda",
+                "FAIL",
+                format!("{}: no steps", path.display()),
+            ),
+            Err(e) => report.push("train --device cuda", "FAIL", e.to_string()),
+        },
+    }
+    Ok(report)
+}
+
+fn nccl_check(dev: &GpuDevice, cfg: &CheckConfig) -> Result<String, GpuError> {
+    use crate::dist::{BufMut, Communicator};
+    let comm = NcclComm::new(Box::new(SingleProcess), dev)?;
+    // Host path (what the CPU trainer calls).
+    let mut host: Vec<f32> = (0..1000).map(|i| i as f32 * 0.5).collect();
+    let want = host.clone();
+    comm.all_reduce(BufMut::F32(&mut host), ReduceOp::Sum)?;
+    if host != want {
+        return Err(GpuError::Nccl {
+            op: "all_reduce (host buffer)",
+            rank: 0,
+            reason: "a 1-rank sum changed the values".into(),
+        });
+    }
+    // Device path, timed.
+    let n = cfg.allreduce_elems.max(1);
+    let mut buf = dev
+        .stream
+        .clone_htod(&vec![1.0f32; n])
+        .map_err(|e| GpuError::driver("allocating the all-reduce buffer", e))?;
+    let ms = time_ms(dev, cfg.runs, || {
+        comm.all_reduce_device(&mut buf, ReduceOp::Sum)
+    })?;
+    let back = dev
+        .stream
+        .clone_dtoh(&buf)
+        .map_err(|e| GpuError::driver("reading the all-reduce back", e))?;
+    dev.synchronize()?;
+    if back.iter().any(|&x| x != 1.0) {
+        return Err(GpuError::Nccl {
+            op: "all_reduce (device buffer)",
+            rank: 0,
+            reason: "a 1-rank sum changed the values".into(),
+        });
+    }
+    let bytes = 4.0 * n as f64;
+    Ok(format!(
+        "{:.1} MB f32 in {:.1} µs = {:.0} GB/s algorithm bandwidth (median of {} timings of {LAUNCHES_PER_TIMING}); host-buffer path exact",
+        bytes / 1e6,
+        ms * 1e3,
+        bytes / (ms as f64 * 1e-3) / 1e9,
+        cfg.runs
+    ))
+}
