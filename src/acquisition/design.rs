@@ -162,4 +162,52 @@ mod tests {
             assert!(a.iter().all(|e| dist2(x, e) > 1e-6));
         }
     }
+
+    #[test]
+    fn natural_start_is_the_priors_marginals_projected_onto_the_bounds() {
+        use crate::acquisition::space::SpaceKind;
+        // 2 concepts × 2 tasks; prior = cell shares 0.5, 0.2, 0.2, 0.1 → concept marginals
+        // (0.7, 0.3), task marginals (0.7, 0.3).
+        let concepts = vec!["a".to_string(), "b".into()];
+        let tasks = vec!["x".to_string(), "y".into()];
+        let cells = vec!["a/x".into(), "a/y".into(), "b/x".into(), "b/y".into()];
+        let axes = vec![(0, 0), (0, 1), (1, 0), (1, 1)];
+        let prior = vec![0.5, 0.2, 0.2, 0.1];
+        let space = |c: &SpaceConstraints| {
+            SearchSpace::new(
+                SpaceKind::Factorized,
+                cells.clone(),
+                axes.clone(),
+                concepts.clone(),
+                tasks.clone(),
+                prior.clone(),
+                c,
+            )
+            .unwrap()
+        };
+        let free = space(&SpaceConstraints::default());
+        let first = maximin_from(
+            &free,
+            &[],
+            3,
+            200,
+            &mut SplitMix64::new(1),
+            DesignStart::Natural,
+        );
+        for (got, want) in first[0].iter().zip([0.7, 0.3, 0.7, 0.3]) {
+            assert!((got - want).abs() < 1e-12, "{:?}", first[0]);
+        }
+        // The centre start is the uniform mixture.
+        let c = maximin(&free, &[], 1, 200, &mut SplitMix64::new(1));
+        assert!(c[0].iter().all(|v| (v - 0.5).abs() < 1e-12));
+        // A floor of 0.4 on task y moves the natural start onto the bound: (0.6, 0.4).
+        let mut bounds = SpaceConstraints::default();
+        bounds.lower.insert("y".into(), 0.4);
+        let floored = space(&bounds);
+        let p = DesignStart::Natural.point(&floored);
+        assert!(floored.contains(&p, 1e-9));
+        for (got, want) in p.iter().zip([0.7, 0.3, 0.6, 0.4]) {
+            assert!((got - want).abs() < 1e-9, "{p:?}");
+        }
+    }
 }
