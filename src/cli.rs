@@ -753,7 +753,9 @@ fn run_demo(a: DemoArgs) -> Result<()> {
     prepare_with(&raw, &corpus_dir, &pcfg, None, true)?;
     println!("\n== 3/6 sampling report");
     crate::demo::sampling_report(&corpus_dir, a.seed)?;
-    println!("\n== 4/6 search: GP-UCB against RegMix, same budget, tiny proxies");
+    println!(
+        "\n== 4/6 search: GP-UCB against RegMix, same budget, mini proxies (0.4 M parameters)"
+    );
     crate::demo::search_comparison(&corpus_dir, &a.out, a.seed, &budget)?;
     println!("\n== 5/6 transfer: the recipe against the uniform mixture on the `small` model");
     let transfer = if a.quick {

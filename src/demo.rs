@@ -1,6 +1,6 @@
 //! The `demo` subcommand's reports: what the prepared corpus looks like and how the mixture
 //! sampler realises requested mixtures on it, then GP-UCB against RegMix with the same budget
-//! of `tiny` proxy trials (the recipe as a concept × task grid, marginals against natural
+//! of `mini` proxy trials (the recipe as a concept × task grid, marginals against natural
 //! proportions).
 
 use std::path::Path;
@@ -200,7 +200,7 @@ pub fn demo_floors(manifest: &Manifest) -> mixatlas::acquisition::space::SpaceCo
     c
 }
 
-/// Runs GP-UCB and RegMix with the same budget on `tiny` proxies over the corpus at
+/// Runs GP-UCB and RegMix with the same budget on `mini` proxies over the corpus at
 /// `corpus_dir` and prints the comparison, the recipe grid and the marginals.
 pub fn search_comparison(
     corpus_dir: &Path,
@@ -242,7 +242,7 @@ pub fn search_comparison(
                     ..Budget::default()
                 },
                 trainer: TrainerConfig::Builtin {
-                    preset: "tiny".into(),
+                    preset: "mini".into(),
                 },
                 ..SearchConfig::default()
             },
@@ -250,7 +250,7 @@ pub fn search_comparison(
             exe: exe.clone(),
         };
         println!(
-            "\n-- {} ({} trials, {} per round, tiny proxies of {} steps)",
+            "\n-- {} ({} trials, {} per round, mini proxies of {} steps)",
             method.name(),
             budget.trials,
             budget.q,

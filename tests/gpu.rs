@@ -7,35 +7,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use mixatlas::data::corpus::{mask_path, DocumentStore};
-use mixatlas::data::megatron::{DType, DatasetWriter};
-use mixatlas::data::rng::SplitMix64;
+use mixatlas::data::megatron::DType;
 use mixatlas::data::sampler::{Mode, Sampler, SamplerConfig};
-use mixatlas::gpu::layout::{emulate, CorpusLayout, KernelOutput, StepParams, TokenBuf};
-
-fn cells(dir: &Path, dtype: DType, sizes: &[usize], max_len: u64, seed: u64) -> Vec<DocumentStore> {
-    let mut rng = SplitMix64::new(seed);
-    sizes
-        .iter()
-        .enumerate()
-        .map(|(c, &n)| {
-            let prefix = dir.join(format!("{dtype:?}{c}"));
-            let mut w = DatasetWriter::create(&prefix, dtype).unwrap();
-            let mut mask = Vec::new();
-            for _ in 0..n {
-                let len = rng.below(max_len + 1) as usize;
-                let toks: Vec<u32> = (0..len).map(|_| rng.below(65_000) as u32).collect();
-                mask.extend((0..len).map(|_| (rng.below(4) != 0) as u8));
-                w.add_document(&toks).unwrap();
-            }
-            w.finish().unwrap();
-            if c % 2 == 1 {
-                std::fs::write(mask_path(&prefix), &mask).unwrap();
-            }
-            DocumentStore::open(&prefix, None).unwrap()
-        })
-        .collect()
-}
+use mixatlas::gpu::layout::{
+    emulate, write_cells, CorpusLayout, KernelOutput, StepParams, TokenBuf,
+};
 
 /// Builds the host emulation driver once per test process.
 fn driver(dir: &Path) -> PathBuf {
@@ -138,7 +114,8 @@ fn cuda_source_run_on_the_host_equals_the_cpu_sampler() {
     let exe = driver(dir.path());
     for dtype in [DType::U16, DType::I32] {
         // Tiny cells wrap epochs within a few steps; an empty cell (weight 0) is skipped.
-        let cells = cells(dir.path(), dtype, &[2, 37, 0, 9, 1, 120], 70, 5);
+        let sub = dir.path().join(format!("{dtype:?}"));
+        let cells = write_cells(&sub, dtype, &[2, 37, 0, 9, 1, 120], 70, 5).unwrap();
         let layout = CorpusLayout::build(&cells).unwrap();
         let weights = [0.2, 0.3, 0.0, 0.15, 0.05, 0.3];
         for mode in [Mode::Iid, Mode::Blend] {

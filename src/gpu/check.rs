@@ -6,17 +6,17 @@
 //! device-to-device `memcpy` moving the same bytes, runs an NCCL all-reduce on a 1-rank
 //! communicator, and reads a training log from `--device cuda` when one is given.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use cudarc::driver::sys::CUevent_flags;
 
 use super::device::{require_driver, GpuDevice};
-use super::layout::{CorpusLayout, StepParams};
+use super::layout::{write_cells, CorpusLayout, StepParams};
 use super::nccl::{nccl_present, NcclComm};
 use super::sample::{DeviceBatch, DeviceCorpus, DeviceStep, FusedSampler};
 use super::GpuError;
-use crate::data::corpus::{mask_path, DocumentStore};
-use crate::data::megatron::{DType, DatasetWriter};
+use crate::data::corpus::DocumentStore;
+use crate::data::megatron::DType;
 use crate::data::rng::SplitMix64;
 use crate::data::sampler::{Mode, Sampler, SamplerConfig};
 use crate::dist::{LaunchEnv, ReduceOp, SingleProcess};
@@ -87,46 +87,6 @@ impl Report {
         }
         s
     }
-}
-
-/// Writes `sizes.len()` cells of random documents (lengths `1 ..= max_len`, a few empty) under
-/// `dir` with `dtype`; cells with an even index get a loss mask.
-pub fn write_cells(
-    dir: &Path,
-    dtype: DType,
-    sizes: &[usize],
-    max_len: u64,
-    seed: u64,
-) -> Result<Vec<DocumentStore>, GpuError> {
-    let fail = |e: String| GpuError::Layout { reason: e };
-    std::fs::create_dir_all(dir).map_err(|e| fail(format!("{}: {e}", dir.display())))?;
-    let mut rng = SplitMix64::new(seed);
-    let vocab = if dtype == DType::U16 { 65_535 } else { 150_000 };
-    let mut cells = Vec::with_capacity(sizes.len());
-    let mut toks = Vec::new();
-    for (c, &n) in sizes.iter().enumerate() {
-        let prefix = dir.join(format!("cell{c:02}"));
-        let mut w = DatasetWriter::create(&prefix, dtype).map_err(|e| fail(e.to_string()))?;
-        let mut mask = Vec::new();
-        for _ in 0..n {
-            let len = if rng.below(50) == 0 {
-                0
-            } else {
-                1 + rng.below(max_len) as usize
-            };
-            toks.clear();
-            toks.extend((0..len).map(|_| rng.below(vocab) as u32));
-            w.add_document(&toks).map_err(|e| fail(e.to_string()))?;
-            mask.extend((0..len).map(|_| (rng.below(5) != 0) as u8));
-        }
-        w.finish().map_err(|e| fail(e.to_string()))?;
-        if c % 2 == 0 {
-            let p = mask_path(&prefix);
-            std::fs::write(&p, &mask).map_err(|e| fail(format!("{}: {e}", p.display())))?;
-        }
-        cells.push(DocumentStore::open(&prefix, None).map_err(|e| fail(e.to_string()))?);
-    }
-    Ok(cells)
 }
 
 /// Random mixture weights over `n` cells (one of them 0), summing to 1.

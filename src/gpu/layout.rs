@@ -8,8 +8,11 @@
 //! right), and `tests/gpu.rs` checks the CUDA C source itself, built as host C++, against the
 //! same reference. `docs/sampler.md` section 6 documents the layout.
 
-use crate::data::corpus::DocumentStore;
-use crate::data::megatron::DType;
+use std::path::Path;
+
+use crate::data::corpus::{mask_path, DocumentStore};
+use crate::data::megatron::{DType, DatasetWriter};
+use crate::data::rng::SplitMix64;
 use crate::data::sampler::{blend_cell, Mode, Packing, Sampler};
 
 use super::GpuError;
@@ -360,47 +363,58 @@ pub fn emulate(layout: &CorpusLayout, p: &StepParams) -> KernelOutput {
     out
 }
 
+/// Writes `sizes.len()` cells of random documents (lengths `1 ..= max_len`, a few empty) under
+/// `dir` with `dtype`; cells with an even index get a loss mask. The inputs of `mixatlas gpu
+/// check` and of the kernel's tests (any corpus serves: outputs are compared with the sampler).
+pub fn write_cells(
+    dir: &Path,
+    dtype: DType,
+    sizes: &[usize],
+    max_len: u64,
+    seed: u64,
+) -> Result<Vec<DocumentStore>, GpuError> {
+    let fail = |e: String| GpuError::Layout { reason: e };
+    std::fs::create_dir_all(dir).map_err(|e| fail(format!("{}: {e}", dir.display())))?;
+    let mut rng = SplitMix64::new(seed);
+    let vocab = if dtype == DType::U16 { 65_535 } else { 150_000 };
+    let mut cells = Vec::with_capacity(sizes.len());
+    let mut toks = Vec::new();
+    for (c, &n) in sizes.iter().enumerate() {
+        let prefix = dir.join(format!("cell{c:02}"));
+        let mut w = DatasetWriter::create(&prefix, dtype).map_err(|e| fail(e.to_string()))?;
+        let mut mask = Vec::new();
+        for _ in 0..n {
+            let len = if rng.below(50) == 0 {
+                0
+            } else {
+                1 + rng.below(max_len) as usize
+            };
+            toks.clear();
+            toks.extend((0..len).map(|_| rng.below(vocab) as u32));
+            w.add_document(&toks).map_err(|e| fail(e.to_string()))?;
+            mask.extend((0..len).map(|_| (rng.below(5) != 0) as u8));
+        }
+        w.finish().map_err(|e| fail(e.to_string()))?;
+        if c % 2 == 0 {
+            let p = mask_path(&prefix);
+            std::fs::write(&p, &mask).map_err(|e| fail(format!("{}: {e}", p.display())))?;
+        }
+        cells.push(DocumentStore::open(&prefix, None).map_err(|e| fail(e.to_string()))?);
+    }
+    Ok(cells)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::megatron::DatasetWriter;
-    use crate::data::rng::SplitMix64;
     use crate::data::sampler::SamplerConfig;
-
-    /// Cells of `docs[c]` documents of 0..=`max_len` tokens; a mask on even cells.
-    fn cells(
-        dir: &std::path::Path,
-        dtype: DType,
-        docs: &[usize],
-        max_len: u64,
-    ) -> Vec<DocumentStore> {
-        let mut rng = SplitMix64::new(3);
-        docs.iter()
-            .enumerate()
-            .map(|(c, &n)| {
-                let prefix = dir.join(format!("c{c}"));
-                let mut w = DatasetWriter::create(&prefix, dtype).unwrap();
-                let mut mask = Vec::new();
-                for _ in 0..n {
-                    let len = rng.below(max_len + 1) as usize;
-                    let toks: Vec<u32> = (0..len).map(|_| rng.below(60_000) as u32).collect();
-                    mask.extend((0..len).map(|_| (rng.below(3) != 0) as u8));
-                    w.add_document(&toks).unwrap();
-                }
-                w.finish().unwrap();
-                if c % 2 == 0 {
-                    std::fs::write(crate::data::corpus::mask_path(&prefix), &mask).unwrap();
-                }
-                DocumentStore::open(&prefix, None).unwrap()
-            })
-            .collect()
-    }
 
     #[test]
     fn emulation_of_packed_parameters_equals_the_sampler() {
         let dir = tempfile::tempdir().unwrap();
         for dtype in [DType::U16, DType::I32] {
-            let cells = cells(dir.path(), dtype, &[3, 40, 0, 7, 1], 50);
+            let sub = dir.path().join(format!("{dtype:?}"));
+            let cells = write_cells(&sub, dtype, &[3, 40, 0, 7, 1], 50, 3).unwrap();
             let layout = CorpusLayout::build(&cells).unwrap();
             assert_eq!(
                 matches!(layout.tokens, TokenBuf::U16(_)),
@@ -442,7 +456,7 @@ mod tests {
     #[test]
     fn pack_mode_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let cells = cells(dir.path(), DType::U16, &[5], 10);
+        let cells = write_cells(dir.path(), DType::U16, &[5], 10, 3).unwrap();
         let mut cfg = SamplerConfig::new(2, 8);
         cfg.packing = Packing::Pack;
         let s = Sampler::new(&cells, &[1.0], cfg).unwrap();

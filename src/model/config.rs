@@ -74,6 +74,7 @@ fn default_architectures() -> Vec<String> {
 /// Names accepted by [`Qwen2Config::preset`].
 pub const PRESETS: &[&str] = &[
     "tiny",
+    "mini",
     "small",
     "qwen2-0.5b",
     "qwen2-1.5b",
@@ -120,6 +121,15 @@ impl Qwen2Config {
         Self::shape(128, 64, 176, 2, 4, 2, 10_000.0, true, 4096)
     }
 
+    /// `mini`: the demo's proxy (about 0.4 M parameters at V = 128): `tiny` twice as wide, the
+    /// smallest shape whose benchmark losses respond to every task of the built-in corpus
+    /// within a 200-step proxy (`tiny`'s barely move with the OCR, grounding and detection
+    /// shares, so a `tiny` search undervalues them; docs/transfer.md). A trial takes ~20 s on
+    /// one core.
+    pub fn mini() -> Self {
+        Self::shape(128, 128, 352, 2, 4, 2, 10_000.0, true, 4096)
+    }
+
     /// `small`: the CPU transfer target (about 3 M parameters at V = 128).
     pub fn small() -> Self {
         Self::shape(128, 256, 704, 4, 8, 4, 10_000.0, true, 4096)
@@ -149,6 +159,7 @@ impl Qwen2Config {
     pub fn preset(name: &str) -> Result<Self, ModelError> {
         Ok(match name {
             "tiny" => Self::tiny(),
+            "mini" => Self::mini(),
             "small" => Self::small(),
             "qwen2-0.5b" => Self::qwen2_0_5b(),
             "qwen2-1.5b" => Self::qwen2_1_5b(),
