@@ -7,9 +7,17 @@
 # writes it as markdown.
 #
 #   scripts/gpu-check.sh [OUT.md]          (default: $CARGO_TARGET_DIR or target, /gpu-check.md)
+#   scripts/gpu-check.sh --prepare         (on a CPU machine with cargo: see below)
 #
-# Needs: the NVIDIA driver (libcuda.so.1), cargo with the crate's dependencies available
-# (vendored or a warm ~/.cargo when the machine is offline). NVRTC is searched in
+# Needs: the NVIDIA driver (libcuda.so.1), and either cargo with the crate's dependencies
+# available (vendored or a warm ~/.cargo when the machine is offline) or a prebuilt binary.
+# GPU machines without Rust or network (the `device` tool's H200s): run `--prepare` here
+# first. It builds `--features cuda` (no MPI: the GPU machine has no libmpi), strips the binary
+# into .gpu/mixatlas (about 15 MB, glibc ≥ 2.34 only), compiles the kernels with NVRTC into
+# .gpu/kernels (scripts/nvrtc-check.sh) and lists .gpu/ in .git/info/exclude; then the GPU
+# run carries `.gpu` and uses that binary (GPU_CHECK_BIN overrides) without building.
+# Training on --device cuda needs a cuda-train build, which needs cargo and nvcc on the
+# GPU machine; without cargo the table has no training line. NVRTC is searched in
 # LD_LIBRARY_PATH, the CUDA toolkit, Python's site-packages (nvidia-cuda-nvrtc-cu12) and
 # scripts/nvrtc-check.sh's cache; without any, kernels prebuilt on another machine
 # (`mixatlas gpu compile-kernels --out DIR`, e.g. target/kernels from scripts/nvrtc-check.sh)
@@ -29,7 +37,33 @@ log() { printf '\n== [%3ds] %s\n' "$((SECONDS - START))" "$*"; }
 die() { echo "gpu-check: error: $*" >&2; exit 1; }
 
 command -v cargo >/dev/null 2>&1 || { [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"; }
-command -v cargo >/dev/null 2>&1 || die "cargo not found (install Rust: https://rustup.rs)"
+
+if [ "${1:-}" = "--prepare" ]; then
+  command -v cargo >/dev/null 2>&1 || die "--prepare needs cargo"
+  log "prepare: cargo build --release --features cuda --bin mixatlas"
+  cargo build --release --locked --features cuda --bin mixatlas || die "build failed"
+  mkdir -p .gpu
+  cp "$TARGET/release/mixatlas" .gpu/mixatlas && strip .gpu/mixatlas || die "copying the binary"
+  log "prepare: kernels through NVRTC (scripts/nvrtc-check.sh)"
+  scripts/nvrtc-check.sh || die "NVRTC check failed"
+  rm -rf .gpu/kernels && cp -r "$TARGET/kernels" .gpu/kernels || die "copying the kernels"
+  EXCLUDE="$(git rev-parse --git-path info/exclude 2>/dev/null || echo .git/info/exclude)"
+  grep -qx '/.gpu/' "$EXCLUDE" 2>/dev/null || echo '/.gpu/' >>"$EXCLUDE"
+  du -sh .gpu
+  echo "prepared .gpu/: on the GPU machine run scripts/gpu-check.sh OUT.md with .gpu carried"
+  exit 0
+fi
+
+BIN="${GPU_CHECK_BIN:-}"
+if [ -z "$BIN" ] && [ -x "$ROOT/.gpu/mixatlas" ]; then BIN="$ROOT/.gpu/mixatlas"; fi
+if [ -z "$BIN" ]; then
+  command -v cargo >/dev/null 2>&1 || die "cargo not found and no prebuilt binary (run scripts/gpu-check.sh --prepare on a machine with cargo and carry .gpu, or set GPU_CHECK_BIN)"
+fi
+if [ -z "${MIXATLAS_KERNEL_DIR:-}" ] && [ -e "$ROOT/.gpu/kernels/fused_sample.sha256" ]; then
+  PREBUILT_KERNELS="$ROOT/.gpu/kernels"
+else
+  PREBUILT_KERNELS="${MIXATLAS_KERNEL_DIR:-$TARGET/kernels}"
+fi
 
 log "driver and devices"
 if command -v nvidia-smi >/dev/null 2>&1; then
@@ -72,18 +106,19 @@ find_lib() {
 
 log "NVRTC"
 NVRTC_DIR="$(find_lib libnvrtc.so.12 cuda_nvrtc)"
-if [ -z "$NVRTC_DIR" ]; then
+# Fetching the wheel needs the network: only when no prebuilt kernels were brought along.
+if [ -z "$NVRTC_DIR" ] && [ ! -e "$PREBUILT_KERNELS/fused_sample.sha256" ]; then
   NVRTC_DIR="$(scripts/nvrtc-check.sh libdir 2>/dev/null || true)"
 fi
 if [ -n "$NVRTC_DIR" ]; then
   echo "libnvrtc: $NVRTC_DIR"
   ln -sf "$NVRTC_DIR/libnvrtc.so.12" "$LIBS/libnvrtc.so"
   export LD_LIBRARY_PATH="$NVRTC_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-elif [ -n "${MIXATLAS_KERNEL_DIR:-}" ] || [ -e "$TARGET/kernels/fused_sample.sha256" ]; then
-  export MIXATLAS_KERNEL_DIR="${MIXATLAS_KERNEL_DIR:-$TARGET/kernels}"
-  echo "no libnvrtc: using prebuilt kernels from $MIXATLAS_KERNEL_DIR"
+elif [ -e "$PREBUILT_KERNELS/fused_sample.sha256" ]; then
+  export MIXATLAS_KERNEL_DIR="$PREBUILT_KERNELS"
+  echo "no libnvrtc.so.12: using prebuilt kernels from $MIXATLAS_KERNEL_DIR"
 else
-  die "no libnvrtc.so.12 (CUDA toolkit, pip nvidia-cuda-nvrtc-cu12, or scripts/nvrtc-check.sh's cache) and no prebuilt kernels (MIXATLAS_KERNEL_DIR or $TARGET/kernels)"
+  die "no libnvrtc.so.12 (CUDA toolkit, pip nvidia-cuda-nvrtc-cu12, or scripts/nvrtc-check.sh's cache) and no prebuilt kernels (.gpu/kernels, MIXATLAS_KERNEL_DIR or $TARGET/kernels)"
 fi
 
 log "NCCL"
@@ -101,18 +136,23 @@ export LD_LIBRARY_PATH="$LIBS:${LD_LIBRARY_PATH:-}"
 # --- Build ---------------------------------------------------------------------------------
 FEATURES=cuda
 NVCC="$(command -v nvcc || ls /usr/local/cuda/bin/nvcc 2>/dev/null || true)"
-if [ "${GPU_CHECK_TRAIN:-1}" != 0 ] && [ -n "$NVCC" ]; then
+if [ "${GPU_CHECK_TRAIN:-1}" != 0 ] && [ -n "$NVCC" ] && command -v cargo >/dev/null 2>&1; then
   TRAIN=1
   export PATH="$(dirname "$NVCC"):$PATH"
   echo "nvcc: $NVCC (will also build cuda-train)"
 else
   TRAIN=0
-  echo "no nvcc (or GPU_CHECK_TRAIN=0): training on --device cuda is not built"
+  echo "no nvcc or no cargo (or GPU_CHECK_TRAIN=0): training on --device cuda is not built"
 fi
 
-log "cargo build --release --features $FEATURES (-j $JOBS)"
-cargo build --release -j "$JOBS" --features "$FEATURES" --bin mixatlas || die "build failed"
-BIN="$TARGET/release/mixatlas"
+if [ -n "$BIN" ]; then
+  log "prebuilt binary: $BIN (no build)"
+  [ -x "$BIN" ] || die "$BIN is not an executable"
+else
+  log "cargo build --release --features $FEATURES (-j $JOBS)"
+  cargo build --release -j "$JOBS" --features "$FEATURES" --bin mixatlas || die "build failed"
+  BIN="$TARGET/release/mixatlas"
+fi
 
 log "mixatlas gpu check (sampling kernel, bandwidth, NCCL)"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/mixatlas-gpu-check.XXXXXX")"
@@ -130,7 +170,7 @@ if [ "$TRAIN" = 1 ]; then
     log "cargo build --release --features cuda,cuda-train (up to $((LEFT - 90))s)"
     if timeout $((LEFT - 90)) cargo build --release -j "$JOBS" --features cuda,cuda-train \
          --bin mixatlas; then
-      TBIN="$BIN"
+      TBIN="$TARGET/release/mixatlas"
       log "proxy training on --device cuda"
       if timeout 60 "$TBIN" synth --out "$WORK/raw" --preset tiny --samples 3000 --force >/dev/null \
          && timeout 60 "$TBIN" prepare "$WORK/raw" --out "$WORK/corpus" --k 4 --force >/dev/null \

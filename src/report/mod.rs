@@ -220,7 +220,8 @@ fn marginal_bars(
         .copied()
         .fold(0.0, f64::max)
         .max(1e-6)
-        * 1.15;
+        // Headroom above the tallest bar for the legend (upper right, ~15 % of the height).
+        * 1.4;
     let root = SVGBackend::new(path, (720, 340)).into_drawing_area();
     root.fill(&WHITE).map_err(svg_err)?;
     let mut chart = ChartBuilder::on(&root)
@@ -257,6 +258,7 @@ fn marginal_bars(
     }
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
