@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use mixatlas::acquisition::design::DesignStart;
 use mixatlas::acquisition::ucb::{GpUcb, GpUcbConfig};
 use mixatlas::acquisition::{Observations, Proposer, SearchSpace, SpaceConstraints, SpaceKind};
 use mixatlas::data::corpus::Manifest;
@@ -63,6 +64,9 @@ pub struct SuggestArgs {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// First mixture of GP-UCB's initial design: centre (the uniform mixture) or natural.
+    #[arg(long, value_enum, default_value_t = DesignStart::Centre)]
+    pub start: DesignStart,
     /// Also report the fitted GP and each proposal's mean, std and UCB value.
     #[arg(long)]
     pub json: bool,
@@ -259,14 +263,17 @@ pub fn run_suggest(a: SuggestArgs) -> Result<()> {
     let obs = observations(&space, &trials, &spec)?;
     let round = obs.len();
     let (proposals, gp) = if a.method == Method::GpUcb {
-        let mut ucb = GpUcb::new(GpUcbConfig::seeded(a.seed));
+        let mut ucb = GpUcb::new(GpUcbConfig {
+            start: a.start,
+            ..GpUcbConfig::seeded(a.seed)
+        });
         let p = ucb.propose(&space, &obs, a.q, round)?;
         let report = ucb.gp().map(|g| g.report());
         (p, report)
     } else {
         (
             a.method
-                .proposer(a.seed)
+                .proposer_from(a.seed, a.start)
                 .propose(&space, &obs, a.q, round)?,
             None,
         )

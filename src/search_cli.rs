@@ -36,8 +36,8 @@ pub struct SearchArgs {
     #[arg(long)]
     pub space: Option<String>,
     /// First mixture of GP-UCB's initial design: centre (uniform) or natural.
-    #[arg(long)]
-    pub start: Option<String>,
+    #[arg(long, value_enum)]
+    pub start: Option<DesignStart>,
     /// Mixtures per round.
     #[arg(short, long)]
     pub q: Option<usize>,
@@ -104,12 +104,8 @@ pub fn resolve(a: &SearchArgs) -> Result<SearchPlan> {
             other => anyhow::bail!("--space {other:?}: expected joint or factorized"),
         };
     }
-    if let Some(k) = &a.start {
-        s.start = match k.as_str() {
-            "centre" | "center" | "uniform" => DesignStart::Centre,
-            "natural" => DesignStart::Natural,
-            other => anyhow::bail!("--start {other:?}: expected centre or natural"),
-        };
+    if let Some(v) = a.start {
+        s.start = v;
     }
     if let Some(v) = a.q {
         s.budget.q = v;

@@ -30,7 +30,17 @@ pub fn centre(space: &SearchSpace) -> Vec<f64> {
 }
 
 /// Where a design starts when nothing has been evaluated yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum DesignStart {
     /// The centre of the space (each block's mass spread evenly: the uniform mixture).

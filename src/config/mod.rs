@@ -113,6 +113,18 @@ mod tests {
     }
 
     #[test]
+    fn search_start_parses_and_rejects_unknown_values() {
+        use crate::acquisition::design::DesignStart;
+        let c = Config::from_toml("[search]\nstart = \"natural\"\n", Path::new("x.toml")).unwrap();
+        assert_eq!(c.search.start, DesignStart::Natural);
+        assert_eq!(Config::default().search.start, DesignStart::Centre);
+        let e = Config::from_toml("[search]\nstart = \"middle\"\n", Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("middle") && e.contains("x.toml"), "{e}");
+    }
+
+    #[test]
     fn roundtrips_through_toml() {
         let c = Config::default();
         let back = Config::from_toml(&c.to_toml(), Path::new("x")).unwrap();
