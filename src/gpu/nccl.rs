@@ -190,6 +190,30 @@ impl NcclComm {
     }
 }
 
+impl NcclComm {
+    /// Runs a collective from host `send` into host `recv` through device copies of both
+    /// (uploaded, `collective`, read back, synchronised); `what` names it in errors.
+    fn host_staged(
+        &self,
+        what: &str,
+        send: &[f32],
+        recv: &mut [f32],
+        collective: impl FnOnce(&CudaSlice<f32>, &mut CudaSlice<f32>) -> Result<(), GpuError>,
+    ) -> Result<(), GpuError> {
+        let s = &self.dev.stream;
+        let d_send = s
+            .clone_htod(send)
+            .map_err(|e| GpuError::driver(format!("staging {what}"), e))?;
+        let mut d_recv = s
+            .alloc_zeros::<f32>(recv.len())
+            .map_err(|e| GpuError::driver(format!("allocating {what}"), e))?;
+        collective(&d_send, &mut d_recv)?;
+        s.memcpy_dtoh(&d_recv, recv)
+            .map_err(|e| GpuError::driver(format!("reading {what} back"), e))?;
+        self.dev.synchronize()
+    }
+}
+
 /// The 128 NCCL id bytes as the `c_char` array cudarc takes.
 fn id_from_bytes(bytes: &[u8]) -> Option<[c_char; NCCL_ID_BYTES]> {
     if bytes.len() != NCCL_ID_BYTES {
@@ -249,20 +273,10 @@ impl Communicator for NcclComm {
         if send.is_empty() {
             return Ok(());
         }
-        let s = &self.dev.stream;
-        let mut run = || -> Result<(), GpuError> {
-            let d_send = s
-                .clone_htod(send)
-                .map_err(|e| GpuError::driver("staging an all-gather", e))?;
-            let mut d_recv = s
-                .alloc_zeros::<f32>(recv.len())
-                .map_err(|e| GpuError::driver("allocating an all-gather", e))?;
-            self.all_gather_device(&d_send, &mut d_recv)?;
-            s.memcpy_dtoh(&d_recv, recv)
-                .map_err(|e| GpuError::driver("reading an all-gather back", e))?;
-            self.dev.synchronize()
-        };
-        run().map_err(|e| self.dist("all_gather", e))
+        self.host_staged("an all-gather", send, recv, |d_send, d_recv| {
+            self.all_gather_device(d_send, d_recv)
+        })
+        .map_err(|e| self.dist("all_gather", e))
     }
 
     fn reduce_scatter(
@@ -281,20 +295,10 @@ impl Communicator for NcclComm {
         if recv.is_empty() {
             return Ok(());
         }
-        let s = &self.dev.stream;
-        let mut run = || -> Result<(), GpuError> {
-            let d_send = s
-                .clone_htod(send)
-                .map_err(|e| GpuError::driver("staging a reduce-scatter", e))?;
-            let mut d_recv = s
-                .alloc_zeros::<f32>(recv.len())
-                .map_err(|e| GpuError::driver("allocating a reduce-scatter", e))?;
-            self.reduce_scatter_device(&d_send, &mut d_recv, op)?;
-            s.memcpy_dtoh(&d_recv, recv)
-                .map_err(|e| GpuError::driver("reading a reduce-scatter back", e))?;
-            self.dev.synchronize()
-        };
-        run().map_err(|e| self.dist("reduce_scatter", e))
+        self.host_staged("a reduce-scatter", send, recv, |d_send, d_recv| {
+            self.reduce_scatter_device(d_send, d_recv, op)
+        })
+        .map_err(|e| self.dist("reduce_scatter", e))
     }
 
     fn barrier(&self) -> Result<(), DistError> {
