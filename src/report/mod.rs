@@ -86,6 +86,29 @@ fn svg_err<E: std::fmt::Debug>(e: E) -> ReportError {
     ReportError(format!("drawing: {e:?}"))
 }
 
+/// The boxed legend of a chart at `pos` (plotters' own default is middle right).
+fn legend<'a, DB, CT>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    pos: SeriesLabelPosition,
+) -> Result<(), ReportError>
+where
+    DB: DrawingBackend + 'a,
+    CT: CoordTranslate,
+{
+    chart
+        .configure_series_labels()
+        .position(pos)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(svg_err)
+}
+
+/// A legend sample for a 2-pixel line of colour `c`.
+fn line_key<C: Color + Copy>(c: C) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
+}
+
 fn convergence(path: &Path, curves: &[(String, Vec<f64>)]) -> Result<(), ReportError> {
     let n = curves.iter().map(|c| c.1.len()).max().unwrap_or(1).max(2);
     let all: Vec<f64> = curves.iter().flat_map(|c| c.1.iter().copied()).collect();
@@ -117,15 +140,9 @@ fn convergence(path: &Path, curves: &[(String, Vec<f64>)]) -> Result<(), ReportE
             ))
             .map_err(svg_err)?
             .label(name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+            .legend(line_key(c));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::LowerRight)
-        .draw()
-        .map_err(svg_err)?;
+    legend(&mut chart, SeriesLabelPosition::LowerRight)?;
     root.present().map_err(svg_err)
 }
 
@@ -256,13 +273,7 @@ fn marginal_bars(
             .label(label)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(svg_err)?;
+    legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     root.present().map_err(svg_err)
 }
 
@@ -349,15 +360,9 @@ fn gp_slices(
             ))
             .map_err(svg_err)?
             .label(name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+            .legend(line_key(c));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(svg_err)?;
+    legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     root.present().map_err(svg_err)
 }
 
@@ -402,7 +407,7 @@ fn loss_curves(
             ))
             .map_err(svg_err)?
             .label(*name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+            .legend(line_key(c));
     }
     chart
         .draw_series(LineSeries::new(
@@ -423,12 +428,7 @@ fn loss_curves(
             .label(format!("recipe reaches L* at step {st}"))
             .legend(|(x, y)| Circle::new((x + 9, y), 4, COLORS[3].filled()));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(svg_err)?;
+    legend(&mut chart, SeriesLabelPosition::MiddleRight)?;
     root.present().map_err(svg_err)
 }
 
@@ -685,13 +685,8 @@ pub fn plot_runs(
             ))
             .map_err(svg_err)?
             .label(name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+            .legend(line_key(c));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(svg_err)?;
+    legend(&mut chart, SeriesLabelPosition::MiddleRight)?;
     root.present().map_err(svg_err)
 }
