@@ -764,7 +764,6 @@ fn run_demo(a: DemoArgs) -> Result<()> {
             seeds: 2,
             eval_every: 10,
             eval_samples: 30,
-            batch_size: 8,
         }
     } else {
         crate::demo::DemoTransfer {
@@ -772,7 +771,6 @@ fn run_demo(a: DemoArgs) -> Result<()> {
             seeds: 3,
             eval_every: 20,
             eval_samples: 50,
-            batch_size: 8,
         }
     };
     crate::demo::transfer(&corpus_dir, &a.out, &transfer)?;

@@ -70,20 +70,9 @@ impl DesignStart {
 }
 
 /// `q` points of `space` chosen greedily to maximise the smallest distance to `existing` and
-/// to each other, from `candidates` random draws of `rng`, starting from the centre when
-/// `existing` is empty. Deterministic for `rng`.
+/// to each other, from `candidates` random draws of `rng`; with nothing existing, the first
+/// is `start`'s point. Deterministic for `rng`.
 pub fn maximin(
-    space: &SearchSpace,
-    existing: &[Vec<f64>],
-    q: usize,
-    candidates: usize,
-    rng: &mut SplitMix64,
-) -> Vec<Vec<f64>> {
-    maximin_from(space, existing, q, candidates, rng, DesignStart::Centre)
-}
-
-/// [`maximin`] with the first point (when `existing` is empty) given by `start`.
-pub fn maximin_from(
     space: &SearchSpace,
     existing: &[Vec<f64>],
     q: usize,
@@ -146,8 +135,22 @@ mod tests {
     #[test]
     fn design_is_valid_spread_and_deterministic() {
         let s = simplex(6);
-        let a = maximin(&s, &[], 8, 1000, &mut SplitMix64::new(5));
-        let b = maximin(&s, &[], 8, 1000, &mut SplitMix64::new(5));
+        let a = maximin(
+            &s,
+            &[],
+            8,
+            1000,
+            &mut SplitMix64::new(5),
+            DesignStart::Centre,
+        );
+        let b = maximin(
+            &s,
+            &[],
+            8,
+            1000,
+            &mut SplitMix64::new(5),
+            DesignStart::Centre,
+        );
         assert_eq!(a, b);
         assert_eq!(a.len(), 8);
         for x in &a {
@@ -167,7 +170,14 @@ mod tests {
         let random = s.sample(&mut SplitMix64::new(5), 8);
         assert!(min_pair(&a) > min_pair(&random));
         // Existing points are avoided.
-        let more = maximin(&s, &a, 4, 1000, &mut SplitMix64::new(6));
+        let more = maximin(
+            &s,
+            &a,
+            4,
+            1000,
+            &mut SplitMix64::new(6),
+            DesignStart::Centre,
+        );
         for x in &more {
             assert!(a.iter().all(|e| dist2(x, e) > 1e-6));
         }
@@ -196,7 +206,7 @@ mod tests {
             .unwrap()
         };
         let free = space(&SpaceConstraints::default());
-        let first = maximin_from(
+        let first = maximin(
             &free,
             &[],
             3,
@@ -208,7 +218,14 @@ mod tests {
             assert!((got - want).abs() < 1e-12, "{:?}", first[0]);
         }
         // The centre start is the uniform mixture.
-        let c = maximin(&free, &[], 1, 200, &mut SplitMix64::new(1));
+        let c = maximin(
+            &free,
+            &[],
+            1,
+            200,
+            &mut SplitMix64::new(1),
+            DesignStart::Centre,
+        );
         assert!(c[0].iter().all(|v| (v - 0.5).abs() < 1e-12));
         // A floor of 0.4 on task y moves the natural start onto the bound: (0.6, 0.4).
         let mut bounds = SpaceConstraints::default();

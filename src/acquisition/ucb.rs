@@ -19,7 +19,7 @@
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::design::{maximin_from, DesignStart};
+use super::design::{maximin, DesignStart};
 use super::{Observations, Proposal, ProposeError, Proposer, SearchSpace};
 use crate::data::rng::SplitMix64;
 use crate::surrogate::{Gp, GpConfig, GpError, LinearCombination, Posterior};
@@ -531,7 +531,7 @@ impl GpUcb {
         rng: &mut SplitMix64,
         reason: &str,
     ) -> Vec<Proposal> {
-        maximin_from(
+        maximin(
             space,
             &obs.x,
             q,
