@@ -378,9 +378,13 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
         "done: {} steps, train loss {:.4}, eval loss {:.4}, {:.0} tokens/s, {:.1} s",
         out.steps, out.train_loss, out.eval_loss, out.tokens_per_s, out.wall_s
     );
-    for (name, acc) in &out.benchmarks {
+    for (name, score) in &out.benchmarks {
+        let metric = out
+            .benchmark_metric
+            .get(name)
+            .map_or("accuracy".to_string(), |m| m.to_string());
         eprintln!(
-            "  {name:<14} accuracy {acc:.3}  loss {:.4}",
+            "  {name:<14} {metric:<11} {score:.3}  loss {:.4}",
             out.benchmark_loss[name]
         );
     }
@@ -627,29 +631,41 @@ pub fn print_transfer(s: &mixatlas::transfer::TransferSummary, baseline: &str) {
         }
     }
     println!(
-        "\n  {:<14} {:>10} {:>10} {:>10} {:>10}",
-        "benchmark", "acc base", "acc recipe", "loss base", "loss recipe"
+        "\n  {:<14} {:<12} {:>10} {:>12} {:>10} {:>11}",
+        "benchmark", "metric", "score base", "score recipe", "loss base", "loss recipe"
     );
+    let get = |m: &std::collections::BTreeMap<String, f64>, k: &str| {
+        m.get(k).copied().unwrap_or(f64::NAN)
+    };
     for (k, b) in &s.baseline_benchmarks {
+        let metric = s
+            .benchmark_metric
+            .get(k)
+            .map_or("exact_match".to_string(), |m| m.to_string());
         println!(
-            "  {k:<14} {b:>10.3} {:>10.3} {:>10.4} {:>10.4}",
-            s.recipe_benchmarks.get(k).copied().unwrap_or(f64::NAN),
-            s.baseline_benchmark_loss
-                .get(k)
-                .copied()
-                .unwrap_or(f64::NAN),
-            s.recipe_benchmark_loss.get(k).copied().unwrap_or(f64::NAN),
+            "  {k:<14} {metric:<12} {b:>10.3} {:>12.3} {:>10.4} {:>11.4}",
+            get(&s.recipe_benchmarks, k),
+            get(&s.baseline_benchmark_loss, k),
+            get(&s.recipe_benchmark_loss, k),
         );
     }
     let mean = |m: &std::collections::BTreeMap<String, f64>| {
         m.values().sum::<f64>() / m.len().max(1) as f64
     };
     println!(
-        "  {:<14} {:>10.3} {:>10.3} {:>10.4} {:>10.4}",
+        "  {:<14} {:<12} {:>10.3} {:>12.3} {:>10.4} {:>11.4}",
         "mean",
+        "",
         mean(&s.baseline_benchmarks),
         mean(&s.recipe_benchmarks),
         mean(&s.baseline_benchmark_loss),
         mean(&s.recipe_benchmark_loss)
     );
+    if let Some((m, lo, hi)) = s.score_gain {
+        let higher = s.score_gain_per_seed.iter().filter(|&&g| g > 0.0).count();
+        println!(
+            "  mean benchmark score, recipe − baseline: {m:+.3} (95 % bootstrap interval {lo:+.3} to {hi:+.3}); higher in {higher} of {} seeds",
+            s.score_gain_per_seed.len()
+        );
+    }
 }

@@ -16,6 +16,7 @@ use crate::data::corpus::Corpus;
 use crate::dist::Communicator;
 use crate::fsutil::write_atomic;
 use crate::model::Qwen2Config;
+use crate::train::eval::Metric;
 use crate::train::{train_with, TrainConfig, TrainError, TrainPlan};
 
 /// The comparison target.
@@ -90,10 +91,26 @@ pub struct TransferSummary {
     /// Mean speedup over seeds and its 95 % bootstrap interval (None when some seed never
     /// reached the baseline's loss).
     pub speedup: Option<(f64, f64, f64)>,
-    /// Mean per-benchmark accuracy over seeds: baseline.
+    /// Mean per-benchmark score over seeds (`metrics.json`'s `benchmarks`: the benchmark's
+    /// metric of greedy answers): baseline.
     pub baseline_benchmarks: BTreeMap<String, f64>,
-    /// Mean per-benchmark accuracy over seeds: recipe.
+    /// Mean per-benchmark score over seeds: recipe.
     pub recipe_benchmarks: BTreeMap<String, f64>,
+    /// The metric of each benchmark's score (empty when the runs did not generate).
+    #[serde(default)]
+    pub benchmark_metric: BTreeMap<String, Metric>,
+    /// Per seed, the recipe's mean benchmark score minus the baseline's.
+    #[serde(default)]
+    pub score_gain_per_seed: Vec<f64>,
+    /// Mean of `score_gain_per_seed` with its 95 % bootstrap interval.
+    #[serde(default)]
+    pub score_gain: Option<(f64, f64, f64)>,
+    /// Mean per-benchmark exact-match accuracy over seeds: baseline.
+    #[serde(default)]
+    pub baseline_benchmark_accuracy: BTreeMap<String, f64>,
+    /// Mean per-benchmark exact-match accuracy over seeds: recipe.
+    #[serde(default)]
+    pub recipe_benchmark_accuracy: BTreeMap<String, f64>,
     /// Mean per-benchmark answer loss over seeds: baseline.
     pub baseline_benchmark_loss: BTreeMap<String, f64>,
     /// Mean per-benchmark answer loss over seeds: recipe.
@@ -182,11 +199,32 @@ pub fn run_transfer(
             .collect();
         mean_maps(&maps)
     };
+    // Paired by seed: the recipe's mean benchmark score minus the baseline's.
+    let mean_score = |arm: &str, s: u64| -> Option<f64> {
+        let m: BTreeMap<String, f64> =
+            serde_json::from_value(metrics.get(&(arm.to_string(), s))?["benchmarks"].clone())
+                .ok()?;
+        (!m.is_empty()).then(|| m.values().sum::<f64>() / m.len() as f64)
+    };
+    let score_gain_per_seed: Vec<f64> = (0..plan.seeds)
+        .filter_map(|s| Some(mean_score("recipe", s)? - mean_score("baseline", s)?))
+        .collect();
+    let score_gain = (!score_gain_per_seed.is_empty())
+        .then(|| bootstrap_mean(&score_gain_per_seed, 0.95, 10_000, 0));
+    let benchmark_metric = metrics
+        .get(&("recipe".to_string(), 0))
+        .and_then(|m| serde_json::from_value(m["benchmark_metric"].clone()).ok())
+        .unwrap_or_default();
     let summary = TransferSummary {
         per_seed,
         speedup,
         baseline_benchmarks: table("baseline", "benchmarks"),
         recipe_benchmarks: table("recipe", "benchmarks"),
+        benchmark_metric,
+        score_gain_per_seed,
+        score_gain,
+        baseline_benchmark_accuracy: table("baseline", "benchmark_accuracy"),
+        recipe_benchmark_accuracy: table("recipe", "benchmark_accuracy"),
         baseline_benchmark_loss: table("baseline", "benchmark_loss"),
         recipe_benchmark_loss: table("recipe", "benchmark_loss"),
         runs,

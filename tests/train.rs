@@ -84,6 +84,84 @@ fn training_lowers_held_out_loss_and_writes_the_trial_protocol_files() {
     assert!(ckpt.join("config.json").is_file() && ckpt.join("model.safetensors").is_file());
 }
 
+/// The end-of-run benchmark scores (greedy answers scored with each benchmark's metric) equal
+/// an independent float64 re-computation (`tests/eval_ref.py`: the reference forward pass of
+/// `tests/qwen2_ref.py`, one document at a time, and the metrics from their definitions), and
+/// generation agrees with the teacher-forced exact match.
+#[test]
+fn end_of_run_scores_match_the_float64_reference_decoder() {
+    let (_, raw, corpus, _) = tiny_corpus();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    // A model small enough for the pure-Python reference (H = 32, one layer), trained enough
+    // that its answers are neither empty nor all alike.
+    ok(&[
+        "train",
+        "--corpus",
+        s(corpus),
+        "--out",
+        s(&out),
+        "--preset",
+        "tiny",
+        "--batch-size",
+        "8",
+        "--seq-len",
+        "64",
+        "--steps",
+        "600",
+        "--lr",
+        "1e-2",
+        "--eval-samples",
+        "8",
+        "--model-set",
+        "hidden_size=32",
+        "--model-set",
+        "intermediate_size=88",
+        "--model-set",
+        "num_hidden_layers=1",
+        "--quiet",
+    ]);
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    let py = std::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/eval_ref.py"))
+        .args(["--checkpoint", s(&out.join("checkpoints/step-00000600"))])
+        .args(["--raw", s(raw), "--samples", "8"])
+        .args(["--vocab", s(&raw.join("vocab.json"))])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        py.status.success(),
+        "eval_ref.py: {}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let reference: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
+    let names = reference["scores"].as_object().unwrap();
+    assert_eq!(names.len(), 10);
+    let mut partial = 0;
+    for (name, want) in names {
+        let got = metrics["benchmarks"][name].as_f64().unwrap();
+        let want = want.as_f64().unwrap();
+        assert!(
+            (got - want).abs() < 1e-12,
+            "{name}: trainer {got}, reference {want}; reference answers {}",
+            reference["answers"][name]
+        );
+        assert_eq!(
+            metrics["benchmark_metric"][name],
+            reference["metrics"][name]
+        );
+        if reference["metrics"][name] == "exact_match" {
+            // Greedy decoding reproduces the reference iff every teacher-forced arg-max does.
+            assert_eq!(metrics["benchmark_accuracy"][name].as_f64().unwrap(), got);
+        } else if want > 0.0 && want < 1.0 {
+            partial += 1;
+        }
+    }
+    // Partial credit is exercised: some ANLS/F1 score is strictly between 0 and 1.
+    assert!(partial > 0, "no partial score: {}", reference["scores"]);
+}
+
 #[test]
 fn resume_continues_exactly_loss_for_loss() {
     let (_, _, corpus, _) = tiny_corpus();
@@ -206,6 +284,21 @@ fn bad_input_is_named_and_writes_nothing() {
         &["--model-set", "vocab_size=16", "--steps", "2"],
     ));
     assert!(err.contains("vocabulary") && err.contains("16"), "{err}");
+    let toml = tmp.path().join("metrics.toml");
+    std::fs::write(
+        &toml,
+        "[train.eval_metrics]\nrefcoco = \"anls\"\nnosuch = \"anls\"\n",
+    )
+    .unwrap();
+    let err = fails(&train_args(
+        s(corpus),
+        s(&out),
+        &["--config", s(&toml), "--steps", "2"],
+    ));
+    assert!(
+        err.contains("\"nosuch\"") && err.contains("refcoco"),
+        "{err}"
+    );
     assert!(
         !out.exists(),
         "a failed start must not leave a run directory"

@@ -1,7 +1,11 @@
 //! The trainer's configuration (`[train]` table and `train_config.json` in a run directory),
 //! with presets for proxy and transfer runs.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
+
+use super::eval::Metric;
 
 use super::optim::AdamWConfig;
 use super::schedule::Schedule;
@@ -47,6 +51,13 @@ pub struct TrainConfig {
     pub eval_samples: usize,
     /// Rows per evaluation forward pass.
     pub eval_batch: usize,
+    /// At the end of the run, also generate every answer greedily and score it with its
+    /// benchmark's metric (`metrics.json`'s `benchmarks`; otherwise those are the exact-match
+    /// accuracies, which need no generation).
+    pub eval_generate: bool,
+    /// Per-benchmark metric overrides (`{docvqa = "anls"}`); the others follow
+    /// [`Metric::default_for`].
+    pub eval_metrics: BTreeMap<String, Metric>,
     /// Checkpoint every this many steps (0 = only at the end).
     pub checkpoint_every: u64,
     /// Checkpoints kept (the newest ones).
@@ -91,6 +102,8 @@ impl TrainConfig {
             eval_every: 0,
             eval_samples: 200,
             eval_batch: 100,
+            eval_generate: true,
+            eval_metrics: BTreeMap::new(),
             checkpoint_every: 0,
             keep_checkpoints: 2,
             log_every: 1,

@@ -73,8 +73,14 @@ pub struct Progress {
 /// What a finished run reports (and writes as `metrics.json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainOutcome {
-    /// Per-benchmark exact-match accuracy at the end (the trial protocol's scores).
+    /// Per-benchmark score at the end (the trial protocol's scores): the benchmark's
+    /// [`Metric`](super::eval::Metric) of greedily generated answers, or the exact-match
+    /// accuracy when `eval_generate` is off.
     pub benchmarks: BTreeMap<String, f64>,
+    /// Per-benchmark exact-match accuracy at the end.
+    pub benchmark_accuracy: BTreeMap<String, f64>,
+    /// The metric behind each of `benchmarks` (empty when `eval_generate` is off).
+    pub benchmark_metric: BTreeMap<String, super::eval::Metric>,
     /// Per-benchmark answer loss at the end.
     pub benchmark_loss: BTreeMap<String, f64>,
     /// Mean training loss over the last 10 % of the steps (at least one).
@@ -222,6 +228,8 @@ fn ignore_schedule_fields(t: &TrainConfig) -> TrainConfig {
         eval_every: 0,
         eval_samples: 0,
         eval_batch: 1,
+        eval_generate: false,
+        eval_metrics: BTreeMap::new(),
         checkpoint_every: 0,
         keep_checkpoints: 1,
         log_every: 1,
@@ -289,6 +297,9 @@ pub fn train_with(
     tc.validate()?;
     plan.model.validate()?;
     check_compatible(plan.corpus, &plan.model)?;
+    // Read (and check the metric overrides) before anything is written.
+    let evalset =
+        EvalSet::from_corpus(plan.corpus, tc.eval_samples)?.with_metrics(&tc.eval_metrics)?;
     std::fs::create_dir_all(&plan.out).at("creating", &plan.out)?;
     let dtype = resolve_dtype(&tc.dtype, &plan.device);
     let manifest = &plan.corpus.manifest;
@@ -381,7 +392,6 @@ pub fn train_with(
     };
     let bucket_elems = ((tc.bucket_mb * 1024.0 * 1024.0 / 4.0) as usize).max(1024);
     let model = Qwen2Model::new(&plan.model, &params);
-    let evalset = EvalSet::from_corpus(plan.corpus, tc.eval_samples)?;
     let image_token = manifest.special_tokens.image;
     let image_dim = manifest.image.as_ref().map_or(0, |i| i.dim);
     let micro = tc.micro_rows();
@@ -423,7 +433,8 @@ pub fn train_with(
         if !lead {
             return Ok(BTreeMap::new());
         }
-        let scores = evalset.evaluate(&model, tc.eval_batch, &plan.device)?;
+        let generate = tc.eval_generate && step == tc.steps;
+        let scores = evalset.evaluate(&model, tc.eval_batch, &plan.device, generate)?;
         let eval_loss = scores.values().map(|s| s.loss).sum::<f64>() / scores.len().max(1) as f64;
         log.write(&EvalRecord {
             step,
@@ -604,7 +615,15 @@ pub fn train_with(
     let outcome = TrainOutcome {
         benchmarks: scores
             .iter()
+            .map(|(k, v)| (k.clone(), v.score.unwrap_or(v.accuracy)))
+            .collect(),
+        benchmark_accuracy: scores
+            .iter()
             .map(|(k, v)| (k.clone(), v.accuracy))
+            .collect(),
+        benchmark_metric: scores
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.metric?)))
             .collect(),
         benchmark_loss: scores.iter().map(|(k, v)| (k.clone(), v.loss)).collect(),
         train_loss,
