@@ -764,6 +764,7 @@ fn run_demo(a: DemoArgs) -> Result<()> {
             seeds: 2,
             eval_every: 10,
             eval_samples: 30,
+            final_eval_samples: 30,
         }
     } else {
         crate::demo::DemoTransfer {
@@ -771,6 +772,9 @@ fn run_demo(a: DemoArgs) -> Result<()> {
             seeds: 3,
             eval_every: 20,
             eval_samples: 50,
+            // Every held-out document of the demo corpus (200 per benchmark), so that the
+            // scores' seed-to-seed noise is below the differences between the arms.
+            final_eval_samples: 200,
         }
     };
     crate::demo::transfer(&corpus_dir, &a.out, &transfer)?;

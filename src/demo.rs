@@ -218,6 +218,9 @@ pub fn search_comparison(
     train.steps = budget.steps;
     train.warmup_steps = (budget.steps / 10).max(1);
     train.eval_samples = budget.eval_samples;
+    // The objective is the answer loss, so the proxies skip decoding answers (about 6 % of a
+    // trial); the transfer runs decode them for the benchmark scores.
+    train.eval_generate = false;
     let exe = std::env::current_exe().context("locating the mixatlas executable")?;
     let mut results = Vec::new();
     for method in [Method::GpUcb, Method::Regmix] {
@@ -344,6 +347,8 @@ pub struct DemoTransfer {
     pub eval_every: u64,
     /// Documents per benchmark per evaluation.
     pub eval_samples: usize,
+    /// Documents per benchmark in the final evaluation (the benchmark scores).
+    pub final_eval_samples: usize,
 }
 
 /// Trains `small` on the uniform mixture and on the GP-UCB recipe and prints the
@@ -360,6 +365,7 @@ pub fn transfer(corpus_dir: &Path, out: &Path, t: &DemoTransfer) -> Result<()> {
     train.warmup_steps = (t.steps / 10).max(1);
     train.eval_every = t.eval_every;
     train.eval_samples = t.eval_samples;
+    train.final_eval_samples = t.final_eval_samples;
     // 8 × 128 tokens a step: 200 steps of `small` take about 38 s on 2 cores.
     train.batch_size = 8;
     train.seq_len = 128;

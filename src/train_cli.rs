@@ -81,6 +81,9 @@ pub struct TrainArgs {
     /// Documents per benchmark per evaluation.
     #[arg(long)]
     pub eval_samples: Option<usize>,
+    /// Documents per benchmark in the final evaluation (the scores the run ends with).
+    #[arg(long)]
+    pub final_eval_samples: Option<usize>,
     /// Checkpoint every N steps (0 = at the end only).
     #[arg(long)]
     pub checkpoint_every: Option<u64>,
@@ -202,6 +205,7 @@ fn resolve_train(a: &TrainArgs) -> Result<TrainConfig> {
         seed,
         eval_every,
         eval_samples,
+        final_eval_samples,
         checkpoint_every,
         stop_after,
         dtype
@@ -535,6 +539,9 @@ pub struct TransferArgs {
     /// Documents per benchmark per evaluation.
     #[arg(long)]
     pub eval_samples: Option<usize>,
+    /// Documents per benchmark in the final evaluation (the scores the run ends with).
+    #[arg(long)]
+    pub final_eval_samples: Option<usize>,
     /// Smoothing of the held-out loss for steps-to-loss: none, ema:ALPHA, window:N.
     #[arg(long, default_value = "none")]
     pub smooth: String,
@@ -561,7 +568,15 @@ pub fn run_transfer(a: TransferArgs) -> Result<()> {
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { t.$f = v; } )* };
     }
-    set!(steps, batch_size, seq_len, lr, eval_every, eval_samples);
+    set!(
+        steps,
+        batch_size,
+        seq_len,
+        lr,
+        eval_every,
+        eval_samples,
+        final_eval_samples
+    );
     if t.warmup_steps >= t.steps {
         t.warmup_steps = t.steps / 10;
     }

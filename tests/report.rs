@@ -68,11 +68,32 @@ fn the_report_renders_in_headless_chromium_without_console_errors() {
         s(&transfer),
         "--quiet",
     ]);
+    // The paired score gain is the recipe's mean benchmark score minus the baseline's, read
+    // back from the two runs' metrics.
+    let json = |p: std::path::PathBuf| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    let summary = json(transfer.join("transfer.json"));
+    let mean_score = |arm: &str| {
+        let m = json(transfer.join(arm).join("seed-0/metrics.json"));
+        let b = m["benchmarks"].as_object().unwrap();
+        assert_eq!(m["benchmark_metric"]["lvis-det"], "item_f1");
+        b.values().map(|v| v.as_f64().unwrap()).sum::<f64>() / b.len() as f64
+    };
+    let gain = mean_score("recipe") - mean_score("baseline");
+    assert!((summary["score_gain_per_seed"][0].as_f64().unwrap() - gain).abs() < 1e-12);
+    assert_eq!(
+        summary["score_gain"][0].as_f64().unwrap(),
+        summary["score_gain_per_seed"][0].as_f64().unwrap()
+    );
+    assert_eq!(summary["benchmark_metric"]["docvqa"], "anls");
     let out = tmp.path().join("report");
     let page = ok(&["report", s(&search), s(&transfer), "--out", s(&out)]);
     let page = std::path::PathBuf::from(page.trim());
     let html = std::fs::read_to_string(&page).unwrap();
     for section in [
+        "Mean benchmark score, recipe − baseline",
+        "<th>metric</th>",
         "Search",
         "Recipe",
         "Transfer",

@@ -15,7 +15,8 @@ use crate::acquisition::space::{SpaceConstraints, SpaceKind};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Metric {
-    /// Exact-match accuracy (`metrics.json`'s `benchmarks`).
+    /// The benchmark scores (`metrics.json`'s `benchmarks`: each benchmark's metric of greedy
+    /// answers from the built-in trainer, whatever score an external trainer reports).
     Accuracy,
     /// Negative answer loss (`-benchmark_loss`): smoother than accuracy for short proxies.
     #[default]

@@ -49,6 +49,9 @@ pub struct TrainConfig {
     pub eval_every: u64,
     /// Documents per benchmark in each evaluation (the first ones of each held-out set).
     pub eval_samples: usize,
+    /// Documents per benchmark in the final evaluation (0 = `eval_samples`): more documents
+    /// for the scores a run ends with, fewer for the curve along the way.
+    pub final_eval_samples: usize,
     /// Rows per evaluation forward pass.
     pub eval_batch: usize,
     /// At the end of the run, also generate every answer greedily and score it with its
@@ -101,6 +104,7 @@ impl TrainConfig {
             dtype: "auto".into(),
             eval_every: 0,
             eval_samples: 200,
+            final_eval_samples: 0,
             eval_batch: 100,
             eval_generate: true,
             eval_metrics: BTreeMap::new(),
@@ -123,6 +127,15 @@ impl TrainConfig {
             eval_every: 100,
             checkpoint_every: 200,
             ..Self::proxy()
+        }
+    }
+
+    /// Documents per benchmark in the final evaluation.
+    pub fn final_samples(&self) -> usize {
+        if self.final_eval_samples == 0 {
+            self.eval_samples
+        } else {
+            self.final_eval_samples
         }
     }
 

@@ -275,17 +275,20 @@ impl EvalSet {
         Ok(self)
     }
 
-    /// Scores `model` on every benchmark, `batch` documents per forward pass; with `generate`,
-    /// also decodes every answer greedily and scores it with the benchmark's [`Metric`].
+    /// Scores `model` on the first `samples` documents of every benchmark (of those read),
+    /// `batch` documents per forward pass; with `generate`, also decodes every answer greedily
+    /// and scores it with the benchmark's [`Metric`].
     pub fn evaluate(
         &self,
         model: &Qwen2Model,
         batch: usize,
         device: &Device,
+        samples: usize,
         generate: bool,
     ) -> Result<BTreeMap<String, BenchScore>, TrainError> {
         let mut out = BTreeMap::new();
         for ((name, docs), &metric) in self.benchmarks.iter().zip(&self.metrics) {
+            let docs = &docs[..samples.min(docs.len())];
             let (mut loss_sum, mut correct) = (0.0, 0usize);
             for chunk in docs.chunks(batch.max(1)) {
                 let t = chunk.iter().map(|d| d.tokens.len()).max().unwrap_or(0);

@@ -222,11 +222,17 @@ pub fn batch_gradients(
     Ok((loss_value, grads))
 }
 
+/// Mean answer loss over the benchmarks.
+fn mean_loss(scores: &BTreeMap<String, BenchScore>) -> f64 {
+    scores.values().map(|s| s.loss).sum::<f64>() / scores.len().max(1) as f64
+}
+
 fn ignore_schedule_fields(t: &TrainConfig) -> TrainConfig {
     TrainConfig {
         steps: 0,
         eval_every: 0,
         eval_samples: 0,
+        final_eval_samples: 0,
         eval_batch: 1,
         eval_generate: false,
         eval_metrics: BTreeMap::new(),
@@ -298,8 +304,8 @@ pub fn train_with(
     plan.model.validate()?;
     check_compatible(plan.corpus, &plan.model)?;
     // Read (and check the metric overrides) before anything is written.
-    let evalset =
-        EvalSet::from_corpus(plan.corpus, tc.eval_samples)?.with_metrics(&tc.eval_metrics)?;
+    let evalset = EvalSet::from_corpus(plan.corpus, tc.eval_samples.max(tc.final_samples()))?
+        .with_metrics(&tc.eval_metrics)?;
     std::fs::create_dir_all(&plan.out).at("creating", &plan.out)?;
     let dtype = resolve_dtype(&tc.dtype, &plan.device);
     let manifest = &plan.corpus.manifest;
@@ -429,16 +435,19 @@ pub fn train_with(
             tc.keep_checkpoints,
         )
     };
+    // The curve (every `eval_every` steps) always uses the same `eval_samples` documents, so
+    // its points compare; the final evaluation (`final_eval_samples`, greedy answers) is logged
+    // only when it is also the curve's last point would be (`eval_every = 0`).
+    let final_differs = tc.final_samples() != tc.eval_samples || tc.eval_generate;
     let evaluate = |step: u64, log: &mut LeadLog| -> Result<_, TrainError> {
         if !lead {
             return Ok(BTreeMap::new());
         }
-        let generate = tc.eval_generate && step == tc.steps;
-        let scores = evalset.evaluate(&model, tc.eval_batch, &plan.device, generate)?;
-        let eval_loss = scores.values().map(|s| s.loss).sum::<f64>() / scores.len().max(1) as f64;
+        let scores =
+            evalset.evaluate(&model, tc.eval_batch, &plan.device, tc.eval_samples, false)?;
         log.write(&EvalRecord {
             step,
-            eval_loss,
+            eval_loss: mean_loss(&scores),
             eval: scores.clone(),
         })?;
         Ok(scores)
@@ -595,9 +604,30 @@ pub fn train_with(
         }
         return Ok(None);
     }
+    let final_eval = |log: Option<&mut LeadLog>| -> Result<_, TrainError> {
+        if !lead {
+            return Ok(BTreeMap::new());
+        }
+        let scores = evalset.evaluate(
+            &model,
+            tc.eval_batch,
+            &plan.device,
+            tc.final_samples(),
+            tc.eval_generate,
+        )?;
+        if let Some(log) = log {
+            log.write(&EvalRecord {
+                step: tc.steps,
+                eval_loss: mean_loss(&scores),
+                eval: scores.clone(),
+            })?;
+        }
+        Ok(scores)
+    };
     let scores = match last_scores {
-        Some((s, scores)) if s == tc.steps => scores,
-        _ => evaluate(tc.steps, &mut log)?,
+        Some((s, scores)) if s == tc.steps && !final_differs => scores,
+        Some((s, _)) if s == tc.steps => final_eval(None)?,
+        _ => final_eval(Some(&mut log))?,
     };
     log.sync()?;
     if checkpoint::list(&plan.out)?.last().map(|(s, _)| *s) != Some(tc.steps) {
@@ -627,7 +657,7 @@ pub fn train_with(
             .collect(),
         benchmark_loss: scores.iter().map(|(k, v)| (k.clone(), v.loss)).collect(),
         train_loss,
-        eval_loss: scores.values().map(|s| s.loss).sum::<f64>() / scores.len().max(1) as f64,
+        eval_loss: mean_loss(&scores),
         steps: tc.steps,
         tokens: tokens_seen,
         wall_s: started.elapsed().as_secs_f64(),
