@@ -380,6 +380,8 @@ pub fn transfer(corpus_dir: &Path, out: &Path, t: &DemoTransfer) -> Result<()> {
         seeds: t.seeds,
         out: out.join("transfer"),
         smoothing: mixatlas::bench::steps_to_loss::Smoothing::None,
+        // Two 1-thread runs at once: about 1.4× the throughput of one 2-thread run of `small`.
+        jobs: 2,
     };
     let dir = &plan.out;
     if dir.exists() {

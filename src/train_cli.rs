@@ -542,6 +542,10 @@ pub struct TransferArgs {
     /// Documents per benchmark in the final evaluation (the scores the run ends with).
     #[arg(long)]
     pub final_eval_samples: Option<usize>,
+    /// Runs trained at once (single process only), each on its share of the threads: faster
+    /// for small models, whose steps do not keep every core busy.
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
     /// Smoothing of the held-out loss for steps-to-loss: none, ema:ALPHA, window:N.
     #[arg(long, default_value = "none")]
     pub smooth: String,
@@ -593,6 +597,7 @@ pub fn run_transfer(a: TransferArgs) -> Result<()> {
         seeds: a.seeds,
         out: a.out.clone(),
         smoothing: a.smooth.parse().map_err(anyhow::Error::msg)?,
+        jobs: a.jobs.max(1),
     };
     if lead {
         eprintln!(

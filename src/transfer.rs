@@ -17,6 +17,7 @@ use crate::dist::Communicator;
 use crate::fsutil::write_atomic;
 use crate::model::Qwen2Config;
 use crate::train::eval::Metric;
+use crate::train::trainer::METRICS_FILE;
 use crate::train::{train_with, TrainConfig, TrainError, TrainPlan};
 
 /// The comparison target.
@@ -81,6 +82,11 @@ pub struct TransferPlan<'a> {
     pub out: PathBuf,
     /// Smoothing for steps-to-loss.
     pub smoothing: Smoothing,
+    /// Runs trained at once in a single process, each on its share of the threads (1 = one
+    /// after another on all of them). Small models train faster this way: two 1-thread runs
+    /// of `small` get through about 1.4× the steps of one 2-thread run. Ignored under MPI,
+    /// where every rank joins each run.
+    pub jobs: usize,
 }
 
 /// The outcome (`transfer.json`).
@@ -139,42 +145,93 @@ fn mean_maps(maps: &[BTreeMap<String, f64>]) -> BTreeMap<String, f64> {
 pub fn run_transfer(
     plan: &TransferPlan<'_>,
     comm: &dyn Communicator,
-    progress: &mut dyn FnMut(&str, u64, u64, u64),
+    progress: &mut (dyn FnMut(&str, u64, u64, u64) + Send),
 ) -> Result<TransferSummary, TrainError> {
     let baseline = plan.baseline.weights(plan.corpus)?;
+    let arms = [("baseline", &baseline), ("recipe", &plan.recipe)];
+    let mut order = Vec::new();
+    for seed in 0..plan.seeds {
+        for (arm, weights) in arms {
+            order.push((arm, seed, weights));
+        }
+    }
+    let train_plan = |arm: &str, seed: u64, weights: &[f64]| {
+        let mut train = plan.train.clone();
+        train.seed = seed;
+        TrainPlan {
+            corpus: plan.corpus,
+            weights: weights.to_vec(),
+            model: plan.model.clone(),
+            init_from: None,
+            train,
+            out: run_dir(&plan.out, arm, seed),
+            resume: true,
+            device: candle_core::Device::Cpu,
+            preempt: None,
+        }
+    };
+    let finished =
+        |arm: &str, seed: u64| run_dir(&plan.out, arm, seed).join(METRICS_FILE).is_file();
+    if plan.jobs > 1 && comm.size() == 1 {
+        let pending: Vec<_> = order
+            .iter()
+            .filter(|(arm, seed, _)| !finished(arm, *seed))
+            .collect();
+        let threads = (rayon::current_num_threads() / plan.jobs).max(1);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let progress = std::sync::Mutex::new(&mut *progress);
+        let failure: std::sync::Mutex<Option<TrainError>> = std::sync::Mutex::new(None);
+        std::thread::scope(|scope| {
+            for _ in 0..plan.jobs.min(pending.len()) {
+                scope.spawn(|| {
+                    let pool = match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+                        Ok(p) => p,
+                        Err(e) => {
+                            *failure.lock().unwrap() = Some(TrainError::Config(e.to_string()));
+                            return;
+                        }
+                    };
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        if i >= pending.len() || failure.lock().unwrap().is_some() {
+                            return;
+                        }
+                        let (arm, seed, weights) = *pending[i];
+                        let tp = train_plan(arm, seed, weights);
+                        let single = crate::dist::SingleProcess;
+                        let done = pool.install(|| {
+                            train_with(&tp, &single, &mut |p| {
+                                (progress.lock().unwrap())(arm, seed, p.step, p.total)
+                            })
+                        });
+                        if let Err(e) = done {
+                            failure.lock().unwrap().get_or_insert(e);
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        if let Some(e) = failure.into_inner().unwrap() {
+            return Err(e);
+        }
+    }
     let mut runs = Vec::new();
     let mut metrics: BTreeMap<(String, u64), serde_json::Value> = BTreeMap::new();
-    for seed in 0..plan.seeds {
-        for (arm, weights) in [("baseline", &baseline), ("recipe", &plan.recipe)] {
-            let dir = run_dir(&plan.out, arm, seed);
-            let metrics_path = dir.join(crate::train::trainer::METRICS_FILE);
-            if !metrics_path.is_file() {
-                let mut train = plan.train.clone();
-                train.seed = seed;
-                let tp = TrainPlan {
-                    corpus: plan.corpus,
-                    weights: weights.clone(),
-                    model: plan.model.clone(),
-                    init_from: None,
-                    train,
-                    out: dir.clone(),
-                    resume: true,
-                    device: candle_core::Device::Cpu,
-                    preempt: None,
-                };
-                let arm_name = arm.to_string();
-                train_with(&tp, comm, &mut |p| {
-                    progress(&arm_name, seed, p.step, p.total)
-                })?;
-            }
-            comm.barrier()?;
-            let text = std::fs::read_to_string(&metrics_path)
-                .map_err(|e| TrainError::Config(format!("{}: {e}", metrics_path.display())))?;
-            let v: serde_json::Value = serde_json::from_str(&text)
-                .map_err(|e| TrainError::Config(format!("{}: {e}", metrics_path.display())))?;
-            metrics.insert((arm.to_string(), seed), v);
-            runs.push((arm.to_string(), seed, dir));
+    for (arm, seed, weights) in order {
+        if !finished(arm, seed) {
+            let tp = train_plan(arm, seed, weights);
+            train_with(&tp, comm, &mut |p| progress(arm, seed, p.step, p.total))?;
         }
+        comm.barrier()?;
+        let dir = run_dir(&plan.out, arm, seed);
+        let metrics_path = dir.join(METRICS_FILE);
+        let text = std::fs::read_to_string(&metrics_path)
+            .map_err(|e| TrainError::Config(format!("{}: {e}", metrics_path.display())))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| TrainError::Config(format!("{}: {e}", metrics_path.display())))?;
+        metrics.insert((arm.to_string(), seed), v);
+        runs.push((arm.to_string(), seed, dir));
     }
     let cols = LogColumns::eval();
     let mut per_seed = Vec::new();

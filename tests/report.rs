@@ -138,3 +138,83 @@ fn the_report_renders_in_headless_chromium_without_console_errors() {
         .collect();
     assert!(console.is_empty(), "console errors: {console:?}");
 }
+
+/// `transfer --jobs 2` trains two runs at once, each on its own thread pool, and gets exactly
+/// the figures of one run after another.
+#[test]
+fn transfer_jobs_run_concurrently_with_identical_results() {
+    let (_, _, corpus, _) = tiny_corpus();
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = tmp.path().join("recipe.json");
+    let natural: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(corpus.join("manifest.json")).unwrap())
+            .unwrap();
+    // The recipe: all weight on the first two cells.
+    let cells = natural["cells"].as_array().unwrap();
+    let name = |k: usize| cells[k]["name"].as_str().unwrap().to_string();
+    std::fs::write(
+        &recipe,
+        serde_json::json!({"weights": {name(0): 0.5, name(1): 0.5}}).to_string(),
+    )
+    .unwrap();
+    let run = |jobs: &str| {
+        let out = tmp.path().join(format!("jobs-{jobs}"));
+        ok(&[
+            "transfer",
+            "--corpus",
+            s(corpus),
+            "--recipe",
+            s(&recipe),
+            "--baseline",
+            "uniform",
+            "--preset",
+            "tiny",
+            "--steps",
+            "8",
+            "--eval-every",
+            "4",
+            "--seeds",
+            "2",
+            "--batch-size",
+            "4",
+            "--seq-len",
+            "64",
+            "--eval-samples",
+            "5",
+            "--jobs",
+            jobs,
+            "--out",
+            s(&out),
+            "--quiet",
+        ]);
+        out
+    };
+    let (one, two) = (run("1"), run("2"));
+    for arm in ["baseline", "recipe"] {
+        for seed in 0..2 {
+            let read = |root: &std::path::Path, file: &str| {
+                let p = root.join(arm).join(format!("seed-{seed}")).join(file);
+                std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            };
+            let metrics = |root: &std::path::Path| {
+                let mut m: serde_json::Value =
+                    serde_json::from_str(&read(root, "metrics.json")).unwrap();
+                for k in ["wall_s", "tokens_per_s"] {
+                    m.as_object_mut().unwrap().remove(k);
+                }
+                m
+            };
+            assert_eq!(metrics(&one), metrics(&two), "{arm} seed {seed}");
+            let losses = |root: &std::path::Path| -> Vec<String> {
+                read(root, "train_log.jsonl")
+                    .lines()
+                    .map(|l| {
+                        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                        format!("{} {} {}", v["step"], v["loss"], v["eval_loss"])
+                    })
+                    .collect()
+            };
+            assert_eq!(losses(&one), losses(&two), "{arm} seed {seed}");
+        }
+    }
+}

@@ -290,6 +290,9 @@ impl EvalSet {
         for ((name, docs), &metric) in self.benchmarks.iter().zip(&self.metrics) {
             let docs = &docs[..samples.min(docs.len())];
             let (mut loss_sum, mut correct) = (0.0, 0usize);
+            // Per document: how many leading answer tokens greedy decoding reproduces, and the
+            // arg-max at the first that it does not (the teacher-forced pass yields both).
+            let mut drafts: Vec<Draft> = Vec::with_capacity(docs.len());
             for chunk in docs.chunks(batch.max(1)) {
                 let t = chunk.iter().map(|d| d.tokens.len()).max().unwrap_or(0);
                 let b = chunk.len();
@@ -321,25 +324,37 @@ impl EvalSet {
                 let mut nll = vec![0.0f64; b];
                 let mut count = vec![0usize; b];
                 let mut ok = vec![true; b];
+                let mut draft = vec![Draft::default(); b];
                 for (k, row) in logp.iter().enumerate() {
                     let r = targets.positions[k] as usize / t;
                     let want = targets.tokens[k] as usize;
                     nll[r] -= row[want] as f64;
                     count[r] += 1;
-                    if argmax(row) as usize != want {
+                    let best = argmax(row);
+                    if ok[r] && best as usize == want {
+                        draft[r].agreed += 1;
+                    } else if ok[r] {
                         ok[r] = false;
+                        draft[r].next = Some(best);
                     }
                 }
                 for r in 0..b {
                     loss_sum += nll[r] / count[r].max(1) as f64;
                     correct += ok[r] as usize;
                 }
+                drafts.extend(draft);
             }
             let n = docs.len().max(1) as f64;
-            let score = if generate {
+            let score = if generate && metric == Metric::ExactMatch {
+                // Greedy decoding reproduces the reference iff every teacher-forced arg-max
+                // does (module docs), so exact match needs no decoding.
+                Some(correct as f64 / n)
+            } else if generate {
                 let mut sum = 0.0;
-                for chunk in docs.chunks(batch.max(1)) {
-                    for (d, answer) in chunk.iter().zip(self.generate(model, chunk, device)?) {
+                let size = batch.max(1);
+                for (chunk, draft) in docs.chunks(size).zip(drafts.chunks(size)) {
+                    let answers = self.generate(model, chunk, draft, device)?;
+                    for (d, answer) in chunk.iter().zip(answers) {
                         sum += metric.score(&answer, &d.reference(self.eos), self.sep);
                     }
                 }
@@ -362,26 +377,58 @@ impl EvalSet {
     }
 
     /// Greedy answers to `docs`' prompts, without the final `<eos>`: each row decodes until
-    /// `<eos>`, an image token (which ends the row: an answer cannot hold one), or 4 tokens past
-    /// its reference's length. No KV cache: every new token re-runs the whole (short) prefix,
-    /// which costs little next to training at these answer lengths.
+    /// `<eos>`, an image token (which ends the row: an answer cannot hold one), or 5 tokens past
+    /// its reference's length. The teacher-forced pass already decoded each answer up to its
+    /// first disagreement with the reference and the token greedy decoding puts there
+    /// (`drafts`: the reference serves as a speculative draft, verified in one pass), so
+    /// decoding resumes after that token. No KV cache: every further token re-runs the whole
+    /// (short) prefix.
     fn generate(
         &self,
         model: &Qwen2Model,
         docs: &[EvalDoc],
+        drafts: &[Draft],
         device: &Device,
     ) -> Result<Vec<Vec<u32>>, TrainError> {
         let b = docs.len();
-        let mut seqs: Vec<Vec<u32>> = docs
-            .iter()
-            .map(|d| d.tokens[..d.prompt_len].to_vec())
-            .collect();
+        let mut seqs: Vec<Vec<u32>> = Vec::with_capacity(b);
+        let mut answers: Vec<Vec<u32>> = vec![Vec::new(); b];
+        let mut active: Vec<bool> = vec![true; b];
         let caps: Vec<usize> = docs
             .iter()
             .map(|d| d.reference(self.eos).len() + 5)
             .collect();
-        let mut answers: Vec<Vec<u32>> = vec![Vec::new(); b];
-        let mut active: Vec<bool> = vec![true; b];
+        for (r, (d, draft)) in docs.iter().zip(drafts).enumerate() {
+            // The draft is the answer span right after the prompt; with gaps in the loss mask
+            // it is not, and decoding starts at the prompt.
+            let contiguous = d.mask[d.prompt_len..].iter().all(|&m| m != 0);
+            let agreed = if contiguous { draft.agreed } else { 0 };
+            let end = d.prompt_len + agreed;
+            let mut seq = d.tokens[..end].to_vec();
+            let mut answer = d.tokens[d.prompt_len..end].to_vec();
+            match draft.next.filter(|_| contiguous) {
+                // The whole reference, `<eos>` included, was reproduced.
+                None if agreed > 0 && answer.last() == Some(&self.eos) => {
+                    answer.pop();
+                    active[r] = false;
+                }
+                // Otherwise (a reference cut before its `<eos>`) decoding goes on from there.
+                None => {}
+                Some(next) => {
+                    seq.push(next);
+                    if next == self.eos {
+                        active[r] = false;
+                    } else {
+                        answer.push(next);
+                        if Some(next) == self.image_token || answer.len() >= caps[r] {
+                            active[r] = false;
+                        }
+                    }
+                }
+            }
+            seqs.push(seq);
+            answers[r] = answer;
+        }
         loop {
             // Finished rows leave the batch.
             let rows: Vec<usize> = (0..b).filter(|&r| active[r]).collect();
@@ -430,6 +477,15 @@ impl EvalSet {
         }
         Ok(answers)
     }
+}
+
+/// What the teacher-forced pass tells greedy decoding about one document.
+#[derive(Debug, Clone, Copy, Default)]
+struct Draft {
+    /// Leading answer tokens (`<eos>` included) that greedy decoding reproduces.
+    agreed: usize,
+    /// The token greedy decoding emits at the first position it does not reproduce.
+    next: Option<u32>,
 }
 
 /// Index of the largest value (the first of equal ones), as a token id.
