@@ -302,21 +302,7 @@ impl EvalSet {
                     tokens[r * t..r * t + d.tokens.len()].copy_from_slice(&d.tokens);
                     mask[r * t..r * t + d.mask.len()].copy_from_slice(&d.mask);
                 }
-                let images = match self.image_token {
-                    Some(tok) if self.image_dim > 0 => {
-                        let imgs: Vec<Vec<f32>> = chunk.iter().map(|d| d.image.clone()).collect();
-                        Some(ImageInput::sequential(
-                            &tokens,
-                            b,
-                            t,
-                            tok,
-                            &imgs,
-                            self.image_dim,
-                            device,
-                        )?)
-                    }
-                    _ => None,
-                };
+                let images = self.batch_images(&tokens, b, t, chunk.iter(), device)?;
                 let targets = Targets::from_mask(&tokens, &mask, b, t);
                 let logp = target_log_probs(model, &tokens, b, t, images.as_ref(), &targets)?
                     .to_vec2::<f32>()?;
@@ -374,6 +360,32 @@ impl EvalSet {
             );
         }
         Ok(out)
+    }
+
+    /// The image patches of a `[b, t]` batch whose rows are `docs` (`None` without images).
+    fn batch_images<'a>(
+        &self,
+        tokens: &[u32],
+        b: usize,
+        t: usize,
+        docs: impl Iterator<Item = &'a EvalDoc>,
+        device: &Device,
+    ) -> Result<Option<ImageInput>, TrainError> {
+        Ok(match self.image_token {
+            Some(tok) if self.image_dim > 0 => {
+                let imgs: Vec<Vec<f32>> = docs.map(|d| d.image.clone()).collect();
+                Some(ImageInput::sequential(
+                    tokens,
+                    b,
+                    t,
+                    tok,
+                    &imgs,
+                    self.image_dim,
+                    device,
+                )?)
+            }
+            _ => None,
+        })
     }
 
     /// Greedy answers to `docs`' prompts, without the final `<eos>`: each row decodes until
@@ -445,21 +457,8 @@ impl EvalSet {
                 targets.positions.push((k * t + s.len() - 1) as u32);
                 targets.tokens.push(0);
             }
-            let images = match self.image_token {
-                Some(tok) if self.image_dim > 0 => {
-                    let imgs: Vec<Vec<f32>> = rows.iter().map(|&r| docs[r].image.clone()).collect();
-                    Some(ImageInput::sequential(
-                        &tokens,
-                        n,
-                        t,
-                        tok,
-                        &imgs,
-                        self.image_dim,
-                        device,
-                    )?)
-                }
-                _ => None,
-            };
+            let images =
+                self.batch_images(&tokens, n, t, rows.iter().map(|&r| &docs[r]), device)?;
             let logp = target_log_probs(model, &tokens, n, t, images.as_ref(), &targets)?
                 .to_vec2::<f32>()?;
             for (row, r) in logp.iter().zip(rows) {
