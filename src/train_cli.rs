@@ -383,13 +383,9 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
         out.steps, out.train_loss, out.eval_loss, out.tokens_per_s, out.wall_s
     );
     for (name, score) in &out.benchmarks {
-        let metric = out
-            .benchmark_metric
-            .get(name)
-            .map_or("accuracy".to_string(), |m| m.to_string());
         eprintln!(
-            "  {name:<14} {metric:<11} {score:.3}  loss {:.4}",
-            out.benchmark_loss[name]
+            "  {name:<14} {:<11} {score:.3}  loss {:.4}",
+            out.benchmark_metric[name], out.benchmark_loss[name]
         );
     }
     Ok(())
@@ -654,19 +650,10 @@ pub fn print_transfer(s: &mixatlas::transfer::TransferSummary, baseline: &str) {
         "\n  {:<14} {:<12} {:>10} {:>12} {:>10} {:>11}",
         "benchmark", "metric", "score base", "score recipe", "loss base", "loss recipe"
     );
-    let get = |m: &std::collections::BTreeMap<String, f64>, k: &str| {
-        m.get(k).copied().unwrap_or(f64::NAN)
-    };
-    for (k, b) in &s.baseline_benchmarks {
-        let metric = s
-            .benchmark_metric
-            .get(k)
-            .map_or("exact_match".to_string(), |m| m.to_string());
+    for r in s.table() {
         println!(
-            "  {k:<14} {metric:<12} {b:>10.3} {:>12.3} {:>10.4} {:>11.4}",
-            get(&s.recipe_benchmarks, k),
-            get(&s.baseline_benchmark_loss, k),
-            get(&s.recipe_benchmark_loss, k),
+            "  {:<14} {:<12} {:>10.3} {:>12.3} {:>10.4} {:>11.4}",
+            r.name, r.metric, r.score.0, r.score.1, r.loss.0, r.loss.1
         );
     }
     let mean = |m: &std::collections::BTreeMap<String, f64>| {
@@ -682,9 +669,9 @@ pub fn print_transfer(s: &mixatlas::transfer::TransferSummary, baseline: &str) {
         mean(&s.recipe_benchmark_loss)
     );
     if let Some((m, lo, hi)) = s.score_gain {
-        let higher = s.score_gain_per_seed.iter().filter(|&&g| g > 0.0).count();
         println!(
-            "  mean benchmark score, recipe − baseline: {m:+.3} (95 % bootstrap interval {lo:+.3} to {hi:+.3}); higher in {higher} of {} seeds",
+            "  mean benchmark score, recipe − baseline: {m:+.3} (95 % bootstrap interval {lo:+.3} to {hi:+.3}); higher in {} of {} seeds",
+            s.seeds_higher(),
             s.score_gain_per_seed.len()
         );
     }

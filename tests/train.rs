@@ -57,7 +57,7 @@ fn training_lowers_held_out_loss_and_writes_the_trial_protocol_files() {
             "--steps",
             "120",
             "--eval-every",
-            "60",
+            "50",
             "--lr",
             "3e-3",
             "--final-eval-samples",
@@ -75,17 +75,18 @@ fn training_lowers_held_out_loss_and_writes_the_trial_protocol_files() {
             .iter()
             .map(|e| e["step"].as_u64().unwrap())
             .collect::<Vec<_>>(),
-        [0, 60, 120]
+        [0, 50, 100, 120]
     );
-    // The curve's points all use the same 20 documents per benchmark; the final evaluation
-    // (30 documents, greedy answers) is in metrics.json, not on the curve.
+    // The curve's points, its last one at the final step too (120 is no multiple of 50), all
+    // use the same 20 documents per benchmark; the final evaluation (30 documents, greedy
+    // answers) is in metrics.json, not on the curve.
     for e in &evals {
         for (name, b) in e["eval"].as_object().unwrap() {
             assert_eq!(b["docs"], 20, "step {} {name}", e["step"]);
         }
     }
     let first = evals[0]["eval_loss"].as_f64().unwrap();
-    let last = evals[2]["eval_loss"].as_f64().unwrap();
+    let last = evals[3]["eval_loss"].as_f64().unwrap();
     // ln(V = 128) ≈ 4.85 at random init; a model that learned the answer grammar is far below.
     assert!(
         first > 4.0 && last < 0.6 * first,
@@ -95,7 +96,7 @@ fn training_lowers_held_out_loss_and_writes_the_trial_protocol_files() {
         serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(metrics["benchmarks"].as_object().unwrap().len(), 10);
     assert_eq!(metrics["benchmark_metric"]["nocaps"], "token_f1");
-    assert_ne!(metrics["eval_loss"], evals[2]["eval_loss"]);
+    assert_ne!(metrics["eval_loss"], evals[3]["eval_loss"]);
     assert!(metrics["train_loss"].as_f64().unwrap() < first);
     // The final checkpoint is a Hugging Face-style model directory `score` can read.
     let ckpt = out.join("checkpoints/step-00000120");

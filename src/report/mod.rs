@@ -590,35 +590,25 @@ pub fn write_report(
             ),
             None => "<p>The recipe did not reach the baseline's final loss in every seed.</p>\n".into(),
         };
-        let get = |m: &std::collections::BTreeMap<String, f64>, k: &str| {
-            m.get(k).copied().unwrap_or(f64::NAN)
-        };
         let mut rows = String::new();
-        for (k, b) in &summary.baseline_benchmarks {
-            let metric = summary
-                .benchmark_metric
-                .get(k)
-                .map_or("exact_match".to_string(), |m| m.to_string());
+        for r in summary.table() {
             rows += &format!(
-                "<tr><td>{}</td><td>{}</td><td>{b:.3}</td><td>{:.3}</td><td>{:.4}</td><td>{:.4}</td></tr>\n",
-                esc(k),
-                esc(&metric),
-                get(&summary.recipe_benchmarks, k),
-                get(&summary.baseline_benchmark_loss, k),
-                get(&summary.recipe_benchmark_loss, k),
+                "<tr><td>{}</td><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.4}</td><td>{:.4}</td></tr>\n",
+                esc(&r.name),
+                r.metric,
+                r.score.0,
+                r.score.1,
+                r.loss.0,
+                r.loss.1
             );
         }
         html += &format!(
             "<table><tr><th>benchmark</th><th>metric</th><th>score, baseline</th><th>score, recipe</th><th>loss, baseline</th><th>loss, recipe</th></tr>\n{rows}</table>\n"
         );
         if let Some((m, lo, hi)) = summary.score_gain {
-            let higher = summary
-                .score_gain_per_seed
-                .iter()
-                .filter(|&&g| g > 0.0)
-                .count();
             html += &format!(
-                "<p>Mean benchmark score, recipe − baseline: <b>{m:+.3}</b> (95&nbsp;% bootstrap interval {lo:+.3} to {hi:+.3}); higher in {higher} of {} seeds.</p>\n",
+                "<p>Mean benchmark score, recipe − baseline: <b>{m:+.3}</b> (95&nbsp;% bootstrap interval {lo:+.3} to {hi:+.3}); higher in {} of {} seeds.</p>\n",
+                summary.seeds_higher(),
                 summary.score_gain_per_seed.len()
             );
         }

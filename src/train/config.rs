@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::eval::Metric;
-
 use super::optim::AdamWConfig;
 use super::schedule::Schedule;
 use super::TrainError;

@@ -122,7 +122,8 @@ impl Metric {
 
 impl std::fmt::Display for Metric {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+        // `pad`, so that width and alignment (`{:<12}`) apply.
+        f.pad(match self {
             Self::ExactMatch => "exact_match",
             Self::Anls => "anls",
             Self::TokenF1 => "token_f1",
@@ -168,12 +169,18 @@ fn multiset_f1(answer: &[&[u32]], reference: &[&[u32]]) -> f64 {
     2.0 * p * r / (p + r)
 }
 
+/// One held-out benchmark: its documents and how its answers are scored.
+#[derive(Debug, Clone)]
+struct Benchmark {
+    name: String,
+    metric: Metric,
+    docs: Vec<EvalDoc>,
+}
+
 /// The held-out documents of every benchmark, read once.
 #[derive(Debug, Clone)]
 pub struct EvalSet {
-    benchmarks: Vec<(String, Vec<EvalDoc>)>,
-    /// The metric of each benchmark, in the same order.
-    metrics: Vec<Metric>,
+    benchmarks: Vec<Benchmark>,
     pad: u32,
     eos: u32,
     /// The item separator of [`Metric::ItemF1`] (`;` in the corpus's vocabulary, if any).
@@ -231,15 +238,14 @@ impl EvalSet {
                     prompt_len,
                 });
             }
-            benchmarks.push((entry.name.clone(), docs));
+            benchmarks.push(Benchmark {
+                name: entry.name.clone(),
+                metric: Metric::default_for(&entry.name),
+                docs,
+            });
         }
-        let metrics = benchmarks
-            .iter()
-            .map(|(n, _)| Metric::default_for(n))
-            .collect();
         Ok(Self {
             benchmarks,
-            metrics,
             pad: m.special_tokens.pad,
             eos: m.special_tokens.eos,
             sep: read_separator(corpus),
@@ -250,7 +256,7 @@ impl EvalSet {
 
     /// Benchmark names, in manifest order.
     pub fn names(&self) -> Vec<String> {
-        self.benchmarks.iter().map(|(n, _)| n.clone()).collect()
+        self.benchmarks.iter().map(|b| b.name.clone()).collect()
     }
 
     /// Replaces the default metric ([`Metric::default_for`]) of the benchmarks named in
@@ -263,14 +269,14 @@ impl EvalSet {
             let k = self
                 .benchmarks
                 .iter()
-                .position(|(n, _)| n == name)
+                .position(|b| &b.name == name)
                 .ok_or_else(|| {
                     TrainError::Config(format!(
                         "eval_metrics names benchmark {name:?}, which the corpus does not have (it has: {})",
                         self.names().join(", ")
                     ))
                 })?;
-            self.metrics[k] = *metric;
+            self.benchmarks[k].metric = *metric;
         }
         Ok(self)
     }
@@ -287,8 +293,8 @@ impl EvalSet {
         generate: bool,
     ) -> Result<BTreeMap<String, BenchScore>, TrainError> {
         let mut out = BTreeMap::new();
-        for ((name, docs), &metric) in self.benchmarks.iter().zip(&self.metrics) {
-            let docs = &docs[..samples.min(docs.len())];
+        for Benchmark { name, metric, docs } in &self.benchmarks {
+            let (metric, docs) = (*metric, &docs[..samples.min(docs.len())]);
             let (mut loss_sum, mut correct) = (0.0, 0usize);
             // Per document: how many leading answer tokens greedy decoding reproduces, and the
             // arg-max at the first that it does not (the teacher-forced pass yields both).
@@ -561,6 +567,7 @@ mod tests {
             toml::from_str("docvqa = \"exact_match\"\ngqa = \"token_f1\"").unwrap();
         assert_eq!(m["docvqa"], Metric::ExactMatch);
         assert_eq!(m["gqa"].to_string(), "token_f1");
+        assert_eq!(format!("[{:<10}]", Metric::Anls), "[anls      ]");
         assert!(toml::from_str::<BTreeMap<String, Metric>>("gqa = \"bleu\"").is_err());
     }
 }

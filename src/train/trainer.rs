@@ -79,7 +79,8 @@ pub struct TrainOutcome {
     pub benchmarks: BTreeMap<String, f64>,
     /// Per-benchmark exact-match accuracy at the end.
     pub benchmark_accuracy: BTreeMap<String, f64>,
-    /// The metric behind each of `benchmarks` (empty when `eval_generate` is off).
+    /// The metric behind each of `benchmarks` (exact match throughout when `eval_generate`
+    /// is off).
     pub benchmark_metric: BTreeMap<String, super::eval::Metric>,
     /// Per-benchmark answer loss at the end.
     pub benchmark_loss: BTreeMap<String, f64>,
@@ -435,26 +436,28 @@ pub fn train_with(
             tc.keep_checkpoints,
         )
     };
-    // The curve (every `eval_every` steps) always uses the same `eval_samples` documents, so
-    // its points compare; the final evaluation (`final_eval_samples`, greedy answers) is logged
-    // only when it is also the curve's last point would be (`eval_every = 0`).
-    let final_differs = tc.final_samples() != tc.eval_samples || tc.eval_generate;
-    let evaluate = |step: u64, log: &mut LeadLog| -> Result<_, TrainError> {
+    // One evaluation of the first `samples` documents per benchmark, logged when `log` is given.
+    let evaluate = |step: u64,
+                    log: Option<&mut LeadLog>,
+                    samples: usize,
+                    generate: bool|
+     -> Result<_, TrainError> {
         if !lead {
             return Ok(BTreeMap::new());
         }
-        let scores =
-            evalset.evaluate(&model, tc.eval_batch, &plan.device, tc.eval_samples, false)?;
-        log.write(&EvalRecord {
-            step,
-            eval_loss: mean_loss(&scores),
-            eval: scores.clone(),
-        })?;
+        let scores = evalset.evaluate(&model, tc.eval_batch, &plan.device, samples, generate)?;
+        if let Some(log) = log {
+            log.write(&EvalRecord {
+                step,
+                eval_loss: mean_loss(&scores),
+                eval: scores.clone(),
+            })?;
+        }
         Ok(scores)
     };
 
     if start_step == 0 && tc.eval_every > 0 {
-        evaluate(0, &mut log)?;
+        evaluate(0, Some(&mut log), tc.eval_samples, false)?;
     }
     let mut last_scores: Option<(u64, BTreeMap<String, BenchScore>)> = None;
     let mut recent: Vec<f64> = Vec::new();
@@ -577,7 +580,10 @@ pub fn train_with(
             });
         }
         if tc.eval_every > 0 && done % tc.eval_every == 0 {
-            last_scores = Some((done, evaluate(done, &mut log)?));
+            last_scores = Some((
+                done,
+                evaluate(done, Some(&mut log), tc.eval_samples, false)?,
+            ));
         }
         if tc.checkpoint_every > 0 && done % tc.checkpoint_every == 0 && done < tc.steps {
             log.sync()?;
@@ -604,30 +610,27 @@ pub fn train_with(
         }
         return Ok(None);
     }
-    let final_eval = |log: Option<&mut LeadLog>| -> Result<_, TrainError> {
-        if !lead {
-            return Ok(BTreeMap::new());
+    // The held-out curve (`eval_every > 0`) ends with a point at the last step on the same
+    // `eval_samples` documents as its other points, so steps-to-loss compares like with like.
+    // The final evaluation (`final_eval_samples` documents, greedy answers) is what
+    // metrics.json reports; it is logged only when there is no curve.
+    let scores = if tc.eval_every > 0 {
+        let curve = match last_scores {
+            Some((s, scores)) if s == tc.steps => scores,
+            _ => evaluate(tc.steps, Some(&mut log), tc.eval_samples, false)?,
+        };
+        if tc.final_samples() == tc.eval_samples && !tc.eval_generate {
+            curve
+        } else {
+            evaluate(tc.steps, None, tc.final_samples(), tc.eval_generate)?
         }
-        let scores = evalset.evaluate(
-            &model,
-            tc.eval_batch,
-            &plan.device,
+    } else {
+        evaluate(
+            tc.steps,
+            Some(&mut log),
             tc.final_samples(),
             tc.eval_generate,
-        )?;
-        if let Some(log) = log {
-            log.write(&EvalRecord {
-                step: tc.steps,
-                eval_loss: mean_loss(&scores),
-                eval: scores.clone(),
-            })?;
-        }
-        Ok(scores)
-    };
-    let scores = match last_scores {
-        Some((s, scores)) if s == tc.steps && !final_differs => scores,
-        Some((s, _)) if s == tc.steps => final_eval(None)?,
-        _ => final_eval(Some(&mut log))?,
+        )?
     };
     log.sync()?;
     if checkpoint::list(&plan.out)?.last().map(|(s, _)| *s) != Some(tc.steps) {
@@ -653,7 +656,7 @@ pub fn train_with(
             .collect(),
         benchmark_metric: scores
             .iter()
-            .filter_map(|(k, v)| Some((k.clone(), v.metric?)))
+            .map(|(k, v)| (k.clone(), v.metric.unwrap_or_default()))
             .collect(),
         benchmark_loss: scores.iter().map(|(k, v)| (k.clone(), v.loss)).collect(),
         train_loss,
