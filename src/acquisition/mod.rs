@@ -103,6 +103,20 @@ pub struct Proposal {
     pub reason: String,
 }
 
+impl Proposal {
+    /// A proposal at `x` without surrogate figures (design points, baselines, the best trial).
+    pub fn unscored(space: &SearchSpace, x: Vec<f64>, reason: impl Into<String>) -> Self {
+        Self {
+            mixture: space.to_mixture(&x),
+            x,
+            mean: None,
+            std: None,
+            acquisition: None,
+            reason: reason.into(),
+        }
+    }
+}
+
 /// A proposer could not produce mixtures.
 #[derive(Debug, thiserror::Error)]
 pub enum ProposeError {
@@ -144,13 +158,10 @@ pub trait Proposer {
         let i = obs.best().ok_or_else(|| {
             ProposeError::BadObservations("no finished trials to recommend from".into())
         })?;
-        Ok(Proposal {
-            x: obs.x[i].clone(),
-            mixture: space.to_mixture(&obs.x[i]),
-            mean: None,
-            std: None,
-            acquisition: None,
-            reason: format!("best of {} trials", obs.len()),
-        })
+        Ok(Proposal::unscored(
+            space,
+            obs.x[i].clone(),
+            format!("best of {} trials", obs.len()),
+        ))
     }
 }

@@ -487,14 +487,11 @@ impl GpUcb {
         }
         let best_trial = |why: String| {
             let i = obs.best().expect("non-empty");
-            Proposal {
-                x: obs.x[i].clone(),
-                mixture: space.to_mixture(&obs.x[i]),
-                mean: None,
-                std: None,
-                acquisition: None,
-                reason: format!("best of {} trials ({why})", obs.len()),
-            }
+            Proposal::unscored(
+                space,
+                obs.x[i].clone(),
+                format!("best of {} trials ({why})", obs.len()),
+            )
         };
         if obs.len() < 2 {
             return Ok(best_trial("no GP".into()));
@@ -540,14 +537,7 @@ impl GpUcb {
             self.cfg.start,
         )
         .into_iter()
-        .map(|x| Proposal {
-            mixture: space.to_mixture(&x),
-            x,
-            mean: None,
-            std: None,
-            acquisition: None,
-            reason: reason.to_string(),
-        })
+        .map(|x| Proposal::unscored(space, x, reason))
         .collect()
     }
 }
@@ -650,14 +640,11 @@ impl Proposer for GpUcb {
         };
         let Some(gp) = fitted else {
             let i = obs.best().expect("non-empty");
-            return Ok(Proposal {
-                x: obs.x[i].clone(),
-                mixture: space.to_mixture(&obs.x[i]),
-                mean: None,
-                std: None,
-                acquisition: None,
-                reason: format!("best of {} trials (no GP)", obs.len()),
-            });
+            return Ok(Proposal::unscored(
+                space,
+                obs.x[i].clone(),
+                format!("best of {} trials (no GP)", obs.len()),
+            ));
         };
         let gp = gp.clone();
         Ok(recommend_lcb(&gp, space, obs, &self.cfg, ""))

@@ -104,17 +104,7 @@ pub fn block_prior(space: &SearchSpace) -> Vec<f64> {
 }
 
 fn fixed_proposals(space: &SearchSpace, x: Vec<f64>, q: usize, reason: &str) -> Vec<Proposal> {
-    let mixture = space.to_mixture(&x);
-    (0..q)
-        .map(|_| Proposal {
-            x: x.clone(),
-            mixture: mixture.clone(),
-            mean: None,
-            std: None,
-            acquisition: None,
-            reason: reason.to_string(),
-        })
-        .collect()
+    vec![Proposal::unscored(space, x, reason); q]
 }
 
 /// The uniform mixture: every free coordinate of a block gets `mass / len` (projected onto
@@ -230,14 +220,7 @@ impl Proposer for RandomSearch {
         Ok(space
             .sample(&mut rng, q)
             .into_iter()
-            .map(|x| Proposal {
-                mixture: space.to_mixture(&x),
-                x,
-                mean: None,
-                std: None,
-                acquisition: None,
-                reason: "random".into(),
-            })
+            .map(|x| Proposal::unscored(space, x, "random"))
             .collect())
     }
 }

@@ -352,14 +352,7 @@ impl Proposer for RegMix {
             .map(|_| {
                 let mut x = vec![0.0; space.dim()];
                 self.draw(space, &samplers, &mut rng, &mut x);
-                Proposal {
-                    mixture: space.to_mixture(&x),
-                    x,
-                    mean: None,
-                    std: None,
-                    acquisition: None,
-                    reason: "regmix candidate".into(),
-                }
+                Proposal::unscored(space, x, "regmix candidate")
             })
             .collect())
     }
