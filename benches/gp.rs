@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, SamplingMode};
 use mixatlas::acquisition::ucb::{GpUcb, GpUcbConfig};
 use mixatlas::acquisition::{Observations, Proposer, SearchSpace, SpaceConstraints};
-use mixatlas::data::rng::SplitMix64;
+use mixatlas::rng::SplitMix64;
 use mixatlas::surrogate::{Gp, GpConfig, Kernel, Posterior};
 use serde_json::json;
 

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, SamplingMode, Throughput};
 use mixatlas::data::cluster_metrics::adjusted_rand_index;
 use mixatlas::data::kmeans::{KMeans, KMeansConfig};
-use mixatlas::data::rng::SplitMix64;
+use mixatlas::rng::SplitMix64;
 use rayon::prelude::*;
 
 mod common;

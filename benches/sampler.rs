@@ -27,7 +27,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Thro
 use half::f16;
 use mixatlas::data::corpus::{image_path, mask_path, DocumentStore, ImageSpec};
 use mixatlas::data::megatron::{DType, DatasetWriter};
-use mixatlas::data::rng::SplitMix64;
+use mixatlas::rng::SplitMix64;
 use mixatlas::data::sampler::{Batch, Mode, Packing, PlacedDoc, Sampler, SamplerConfig};
 
 const B: usize = 64;

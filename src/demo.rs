@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use mixatlas::data::corpus::{Corpus, Manifest};
-use mixatlas::data::rng::SplitMix64;
+use mixatlas::rng::SplitMix64;
 use mixatlas::data::sampler::{Mode, Packing, Sampler, SamplerConfig};
 
 /// Per-axis marginals of a cell-weight vector: (concept shares, task shares).

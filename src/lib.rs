@@ -16,6 +16,7 @@ pub mod fsutil;
 pub mod gpu;
 pub mod model;
 pub mod report;
+pub mod rng;
 pub mod search;
 pub mod slurm;
 pub mod surrogate;

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use mixatlas::data::rng::SplitMix64;
+use mixatlas::rng::SplitMix64;
 
 fn run(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mixatlas"))

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use faer::{Mat, Side};
 use mixatlas::acquisition::ucb::{Beta, GpUcb, GpUcbConfig};
 use mixatlas::acquisition::{Observations, Proposer, SearchSpace, SpaceConstraints, SpaceKind};
-use mixatlas::data::rng::SplitMix64;
+use mixatlas::rng::SplitMix64;
 use mixatlas::surrogate::{
     Gp, GpConfig, GpError, GpHyperparameters, Kernel, LinearCombination, Posterior,
 };

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use mixatlas::data::megatron::{prefix_paths, DType, DatasetWriter, IndexedDataset};
-use mixatlas::data::rng::SplitMix64;
+use mixatlas::rng::SplitMix64;
 use serde_json::Value;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/megatron_ref.py");

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use mixatlas::data::rng::SplitMix64;
+use mixatlas::rng::SplitMix64;
 
 use crate::cli::{bin, ok, s, tiny_corpus};
 

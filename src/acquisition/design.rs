@@ -9,7 +9,7 @@
 //! from it.
 
 use super::SearchSpace;
-use crate::data::rng::SplitMix64;
+use crate::rng::SplitMix64;
 
 /// Squared Euclidean distance.
 fn dist2(a: &[f64], b: &[f64]) -> f64 {

@@ -29,7 +29,7 @@
 use std::time::Instant;
 
 use super::{Observations, ProposeError, Proposer, SearchSpace, SpaceConstraints, SpaceKind};
-use crate::data::rng::SplitMix64;
+use crate::rng::SplitMix64;
 
 /// A synthetic objective over mixtures (one weight per cell, in the space's cell order);
 /// higher is better.

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::data::corpus::Manifest;
-use crate::data::rng::SplitMix64;
+use crate::rng::SplitMix64;
 
 /// How mixtures are parameterised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

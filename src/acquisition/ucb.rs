@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::design::{maximin, DesignStart};
 use super::{Observations, Proposal, ProposeError, Proposer, SearchSpace};
-use crate::data::rng::SplitMix64;
+use crate::rng::SplitMix64;
 use crate::surrogate::{Gp, GpConfig, GpError, LinearCombination, Posterior};
 
 /// The exploration weight β of `μ + √β σ`.

@@ -19,7 +19,7 @@
 //! Training is deterministic for a seed; prediction is a walk per tree.
 
 use super::FitError;
-use crate::data::rng::SplitMix64;
+use crate::rng::SplitMix64;
 
 /// Settings of [`Gbdt::fit`]. `Default` is LightGBM's defaults with RegMix's
 /// `num_iterations = 1000` and `learning_rate = 1e-2`, except `min_data_in_leaf`

@@ -23,7 +23,7 @@ pub use regmix::{RegMix, RegMixConfig, Regressor};
 pub use ridge::{Ridge, RidgeConfig};
 
 use crate::acquisition::{Observations, Proposal, ProposeError, Proposer, SearchSpace, SpaceKind};
-use crate::data::rng::SplitMix64;
+use crate::rng::SplitMix64;
 
 /// A regression model could not be fitted.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

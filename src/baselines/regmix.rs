@@ -29,7 +29,7 @@ use rayon::prelude::*;
 use super::{block_prior, FitError, Gbdt, GbdtConfig, Ridge, RidgeConfig};
 use crate::acquisition::space::project_bounded_simplex;
 use crate::acquisition::{Observations, Proposal, ProposeError, Proposer, SearchSpace};
-use crate::data::rng::SplitMix64;
+use crate::rng::SplitMix64;
 
 /// The regression model RegMix fits to the finished trials.
 #[derive(Debug, Clone, PartialEq)]

@@ -183,7 +183,7 @@ impl Ridge {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::rng::SplitMix64;
+    use crate::rng::SplitMix64;
 
     /// The closed form with the intercept as an explicit, unpenalised column, solved by
     /// Gauss–Jordan elimination (a different route than centring + Cholesky).

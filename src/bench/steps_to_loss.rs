@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::data::rng::SplitMix64;
+use crate::rng::SplitMix64;
 
 /// A loss curve: losses at increasing steps.
 #[derive(Debug, Clone, PartialEq, Serialize)]

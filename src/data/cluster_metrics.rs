@@ -161,7 +161,7 @@ pub fn purity(truth: &[u32], pred: &[u32]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::rng::SplitMix64;
+    use crate::rng::SplitMix64;
 
     /// Pair-counting ARI straight from the definition, in f64 over unordered pairs.
     fn reference_ari(truth: &[u32], pred: &[u32]) -> f64 {

@@ -43,7 +43,7 @@ use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensorError, SafeTensors};
 use serde::{Deserialize, Serialize};
 
-use crate::data::rng::SplitMix64;
+use crate::rng::SplitMix64;
 use crate::fsutil::{write_atomic, IoContext, PathIoError};
 
 /// Name of the centroid tensor in a saved model.

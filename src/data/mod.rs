@@ -7,7 +7,6 @@
 //! - [`megatron`]: Megatron-LM `MMapIndexedDataset` reader and writer.
 //! - [`corpus`]: the manifest and a memory-mapped view of a prepared corpus.
 //! - [`sampler`]: deterministic mixture batches (i.i.d. counter-based, or Megatron blending).
-//! - [`rng`]: Philox4x32-10 and SplitMix64.
 
 pub mod cluster_metrics;
 pub mod corpus;
@@ -15,6 +14,5 @@ pub mod kmeans;
 pub mod megatron;
 pub mod prepare;
 pub mod raw;
-pub mod rng;
 pub mod sampler;
 pub mod synth;

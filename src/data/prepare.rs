@@ -33,7 +33,7 @@ use super::corpus::{
 use super::kmeans::{KMeans, KMeansConfig, KMeansError, Metric};
 use super::megatron::{DType, DatasetWriter, IndexedDataset, MegatronError};
 use super::raw::{self, ConceptLabel, OnError, RawError, RawSample, Shapes};
-use super::rng::SplitMix64;
+use crate::rng::SplitMix64;
 use super::synth::{SynthMeta, TASKS};
 use crate::fsutil::{write_atomic, IoContext, PathIoError, StagingDir};
 

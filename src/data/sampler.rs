@@ -43,7 +43,7 @@ use serde::{Deserialize, Serialize};
 
 use super::corpus::{Corpus, DocumentStore, Manifest};
 use super::megatron::DType;
-use super::rng::{philox4x32_10, philox_key};
+use crate::rng::{philox4x32_10, philox_key};
 
 /// Philox counter word 2 of the cell draw ("CELL").
 pub const STREAM_CELL: u32 = 0x4345_4C4C;
@@ -1377,7 +1377,7 @@ mod tests {
         }
         // Whole batches over a deterministic corpus: sha256 of tokens (u32 LE) then mask.
         let dir = tempfile::tempdir().unwrap();
-        let mut rng = crate::data::rng::SplitMix64::new(7);
+        let mut rng = crate::rng::SplitMix64::new(7);
         let cells: Vec<DocumentStore> = sizes
             .iter()
             .enumerate()

@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::rng::SplitMix64;
+use crate::rng::SplitMix64;
 use crate::fsutil::{IoContext, PathIoError, StagingDir};
 
 /// The task axis in canonical order.

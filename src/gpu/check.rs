@@ -17,7 +17,7 @@ use super::sample::{DeviceBatch, DeviceCorpus, DeviceStep, FusedSampler};
 use super::GpuError;
 use crate::data::corpus::DocumentStore;
 use crate::data::megatron::DType;
-use crate::data::rng::SplitMix64;
+use crate::rng::SplitMix64;
 use crate::data::sampler::{Mode, Sampler, SamplerConfig};
 use crate::dist::{LaunchEnv, ReduceOp, SingleProcess};
 

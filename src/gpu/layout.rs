@@ -12,7 +12,7 @@ use std::path::Path;
 
 use crate::data::corpus::{mask_path, DocumentStore};
 use crate::data::megatron::{DType, DatasetWriter};
-use crate::data::rng::SplitMix64;
+use crate::rng::SplitMix64;
 use crate::data::sampler::{blend_cell, Mode, Packing, Sampler};
 
 use super::GpuError;

@@ -1422,7 +1422,7 @@ mod tests {
     //! values and the gradients of a random linear functional of the output, to ~1e-10.
 
     use super::*;
-    use crate::data::rng::SplitMix64;
+    use crate::rng::SplitMix64;
     use crate::model::attention::causal_mask;
     use crate::model::norm;
     use crate::model::rotary::RotaryTables;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor, Var};
 
 use super::{ModelError, Qwen2Config};
-use crate::data::rng::SplitMix64;
+use crate::rng::SplitMix64;
 use crate::fsutil::{IoContext, StagingDir};
 
 /// How a parameter is initialised.

@@ -24,7 +24,7 @@ use rayon::prelude::*;
 
 use super::gp::{lml_grad, GpConfig, GpError, Hyp};
 use super::lbfgs::{minimize, LbfgsConfig};
-use crate::data::rng::SplitMix64;
+use crate::rng::SplitMix64;
 
 /// Lower bound on the fitted noise variance (standardised units).
 pub const NOISE_FLOOR: f64 = 1e-6;
