@@ -27,8 +27,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Thro
 use half::f16;
 use mixatlas::data::corpus::{image_path, mask_path, DocumentStore, ImageSpec};
 use mixatlas::data::megatron::{DType, DatasetWriter};
-use mixatlas::rng::SplitMix64;
 use mixatlas::data::sampler::{Batch, Mode, Packing, PlacedDoc, Sampler, SamplerConfig};
+use mixatlas::rng::SplitMix64;
 
 const B: usize = 64;
 const T: usize = 2048;

@@ -19,8 +19,8 @@ mod common;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use mixatlas::rng::SplitMix64;
 use mixatlas::model::{ImageInput, Params, Qwen2Config, Qwen2Model};
+use mixatlas::rng::SplitMix64;
 use mixatlas::train::loss::Targets;
 use mixatlas::train::optim::{clip_global_norm, AdamW, AdamWConfig};
 use mixatlas::train::trainer::batch_gradients;

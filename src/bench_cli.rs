@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
+use mixatlas::bench::median;
 use mixatlas::dist::{BufMut, ReduceOp};
 use mixatlas::train::parallel::all_reduce_buckets;
 
@@ -82,11 +83,6 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn allreduce(a: AllreduceArgs) -> Result<()> {
     let dist = Dist::init(120.0)?;
     let comm = dist.world.as_ref();
@@ -146,7 +142,7 @@ fn allreduce(a: AllreduceArgs) -> Result<()> {
     }
     if rank == 0 {
         let bytes = (total * 4) as f64;
-        let (r, b) = (median(raw_t), median(buck_t));
+        let (r, b) = (median(&mut raw_t), median(&mut buck_t));
         let v = serde_json::json!({
             "ranks": world, "bytes": total * 4, "bucket_mb": a.bucket_mb,
             "raw_s": r, "bucketed_s": b,

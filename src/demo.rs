@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use mixatlas::data::corpus::{Corpus, Manifest};
-use mixatlas::rng::SplitMix64;
 use mixatlas::data::sampler::{Mode, Packing, Sampler, SamplerConfig};
+use mixatlas::rng::SplitMix64;
 
 /// Per-axis marginals of a cell-weight vector: (concept shares, task shares).
 fn marginals(m: &Manifest, w: &[f64]) -> (Vec<f64>, Vec<f64>) {

@@ -216,9 +216,7 @@ fn resolve_train(a: &TrainArgs) -> Result<TrainConfig> {
     if a.zero1 {
         t.zero1 = true;
     }
-    if t.warmup_steps >= t.steps {
-        t.warmup_steps = t.steps / 10;
-    }
+    t.clamp_warmup();
     t.validate()?;
     Ok(t)
 }
@@ -235,10 +233,7 @@ pub fn model_config_for(
         Some(dir) => read_config(dir)?,
         None => Qwen2Config::preset(preset)?,
     };
-    if let Some(img) = &corpus.manifest.image {
-        cfg.mm_hidden_size = Some(img.dim);
-        cfg.image_token_index = Some(corpus.manifest.special_tokens.image);
-    }
+    cfg.adapt_to(&corpus.manifest);
     cfg.torch_dtype = None;
     apply_model_overrides(&mut cfg, sets)?;
     Ok(cfg)
@@ -577,9 +572,7 @@ pub fn run_transfer(a: TransferArgs) -> Result<()> {
         eval_samples,
         final_eval_samples
     );
-    if t.warmup_steps >= t.steps {
-        t.warmup_steps = t.steps / 10;
-    }
+    t.clamp_warmup();
     if t.eval_every == 0 || t.eval_every > t.steps {
         t.eval_every = (t.steps / 10).max(1);
     }

@@ -10,11 +10,11 @@ use mixatlas::data::corpus::{
     ImageSpec, Manifest, SpecialTokens, MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION,
 };
 use mixatlas::data::megatron::{prefix_paths, DType, DatasetWriter, IndexedDataset};
-use mixatlas::rng::SplitMix64;
 use mixatlas::data::sampler::{
     blend_cell, iid_cell, weights_from_names, Batch, CellTable, Mode, Packing, PlacedDoc, Sampler,
     SamplerConfig, SamplerError, SamplerState,
 };
+use mixatlas::rng::SplitMix64;
 use tempfile::TempDir;
 
 // ---------------------------------------------------------------------------------------------

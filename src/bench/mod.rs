@@ -2,3 +2,12 @@
 //! number that says how much faster a mixture trains than the baseline.
 
 pub mod steps_to_loss;
+
+/// The upper median of `v` (the middle element after sorting; for an even length the larger of
+/// the two middle ones), as the benchmarks report timings. Sorts `v` in place.
+///
+/// Panics when `v` is empty.
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}

@@ -43,8 +43,8 @@ use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensorError, SafeTensors};
 use serde::{Deserialize, Serialize};
 
-use crate::rng::SplitMix64;
 use crate::fsutil::{write_atomic, IoContext, PathIoError};
+use crate::rng::SplitMix64;
 
 /// Name of the centroid tensor in a saved model.
 pub const CENTROIDS_TENSOR: &str = "centroids";

@@ -33,9 +33,9 @@ use super::corpus::{
 use super::kmeans::{KMeans, KMeansConfig, KMeansError, Metric};
 use super::megatron::{DType, DatasetWriter, IndexedDataset, MegatronError};
 use super::raw::{self, ConceptLabel, OnError, RawError, RawSample, Shapes};
-use crate::rng::SplitMix64;
 use super::synth::{SynthMeta, TASKS};
 use crate::fsutil::{write_atomic, IoContext, PathIoError, StagingDir};
+use crate::rng::SplitMix64;
 
 /// Configuration of `prepare` (TOML `[prepare]` or CLI flags).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

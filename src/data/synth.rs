@@ -32,8 +32,8 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::rng::SplitMix64;
 use crate::fsutil::{IoContext, PathIoError, StagingDir};
+use crate::rng::SplitMix64;
 
 /// The task axis in canonical order.
 pub const TASKS: [&str; 5] = ["captioning", "ocr", "grounding", "detection", "vqa"];

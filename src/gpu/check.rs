@@ -17,9 +17,9 @@ use super::sample::{DeviceBatch, DeviceCorpus, DeviceStep, FusedSampler};
 use super::GpuError;
 use crate::data::corpus::DocumentStore;
 use crate::data::megatron::DType;
-use crate::rng::SplitMix64;
 use crate::data::sampler::{Mode, Sampler, SamplerConfig};
 use crate::dist::{LaunchEnv, ReduceOp, SingleProcess};
+use crate::rng::SplitMix64;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -141,11 +141,6 @@ fn compare(
     Ok(None)
 }
 
-fn median(v: &mut [f32]) -> f32 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 /// Launches queued back to back per timing, so the device never waits for the host between
 /// them and the figure is the device's time, not the launch latency.
 const LAUNCHES_PER_TIMING: usize = 10;
@@ -181,7 +176,8 @@ fn time_ms(
             .map_err(|e| GpuError::driver("reading an event", e))?;
         ms.push(total / LAUNCHES_PER_TIMING as f32);
     }
-    Ok(median(&mut ms))
+    let mut ms: Vec<f64> = ms.into_iter().map(f64::from).collect();
+    Ok(crate::bench::median(&mut ms) as f32)
 }
 
 /// Runs every check; the table is returned even when some line fails (see

@@ -12,8 +12,8 @@ use std::path::Path;
 
 use crate::data::corpus::{mask_path, DocumentStore};
 use crate::data::megatron::{DType, DatasetWriter};
-use crate::rng::SplitMix64;
 use crate::data::sampler::{blend_cell, Mode, Packing, Sampler};
+use crate::rng::SplitMix64;
 
 use super::GpuError;
 

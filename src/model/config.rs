@@ -83,6 +83,15 @@ pub const PRESETS: &[&str] = &[
 ];
 
 impl Qwen2Config {
+    /// Adapts the configuration to a prepared corpus: its image feature width and image token
+    /// (a corpus without images leaves both as they are).
+    pub fn adapt_to(&mut self, manifest: &crate::data::corpus::Manifest) {
+        if let Some(img) = &manifest.image {
+            self.mm_hidden_size = Some(img.dim);
+            self.image_token_index = Some(manifest.special_tokens.image);
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn shape(
         vocab_size: usize,

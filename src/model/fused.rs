@@ -1422,10 +1422,10 @@ mod tests {
     //! values and the gradients of a random linear functional of the output, to ~1e-10.
 
     use super::*;
-    use crate::rng::SplitMix64;
     use crate::model::attention::causal_mask;
     use crate::model::norm;
     use crate::model::rotary::RotaryTables;
+    use crate::rng::SplitMix64;
     use candle_core::{Device, Var, D};
 
     fn randn(rng: &mut SplitMix64, shape: &[usize], scale: f64) -> Var {

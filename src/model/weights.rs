@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor, Var};
 
 use super::{ModelError, Qwen2Config};
-use crate::rng::SplitMix64;
 use crate::fsutil::{IoContext, StagingDir};
+use crate::rng::SplitMix64;
 
 /// How a parameter is initialised.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -86,10 +86,7 @@ impl Groups {
 /// train` does).
 pub fn trial_model(corpus: &Corpus, preset: &str) -> Result<Qwen2Config, String> {
     let mut cfg = Qwen2Config::preset(preset).map_err(|e| e.to_string())?;
-    if let Some(img) = &corpus.manifest.image {
-        cfg.mm_hidden_size = Some(img.dim);
-        cfg.image_token_index = Some(corpus.manifest.special_tokens.image);
-    }
+    cfg.adapt_to(&corpus.manifest);
     Ok(cfg)
 }
 
@@ -107,9 +104,7 @@ pub fn run_wave(
         let model = trial_model(corpus, preset)?;
         let mut train = plan.train.clone();
         train.seed = plan.search.seed;
-        if train.warmup_steps >= train.steps {
-            train.warmup_steps = train.steps / 10;
-        }
+        train.clamp_warmup();
         let tp = TrainPlan {
             corpus,
             weights: a.weights.clone(),

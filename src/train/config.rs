@@ -84,6 +84,14 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Shortens a warmup that would not end before the last step to a tenth of the run, as
+    /// every command does before training (a preset's warmup may exceed a short run).
+    pub fn clamp_warmup(&mut self) {
+        if self.warmup_steps >= self.steps {
+            self.warmup_steps = self.steps / 10;
+        }
+    }
+
     /// A proxy trial for the `tiny` preset: seconds on 2 CPU cores.
     pub fn proxy() -> Self {
         Self {
