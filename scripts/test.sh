@@ -34,6 +34,10 @@ if ! command -v cargo >/dev/null 2>&1; then
   # shellcheck disable=SC1091
   . "$HOME/.cargo/env"
 fi
+# fmt and clippy are rustup components a minimal toolchain may lack.
+for c in rustfmt clippy; do
+  cargo "${c/rustfmt/fmt}" --version >/dev/null 2>&1 || rustup component add "$c"
+done
 
 # Two cores: keep each test process from oversubscribing them.
 export RAYON_NUM_THREADS="${RAYON_NUM_THREADS:-2}"
@@ -52,9 +56,18 @@ if [ "${MIXATLAS_SLURM_TESTS:-1}" != 0 ]; then
   fi
 fi
 
-# One build for everything, with the MPI backend so the distributed tests run under mpirun,
-# and the GPU path (feature cuda: it loads CUDA libraries at run time, so it builds here).
+# The features of every build and check below: the MPI backend, so the distributed tests run
+# under mpirun, and the GPU path (feature cuda loads CUDA libraries at run time, so it builds here).
 FEATURES="${FEATURES:-mpi,cuda}"
+
+# The house rules cargo can check: formatting, then clippy with warnings as errors (check mode,
+# all targets, the same features as the build below). tests/architecture.rs checks the rest.
+log "cargo fmt --check"
+cargo fmt --all --check
+log "cargo clippy --all-targets (features: $FEATURES; warnings are errors)"
+cargo clippy --all-targets --locked --features "$FEATURES" -- -D warnings
+
+# One build for everything.
 log "build (release, features: $FEATURES; tests, benches and binary share one profile)"
 cargo build --release --all-targets --locked --features "$FEATURES"
 

@@ -1,5 +1,6 @@
 //! Integration tests, built as one binary (see STYLE.md).
 
+mod architecture;
 mod ask;
 mod cli;
 #[cfg(feature = "mpi")]
