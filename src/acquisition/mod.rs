@@ -5,6 +5,12 @@
 //! [`crate::baselines`]) implements [`Proposer`], so a search can swap methods and compare
 //! them with the same budget through the identical pipeline. Objectives are maximised
 //! (higher benchmark scores are better).
+//!
+//! - [`space`]: the search space (joint or factorized, bounds, projection, mixtures ↔ points);
+//! - [`proposer`]: the [`Proposer`] trait, the trials it reads ([`Observations`]), what it
+//!   returns ([`Proposal`]) and how it fails ([`ProposeError`]);
+//! - [`ucb`]: GP-UCB with GP-BUCB batches and the μ − σ recommendation;
+//! - [`design`]: the space-filling initial design.
 
 pub mod design;
 pub mod proposer;

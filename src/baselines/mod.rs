@@ -1,7 +1,7 @@
 //! Baseline proposers with the same interface and budget as GP-UCB.
 //!
 //! The product claim is that GP-UCB finds a better mixture than these at the same number of
-//! proxy runs, so they live behind the same [`Proposer`] trait and are run through the same
+//! proxy runs, so they live behind the same [`Proposer`](crate::acquisition::Proposer) trait and are run through the same
 //! harness (`benches/common/objectives.rs`):
 //!
 //! - [`Uniform`]: every free coordinate gets the same share (per block); no search.
@@ -13,6 +13,8 @@
 //!
 //! The regressors are hand-written and small: [`ridge`] (closed form with leave-one-out choice
 //! of the penalty) and [`gbdt`] (exact greedy, leaf-wise trees with LightGBM's defaults).
+//! Their [`FitError`] is in [`error`]; [`coords`] maps any mixture into a space's coordinates
+//! (the natural point, RegMix's prior).
 
 pub mod coords;
 pub mod error;
