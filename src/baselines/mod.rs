@@ -1,8 +1,8 @@
 //! Baseline proposers with the same interface and budget as GP-UCB.
 //!
 //! The product claim is that GP-UCB finds a better mixture than these at the same number of
-//! proxy runs, so they live behind the same [`Proposer`](crate::acquisition::Proposer) trait and are run through the same
-//! harness (`benches/common/objectives.rs`):
+//! proxy runs, so they live behind the same [`Proposer`](crate::acquisition::Proposer) trait
+//! and are run through the same harness (`benches/common/objectives.rs`):
 //!
 //! - [`Uniform`]: every free coordinate gets the same share (per block); no search.
 //! - [`Natural`]: the corpus's natural token shares (the space's `prior`); no search.
