@@ -1,5 +1,5 @@
 //! Search quality: simple regret of GP-UCB against RegMix and the other baselines at the same
-//! budget, on the synthetic objectives with known optima (`src/acquisition/objectives.rs`).
+//! budget, on the synthetic objectives with known optima (`benches/common/objectives.rs`).
 //!
 //! Not a timing benchmark (`harness = false`, a plain `main` printing a Markdown table): for
 //! each objective (quadratic, benchmark-like), dimension (15, 50) and seed (10), every method
@@ -18,14 +18,18 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use mixatlas::acquisition::objectives::{
-    mean_se, run_search_with, BenchmarkLike, Objective, Quadratic, SearchConfig,
-};
 use mixatlas::acquisition::ucb::{GpUcb, GpUcbConfig};
 use mixatlas::acquisition::Proposer;
 use mixatlas::baselines::{
     GbdtConfig, Natural, RandomSearch, RegMix, RegMixConfig, Regressor, RidgeConfig, Uniform,
 };
+
+// The harness, shared with `tests/search_quality.rs` (each uses part of it).
+#[allow(dead_code)]
+#[path = "common/objectives.rs"]
+mod objectives;
+
+use objectives::{mean_se, run_harness_with, BenchmarkLike, HarnessConfig, Objective, Quadratic};
 
 const NOISE: f64 = 0.1;
 const Q: usize = 8;
@@ -106,13 +110,13 @@ fn main() {
                         order.push(method.clone());
                     }
                     let t0 = Instant::now();
-                    let cfg = SearchConfig {
+                    let cfg = HarnessConfig {
                         budget: *BUDGETS.last().unwrap(),
                         q: Q,
                         seed,
                         recommend_at: BUDGETS.to_vec(),
                     };
-                    let trace = run_search_with(m.as_mut(), &space, obj.as_ref(), &cfg)
+                    let trace = run_harness_with(m.as_mut(), &space, obj.as_ref(), &cfg)
                         .unwrap_or_else(|e| panic!("{name} d={d} seed={seed}: {e}"));
                     let secs = t0.elapsed().as_secs_f64();
                     let key = (name.clone(), d, method.clone());

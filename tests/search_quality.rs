@@ -7,16 +7,24 @@
 //! keep the test quick (the top 128 of 20,000 are nearly the same mixture); the benchmark uses
 //! the published number.
 
-use mixatlas::acquisition::objectives::{
-    mean_se, run_search, run_search_with, synthetic_space, BenchmarkLike, Objective, Quadratic,
-    SearchConfig,
-};
 use mixatlas::acquisition::ucb::{GpUcb, GpUcbConfig};
 use mixatlas::acquisition::{
     Observations, ProposeError, Proposer, SearchSpace, SpaceConstraints, SpaceKind,
 };
 use mixatlas::baselines::{
     block_prior, Natural, RandomSearch, RegMix, RegMixConfig, Regressor, RidgeConfig, Uniform,
+};
+use mixatlas::rng::SplitMix64;
+
+// The harness lives with the benchmark (`benches/common/objectives.rs`, not in the library);
+// its own tests are at the end of this file.
+#[allow(dead_code)]
+#[path = "../benches/common/objectives.rs"]
+mod objectives;
+
+use objectives::{
+    flat_dirichlet, mean_se, run_harness, run_harness_with, synthetic_space, BenchmarkLike,
+    HarnessConfig, Objective, Quadratic,
 };
 
 const NOISE: f64 = 0.1;
@@ -50,7 +58,7 @@ fn mean_regret(
         .map(|seed| {
             let obj = make_objective(seed);
             let mut m = make_method(seed);
-            run_search(m.as_mut(), obj.space(), obj.as_ref(), 40, 4, seed)
+            run_harness(m.as_mut(), obj.space(), obj.as_ref(), 40, 4, seed)
                 .unwrap()
                 .simple_regret
         })
@@ -186,7 +194,7 @@ fn all_proposals_lie_in_constrained_and_factorized_spaces() {
             Box::new(Natural),
         ];
         for mut m in methods {
-            let t = run_search(m.as_mut(), space, &obj, 16, 4, 2)
+            let t = run_harness(m.as_mut(), space, &obj, 16, 4, 2)
                 .unwrap_or_else(|e| panic!("{:?} {}: {e}", space.kind, m.name()));
             assert_eq!(t.obs.len(), 16);
             for c in &t.checkpoints {
@@ -206,13 +214,13 @@ fn all_proposals_lie_in_constrained_and_factorized_spaces() {
 #[test]
 fn harness_records_rounds_checkpoints_and_is_deterministic() {
     let obj = Quadratic::new(15, 2, NOISE);
-    let cfg = SearchConfig {
+    let cfg = HarnessConfig {
         budget: 22,
         q: 8,
         seed: 5,
         recommend_at: vec![8, 10, 22, 100],
     };
-    let run = || run_search_with(&mut RandomSearch::new(3), obj.space(), &obj, &cfg).unwrap();
+    let run = || run_harness_with(&mut RandomSearch::new(3), obj.space(), &obj, &cfg).unwrap();
     let t = run();
     assert_eq!(t.evaluations, vec![8, 16, 22]);
     // 8 after round 1, 10 is taken after round 2 (16 evaluations), the budget after round 3.
@@ -248,11 +256,11 @@ fn harness_records_rounds_checkpoints_and_is_deterministic() {
 fn regmix_is_deterministic_and_needs_two_trials() {
     let obj = Quadratic::new(15, 1, NOISE);
     let space = obj.space();
-    let a = run_search(&mut gbdt(4), space, &obj, 12, 4, 1).unwrap();
-    let b = run_search(&mut gbdt(4), space, &obj, 12, 4, 1).unwrap();
+    let a = run_harness(&mut gbdt(4), space, &obj, 12, 4, 1).unwrap();
+    let b = run_harness(&mut gbdt(4), space, &obj, 12, 4, 1).unwrap();
     assert_eq!(a.obs, b.obs);
     assert_eq!(a.checkpoints, b.checkpoints);
-    let c = run_search(&mut gbdt(5), space, &obj, 12, 4, 1).unwrap();
+    let c = run_harness(&mut gbdt(5), space, &obj, 12, 4, 1).unwrap();
     assert_ne!(a.obs.x, c.obs.x);
     let mut obs = Observations::default();
     let e = gbdt(0).recommend(space, &obs).unwrap_err();
@@ -263,4 +271,51 @@ fn regmix_is_deterministic_and_needs_two_trials() {
     obs.push(Natural::point(space), f64::NAN);
     let e = gbdt(0).recommend(space, &obs).unwrap_err().to_string();
     assert!(e.contains("trial 1"), "{e}");
+}
+
+// The synthetic objectives themselves (the harness's own tests).
+
+#[test]
+fn quadratic_is_normalised_and_optimal_at_w_star() {
+    for d in [15, 50] {
+        let f = Quadratic::new(d, 3, 0.0);
+        assert!((f.value(&f.w_star) - 1.0).abs() < 1e-14);
+        assert!(f.space().contains(&f.w_star, 1e-12));
+        // Random mixtures: mean regret ≈ 1 (closed-form normalisation).
+        let mut rng = SplitMix64::new(1);
+        let n = 40_000;
+        let r: Vec<f64> = (0..n)
+            .map(|_| f.regret(&flat_dirichlet(&mut rng, d)))
+            .collect();
+        let (m, se) = mean_se(&r);
+        assert!((m - 1.0).abs() < 4.0 * se, "d {d}: {m} ± {se}");
+        assert!(r.iter().all(|&x| x > 0.0));
+    }
+}
+
+#[test]
+fn benchmark_optimum_is_certified() {
+    for (d, seed) in [(15, 1), (15, 2), (50, 1)] {
+        let f = BenchmarkLike::new(d, seed, 0.0);
+        let w = f.argmax().to_vec();
+        assert!(f.space().contains(&w, 1e-12));
+        assert!(f.optimum_gap() < 1e-9, "d {d}: gap {}", f.optimum_gap());
+        assert!((f.value(&w) - f.optimum()).abs() < 1e-12);
+        // No random mixture or vertex beats it.
+        let mut rng = SplitMix64::new(7);
+        for _ in 0..2000 {
+            assert!(f.regret(&flat_dirichlet(&mut rng, d)) > -1e-12);
+        }
+        for c in 0..d {
+            let mut e = vec![0.0; d];
+            e[c] = 1.0;
+            assert!(f.regret(&e) > -1e-12);
+        }
+        // Harmful cells are unused at the optimum.
+        for (c, (&h, &wc)) in f.h.iter().zip(&w).enumerate() {
+            if h > 0.0 {
+                assert!(wc < 1e-9, "harmful cell {c} has weight {wc}");
+            }
+        }
+    }
 }

@@ -8,7 +8,7 @@
 //! proportions ([`DesignStart`]), so a design starts from a sensible mixture and spreads out
 //! from it.
 
-use super::SearchSpace;
+use super::space::SearchSpace;
 use crate::rng::SplitMix64;
 
 /// Squared Euclidean distance.

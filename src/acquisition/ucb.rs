@@ -20,7 +20,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::design::{maximin, DesignStart};
-use super::{Observations, Proposal, ProposeError, Proposer, SearchSpace};
+use super::proposer::{Observations, Proposal, ProposeError, Proposer};
+use super::space::SearchSpace;
 use crate::rng::SplitMix64;
 use crate::surrogate::{Gp, GpConfig, GpError, LinearCombination, Posterior};
 
@@ -290,20 +291,40 @@ fn ascend<P: Posterior>(
     }
 }
 
-/// Maximises `μ + √β σ` of `post` over `space`: scores `pool` in one batch, refines the best
-/// `starts` by projected-gradient ascent, and returns the best point not within `min_distance`
-/// of any point in `exclude` (`None` if every candidate is).
-#[allow(clippy::too_many_arguments)]
+/// What [`maximize_ucb`] searches: the candidates, `β`, the ascent's effort, and the points
+/// the result must keep away from.
+#[derive(Debug, Clone, Copy)]
+pub struct UcbSearch<'a> {
+    /// Candidate points, scored in one batch.
+    pub pool: &'a [Vec<f64>],
+    /// Exploration weight `β` of `μ + √β σ` (negative values count as 0).
+    pub beta: f64,
+    /// How many of the best candidates (at least `min_distance` apart) start an ascent.
+    pub starts: usize,
+    /// Projected-gradient steps per ascent.
+    pub steps: usize,
+    /// Points the result must not be within `min_distance` of (e.g. the batch so far).
+    pub exclude: &'a [Vec<f64>],
+    /// The minimum distance to `exclude` and between starts.
+    pub min_distance: f64,
+}
+
+/// Maximises `μ + √β σ` of `post` over `space`: scores `search.pool` in one batch, refines the
+/// best `search.starts` by projected-gradient ascent, and returns the best point not within
+/// `search.min_distance` of any point in `search.exclude` (`None` if every candidate is).
 pub fn maximize_ucb<P: Posterior>(
     post: &P,
     space: &SearchSpace,
-    pool: &[Vec<f64>],
-    beta: f64,
-    starts: usize,
-    steps: usize,
-    exclude: &[Vec<f64>],
-    min_distance: f64,
+    search: &UcbSearch,
 ) -> Option<UcbPoint> {
+    let UcbSearch {
+        pool,
+        beta,
+        starts,
+        steps,
+        exclude,
+        min_distance,
+    } = *search;
     let sb = beta.max(0.0).sqrt();
     let flat: Vec<f64> = pool.iter().flatten().copied().collect();
     let (mean, var) = post.predict(&flat);
@@ -501,7 +522,10 @@ impl GpUcb {
             match Gp::fit(x, y, &self.cfg.gp) {
                 Ok(gp) => terms.push((*w, gp)),
                 Err(e @ (GpError::NonFiniteY { .. } | GpError::BadInput { .. })) => {
-                    return Err(ProposeError::BadObservations(format!("objective {b}: {e}")))
+                    return Err(ProposeError::ObjectiveGpInput {
+                        objective: b,
+                        source: e,
+                    })
                 }
                 Err(e) => {
                     tracing::warn!("GP of objective {b} failed ({e}); recommending a trial");
@@ -563,7 +587,7 @@ impl Proposer for GpUcb {
         let gp = match self.fit(obs) {
             Ok(gp) => gp.clone(),
             Err(e @ (GpError::NonFiniteY { .. } | GpError::BadInput { .. })) => {
-                return Err(ProposeError::BadObservations(e.to_string()))
+                return Err(ProposeError::GpInput(e))
             }
             Err(e) => {
                 tracing::warn!("GP fit failed ({e}); proposing a space-filling design");
@@ -577,16 +601,15 @@ impl Proposer for GpUcb {
         let mut out: Vec<Proposal> = Vec::with_capacity(q);
         let mut chosen: Vec<Vec<f64>> = Vec::with_capacity(q);
         for j in 0..q {
-            let Some(p) = maximize_ucb(
-                &cond,
-                space,
-                &pool,
+            let search = UcbSearch {
+                pool: &pool,
                 beta,
-                self.cfg.starts.max(1),
-                self.cfg.ascent_steps,
-                &chosen,
-                self.cfg.min_distance,
-            ) else {
+                starts: self.cfg.starts.max(1),
+                steps: self.cfg.ascent_steps,
+                exclude: &chosen,
+                min_distance: self.cfg.min_distance,
+            };
+            let Some(p) = maximize_ucb(&cond, space, &search) else {
                 // Every candidate is a duplicate (tiny spaces): fill with a design.
                 let mut existing = obs.x.clone();
                 existing.extend(chosen.iter().cloned());

@@ -18,7 +18,7 @@
 //!
 //! Training is deterministic for a seed; prediction is a walk per tree.
 
-use super::FitError;
+use super::error::FitError;
 use crate::rng::SplitMix64;
 
 /// Settings of [`Gbdt::fit`]. `Default` is LightGBM's defaults with RegMix's
@@ -186,7 +186,7 @@ impl Gbdt {
             || !frac_ok(cfg.bagging_fraction)
             || !frac_ok(cfg.feature_fraction)
         {
-            return Err(FitError::Config(format!("{cfg:?}")));
+            return Err(FitError::GbdtSettings(format!("{cfg:?}")));
         }
         // Row indices sorted by each feature (ties by index), computed once.
         let order: Vec<Vec<usize>> = (0..d)
@@ -200,8 +200,13 @@ impl Gbdt {
         let mut pred = vec![base; n];
         let mut trees = Vec::with_capacity(cfg.n_trees);
         let mut rng = SplitMix64::derive(cfg.seed, 0x6762_6474);
-        let mut leaf_of = vec![usize::MAX; n];
-        let mut scratch: Vec<(f64, f64)> = Vec::with_capacity(n);
+        let mut grower = Grower {
+            x,
+            order: &order,
+            cfg,
+            leaf_of: vec![usize::MAX; n],
+            scratch: Vec::with_capacity(n),
+        };
         for _ in 0..cfg.n_trees {
             let resid: Vec<f64> = y.iter().zip(&pred).map(|(a, b)| a - b).collect();
             let rows: Vec<usize> = if cfg.bagging_fraction < 1.0 {
@@ -224,16 +229,7 @@ impl Gbdt {
             } else {
                 (0..d).collect()
             };
-            let tree = grow_tree(
-                x,
-                &resid,
-                rows,
-                &features,
-                &order,
-                cfg,
-                &mut leaf_of,
-                &mut scratch,
-            );
+            let tree = grower.grow(&resid, rows, &features);
             for (p, xi) in pred.iter_mut().zip(x) {
                 *p += tree.predict(xi);
             }
@@ -253,146 +249,150 @@ impl Gbdt {
     }
 }
 
-/// Best split of the leaf `id` (rows marked in `leaf_of`), or `None`.
-#[allow(clippy::too_many_arguments)]
-fn best_split(
-    x: &[Vec<f64>],
-    resid: &[f64],
-    leaf: &Leaf,
-    id: usize,
-    features: &[usize],
-    order: &[Vec<usize>],
-    cfg: &GbdtConfig,
-    leaf_of: &[usize],
-    scratch: &mut Vec<(f64, f64)>,
-) -> Option<Split> {
-    let n = leaf.rows.len();
-    let m = cfg.min_data_in_leaf;
-    if n < 2 * m || cfg.max_depth.is_some_and(|md| leaf.depth >= md) {
-        return None;
-    }
-    let lambda = cfg.lambda_l2;
-    let g: f64 = leaf.rows.iter().map(|&i| resid[i]).sum();
-    let parent = score(g, n as f64, lambda);
-    // A split's gain is at most the leaf's residual sum of squares; gains below a relative
-    // 1e-12 of it are rounding, not signal.
-    let ss: f64 = leaf.rows.iter().map(|&i| resid[i] * resid[i]).sum();
-    let min_gain = cfg.min_gain_to_split.max(1e-12 * ss).max(f64::MIN_POSITIVE);
-    let mut best: Option<Split> = None;
-    for &f in features {
-        scratch.clear();
-        scratch.extend(
-            order[f]
-                .iter()
-                .filter(|&&i| leaf_of[i] == id)
-                .map(|&i| (x[i][f], resid[i])),
-        );
-        let mut gl = 0.0;
-        for k in 0..n - 1 {
-            gl += scratch[k].1;
-            let nl = k + 1;
-            if nl < m {
-                continue;
-            }
-            if n - nl < m {
-                break;
-            }
-            let (v, w) = (scratch[k].0, scratch[k + 1].0);
-            if v == w {
-                continue;
-            }
-            let gain =
-                score(gl, nl as f64, lambda) + score(g - gl, (n - nl) as f64, lambda) - parent;
-            if gain > min_gain && best.is_none_or(|b| gain > b.gain) {
-                // Midpoint, unless rounding puts it on the right value.
-                let mut t = 0.5 * (v + w);
-                if t >= w {
-                    t = v;
-                }
-                best = Some(Split {
-                    gain,
-                    feature: f,
-                    threshold: t,
-                });
-            }
-        }
-    }
-    best
+/// Grows the trees of one fit: the rows, their per-feature order and the settings, shared by
+/// every tree, and the buffers each tree reuses.
+struct Grower<'a> {
+    /// The training rows.
+    x: &'a [Vec<f64>],
+    /// Row indices sorted by each feature (ties by index).
+    order: &'a [Vec<usize>],
+    /// The settings.
+    cfg: &'a GbdtConfig,
+    /// The leaf (node index) each row of the current tree is in; `usize::MAX` for rows left
+    /// out of the tree's sample.
+    leaf_of: Vec<usize>,
+    /// (feature value, residual) of one leaf's rows in feature order.
+    scratch: Vec<(f64, f64)>,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn grow_tree(
-    x: &[Vec<f64>],
-    resid: &[f64],
-    rows: Vec<usize>,
-    features: &[usize],
-    order: &[Vec<usize>],
-    cfg: &GbdtConfig,
-    leaf_of: &mut [usize],
-    scratch: &mut Vec<(f64, f64)>,
-) -> Tree {
-    leaf_of.iter_mut().for_each(|l| *l = usize::MAX);
-    for &i in &rows {
-        leaf_of[i] = 0;
-    }
-    let mut nodes = vec![Node::leaf(0.0)];
-    let mut leaves = vec![Leaf {
-        node: 0,
-        depth: 0,
-        rows,
-        best: None,
-    }];
-    leaves[0].best = best_split(
-        x, resid, &leaves[0], 0, features, order, cfg, leaf_of, scratch,
-    );
-    while leaves.len() < cfg.num_leaves {
-        let Some(li) = (0..leaves.len())
-            .filter(|&i| leaves[i].best.is_some())
-            .max_by(|&a, &b| {
-                let (ga, gb) = (leaves[a].best.unwrap().gain, leaves[b].best.unwrap().gain);
-                ga.total_cmp(&gb).then(b.cmp(&a))
-            })
-        else {
-            break;
-        };
-        let s = leaves[li].best.unwrap();
-        let parent = leaves.swap_remove(li);
-        let (left_rows, right_rows): (Vec<usize>, Vec<usize>) = parent
-            .rows
-            .iter()
-            .partition(|&&i| x[i][s.feature] <= s.threshold);
-        let (ln, rn) = (nodes.len(), nodes.len() + 1);
-        nodes[parent.node] = Node {
-            feature: s.feature,
-            threshold: s.threshold,
-            left: ln,
-            right: rn,
-            value: 0.0,
-        };
-        nodes.push(Node::leaf(0.0));
-        nodes.push(Node::leaf(0.0));
-        for (node, r) in [(ln, left_rows), (rn, right_rows)] {
-            // Leaf ids in `leaf_of` are node indices: unique and stable.
-            for &i in &r {
-                leaf_of[i] = node;
-            }
-            let mut leaf = Leaf {
-                node,
-                depth: parent.depth + 1,
-                rows: r,
-                best: None,
-            };
-            leaf.best = best_split(
-                x, resid, &leaf, node, features, order, cfg, leaf_of, scratch,
-            );
-            leaves.push(leaf);
+impl Grower<'_> {
+    /// Best split of the leaf `id` (rows marked in `leaf_of`) on `features`, or `None`.
+    fn best_split(
+        &mut self,
+        resid: &[f64],
+        features: &[usize],
+        leaf: &Leaf,
+        id: usize,
+    ) -> Option<Split> {
+        let (x, cfg) = (self.x, self.cfg);
+        let n = leaf.rows.len();
+        let m = cfg.min_data_in_leaf;
+        if n < 2 * m || cfg.max_depth.is_some_and(|md| leaf.depth >= md) {
+            return None;
         }
-    }
-    for leaf in &leaves {
+        let lambda = cfg.lambda_l2;
         let g: f64 = leaf.rows.iter().map(|&i| resid[i]).sum();
-        nodes[leaf.node].value = cfg.learning_rate * g / (leaf.rows.len() as f64 + cfg.lambda_l2);
+        let parent = score(g, n as f64, lambda);
+        // A split's gain is at most the leaf's residual sum of squares; gains below a relative
+        // 1e-12 of it are rounding, not signal.
+        let ss: f64 = leaf.rows.iter().map(|&i| resid[i] * resid[i]).sum();
+        let min_gain = cfg.min_gain_to_split.max(1e-12 * ss).max(f64::MIN_POSITIVE);
+        let mut best: Option<Split> = None;
+        let scratch = &mut self.scratch;
+        for &f in features {
+            scratch.clear();
+            scratch.extend(
+                self.order[f]
+                    .iter()
+                    .filter(|&&i| self.leaf_of[i] == id)
+                    .map(|&i| (x[i][f], resid[i])),
+            );
+            let mut gl = 0.0;
+            for k in 0..n - 1 {
+                gl += scratch[k].1;
+                let nl = k + 1;
+                if nl < m {
+                    continue;
+                }
+                if n - nl < m {
+                    break;
+                }
+                let (v, w) = (scratch[k].0, scratch[k + 1].0);
+                if v == w {
+                    continue;
+                }
+                let gain =
+                    score(gl, nl as f64, lambda) + score(g - gl, (n - nl) as f64, lambda) - parent;
+                if gain > min_gain && best.is_none_or(|b| gain > b.gain) {
+                    // Midpoint, unless rounding puts it on the right value.
+                    let mut t = 0.5 * (v + w);
+                    if t >= w {
+                        t = v;
+                    }
+                    best = Some(Split {
+                        gain,
+                        feature: f,
+                        threshold: t,
+                    });
+                }
+            }
+        }
+        best
     }
-    Tree { nodes }
+
+    /// One tree fitted leaf-wise to the residuals `resid` of `rows`, splitting on `features`.
+    fn grow(&mut self, resid: &[f64], rows: Vec<usize>, features: &[usize]) -> Tree {
+        let (x, cfg) = (self.x, self.cfg);
+        self.leaf_of.iter_mut().for_each(|l| *l = usize::MAX);
+        for &i in &rows {
+            self.leaf_of[i] = 0;
+        }
+        let mut nodes = vec![Node::leaf(0.0)];
+        let mut leaves = vec![Leaf {
+            node: 0,
+            depth: 0,
+            rows,
+            best: None,
+        }];
+        leaves[0].best = self.best_split(resid, features, &leaves[0], 0);
+        while leaves.len() < cfg.num_leaves {
+            let Some(li) = (0..leaves.len())
+                .filter(|&i| leaves[i].best.is_some())
+                .max_by(|&a, &b| {
+                    let (ga, gb) = (leaves[a].best.unwrap().gain, leaves[b].best.unwrap().gain);
+                    ga.total_cmp(&gb).then(b.cmp(&a))
+                })
+            else {
+                break;
+            };
+            let s = leaves[li].best.unwrap();
+            let parent = leaves.swap_remove(li);
+            let (left_rows, right_rows): (Vec<usize>, Vec<usize>) = parent
+                .rows
+                .iter()
+                .partition(|&&i| x[i][s.feature] <= s.threshold);
+            let (ln, rn) = (nodes.len(), nodes.len() + 1);
+            nodes[parent.node] = Node {
+                feature: s.feature,
+                threshold: s.threshold,
+                left: ln,
+                right: rn,
+                value: 0.0,
+            };
+            nodes.push(Node::leaf(0.0));
+            nodes.push(Node::leaf(0.0));
+            for (node, r) in [(ln, left_rows), (rn, right_rows)] {
+                // Leaf ids in `leaf_of` are node indices: unique and stable.
+                for &i in &r {
+                    self.leaf_of[i] = node;
+                }
+                let mut leaf = Leaf {
+                    node,
+                    depth: parent.depth + 1,
+                    rows: r,
+                    best: None,
+                };
+                leaf.best = self.best_split(resid, features, &leaf, node);
+                leaves.push(leaf);
+            }
+        }
+        for leaf in &leaves {
+            let g: f64 = leaf.rows.iter().map(|&i| resid[i]).sum();
+            nodes[leaf.node].value =
+                cfg.learning_rate * g / (leaf.rows.len() as f64 + cfg.lambda_l2);
+        }
+        Tree { nodes }
+    }
 }
 
 #[cfg(test)]

@@ -26,7 +26,10 @@
 
 use rayon::prelude::*;
 
-use super::{block_prior, FitError, Gbdt, GbdtConfig, Ridge, RidgeConfig};
+use super::coords::block_prior;
+use super::error::FitError;
+use super::gbdt::{Gbdt, GbdtConfig};
+use super::ridge::{Ridge, RidgeConfig};
 use crate::acquisition::space::project_bounded_simplex;
 use crate::acquisition::{Observations, Proposal, ProposeError, Proposer, SearchSpace};
 use crate::rng::SplitMix64;
@@ -316,7 +319,10 @@ impl RegMix {
                 obs.len()
             )));
         }
-        let err = |e: FitError| ProposeError::Surrogate(format!("{}: {e}", self.name));
+        let err = |e: FitError| ProposeError::Surrogate {
+            model: self.name.clone(),
+            source: Box::new(e),
+        };
         Ok(match &self.cfg.regressor {
             Regressor::Linear(c) => {
                 FittedRegressor::Linear(Ridge::fit(&obs.x, &obs.y, c).map_err(err)?)

@@ -11,7 +11,7 @@
 //! unpenalised intercept. Its hat matrix is `H = 11ᵀ/n + Xc(XcᵀXc + αI)⁻¹Xcᵀ`, so the
 //! leave-one-out residuals are `rᵢ / (1 − Hᵢᵢ)` in closed form.
 
-use super::FitError;
+use super::error::FitError;
 
 /// Settings of [`Ridge::fit`].
 #[derive(Debug, Clone, PartialEq)]
@@ -51,9 +51,7 @@ fn cholesky(a: &mut [f64], n: usize) -> Result<(), FitError> {
             s -= a[j * n + k] * a[j * n + k];
         }
         if s.is_nan() || s <= 0.0 || s.is_infinite() {
-            return Err(FitError::Numerical(format!(
-                "ridge normal equations are not positive definite (pivot {j}: {s})"
-            )));
+            return Err(FitError::NotPositiveDefinite { pivot: j, value: s });
         }
         let l = s.sqrt();
         a[j * n + j] = l;
@@ -108,10 +106,7 @@ impl Ridge {
                 .iter()
                 .any(|&a| a.is_nan() || a <= 0.0 || a.is_infinite())
         {
-            return Err(FitError::Config(format!(
-                "ridge penalties must be finite and > 0; got {:?}",
-                cfg.alphas
-            )));
+            return Err(FitError::RidgePenalties(cfg.alphas.clone()));
         }
         let xm: Vec<f64> = (0..d)
             .map(|j| x.iter().map(|r| r[j]).sum::<f64>() / n as f64)

@@ -23,13 +23,20 @@
 //!   ([`BenchmarkLike::optimum_gap`]: 0 to rounding on the benchmark's instances, < 1e-9
 //!   required by the tests).
 //!
-//! [`run_search`] runs rounds of `q` proposals, observes them with noise, and asks the method
+//! [`run_harness`] runs rounds of `q` proposals, observes them with noise, and asks the method
 //! for its recommendation; the *simple regret* is `f* − f(recommendation)` (noise-free).
+//!
+//! Benchmark support, not library code: `benches/search_quality.rs` and
+//! `tests/search_quality.rs` include this file by path (`#[path] mod objectives;`), and each
+//! uses only part of it.
 
 use std::time::Instant;
 
-use super::{Observations, ProposeError, Proposer, SearchSpace, SpaceConstraints, SpaceKind};
-use crate::rng::SplitMix64;
+use mixatlas::acquisition::space::project_bounded_simplex;
+use mixatlas::acquisition::{
+    Observations, ProposeError, Proposer, SearchSpace, SpaceConstraints, SpaceKind,
+};
+use mixatlas::rng::SplitMix64;
 
 /// A synthetic objective over mixtures (one weight per cell, in the space's cell order);
 /// higher is better.
@@ -101,7 +108,8 @@ pub fn synthetic_space(d: usize, seed: u64) -> SearchSpace {
     .expect("an unconstrained joint space is valid")
 }
 
-fn flat_dirichlet(rng: &mut SplitMix64, d: usize) -> Vec<f64> {
+/// A flat-Dirichlet draw: a uniformly random mixture of `d` cells.
+pub fn flat_dirichlet(rng: &mut SplitMix64, d: usize) -> Vec<f64> {
     let e: Vec<f64> = (0..d).map(|_| -(1.0 - rng.next_f64()).ln()).collect();
     let s: f64 = e.iter().sum();
     e.iter().map(|v| v / s).collect()
@@ -334,7 +342,7 @@ impl BenchmarkLike {
         let zeros = vec![0.0; d];
         let ones = vec![1.0; d];
         let project = |x: &mut Vec<f64>| {
-            super::space::project_bounded_simplex(x, 1.0, &zeros, &ones);
+            project_bounded_simplex(x, 1.0, &zeros, &ones);
         };
         let mut results: Vec<(Vec<f64>, f64, f64)> = Vec::new();
         for s in starts {
@@ -533,9 +541,9 @@ impl Objective for BenchmarkLike {
     }
 }
 
-/// A search could not be run.
+/// A harness run could not be completed.
 #[derive(Debug, thiserror::Error)]
-pub enum SearchError {
+pub enum HarnessError {
     /// The method failed.
     #[error("{method}: {source}")]
     Propose {
@@ -554,9 +562,9 @@ pub enum SearchError {
     },
 }
 
-/// Settings of [`run_search_with`].
+/// Settings of [`run_harness_with`].
 #[derive(Debug, Clone, PartialEq)]
-pub struct SearchConfig {
+pub struct HarnessConfig {
     /// Total evaluations `N`.
     pub budget: usize,
     /// Proposals per round `q` (the last round may be smaller).
@@ -604,19 +612,19 @@ pub struct Trace {
 
 /// Runs `proposer` for `budget` evaluations in rounds of `q` on `objective` over `space`
 /// (which must have the objective's cells), noise seeded by `seed`, and recommends at the end.
-pub fn run_search(
+pub fn run_harness(
     proposer: &mut dyn Proposer,
     space: &SearchSpace,
     objective: &dyn Objective,
     budget: usize,
     q: usize,
     seed: u64,
-) -> Result<Trace, SearchError> {
-    run_search_with(
+) -> Result<Trace, HarnessError> {
+    run_harness_with(
         proposer,
         space,
         objective,
-        &SearchConfig {
+        &HarnessConfig {
             budget,
             q,
             seed,
@@ -625,13 +633,13 @@ pub fn run_search(
     )
 }
 
-/// [`run_search`] with recommendations at intermediate checkpoints.
-pub fn run_search_with(
+/// [`run_harness`] with recommendations at intermediate checkpoints.
+pub fn run_harness_with(
     proposer: &mut dyn Proposer,
     space: &SearchSpace,
     objective: &dyn Objective,
-    cfg: &SearchConfig,
-) -> Result<Trace, SearchError> {
+    cfg: &HarnessConfig,
+) -> Result<Trace, HarnessError> {
     assert_eq!(
         space.cells,
         objective.space().cells,
@@ -639,11 +647,11 @@ pub fn run_search_with(
     );
     assert!(cfg.q > 0 && cfg.budget > 0, "budget and q must be positive");
     let method = proposer.name().to_string();
-    let bad = |message: String| SearchError::BadProposal {
+    let bad = |message: String| HarnessError::BadProposal {
         method: method.clone(),
         message,
     };
-    let perr = |source| SearchError::Propose {
+    let perr = |source| HarnessError::Propose {
         method: method.clone(),
         source,
     };
@@ -735,54 +743,4 @@ pub fn mean_se(v: &[f64]) -> (f64, f64) {
     }
     let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0);
     (m, (var / n).sqrt())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quadratic_is_normalised_and_optimal_at_w_star() {
-        for d in [15, 50] {
-            let f = Quadratic::new(d, 3, 0.0);
-            assert!((f.value(&f.w_star) - 1.0).abs() < 1e-14);
-            assert!(f.space().contains(&f.w_star, 1e-12));
-            // Random mixtures: mean regret ≈ 1 (closed-form normalisation).
-            let mut rng = SplitMix64::new(1);
-            let n = 40_000;
-            let r: Vec<f64> = (0..n)
-                .map(|_| f.regret(&flat_dirichlet(&mut rng, d)))
-                .collect();
-            let (m, se) = mean_se(&r);
-            assert!((m - 1.0).abs() < 4.0 * se, "d {d}: {m} ± {se}");
-            assert!(r.iter().all(|&x| x > 0.0));
-        }
-    }
-
-    #[test]
-    fn benchmark_optimum_is_certified() {
-        for (d, seed) in [(15, 1), (15, 2), (50, 1)] {
-            let f = BenchmarkLike::new(d, seed, 0.0);
-            let w = f.argmax().to_vec();
-            assert!(f.space().contains(&w, 1e-12));
-            assert!(f.optimum_gap() < 1e-9, "d {d}: gap {}", f.optimum_gap());
-            assert!((f.value(&w) - f.optimum()).abs() < 1e-12);
-            // No random mixture or vertex beats it.
-            let mut rng = SplitMix64::new(7);
-            for _ in 0..2000 {
-                assert!(f.regret(&flat_dirichlet(&mut rng, d)) > -1e-12);
-            }
-            for c in 0..d {
-                let mut e = vec![0.0; d];
-                e[c] = 1.0;
-                assert!(f.regret(&e) > -1e-12);
-            }
-            // Harmful cells are unused at the optimum.
-            for (c, (&h, &wc)) in f.h.iter().zip(&w).enumerate() {
-                if h > 0.0 {
-                    assert!(wc < 1e-9, "harmful cell {c} has weight {wc}");
-                }
-            }
-        }
-    }
 }
