@@ -242,7 +242,7 @@ fn steps(a: StepsArgs) -> Result<()> {
         bootstrap_mean, read_series, steps_to_loss, LogColumns, Smoothing,
     };
     use std::path::Path;
-    let smoothing: Smoothing = a.smooth.parse().map_err(anyhow::Error::msg)?;
+    let smoothing: Smoothing = a.smooth.parse()?;
     let mut cols = match a.series.as_str() {
         "eval" => LogColumns::eval(),
         "train" => LogColumns::train(),

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 
 /// `mixatlas sbatch`.
@@ -70,7 +70,10 @@ pub fn run_sbatch(a: SbatchArgs) -> Result<()> {
     let spec = match a.kind.as_str() {
         "search" => {
             let cfg = a.config.as_ref().map_or(String::new(), |c| {
-                format!(" --config {}", std::fs::canonicalize(c).unwrap_or(c.clone()).display())
+                format!(
+                    " --config {}",
+                    std::fs::canonicalize(c).unwrap_or(c.clone()).display()
+                )
             });
             SearchJob {
                 common,
@@ -87,8 +90,7 @@ pub fn run_sbatch(a: SbatchArgs) -> Result<()> {
             let Some(m) = &a.manifest else {
                 bail!("sbatch trials: --manifest FILE (one trial directory per line) is required");
             };
-            let text = std::fs::read_to_string(m)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", m.display()))?;
+            let text = std::fs::read_to_string(m).with_context(|| m.display().to_string())?;
             TrialsArrayJob {
                 common,
                 manifest: m.clone(),
@@ -117,8 +119,7 @@ pub fn run_sbatch(a: SbatchArgs) -> Result<()> {
         }
         .spec(),
         other => bail!("sbatch {other:?}: expected search, trials or transfer"),
-    }
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }?;
     let script = render(&spec);
     if a.submit {
         std::fs::create_dir_all(&a.log_dir)?;

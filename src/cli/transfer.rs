@@ -111,7 +111,7 @@ pub fn run_transfer(a: TransferArgs) -> Result<()> {
         train: t.clone(),
         seeds: a.seeds,
         out: a.out.clone(),
-        smoothing: a.smooth.parse().map_err(anyhow::Error::msg)?,
+        smoothing: a.smooth.parse()?,
         jobs: a.jobs.max(1),
     };
     if lead {
