@@ -1,12 +1,7 @@
-//! The `mixatlas` binary: parse the command line, run one subcommand, report errors.
+//! The `mixatlas` binary: parse the command line, run one subcommand, map its error to the
+//! exit code. Every command lives under `cli/`.
 
-mod ask;
-mod bench_cli;
 mod cli;
-mod demo;
-mod gpu_cli;
-mod search_cli;
-mod train_cli;
 
 use std::process::ExitCode;
 

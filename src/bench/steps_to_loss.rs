@@ -31,10 +31,20 @@ pub enum Smoothing {
     Window(usize),
 }
 
+/// A smoothing flag that is not `none`, `ema:ALPHA` (0 < α ≤ 1) or `window:N` (N ≥ 1).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("smoothing {input:?}: expected none, ema:ALPHA (0 < α ≤ 1) or window:N")]
+pub struct SmoothingError {
+    /// The flag as given.
+    pub input: String,
+}
+
 impl std::str::FromStr for Smoothing {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("smoothing {s:?}: expected none, ema:ALPHA (0 < α ≤ 1) or window:N");
+    type Err = SmoothingError;
+    fn from_str(s: &str) -> Result<Self, SmoothingError> {
+        let bad = || SmoothingError {
+            input: s.to_string(),
+        };
         if s == "none" {
             return Ok(Smoothing::None);
         }
@@ -166,14 +176,74 @@ impl LogColumns {
     }
 }
 
-/// A log could not be read.
+/// A log could not be read. The messages start with the file; where a source error is kept,
+/// it follows in the error chain.
 #[derive(Debug, thiserror::Error)]
-#[error("{path}: {reason}")]
-pub struct LogError {
-    /// The file.
-    pub path: PathBuf,
-    /// What is wrong.
-    pub reason: String,
+pub enum LogError {
+    /// The file could not be read.
+    #[error("{}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A line of a JSON-lines log is not JSON.
+    #[error("{}: line {line}: not JSON", path.display())]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The line (1-based).
+        line: usize,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A CSV log without even a header.
+    #[error("{}: empty CSV", path.display())]
+    EmptyCsv {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The CSV header lacks a requested column.
+    #[error("{}: no column {column:?} (columns: {})", path.display(), columns.join(", "))]
+    NoColumn {
+        /// The file.
+        path: PathBuf,
+        /// The column asked for.
+        column: String,
+        /// The header's columns.
+        columns: Vec<String>,
+    },
+    /// A CSV field that should be a number is not one.
+    #[error("{}: row {row}: {value:?} is not a number", path.display())]
+    NotNumber {
+        /// The file.
+        path: PathBuf,
+        /// The row (1-based, the header is row 1).
+        row: usize,
+        /// The field.
+        value: String,
+    },
+    /// No record holds both the step and the loss column.
+    #[error("{}: no records with both {step:?} and {loss:?}", path.display())]
+    NoRecords {
+        /// The file.
+        path: PathBuf,
+        /// The step column.
+        step: String,
+        /// The loss column.
+        loss: String,
+    },
+    /// A loss that is NaN or infinite.
+    #[error("{}: loss {loss} is not finite", path.display())]
+    NonFinite {
+        /// The file.
+        path: PathBuf,
+        /// The value.
+        loss: f64,
+    },
 }
 
 /// Reads a curve: a run directory (its `train_log.jsonl`), a `.jsonl`/`.json` file of records,
@@ -186,11 +256,10 @@ pub fn read_series(path: &Path, cols: &LogColumns) -> Result<Series, LogError> {
     } else {
         path.to_path_buf()
     };
-    let err = |reason: String| LogError {
+    let text = std::fs::read_to_string(&file).map_err(|source| LogError::Read {
         path: file.clone(),
-        reason,
-    };
-    let text = std::fs::read_to_string(&file).map_err(|e| err(e.to_string()))?;
+        source,
+    })?;
     let mut points: Vec<(u64, f64)> = Vec::new();
     let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("");
     let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
@@ -199,8 +268,12 @@ pub fn read_series(path: &Path, cols: &LogColumns) -> Result<Series, LogError> {
             if line.trim().is_empty() {
                 continue;
             }
-            let v: serde_json::Value = serde_json::from_str(line)
-                .map_err(|e| err(format!("line {}: not JSON: {e}", i + 1)))?;
+            let v: serde_json::Value =
+                serde_json::from_str(line).map_err(|source| LogError::Json {
+                    path: file.clone(),
+                    line: i + 1,
+                    source,
+                })?;
             // Dotted names reach into nested records (`eval.refcoco.loss`).
             let get = |key: &str| {
                 if key.contains('.') {
@@ -218,17 +291,19 @@ pub fn read_series(path: &Path, cols: &LogColumns) -> Result<Series, LogError> {
         let mut lines = text.lines().filter(|l| !l.trim().is_empty());
         let header: Vec<&str> = lines
             .next()
-            .ok_or_else(|| err("empty CSV".into()))?
+            .ok_or_else(|| LogError::EmptyCsv { path: file.clone() })?
             .split(',')
             .map(str::trim)
             .collect();
         let col = |name: &str| {
-            header.iter().position(|h| *h == name).ok_or_else(|| {
-                err(format!(
-                    "no column {name:?} (columns: {})",
-                    header.join(", ")
-                ))
-            })
+            header
+                .iter()
+                .position(|h| *h == name)
+                .ok_or_else(|| LogError::NoColumn {
+                    path: file.clone(),
+                    column: name.to_string(),
+                    columns: header.iter().map(|h| h.to_string()).collect(),
+                })
         };
         let (si, li) = (col(&cols.step)?, col(&cols.loss)?);
         for (i, line) in lines.enumerate() {
@@ -236,10 +311,11 @@ pub fn read_series(path: &Path, cols: &LogColumns) -> Result<Series, LogError> {
             let num = |k: usize| -> Result<Option<f64>, LogError> {
                 match f.get(k) {
                     None | Some(&"") => Ok(None),
-                    Some(x) => x
-                        .parse::<f64>()
-                        .map(Some)
-                        .map_err(|_| err(format!("row {}: {x:?} is not a number", i + 2))),
+                    Some(x) => x.parse::<f64>().map(Some).map_err(|_| LogError::NotNumber {
+                        path: file.clone(),
+                        row: i + 2,
+                        value: x.to_string(),
+                    }),
                 }
             };
             if let (Some(s), Some(l)) = (num(si)?, num(li)?) {
@@ -285,13 +361,17 @@ pub fn read_series(path: &Path, cols: &LogColumns) -> Result<Series, LogError> {
         }
     }
     if steps.is_empty() {
-        return Err(err(format!(
-            "no records with both {:?} and {:?}",
-            cols.step, cols.loss
-        )));
+        return Err(LogError::NoRecords {
+            path: file,
+            step: cols.step.clone(),
+            loss: cols.loss.clone(),
+        });
     }
     if let Some(l) = loss.iter().find(|l| !l.is_finite()) {
-        return Err(err(format!("loss {l} is not finite")));
+        return Err(LogError::NonFinite {
+            path: file,
+            loss: *l,
+        });
     }
     Ok(Series { steps, loss })
 }

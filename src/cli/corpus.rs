@@ -1,74 +1,21 @@
-//! Command-line interface: clap definitions and one function per subcommand.
-//!
-//! Parsing is two-staged (see STYLE.md): clap turns what the user typed into these structs;
-//! each `run_*` function resolves them against config files and presets into the library's
-//! typed configurations, and only those reach the library.
+//! The corpus commands: `mixatlas synth` (the built-in synthetic corpus as raw JSONL),
+//! `mixatlas prepare` (concepts by k-means, the (concept × task) cells in Megatron's format)
+//! and `mixatlas inspect` (describe or verify a corpus or a Megatron prefix, print a document).
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
+use clap::Args;
+use indicatif::ProgressBar;
 use mixatlas::config::Config;
-use mixatlas::data::corpus::{Corpus, DocumentStore};
+use mixatlas::data::corpus::{Corpus, DocumentStore, Manifest};
 use mixatlas::data::megatron::IndexedDataset;
 use mixatlas::data::prepare::{self, PrepareConfig, PrepareReport, Progress};
 use mixatlas::data::raw::OnError;
 use mixatlas::data::synth::{self, SynthConfig};
 
-/// MixAtlas: find the best multimodal midtraining data mixture with proxy runs and a
-/// GP-UCB surrogate, then prove it at scale.
-#[derive(Debug, Parser)]
-#[command(name = "mixatlas", version, about, propagate_version = true)]
-pub struct Cli {
-    /// More log output (-v debug, -vv trace); RUST_LOG overrides.
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
-    pub verbose: u8,
-    /// The subcommand.
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// One subcommand per pipeline stage.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the main job on built-in data: synth → prepare → sampling report.
-    Demo(DemoArgs),
-    /// Generate the built-in synthetic multimodal corpus as raw JSONL.
-    Synth(SynthArgs),
-    /// Cluster raw samples into concepts and write the (concept × task) cell corpus.
-    Prepare(PrepareArgs),
-    /// Describe a prepared corpus or a Megatron `.bin`/`.idx` prefix; verify checksums.
-    Inspect(InspectArgs),
-    /// Propose the next mixtures from finished trials (ask/tell).
-    Suggest(crate::ask::SuggestArgs),
-    /// Posterior mean and standard deviation of the objective at given mixtures.
-    Predict(crate::ask::PredictArgs),
-    /// Write the recommended mixture (recipe.json), optionally as a Megatron blend.
-    Recipe(crate::ask::RecipeArgs),
-    /// Train the built-in Qwen2-style model on a corpus mixture (also a trial runner).
-    Train(crate::train_cli::TrainArgs),
-    /// Per-token log-probabilities of token sequences under a checkpoint, as JSON.
-    Score(crate::train_cli::ScoreArgs),
-    /// Search for the best mixture: propose, run proxy trials, learn, repeat (resumable).
-    Search(crate::search_cli::SearchArgs),
-    /// Measurements: steps-to-loss, and those that need real processes (under mpirun).
-    Bench(crate::bench_cli::BenchArgs),
-    /// Train the larger model on the baseline and on the recipe (same settings and seeds)
-    /// and compare: steps to baseline loss, benchmark scores.
-    Transfer(crate::train_cli::TransferArgs),
-    /// One self-contained HTML page with figures: search convergence, recipe, GP, transfer.
-    Report(crate::bench_cli::ReportArgs),
-    /// Loss curves of training runs as one SVG.
-    Plot(crate::bench_cli::PlotArgs),
-    /// Render (or submit) an sbatch script: the search controller, a trials array, a transfer.
-    Sbatch(crate::bench_cli::SbatchArgs),
-    /// The GPU path (feature `cuda`): compile the kernels with NVRTC, or check the fused
-    /// sampling kernel and NCCL on this machine's GPU.
-    Gpu(crate::gpu_cli::GpuArgs),
-}
+use super::runtime::bar;
 
 /// `mixatlas synth`.
 #[derive(Debug, Args)]
@@ -164,67 +111,6 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
-/// `mixatlas demo`.
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// Working directory for the demo's corpus.
-    #[arg(long, default_value = "mixatlas-demo")]
-    pub out: PathBuf,
-    /// A smaller, faster run (10k samples, 8 trials per method of 30-step proxies).
-    #[arg(long)]
-    pub quick: bool,
-    /// Number of synthetic samples (default 50k, or 10k with --quick).
-    #[arg(long)]
-    pub samples: Option<u64>,
-    /// Seed.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-}
-
-/// Parses the command line.
-pub fn parse() -> Cli {
-    Cli::parse()
-}
-
-/// Sets up `tracing` on stderr: info by default, `-v` debug, `-vv` trace; `RUST_LOG` wins.
-pub fn init_logging(cli: &Cli) {
-    let level = match cli.verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
-}
-
-/// Runs the chosen subcommand.
-pub fn run(cli: Cli) -> Result<()> {
-    match cli.command {
-        Command::Demo(a) => run_demo(a),
-        Command::Synth(a) => run_synth(a).map(|_| ()),
-        Command::Prepare(a) => run_prepare(a).map(|_| ()),
-        Command::Inspect(a) => run_inspect(a),
-        Command::Suggest(a) => crate::ask::run_suggest(a),
-        Command::Predict(a) => crate::ask::run_predict(a),
-        Command::Recipe(a) => crate::ask::run_recipe(a),
-        Command::Train(a) => crate::train_cli::run_train(a),
-        Command::Score(a) => crate::train_cli::run_score(a),
-        Command::Search(a) => crate::search_cli::run(a),
-        Command::Bench(a) => crate::bench_cli::run(a),
-        Command::Transfer(a) => crate::train_cli::run_transfer(a),
-        Command::Report(a) => crate::bench_cli::run_report(a),
-        Command::Plot(a) => crate::bench_cli::run_plot(a),
-        Command::Sbatch(a) => crate::bench_cli::run_sbatch(a),
-        Command::Gpu(a) => crate::gpu_cli::run(a),
-    }
-}
-
 fn load_config(path: Option<&Path>) -> Result<Config> {
     match path {
         Some(p) => Ok(Config::load(p)?),
@@ -259,27 +145,14 @@ fn resolve_synth(a: &SynthArgs) -> Result<SynthConfig> {
     Ok(cfg)
 }
 
-fn bar(total: u64, unit: &str) -> ProgressBar {
-    let pb = ProgressBar::new(total);
-    let template = match unit {
-        "bytes" => "{msg:>18} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        _ => "{msg:>18} [{bar:30}] {human_pos}/{human_len} {per_sec} eta {eta}",
-    };
-    pb.set_style(
-        ProgressStyle::with_template(template)
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    pb.enable_steady_tick(Duration::from_millis(200));
-    pb
-}
-
-fn run_synth(a: SynthArgs) -> Result<synth::SynthSummary> {
+/// `synth`: the synthetic corpus from flags, config file and preset.
+pub fn run_synth(a: SynthArgs) -> Result<synth::SynthSummary> {
     let cfg = resolve_synth(&a)?;
     synth_with(&cfg, &a.out, a.force)
 }
 
-fn synth_with(cfg: &SynthConfig, out: &Path, force: bool) -> Result<synth::SynthSummary> {
+/// Writes the synthetic corpus of `cfg` to `out` with a progress bar and prints the summary.
+pub fn synth_with(cfg: &SynthConfig, out: &Path, force: bool) -> Result<synth::SynthSummary> {
     tracing::info!(samples = cfg.samples, seed = cfg.seed, out = %out.display(), "synthesising corpus");
     let started = Instant::now();
     let pb = bar(cfg.samples, "samples");
@@ -376,12 +249,14 @@ fn resolve_prepare(a: &PrepareArgs) -> Result<PrepareConfig> {
     Ok(cfg)
 }
 
-fn run_prepare(a: PrepareArgs) -> Result<PrepareReport> {
+/// `prepare`: the cell corpus from raw samples.
+pub fn run_prepare(a: PrepareArgs) -> Result<PrepareReport> {
     let cfg = resolve_prepare(&a)?;
     prepare_with(&a.input, &a.out, &cfg, a.centroids.as_deref(), a.force)
 }
 
-fn prepare_with(
+/// Prepares `input` into the corpus `out` with progress bars and prints the report.
+pub fn prepare_with(
     input: &Path,
     out: &Path,
     cfg: &PrepareConfig,
@@ -451,7 +326,8 @@ fn print_prepare_report(r: &PrepareReport) {
     }
 }
 
-fn run_inspect(a: InspectArgs) -> Result<()> {
+/// `inspect`: a corpus directory or a bare Megatron prefix.
+pub fn run_inspect(a: InspectArgs) -> Result<()> {
     if a.path.join(mixatlas::data::corpus::MANIFEST_FILE).is_file() {
         inspect_corpus(&a)
     } else {
@@ -502,82 +378,114 @@ fn inspect_corpus(a: &InspectArgs) -> Result<()> {
             .and_then(|s| serde_json::from_str(&s).ok())
     });
     if let Some(d) = a.doc {
-        let (store, what) = match (&a.cell, &a.benchmark) {
-            (Some(c), None) => {
-                let i = m.cell_index(c).with_context(|| {
-                    let names: Vec<&str> = m
-                        .cells
-                        .iter()
-                        .take(5)
-                        .map(|c| c.data.name.as_str())
-                        .collect();
-                    format!(
-                        "no cell {c:?} in {} (cells look like {})",
-                        a.path.display(),
-                        names.join(", ")
-                    )
-                })?;
-                (&corpus.cells[i], c.clone())
-            }
-            (None, Some(b)) => {
-                let i = m
-                    .benchmarks
-                    .iter()
-                    .position(|x| &x.name == b)
-                    .with_context(|| format!("no benchmark {b:?} in {}", a.path.display()))?;
-                (&corpus.benchmarks[i], b.clone())
-            }
-            _ => bail!("--doc needs exactly one of --cell CONCEPT/TASK or --benchmark NAME"),
-        };
-        let mut v = doc_json(store, d, vocab.as_deref())?;
-        v["dataset"] = serde_json::json!(what);
-        if a.json {
-            println!("{}", serde_json::to_string(&v)?);
-        } else {
-            println!("{}", serde_json::to_string_pretty(&v)?);
-        }
-        return Ok(());
+        return print_corpus_doc(a, &corpus, d, vocab.as_deref());
     }
     if a.verify {
-        let total = corpus.checksummed_bytes();
-        let pb = bar(total, "bytes");
-        pb.set_message("verifying");
-        let mut done = 0;
-        let n = corpus
-            .verify(|b| {
-                done += b;
-                pb.set_position(done);
-            })
-            .context("verification failed")?;
-        pb.finish_and_clear();
-        if !a.json {
-            println!("verify: {n} files, {total} bytes: all checksums match");
-        }
+        verify_corpus(a, &corpus)?;
     }
+    if a.json {
+        return print_corpus_json(a, &corpus);
+    }
+    print_corpus_text(a, &corpus);
+    Ok(())
+}
+
+/// `inspect --doc N` on a corpus: document N of `--cell` or `--benchmark` as JSON.
+fn print_corpus_doc(
+    a: &InspectArgs,
+    corpus: &Corpus,
+    d: usize,
+    vocab: Option<&[String]>,
+) -> Result<()> {
+    let m = &corpus.manifest;
+    let (store, what) = match (&a.cell, &a.benchmark) {
+        (Some(c), None) => {
+            let i = m.cell_index(c).with_context(|| {
+                let names: Vec<&str> = m
+                    .cells
+                    .iter()
+                    .take(5)
+                    .map(|c| c.data.name.as_str())
+                    .collect();
+                format!(
+                    "no cell {c:?} in {} (cells look like {})",
+                    a.path.display(),
+                    names.join(", ")
+                )
+            })?;
+            (&corpus.cells[i], c.clone())
+        }
+        (None, Some(b)) => {
+            let i = m
+                .benchmarks
+                .iter()
+                .position(|x| &x.name == b)
+                .with_context(|| format!("no benchmark {b:?} in {}", a.path.display()))?;
+            (&corpus.benchmarks[i], b.clone())
+        }
+        _ => bail!("--doc needs exactly one of --cell CONCEPT/TASK or --benchmark NAME"),
+    };
+    let mut v = doc_json(store, d, vocab)?;
+    v["dataset"] = serde_json::json!(what);
+    if a.json {
+        println!("{}", serde_json::to_string(&v)?);
+    } else {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    }
+    Ok(())
+}
+
+/// `inspect --verify` on a corpus: recomputes every checksum of the manifest.
+fn verify_corpus(a: &InspectArgs, corpus: &Corpus) -> Result<()> {
+    let total = corpus.checksummed_bytes();
+    let pb = bar(total, "bytes");
+    pb.set_message("verifying");
+    let mut done = 0;
+    let n = corpus
+        .verify(|b| {
+            done += b;
+            pb.set_position(done);
+        })
+        .context("verification failed")?;
+    pb.finish_and_clear();
+    if !a.json {
+        println!("verify: {n} files, {total} bytes: all checksums match");
+    }
+    Ok(())
+}
+
+/// `inspect --json` on a corpus: the manifest's figures as one JSON object.
+fn print_corpus_json(a: &InspectArgs, corpus: &Corpus) -> Result<()> {
+    let m = &corpus.manifest;
     let total_tokens: u64 = m.cells.iter().map(|c| c.data.tokens).sum();
     let total_docs: u64 = m.cells.iter().map(|c| c.data.documents).sum();
-    if a.json {
-        let cells: Vec<serde_json::Value> = m
-            .cells
-            .iter()
-            .map(|c| {
-                serde_json::json!({
-                    "name": c.data.name, "documents": c.data.documents, "tokens": c.data.tokens,
-                    "loss_tokens": c.data.loss_tokens,
-                    "token_share": c.data.tokens as f64 / total_tokens.max(1) as f64,
-                })
+    let cells: Vec<serde_json::Value> = m
+        .cells
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "name": c.data.name, "documents": c.data.documents, "tokens": c.data.tokens,
+                "loss_tokens": c.data.loss_tokens,
+                "token_share": c.data.tokens as f64 / total_tokens.max(1) as f64,
             })
-            .collect();
-        let v = serde_json::json!({
-            "path": a.path, "dtype": m.token_dtype.name(), "vocab_size": m.vocab_size,
-            "concepts": m.axes.concepts, "tasks": m.axes.tasks, "documents": total_docs,
-            "tokens": total_tokens, "cells": cells, "image": m.image,
-            "clustering": m.clustering, "verified": a.verify,
-            "benchmarks": m.benchmarks.iter().map(|b| serde_json::json!({"name": b.name, "documents": b.documents, "tokens": b.tokens})).collect::<Vec<_>>(),
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
-    }
+        })
+        .collect();
+    let v = serde_json::json!({
+        "path": a.path, "dtype": m.token_dtype.name(), "vocab_size": m.vocab_size,
+        "concepts": m.axes.concepts, "tasks": m.axes.tasks, "documents": total_docs,
+        "tokens": total_tokens, "cells": cells, "image": m.image,
+        "clustering": m.clustering, "verified": a.verify,
+        "benchmarks": m.benchmarks.iter().map(|b| serde_json::json!({"name": b.name, "documents": b.documents, "tokens": b.tokens})).collect::<Vec<_>>(),
+    });
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
+}
+
+/// `inspect` on a corpus: the summary, the token-share grid and the per-cell table.
+fn print_corpus_text(a: &InspectArgs, corpus: &Corpus) {
+    let m = &corpus.manifest;
+    let total_tokens: u64 = m.cells.iter().map(|c| c.data.tokens).sum();
+    let total_docs: u64 = m.cells.iter().map(|c| c.data.documents).sum();
     println!(
         "corpus {} (format {} v{})",
         a.path.display(),
@@ -612,6 +520,27 @@ fn inspect_corpus(a: &InspectArgs) -> Result<()> {
         print!(", purity {p:.4}");
     }
     println!();
+    print_share_grid(m, total_tokens);
+    println!(
+        "\n  {:<28} {:>9} {:>11} {:>11}",
+        "cell", "documents", "tokens", "loss tokens"
+    );
+    for cell in &m.cells {
+        println!(
+            "  {:<28} {:>9} {:>11} {:>11}",
+            cell.data.name, cell.data.documents, cell.data.tokens, cell.data.loss_tokens
+        );
+    }
+    if !m.benchmarks.is_empty() {
+        println!("\n  benchmarks:");
+        for b in &m.benchmarks {
+            println!("  {:<28} {:>9} {:>11}", b.name, b.documents, b.tokens);
+        }
+    }
+}
+
+/// The token share of every cell in percent, concepts × tasks, with row totals.
+fn print_share_grid(m: &Manifest, total_tokens: u64) {
     println!("\n  token share by cell (%), concepts × tasks:");
     print!("  {:>8}", "");
     for t in &m.axes.tasks {
@@ -635,23 +564,6 @@ fn inspect_corpus(a: &InspectArgs) -> Result<()> {
         }
         println!(" {:>9.2}", 100.0 * row as f64 / total_tokens.max(1) as f64);
     }
-    println!(
-        "\n  {:<28} {:>9} {:>11} {:>11}",
-        "cell", "documents", "tokens", "loss tokens"
-    );
-    for cell in &m.cells {
-        println!(
-            "  {:<28} {:>9} {:>11} {:>11}",
-            cell.data.name, cell.data.documents, cell.data.tokens, cell.data.loss_tokens
-        );
-    }
-    if !m.benchmarks.is_empty() {
-        println!("\n  benchmarks:");
-        for b in &m.benchmarks {
-            println!("  {:<28} {:>9} {:>11}", b.name, b.documents, b.tokens);
-        }
-    }
-    Ok(())
 }
 
 fn inspect_prefix(a: &InspectArgs) -> Result<()> {
@@ -717,78 +629,5 @@ fn inspect_prefix(a: &InspectArgs) -> Result<()> {
             println!("  document length: min {min}, mean {mean:.1}, max {max}");
         }
     }
-    Ok(())
-}
-
-fn run_demo(a: DemoArgs) -> Result<()> {
-    let started = Instant::now();
-    let mut scfg = SynthConfig::tiny();
-    scfg.samples = a.samples.unwrap_or(if a.quick { 10_000 } else { 50_000 });
-    scfg.seed = a.seed;
-    let budget = if a.quick {
-        crate::demo::DemoSearch {
-            trials: 8,
-            q: 4,
-            steps: 60,
-            eval_samples: 50,
-        }
-    } else {
-        crate::demo::DemoSearch {
-            trials: 16,
-            q: 4,
-            steps: 200,
-            eval_samples: 100,
-        }
-    };
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let raw = a.out.join("raw");
-    let corpus_dir = a.out.join("corpus");
-    println!("== 1/4 synth: built-in synthetic multimodal corpus");
-    synth_with(&scfg, &raw, true)?;
-    println!("\n== 2/4 prepare: concepts by k-means, (concept × task) cells in Megatron format");
-    let pcfg = PrepareConfig {
-        seed: a.seed,
-        ..PrepareConfig::default()
-    };
-    prepare_with(&raw, &corpus_dir, &pcfg, None, true)?;
-    println!("\n== 3/6 sampling report");
-    crate::demo::sampling_report(&corpus_dir, a.seed)?;
-    println!(
-        "\n== 4/6 search: GP-UCB against RegMix, same budget, mini proxies (0.4 M parameters)"
-    );
-    crate::demo::search_comparison(&corpus_dir, &a.out, a.seed, &budget)?;
-    println!("\n== 5/6 transfer: the recipe against the uniform mixture on the `small` model");
-    let transfer = if a.quick {
-        crate::demo::DemoTransfer {
-            steps: 60,
-            seeds: 2,
-            eval_every: 10,
-            eval_samples: 30,
-            final_eval_samples: 30,
-        }
-    } else {
-        crate::demo::DemoTransfer {
-            steps: 200,
-            seeds: 3,
-            eval_every: 20,
-            eval_samples: 50,
-            // Every held-out document of the demo corpus (200 per benchmark), so that the
-            // scores' seed-to-seed noise is below the differences between the arms.
-            final_eval_samples: 200,
-        }
-    };
-    crate::demo::transfer(&corpus_dir, &a.out, &transfer)?;
-    println!("\n== 6/6 report");
-    let page = mixatlas::report::write_report(
-        &a.out,
-        Some(&a.out.join("transfer")),
-        &a.out.join("report"),
-    )?;
-    println!("  {}", page.display());
-    println!(
-        "\ndemo finished in {:.1} s; everything is under {}",
-        started.elapsed().as_secs_f64(),
-        a.out.display()
-    );
     Ok(())
 }

@@ -1,6 +1,7 @@
-//! `mixatlas bench …`: measurements that need real processes (under `mpirun` or `srun`), where
-//! criterion cannot run: the all-reduce bandwidth of the bucketed gradient path against a raw
-//! all-reduce of the same bytes, in the same job.
+//! `mixatlas bench …`: steps to baseline loss of training logs, and the measurements that need
+//! real processes (under `mpirun` or `srun`), where criterion cannot run: every collective of
+//! the communicator against closed forms, and the all-reduce bandwidth of the bucketed gradient
+//! path against a raw all-reduce of the same bytes, in the same job.
 
 use std::time::Instant;
 
@@ -10,7 +11,7 @@ use mixatlas::bench::median;
 use mixatlas::dist::{BufMut, ReduceOp};
 use mixatlas::train::parallel::all_reduce_buckets;
 
-use crate::train_cli::Dist;
+use super::runtime::Dist;
 
 /// `mixatlas bench`.
 #[derive(Debug, Args)]
@@ -241,7 +242,7 @@ fn steps(a: StepsArgs) -> Result<()> {
         bootstrap_mean, read_series, steps_to_loss, LogColumns, Smoothing,
     };
     use std::path::Path;
-    let smoothing: Smoothing = a.smooth.parse().map_err(anyhow::Error::msg)?;
+    let smoothing: Smoothing = a.smooth.parse()?;
     let mut cols = match a.series.as_str() {
         "eval" => LogColumns::eval(),
         "train" => LogColumns::train(),
@@ -308,173 +309,6 @@ fn steps(a: StepsArgs) -> Result<()> {
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
-    }
-    Ok(())
-}
-
-/// `mixatlas report`.
-#[derive(Debug, Args)]
-pub struct ReportArgs {
-    /// A search directory, or a directory holding several (e.g. the demo's).
-    pub search: std::path::PathBuf,
-    /// A transfer directory (`mixatlas transfer --out`).
-    pub transfer: Option<std::path::PathBuf>,
-    /// Where the page and its figures go.
-    #[arg(long, default_value = "report")]
-    pub out: std::path::PathBuf,
-}
-
-/// `report`: the HTML page.
-pub fn run_report(a: ReportArgs) -> Result<()> {
-    let page = mixatlas::report::write_report(&a.search, a.transfer.as_deref(), &a.out)?;
-    println!("{}", page.display());
-    Ok(())
-}
-
-/// `mixatlas plot`.
-#[derive(Debug, Args)]
-pub struct PlotArgs {
-    /// Run directories (or log files).
-    #[arg(required = true)]
-    pub runs: Vec<std::path::PathBuf>,
-    /// Output SVG.
-    #[arg(long, default_value = "curves.svg")]
-    pub out: std::path::PathBuf,
-    /// Plot the training loss instead of the held-out loss.
-    #[arg(long)]
-    pub train: bool,
-    /// Plot this log field instead (dotted paths reach nested fields: eval.refcoco.loss).
-    #[arg(long)]
-    pub metric: Option<String>,
-}
-
-/// `plot`: loss curves of runs as one SVG.
-pub fn run_plot(a: PlotArgs) -> Result<()> {
-    mixatlas::report::plot_runs(&a.out, &a.runs, a.train, a.metric.as_deref())?;
-    println!("{}", a.out.display());
-    Ok(())
-}
-
-/// `mixatlas sbatch`.
-#[derive(Debug, Args)]
-pub struct SbatchArgs {
-    /// search (the controller), trials (a job array over a manifest), transfer (multi-node).
-    pub kind: String,
-    /// The command the job runs (default: this binary with --config for `search`).
-    #[arg(long)]
-    pub command: Option<String>,
-    /// Config file passed to `mixatlas search --config` (search kind).
-    #[arg(long)]
-    pub config: Option<std::path::PathBuf>,
-    /// Manifest of trial directories, one per line (trials kind).
-    #[arg(long)]
-    pub manifest: Option<std::path::PathBuf>,
-    /// Array throttle (trials kind).
-    #[arg(long)]
-    pub throttle: Option<u32>,
-    /// Nodes (transfer kind).
-    #[arg(long, default_value_t = 1)]
-    pub nodes: u32,
-    /// Ranks per node (transfer kind).
-    #[arg(long, default_value_t = 1)]
-    pub tasks_per_node: u32,
-    /// GPUs per task.
-    #[arg(long)]
-    pub gpus_per_task: Option<u32>,
-    /// Partition.
-    #[arg(long)]
-    pub partition: Option<String>,
-    /// Time limit in minutes.
-    #[arg(long)]
-    pub time: Option<u32>,
-    /// Seconds of warning (USR2) before the time limit.
-    #[arg(long, default_value_t = 120)]
-    pub grace: u32,
-    /// Extra `#SBATCH` options as KEY=VALUE (escape hatch).
-    #[arg(long = "extra", value_name = "KEY=VALUE")]
-    pub extra: Vec<String>,
-    /// Where the job's logs go.
-    #[arg(long, default_value = "slurm-logs")]
-    pub log_dir: std::path::PathBuf,
-    /// Submit it and print the job id instead of printing the script.
-    #[arg(long)]
-    pub submit: bool,
-}
-
-/// `sbatch`: render (and optionally submit) a job script.
-pub fn run_sbatch(a: SbatchArgs) -> Result<()> {
-    use mixatlas::slurm::sbatch::{render, JobCommon, SearchJob, TransferJob, TrialsArrayJob};
-    let exe = std::env::current_exe()?;
-    let mut common = JobCommon::new(&format!("mixatlas-{}", a.kind), &a.log_dir);
-    common.partition = a.partition.clone();
-    common.time_min = a.time;
-    common.grace_s = a.grace;
-    for e in &a.extra {
-        let (k, v) = e
-            .split_once('=')
-            .map(|(k, v)| (k.to_string(), Some(v.to_string())))
-            .unwrap_or((e.clone(), None));
-        common.extra.insert(k, v);
-    }
-    let spec = match a.kind.as_str() {
-        "search" => {
-            let cfg = a.config.as_ref().map_or(String::new(), |c| {
-                format!(" --config {}", std::fs::canonicalize(c).unwrap_or(c.clone()).display())
-            });
-            SearchJob {
-                common,
-                workdir: std::env::current_dir()?,
-                command: a
-                    .command
-                    .clone()
-                    .unwrap_or_else(|| format!("{} search{cfg}", exe.display())),
-                max_requeues: 3,
-            }
-            .spec()
-        }
-        "trials" => {
-            let Some(m) = &a.manifest else {
-                bail!("sbatch trials: --manifest FILE (one trial directory per line) is required");
-            };
-            let text = std::fs::read_to_string(m)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", m.display()))?;
-            TrialsArrayJob {
-                common,
-                manifest: m.clone(),
-                tasks: text.lines().filter(|l| !l.trim().is_empty()).count().max(1),
-                throttle: a.throttle,
-                gpus_per_task: a.gpus_per_task,
-                command: a.command.clone().unwrap_or_else(|| {
-                    format!(
-                        "{} train --mixture \"$MIXATLAS_MIXTURE\" --out \"$MIXATLAS_TRIAL_DIR\" --resume --quiet",
-                        exe.display()
-                    )
-                }),
-            }
-            .spec()
-        }
-        "transfer" => TransferJob {
-            common,
-            nodes: a.nodes,
-            tasks_per_node: a.tasks_per_node,
-            gpus_per_task: a.gpus_per_task,
-            mpi: "pmix".into(),
-            command: a
-                .command
-                .clone()
-                .unwrap_or_else(|| format!("{} transfer", exe.display())),
-        }
-        .spec(),
-        other => bail!("sbatch {other:?}: expected search, trials or transfer"),
-    }
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let script = render(&spec);
-    if a.submit {
-        std::fs::create_dir_all(&a.log_dir)?;
-        let id = mixatlas::slurm::cmd::sbatch_text(&script, &[])?;
-        println!("{id}");
-    } else {
-        print!("{script}");
     }
     Ok(())
 }

@@ -1,15 +1,117 @@
-//! The `demo` subcommand's reports: what the prepared corpus looks like and how the mixture
-//! sampler realises requested mixtures on it, then GP-UCB against RegMix with the same budget
-//! of `mini` proxy trials (the recipe as a concept × task grid, marginals against natural
-//! proportions).
+//! `mixatlas demo`: the whole pipeline on built-in data (synth, prepare, a sampling report,
+//! GP-UCB against RegMix, the transfer, the report page). It drives the other commands' run
+//! functions, the only command file that does. Its own reports: what the prepared corpus looks
+//! like and how the mixture sampler realises requested mixtures on it, then GP-UCB against
+//! RegMix with the same budget of `mini` proxy trials (the recipe as a concept × task grid,
+//! marginals against natural proportions).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use clap::Args;
 use mixatlas::data::corpus::{Corpus, Manifest};
+use mixatlas::data::prepare::PrepareConfig;
 use mixatlas::data::sampler::{Mode, Packing, Sampler, SamplerConfig};
+use mixatlas::data::synth::SynthConfig;
 use mixatlas::rng::SplitMix64;
+
+use super::corpus::{prepare_with, synth_with};
+use super::runtime::model_config_for;
+use super::search::printer;
+use super::transfer::print_transfer;
+
+/// `mixatlas demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Working directory for the demo's corpus.
+    #[arg(long, default_value = "mixatlas-demo")]
+    pub out: PathBuf,
+    /// A smaller, faster run (10k samples, 8 trials per method of 30-step proxies).
+    #[arg(long)]
+    pub quick: bool,
+    /// Number of synthetic samples (default 50k, or 10k with --quick).
+    #[arg(long)]
+    pub samples: Option<u64>,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// `demo`: synth, prepare, sampling report, search comparison, transfer and report on
+/// built-in data.
+pub fn run_demo(a: DemoArgs) -> Result<()> {
+    let started = Instant::now();
+    let mut scfg = SynthConfig::tiny();
+    scfg.samples = a.samples.unwrap_or(if a.quick { 10_000 } else { 50_000 });
+    scfg.seed = a.seed;
+    let budget = if a.quick {
+        DemoSearch {
+            trials: 8,
+            q: 4,
+            steps: 60,
+            eval_samples: 50,
+        }
+    } else {
+        DemoSearch {
+            trials: 16,
+            q: 4,
+            steps: 200,
+            eval_samples: 100,
+        }
+    };
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let raw = a.out.join("raw");
+    let corpus_dir = a.out.join("corpus");
+    println!("== 1/4 synth: built-in synthetic multimodal corpus");
+    synth_with(&scfg, &raw, true)?;
+    println!("\n== 2/4 prepare: concepts by k-means, (concept × task) cells in Megatron format");
+    let pcfg = PrepareConfig {
+        seed: a.seed,
+        ..PrepareConfig::default()
+    };
+    prepare_with(&raw, &corpus_dir, &pcfg, None, true)?;
+    println!("\n== 3/6 sampling report");
+    sampling_report(&corpus_dir, a.seed)?;
+    println!(
+        "\n== 4/6 search: GP-UCB against RegMix, same budget, mini proxies (0.4 M parameters)"
+    );
+    search_comparison(&corpus_dir, &a.out, a.seed, &budget)?;
+    println!("\n== 5/6 transfer: the recipe against the uniform mixture on the `small` model");
+    let transfer_budget = if a.quick {
+        DemoTransfer {
+            steps: 60,
+            seeds: 2,
+            eval_every: 10,
+            eval_samples: 30,
+            final_eval_samples: 30,
+        }
+    } else {
+        DemoTransfer {
+            steps: 200,
+            seeds: 3,
+            eval_every: 20,
+            eval_samples: 50,
+            // Every held-out document of the demo corpus (200 per benchmark), so that the
+            // scores' seed-to-seed noise is below the differences between the arms.
+            final_eval_samples: 200,
+        }
+    };
+    transfer(&corpus_dir, &a.out, &transfer_budget)?;
+    println!("\n== 6/6 report");
+    let page = mixatlas::report::write_report(
+        &a.out,
+        Some(&a.out.join("transfer")),
+        &a.out.join("report"),
+    )?;
+    println!("  {}", page.display());
+    println!(
+        "\ndemo finished in {:.1} s; everything is under {}",
+        started.elapsed().as_secs_f64(),
+        a.out.display()
+    );
+    Ok(())
+}
 
 /// Per-axis marginals of a cell-weight vector: (concept shares, task shares).
 fn marginals(m: &Manifest, w: &[f64]) -> (Vec<f64>, Vec<f64>) {
@@ -260,7 +362,7 @@ pub fn search_comparison(
             budget.steps
         );
         let started = Instant::now();
-        let summary = run_search(&plan, &mut crate::search_cli::printer(false))?;
+        let summary = run_search(&plan, &mut printer(false))?;
         println!(
             "   {} finished in {:.0} s",
             method.name(),
@@ -370,7 +472,7 @@ pub fn transfer(corpus_dir: &Path, out: &Path, t: &DemoTransfer) -> Result<()> {
     train.batch_size = 8;
     train.seq_len = 128;
     train.checkpoint_every = 0;
-    let model = crate::train_cli::model_config_for(&corpus, "small", None, &[])?;
+    let model = model_config_for(&corpus, "small", None, &[])?;
     let plan = TransferPlan {
         corpus: &corpus,
         recipe,
@@ -406,6 +508,6 @@ pub fn transfer(corpus_dir: &Path, out: &Path, t: &DemoTransfer) -> Result<()> {
         }
     })?;
     println!();
-    crate::train_cli::print_transfer(&summary, "uniform");
+    print_transfer(&summary, "uniform");
     Ok(())
 }

@@ -14,6 +14,8 @@ use mixatlas::search::methods::Method;
 use mixatlas::search::mpi_exec::{worker, Groups};
 use mixatlas::search::run::{run_search, run_search_on, SearchPlan, SearchProgress, SearchSummary};
 
+use super::runtime::Dist;
+
 /// `mixatlas search`.
 #[derive(Debug, Args)]
 pub struct SearchArgs {
@@ -189,7 +191,7 @@ pub fn run(a: SearchArgs) -> Result<()> {
     let plan = resolve(&a)?;
     if plan.search.executor.kind == "mpi" {
         mixatlas::train::tune_allocator();
-        let mut dist = crate::train_cli::Dist::init(a.collective_timeout)?;
+        let mut dist = Dist::init(a.collective_timeout)?;
         let world = std::mem::replace(&mut dist.world, Box::new(SingleProcess));
         let groups = Groups::split(world, plan.search.executor.ranks_per_trial)
             .map_err(anyhow::Error::msg)?;
