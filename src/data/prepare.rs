@@ -28,11 +28,12 @@ use serde::{Deserialize, Serialize};
 use super::cluster_metrics;
 use super::corpus::{
     cell_name, describe_files, image_path, mask_path, Axes, CellEntry, ClusteringInfo, CorpusError,
-    DatasetEntry, ImageSpec, Manifest, MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION,
+    DatasetEntry, ImageSpec, Manifest, SpecialTokens, MANIFEST_FILE, MANIFEST_FORMAT,
+    MANIFEST_VERSION,
 };
 use super::kmeans::{KMeans, KMeansConfig, KMeansError, Metric};
 use super::megatron::{DType, DatasetWriter, IndexedDataset, MegatronError};
-use super::raw::{self, ConceptLabel, OnError, RawError, RawSample, Shapes};
+use super::raw::{self, ConceptLabel, OnError, RawError, RawSample, ReadStats, Shapes};
 use super::synth::{SynthMeta, TASKS};
 use crate::fsutil::{write_atomic, IoContext, PathIoError, StagingDir};
 use crate::rng::SplitMix64;
@@ -93,9 +94,64 @@ pub enum PrepareError {
     /// Clustering failed.
     #[error("k-means: {0}")]
     KMeans(#[from] KMeansError),
-    /// The input or options are inconsistent.
-    #[error("{0}")]
-    Invalid(String),
+    /// `k` is 0.
+    #[error("prepare: `k` must be at least 1")]
+    ZeroK,
+    /// `synth.json` beside the input is not valid synth metadata.
+    #[error("{}: invalid synth metadata: {source}", path.display())]
+    SynthMeta {
+        /// The `synth.json` file.
+        path: PathBuf,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// No line of the input is a valid sample.
+    #[error("{}: no valid samples (skipped {skipped} malformed lines)", input.display())]
+    NoSamples {
+        /// The input given.
+        input: PathBuf,
+        /// Malformed lines skipped.
+        skipped: u64,
+    },
+    /// A token id is not below the vocabulary size.
+    #[error(
+        "token id {max_token} is not below the vocabulary size {vocab_size} (set --vocab-size)"
+    )]
+    Vocabulary {
+        /// The largest token id of the input.
+        max_token: u32,
+        /// The vocabulary size in force.
+        vocab_size: u32,
+    },
+    /// Loaded centroids do not match the embeddings' dimension.
+    #[error("{}: centroids have dimension {centroids}, the samples' `clip` has {clip}", path.display())]
+    CentroidDim {
+        /// The centroids file.
+        path: PathBuf,
+        /// Their dimension.
+        centroids: usize,
+        /// The samples' embedding dimension.
+        clip: usize,
+    },
+    /// Fewer valid samples than concepts to fit.
+    #[error("{samples} valid samples, fewer than k = {k} concepts")]
+    TooFewSamples {
+        /// Valid samples (in the fitting sample).
+        samples: usize,
+        /// Concepts asked for.
+        k: usize,
+    },
+    /// A benchmark token id is not below the corpus's vocabulary size.
+    #[error("{}: token id {token} is not below the vocabulary size {vocab_size}", path.display())]
+    BenchmarkToken {
+        /// The benchmark file.
+        path: PathBuf,
+        /// The token id.
+        token: u32,
+        /// The corpus's vocabulary size.
+        vocab_size: u32,
+    },
 }
 
 /// Progress events for a front end to display.
@@ -176,6 +232,8 @@ struct Spill {
     image: OutFile,
     clip: OutFile,
     labels: OutFile,
+    /// Encoding buffer (f16 image features, f32 embeddings).
+    scratch: Vec<u8>,
 }
 
 fn push_f16(out: &mut Vec<u8>, xs: &[f32]) {
@@ -276,6 +334,10 @@ fn order_tasks(seen: &HashMap<String, u32>) -> Vec<String> {
 
 /// Runs `prepare`: reads `input` (a `.jsonl` file or a directory of them), writes the corpus
 /// to `out`. With `centroids`, assigns to existing clusters instead of fitting.
+///
+/// The stages, in order (each a method of the private `Prepare`): open the staging directory,
+/// read and spill the samples (pass 1), fix the vocabulary, fit or load the centroids, assign
+/// and write the cells (pass 2), write the benchmarks, checksum, write the manifest, commit.
 pub fn prepare(
     input: &Path,
     out: &Path,
@@ -285,385 +347,729 @@ pub fn prepare(
     progress: &dyn Progress,
 ) -> Result<PrepareReport, PrepareError> {
     let started = Instant::now();
-    if cfg.k == 0 {
-        return Err(PrepareError::Invalid(
-            "prepare: `k` must be at least 1".into(),
-        ));
-    }
-    let files = raw::input_files(input)?;
-    let input_dir = if input.is_dir() {
-        input.to_path_buf()
-    } else {
-        input.parent().map(Path::to_path_buf).unwrap_or_default()
-    };
-    let synth_meta: Option<SynthMeta> = {
-        let p = input_dir.join("synth.json");
-        match fs::read_to_string(&p) {
-            Ok(s) => Some(serde_json::from_str(&s).map_err(|e| {
-                PrepareError::Invalid(format!("{}: invalid synth metadata: {e}", p.display()))
-            })?),
-            Err(_) => None,
-        }
-    };
-    let stage = StagingDir::new(out, overwrite)?;
-    let root = stage.path().to_path_buf();
-    let spill_dir = root.join(".spill");
-    fs::create_dir_all(&spill_dir).at("creating", &spill_dir)?;
-
-    // ---- Pass 1: parse, spill, reservoir-sample embeddings.
-    let total_bytes: u64 = files
-        .iter()
-        .map(|f| fs::metadata(f).map(|m| m.len()).unwrap_or(0))
-        .sum();
-    progress.stage("reading samples", total_bytes);
-    let mut spill = Spill {
-        tokens: DatasetWriter::create(&spill_dir.join("tokens"), DType::I32)?,
-        mask: OutFile::create(spill_dir.join("mask"))?,
-        image: OutFile::create(spill_dir.join("image"))?,
-        clip: OutFile::create(spill_dir.join("clip"))?,
-        labels: OutFile::create(spill_dir.join("labels"))?,
-    };
-    let mut shapes: Option<Shapes> = None;
-    let mut tasks: HashMap<String, u32> = HashMap::new();
-    let mut truth: HashMap<ConceptLabel, u32> = HashMap::new();
-    let mut has_truth = true;
-    let mut max_token = 0u32;
-    let mut reservoir: Vec<f32> = Vec::new();
-    let mut reservoir_n = 0usize;
-    let mut seen = 0u64;
-    let mut rng = SplitMix64::derive(cfg.seed, 0x5E5E);
-    let mut scratch: Vec<u8> = Vec::new(); // f16 image features, f32 embeddings
-    let fitting = centroids.is_none();
-    let stats = raw::read_samples::<PrepareError>(
-        &files,
-        cfg.on_error,
-        &mut shapes,
-        |s: RawSample| {
-            let task_count = tasks.len() as u32;
-            let t = *tasks.entry(s.task.clone()).or_insert(task_count);
-            let label = match &s.concept {
-                Some(c) => {
-                    let n = truth.len() as u32;
-                    *truth.entry(c.clone()).or_insert(n)
-                }
-                None => {
-                    has_truth = false;
-                    u32::MAX
-                }
-            };
-            max_token = max_token.max(s.tokens.iter().copied().max().unwrap_or(0));
-            spill.tokens.add_document(&s.tokens)?;
-            spill.mask.write(&s.loss_mask)?;
-            if let Some((img, _, _)) = &s.image {
-                scratch.clear();
-                push_f16(&mut scratch, img);
-                spill.image.write(&scratch)?;
-            }
-            scratch.clear();
-            scratch.extend(s.clip.iter().flat_map(|x| x.to_le_bytes()));
-            spill.clip.write(&scratch)?;
-            let mut lb = [0u8; 8];
-            lb[..4].copy_from_slice(&t.to_le_bytes());
-            lb[4..].copy_from_slice(&label.to_le_bytes());
-            spill.labels.write(&lb)?;
-            // Algorithm R reservoir sampling of embeddings for the k-means fit.
-            if fitting {
-                let d = s.clip.len();
-                if reservoir_n < cfg.fit_sample {
-                    reservoir.extend_from_slice(&s.clip);
-                    reservoir_n += 1;
-                } else {
-                    let j = rng.below(seen + 1) as usize;
-                    if j < cfg.fit_sample {
-                        reservoir[j * d..(j + 1) * d].copy_from_slice(&s.clip);
-                    }
-                }
-            }
-            seen += 1;
-            Ok(())
+    let job = Prepare::start(
+        Request {
+            input,
+            out,
+            cfg,
+            centroids,
+            progress,
         },
-        &|b| progress.advance(b),
+        overwrite,
     )?;
-    spill.tokens.finish()?;
-    for f in [spill.mask, spill.image, spill.clip, spill.labels] {
-        f.finish()?;
-    }
-    let shapes = shapes.ok_or_else(|| {
-        PrepareError::Invalid(format!(
-            "{}: no valid samples (skipped {} malformed lines)",
-            input.display(),
-            stats.skipped
-        ))
-    })?;
-    let dim = shapes.clip_dim;
-
-    // ---- Vocabulary and dtype.
-    let vocab_size = cfg
-        .vocab_size
-        .or(synth_meta.as_ref().map(|m| m.vocab_size))
-        .unwrap_or(max_token + 1);
-    if max_token >= vocab_size {
-        return Err(PrepareError::Invalid(format!(
-            "token id {max_token} is not below the vocabulary size {vocab_size} (set --vocab-size)"
-        )));
-    }
-    let dtype = DType::for_vocab(vocab_size as usize);
-    let special_tokens = synth_meta
-        .as_ref()
-        .map(|m| m.special_tokens)
-        .unwrap_or_default();
-
-    // ---- Fit or load centroids.
-    let (model, fit_inertia, fit_sample) = match centroids {
-        Some(p) => {
-            let m = KMeans::load_safetensors(p)?;
-            if m.dim() != dim {
-                return Err(PrepareError::Invalid(format!(
-                    "{}: centroids have dimension {}, the samples' `clip` has {dim}",
-                    p.display(),
-                    m.dim()
-                )));
-            }
-            (m, f64::NAN, 0u64)
-        }
-        None => {
-            if reservoir_n < cfg.k {
-                return Err(PrepareError::Invalid(format!(
-                    "{} valid samples, fewer than k = {} concepts",
-                    reservoir_n, cfg.k
-                )));
-            }
-            progress.stage("fitting k-means", 0);
-            let kcfg = KMeansConfig {
-                k: cfg.k,
-                max_iter: cfg.max_iter,
-                restarts: cfg.restarts,
-                seed: cfg.seed,
-                metric: cfg.metric,
-                ..KMeansConfig::default()
-            };
-            let (m, report) = KMeans::fit(&reservoir, dim, &kcfg)?;
-            // Name clusters by size (c00 = largest in the sample) so labels are stable.
-            let m = m.sorted_by_size(&report.sizes);
-            (m, report.inertia, reservoir_n as u64)
-        }
-    };
-    drop(reservoir);
-    let k = model.k();
-    let centroids_rel = "centroids.safetensors";
-    model.save_safetensors(&root.join(centroids_rel))?;
-
-    // ---- Pass 2: assign and write cells.
-    let n_docs = stats.samples;
-    progress.stage("writing cells", n_docs);
-    let task_names = order_tasks(&tasks);
-    let task_pos: HashMap<u32, usize> = tasks
-        .iter()
-        .map(|(name, &id)| (id, task_names.iter().position(|n| n == name).unwrap()))
-        .collect();
-    let concept_names: Vec<String> = (0..k).map(|c| format!("c{c:02}")).collect();
-    let image_spec = shapes.image.map(|(patches, dim)| ImageSpec {
-        patches,
-        dim,
-        dtype: "float16".into(),
-    });
-    let spill_tok = IndexedDataset::open(&spill_dir.join("tokens"))?;
-    let map = |name: &str| -> Result<Mmap, PathIoError> {
-        let p = spill_dir.join(name);
-        let f = File::open(&p).at("opening", &p)?;
-        // SAFETY: private spill file written and closed above, never modified again.
-        unsafe { Mmap::map(&f) }.at("mapping", &p)
-    };
-    let (mask_m, image_m, clip_m, label_m) =
-        (map("mask")?, map("image")?, map("clip")?, map("labels")?);
-    let img_bytes = image_spec.as_ref().map_or(0, |s| s.bytes_per_doc());
-    let mut writers: Vec<Option<DatasetFiles>> = (0..k * task_names.len()).map(|_| None).collect();
-    let n_truth = truth.len().max(1);
-    let mut contingency = vec![0u64; n_truth * k];
-    let mut sizes = vec![0u64; k];
-    let mut tok = Vec::new();
-    const CHUNK: usize = 65_536;
-    let mut start = 0usize;
-    while start < n_docs as usize {
-        let end = (start + CHUNK).min(n_docs as usize);
-        let emb: Vec<f32> = clip_m[start * dim * 4..end * dim * 4]
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-            .collect();
-        let assignment = model.assign(&emb);
-        for (i, d) in (start..end).enumerate() {
-            let c = assignment.labels[i] as usize;
-            let lb = &label_m[d * 8..d * 8 + 8];
-            let t = task_pos[&u32::from_le_bytes(lb[..4].try_into().unwrap())];
-            let truth_id = u32::from_le_bytes(lb[4..].try_into().unwrap());
-            if has_truth {
-                contingency[truth_id as usize * k + c] += 1;
-            }
-            sizes[c] += 1;
-            tok.clear();
-            spill_tok.read_document(d, &mut tok)?;
-            let off = spill_tok.document_offset(d) as usize;
-            let mask = &mask_m[off..off + tok.len()];
-            let img = (img_bytes > 0).then(|| &image_m[d * img_bytes..(d + 1) * img_bytes]);
-            let slot = &mut writers[c * task_names.len() + t];
-            if slot.is_none() {
-                let prefix = root
-                    .join("cells")
-                    .join(format!("{}_{}", concept_names[c], task_names[t]));
-                *slot = Some(DatasetFiles::create(prefix, dtype, image_spec.is_some())?);
-            }
-            slot.as_mut().unwrap().add(&tok, mask, img)?;
-        }
-        start = end;
-        progress.advance(start as u64);
-    }
-    drop((mask_m, image_m, clip_m, label_m, spill_tok));
-    let mut cells = Vec::new();
-    let mut empty_cells = Vec::new();
-    for (i, w) in writers.into_iter().enumerate() {
-        let (c, t) = (i / task_names.len(), i % task_names.len());
-        let name = cell_name(&concept_names[c], &task_names[t]);
-        match w {
-            Some(w) => {
-                if let Some(data) = w.finish(&root, name.clone())? {
-                    cells.push(CellEntry {
-                        concept: c,
-                        task: t,
-                        data,
-                    });
-                }
-            }
-            None => empty_cells.push(name),
-        }
-    }
-    fs::remove_dir_all(&spill_dir).at("removing", &spill_dir)?;
-
-    // ---- Benchmarks.
-    let bench_dir = input_dir.join("benchmarks");
-    let mut benchmarks = Vec::new();
-    if input.is_dir() && bench_dir.is_dir() {
-        let bench_files = raw::input_files(&bench_dir)?;
-        progress.stage("writing benchmarks", bench_files.len() as u64);
-        for (i, f) in bench_files.iter().enumerate() {
-            let name = f
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let prefix = root.join("benchmarks").join(&name);
-            let mut w = DatasetFiles::create(prefix, dtype, image_spec.is_some())?;
-            let mut bench_shapes = Some(shapes);
-            raw::read_samples::<PrepareError>(
-                std::slice::from_ref(f),
-                cfg.on_error,
-                &mut bench_shapes,
-                |s| {
-                    if let Some(&bad) = s.tokens.iter().find(|&&t| t >= vocab_size) {
-                        return Err(PrepareError::Invalid(format!(
-                            "{}: token id {bad} is not below the vocabulary size {vocab_size}",
-                            f.display()
-                        )));
-                    }
-                    scratch.clear();
-                    if let Some((img, _, _)) = &s.image {
-                        push_f16(&mut scratch, img);
-                    }
-                    w.add(
-                        &s.tokens,
-                        &s.loss_mask,
-                        s.image.as_ref().map(|_| scratch.as_slice()),
-                    )
-                },
-                &|_| {},
-            )?;
-            if let Some(entry) = w.finish(&root, name)? {
-                benchmarks.push(entry);
-            }
-            progress.advance(i as u64 + 1);
-        }
-    }
-
-    // ---- Checksums and manifest.
-    progress.stage("checksumming", (cells.len() + benchmarks.len()) as u64);
-    let done = std::sync::atomic::AtomicU64::new(0);
-    let describe = |e: &mut DatasetEntry| -> Result<(), PathIoError> {
-        e.files = describe_files(&root, &e.prefix)?;
-        progress.advance(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1);
-        Ok(())
-    };
-    cells
-        .par_iter_mut()
-        .try_for_each(|c| describe(&mut c.data))?;
-    benchmarks.par_iter_mut().try_for_each(describe)?;
-
-    let (ari, purity) = if has_truth && !truth.is_empty() {
-        let table = cluster_metrics::Contingency::from_counts(n_truth, k, contingency);
-        (Some(table.adjusted_rand_index()), Some(table.purity()))
-    } else {
-        (None, None)
-    };
-    let clustering = ClusteringInfo {
-        centroids: centroids_rel.into(),
-        embedding_dim: dim,
-        metric: model.metric().name().into(),
-        inertia: fit_inertia,
-        fit_sample,
-        sizes,
-        adjusted_rand_index: ari,
-        purity,
-    };
-    let vocab = if input_dir.join("vocab.json").is_file() {
-        let src = input_dir.join("vocab.json");
-        let dst = root.join("vocab.json");
-        fs::copy(&src, &dst).at("copying", &src)?;
-        Some("vocab.json".to_string())
-    } else {
-        None
-    };
-    let mut source = BTreeMap::new();
-    source.insert("input".into(), input.display().to_string());
-    source.insert("mixatlas".into(), env!("CARGO_PKG_VERSION").into());
-    source.insert("seed".into(), cfg.seed.to_string());
-    if let Some(p) = centroids {
-        source.insert("centroids_from".into(), p.display().to_string());
-    }
-    let manifest = Manifest {
-        format: MANIFEST_FORMAT.into(),
-        version: MANIFEST_VERSION,
-        axes: Axes {
-            concepts: concept_names,
-            tasks: task_names,
-        },
-        vocab_size,
-        token_dtype: dtype,
-        special_tokens,
-        image: image_spec,
-        clustering: clustering.clone(),
-        cells,
-        benchmarks,
-        vocab,
-        source,
-    };
-    let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
-    write_atomic(&root.join(MANIFEST_FILE), text.as_bytes())?;
-    let report = PrepareReport {
-        out: out.to_path_buf(),
-        documents: manifest.cells.iter().map(|c| c.data.documents).sum(),
-        tokens: manifest.cells.iter().map(|c| c.data.tokens).sum(),
-        skipped: stats.skipped,
-        first_errors: stats.first_errors,
-        cells: manifest.cells.len(),
-        empty_cells,
-        clustering,
-        benchmarks: manifest
-            .benchmarks
-            .iter()
-            .map(|b| (b.name.clone(), b.documents))
-            .collect(),
-        seconds: 0.0,
-    };
-    stage.commit()?;
+    let mut read = job.read_samples()?;
+    let vocab = job.vocabulary(&read)?;
+    let clusters = job.clusters(&mut read)?;
+    let mut cells = job.write_cells(&read, &clusters, &vocab)?;
+    let mut benchmarks = job.write_benchmarks(&read.shapes, &vocab)?;
+    job.checksum(&mut cells.entries, &mut benchmarks)?;
+    let report = job.write_manifest(read, vocab, clusters, cells, benchmarks)?;
+    job.stage.commit()?;
     Ok(PrepareReport {
         seconds: started.elapsed().as_secs_f64(),
         ..report
     })
+}
+
+/// The arguments of [`prepare`] that every stage reads.
+struct Request<'a> {
+    input: &'a Path,
+    out: &'a Path,
+    cfg: &'a PrepareConfig,
+    centroids: Option<&'a Path>,
+    progress: &'a dyn Progress,
+}
+
+/// A `prepare` run: the request, its input files and the staging directory it builds in.
+struct Prepare<'a> {
+    req: Request<'a>,
+    /// The `.jsonl` files of the input.
+    files: Vec<PathBuf>,
+    /// The directory holding the input (where `synth.json`, `vocab.json` and `benchmarks/`
+    /// are looked for).
+    input_dir: PathBuf,
+    /// `synth.json` beside the input, if present.
+    synth_meta: Option<SynthMeta>,
+    stage: StagingDir,
+    /// The staging directory's path.
+    root: PathBuf,
+    /// Pass 1's spill files, inside `root`.
+    spill_dir: PathBuf,
+}
+
+/// What pass 1 learnt about the samples, besides the spill files.
+struct Read {
+    stats: ReadStats,
+    shapes: Shapes,
+    labels: Labels,
+    reservoir: Reservoir,
+}
+
+/// Task and ground-truth ids, in order of first appearance, and the largest token id.
+struct Labels {
+    tasks: HashMap<String, u32>,
+    truth: HashMap<ConceptLabel, u32>,
+    /// Whether every sample has a ground-truth concept.
+    has_truth: bool,
+    max_token: u32,
+}
+
+impl Labels {
+    /// Notes one sample; returns its task id and ground-truth id (`u32::MAX` for none).
+    fn note(&mut self, s: &RawSample) -> (u32, u32) {
+        let task_count = self.tasks.len() as u32;
+        let t = *self.tasks.entry(s.task.clone()).or_insert(task_count);
+        let label = match &s.concept {
+            Some(c) => {
+                let n = self.truth.len() as u32;
+                *self.truth.entry(c.clone()).or_insert(n)
+            }
+            None => {
+                self.has_truth = false;
+                u32::MAX
+            }
+        };
+        self.max_token = self
+            .max_token
+            .max(s.tokens.iter().copied().max().unwrap_or(0));
+        (t, label)
+    }
+}
+
+/// Algorithm R reservoir sample of embeddings for the k-means fit.
+struct Reservoir {
+    /// Whether to sample at all (not when centroids are loaded).
+    on: bool,
+    capacity: usize,
+    /// `n × dim` embeddings.
+    data: Vec<f32>,
+    n: usize,
+    /// Samples offered so far.
+    seen: u64,
+    rng: SplitMix64,
+}
+
+impl Reservoir {
+    fn offer(&mut self, clip: &[f32]) {
+        if self.on {
+            let d = clip.len();
+            if self.n < self.capacity {
+                self.data.extend_from_slice(clip);
+                self.n += 1;
+            } else {
+                let j = self.rng.below(self.seen + 1) as usize;
+                if j < self.capacity {
+                    self.data[j * d..(j + 1) * d].copy_from_slice(clip);
+                }
+            }
+        }
+        self.seen += 1;
+    }
+}
+
+impl Spill {
+    fn create(dir: &Path) -> Result<Self, PrepareError> {
+        Ok(Self {
+            tokens: DatasetWriter::create(&dir.join("tokens"), DType::I32)?,
+            mask: OutFile::create(dir.join("mask"))?,
+            image: OutFile::create(dir.join("image"))?,
+            clip: OutFile::create(dir.join("clip"))?,
+            labels: OutFile::create(dir.join("labels"))?,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Appends one sample with its task and ground-truth ids.
+    fn add(&mut self, s: &RawSample, task: u32, label: u32) -> Result<(), PrepareError> {
+        self.tokens.add_document(&s.tokens)?;
+        self.mask.write(&s.loss_mask)?;
+        if let Some((img, _, _)) = &s.image {
+            self.scratch.clear();
+            push_f16(&mut self.scratch, img);
+            self.image.write(&self.scratch)?;
+        }
+        self.scratch.clear();
+        self.scratch
+            .extend(s.clip.iter().flat_map(|x| x.to_le_bytes()));
+        self.clip.write(&self.scratch)?;
+        let mut lb = [0u8; 8];
+        lb[..4].copy_from_slice(&task.to_le_bytes());
+        lb[4..].copy_from_slice(&label.to_le_bytes());
+        self.labels.write(&lb)?;
+        Ok(())
+    }
+
+    fn finish(self) -> Result<(), PrepareError> {
+        self.tokens.finish()?;
+        for f in [self.mask, self.image, self.clip, self.labels] {
+            f.finish()?;
+        }
+        Ok(())
+    }
+}
+
+/// The spill files of pass 1, mapped for pass 2.
+struct SpillReader {
+    tokens: IndexedDataset,
+    mask: Mmap,
+    image: Mmap,
+    clip: Mmap,
+    labels: Mmap,
+}
+
+impl SpillReader {
+    fn open(dir: &Path) -> Result<Self, PrepareError> {
+        let tokens = IndexedDataset::open(&dir.join("tokens"))?;
+        let map = |name: &str| -> Result<Mmap, PathIoError> {
+            let p = dir.join(name);
+            let f = File::open(&p).at("opening", &p)?;
+            // SAFETY: private spill file written and closed above, never modified again.
+            unsafe { Mmap::map(&f) }.at("mapping", &p)
+        };
+        let (mask, image, clip, labels) =
+            (map("mask")?, map("image")?, map("clip")?, map("labels")?);
+        Ok(Self {
+            tokens,
+            mask,
+            image,
+            clip,
+            labels,
+        })
+    }
+
+    /// The embeddings of documents `start..end` (`dim` each).
+    fn embeddings(&self, start: usize, end: usize, dim: usize) -> Vec<f32> {
+        self.clip[start * dim * 4..end * dim * 4]
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect()
+    }
+
+    /// Document `d`'s task id and ground-truth id.
+    fn labels(&self, d: usize) -> (u32, u32) {
+        let lb = &self.labels[d * 8..d * 8 + 8];
+        (
+            u32::from_le_bytes(lb[..4].try_into().unwrap()),
+            u32::from_le_bytes(lb[4..].try_into().unwrap()),
+        )
+    }
+}
+
+/// The vocabulary of the corpus.
+struct Vocab {
+    size: u32,
+    dtype: DType,
+    special_tokens: SpecialTokens,
+}
+
+/// The concept model and how it was obtained.
+struct Clusters {
+    model: KMeans,
+    /// Inertia of the fit (NaN for loaded centroids).
+    inertia: f64,
+    /// Embeddings the fit used (0 for loaded centroids).
+    fit_sample: u64,
+}
+
+/// Where the centroids are saved in the corpus.
+const CENTROIDS_FILE: &str = "centroids.safetensors";
+
+/// The outcome of pass 2.
+struct Cells {
+    axes: Axes,
+    image_spec: Option<ImageSpec>,
+    entries: Vec<CellEntry>,
+    empty: Vec<String>,
+    /// Documents per concept.
+    sizes: Vec<u64>,
+    /// Ground truth × concept counts (`truth.len().max(1) × k`).
+    contingency: Vec<u64>,
+}
+
+/// The cells being written in pass 2: one writer per (concept, task), opened on first use.
+struct CellWriters<'a> {
+    root: &'a Path,
+    axes: &'a Axes,
+    dtype: DType,
+    with_image: bool,
+    writers: Vec<Option<DatasetFiles>>,
+}
+
+impl CellWriters<'_> {
+    fn add(
+        &mut self,
+        (c, t): (usize, usize),
+        tokens: &[u32],
+        mask: &[u8],
+        image_f16: Option<&[u8]>,
+    ) -> Result<(), PrepareError> {
+        let slot = &mut self.writers[c * self.axes.tasks.len() + t];
+        if slot.is_none() {
+            let prefix = self
+                .root
+                .join("cells")
+                .join(format!("{}_{}", self.axes.concepts[c], self.axes.tasks[t]));
+            *slot = Some(DatasetFiles::create(prefix, self.dtype, self.with_image)?);
+        }
+        slot.as_mut().unwrap().add(tokens, mask, image_f16)
+    }
+
+    /// Finishes every cell: the non-empty ones' entries, and the names of the empty ones.
+    fn finish(self) -> Result<(Vec<CellEntry>, Vec<String>), PrepareError> {
+        let n_tasks = self.axes.tasks.len();
+        let mut cells = Vec::new();
+        let mut empty_cells = Vec::new();
+        for (i, w) in self.writers.into_iter().enumerate() {
+            let (c, t) = (i / n_tasks, i % n_tasks);
+            let name = cell_name(&self.axes.concepts[c], &self.axes.tasks[t]);
+            match w {
+                Some(w) => {
+                    if let Some(data) = w.finish(self.root, name.clone())? {
+                        cells.push(CellEntry {
+                            concept: c,
+                            task: t,
+                            data,
+                        });
+                    }
+                }
+                None => empty_cells.push(name),
+            }
+        }
+        Ok((cells, empty_cells))
+    }
+}
+
+impl<'a> Prepare<'a> {
+    /// Checks the request, finds the input files and `synth.json`, opens the staging
+    /// directory.
+    fn start(req: Request<'a>, overwrite: bool) -> Result<Self, PrepareError> {
+        if req.cfg.k == 0 {
+            return Err(PrepareError::ZeroK);
+        }
+        let files = raw::input_files(req.input)?;
+        let input_dir = if req.input.is_dir() {
+            req.input.to_path_buf()
+        } else {
+            req.input
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default()
+        };
+        let synth_meta: Option<SynthMeta> = {
+            let p = input_dir.join("synth.json");
+            match fs::read_to_string(&p) {
+                Ok(s) => Some(
+                    serde_json::from_str(&s)
+                        .map_err(|source| PrepareError::SynthMeta { path: p, source })?,
+                ),
+                Err(_) => None,
+            }
+        };
+        let stage = StagingDir::new(req.out, overwrite)?;
+        let root = stage.path().to_path_buf();
+        let spill_dir = root.join(".spill");
+        fs::create_dir_all(&spill_dir).at("creating", &spill_dir)?;
+        Ok(Self {
+            req,
+            files,
+            input_dir,
+            synth_meta,
+            stage,
+            root,
+            spill_dir,
+        })
+    }
+
+    /// Pass 1: parses every sample, spills it, notes its labels and reservoir-samples its
+    /// embedding.
+    fn read_samples(&self) -> Result<Read, PrepareError> {
+        let cfg = self.req.cfg;
+        let total_bytes: u64 = self
+            .files
+            .iter()
+            .map(|f| fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+            .sum();
+        self.req.progress.stage("reading samples", total_bytes);
+        let mut spill = Spill::create(&self.spill_dir)?;
+        let mut shapes: Option<Shapes> = None;
+        let mut labels = Labels {
+            tasks: HashMap::new(),
+            truth: HashMap::new(),
+            has_truth: true,
+            max_token: 0,
+        };
+        let mut reservoir = Reservoir {
+            on: self.req.centroids.is_none(),
+            capacity: cfg.fit_sample,
+            data: Vec::new(),
+            n: 0,
+            seen: 0,
+            rng: SplitMix64::derive(cfg.seed, 0x5E5E),
+        };
+        let stats = raw::read_samples::<PrepareError>(
+            &self.files,
+            cfg.on_error,
+            &mut shapes,
+            |s: RawSample| {
+                let (t, label) = labels.note(&s);
+                spill.add(&s, t, label)?;
+                reservoir.offer(&s.clip);
+                Ok(())
+            },
+            &|b| self.req.progress.advance(b),
+        )?;
+        spill.finish()?;
+        let shapes = shapes.ok_or_else(|| PrepareError::NoSamples {
+            input: self.req.input.to_path_buf(),
+            skipped: stats.skipped,
+        })?;
+        Ok(Read {
+            stats,
+            shapes,
+            labels,
+            reservoir,
+        })
+    }
+
+    /// The vocabulary size (flag, else `synth.json`, else the largest token id + 1), checked
+    /// against the tokens, and the token dtype.
+    fn vocabulary(&self, read: &Read) -> Result<Vocab, PrepareError> {
+        let max_token = read.labels.max_token;
+        let size = self
+            .req
+            .cfg
+            .vocab_size
+            .or(self.synth_meta.as_ref().map(|m| m.vocab_size))
+            .unwrap_or(max_token + 1);
+        if max_token >= size {
+            return Err(PrepareError::Vocabulary {
+                max_token,
+                vocab_size: size,
+            });
+        }
+        Ok(Vocab {
+            size,
+            dtype: DType::for_vocab(size as usize),
+            special_tokens: self
+                .synth_meta
+                .as_ref()
+                .map(|m| m.special_tokens)
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Fits k-means on the reservoir (then frees it) or loads `--centroids`, and saves the
+    /// centroids into the corpus.
+    fn clusters(&self, read: &mut Read) -> Result<Clusters, PrepareError> {
+        let cfg = self.req.cfg;
+        let dim = read.shapes.clip_dim;
+        let clusters = match self.req.centroids {
+            Some(p) => {
+                let m = KMeans::load_safetensors(p)?;
+                if m.dim() != dim {
+                    return Err(PrepareError::CentroidDim {
+                        path: p.to_path_buf(),
+                        centroids: m.dim(),
+                        clip: dim,
+                    });
+                }
+                Clusters {
+                    model: m,
+                    inertia: f64::NAN,
+                    fit_sample: 0,
+                }
+            }
+            None => {
+                let n = read.reservoir.n;
+                if n < cfg.k {
+                    return Err(PrepareError::TooFewSamples {
+                        samples: n,
+                        k: cfg.k,
+                    });
+                }
+                self.req.progress.stage("fitting k-means", 0);
+                let kcfg = KMeansConfig {
+                    k: cfg.k,
+                    max_iter: cfg.max_iter,
+                    restarts: cfg.restarts,
+                    seed: cfg.seed,
+                    metric: cfg.metric,
+                    ..KMeansConfig::default()
+                };
+                let (m, report) = KMeans::fit(&read.reservoir.data, dim, &kcfg)?;
+                // Name clusters by size (c00 = largest in the sample) so labels are stable.
+                Clusters {
+                    model: m.sorted_by_size(&report.sizes),
+                    inertia: report.inertia,
+                    fit_sample: n as u64,
+                }
+            }
+        };
+        read.reservoir.data = Vec::new();
+        clusters
+            .model
+            .save_safetensors(&self.root.join(CENTROIDS_FILE))?;
+        Ok(clusters)
+    }
+
+    /// Pass 2: assigns the spilled embeddings to concepts in chunks and appends each document
+    /// to its (concept, task) cell; removes the spill files.
+    fn write_cells(
+        &self,
+        read: &Read,
+        clusters: &Clusters,
+        vocab: &Vocab,
+    ) -> Result<Cells, PrepareError> {
+        const CHUNK: usize = 65_536;
+        let n_docs = read.stats.samples;
+        self.req.progress.stage("writing cells", n_docs);
+        let model = &clusters.model;
+        let (k, dim) = (model.k(), read.shapes.clip_dim);
+        let tasks = order_tasks(&read.labels.tasks);
+        let task_pos: HashMap<u32, usize> = read
+            .labels
+            .tasks
+            .iter()
+            .map(|(name, &id)| (id, tasks.iter().position(|n| n == name).unwrap()))
+            .collect();
+        let axes = Axes {
+            concepts: (0..k).map(|c| format!("c{c:02}")).collect(),
+            tasks,
+        };
+        let image_spec = read.shapes.image.map(|(patches, dim)| ImageSpec {
+            patches,
+            dim,
+            dtype: "float16".into(),
+        });
+        let spill = SpillReader::open(&self.spill_dir)?;
+        let img_bytes = image_spec.as_ref().map_or(0, |s| s.bytes_per_doc());
+        let mut writers = CellWriters {
+            root: &self.root,
+            axes: &axes,
+            dtype: vocab.dtype,
+            with_image: image_spec.is_some(),
+            writers: (0..k * axes.tasks.len()).map(|_| None).collect(),
+        };
+        let has_truth = read.labels.has_truth;
+        let mut contingency = vec![0u64; read.labels.truth.len().max(1) * k];
+        let mut sizes = vec![0u64; k];
+        let mut tok = Vec::new();
+        let mut start = 0usize;
+        while start < n_docs as usize {
+            let end = (start + CHUNK).min(n_docs as usize);
+            let assignment = model.assign(&spill.embeddings(start, end, dim));
+            for (i, d) in (start..end).enumerate() {
+                let c = assignment.labels[i] as usize;
+                let (task_id, truth_id) = spill.labels(d);
+                let t = task_pos[&task_id];
+                if has_truth {
+                    contingency[truth_id as usize * k + c] += 1;
+                }
+                sizes[c] += 1;
+                tok.clear();
+                spill.tokens.read_document(d, &mut tok)?;
+                let off = spill.tokens.document_offset(d) as usize;
+                let mask = &spill.mask[off..off + tok.len()];
+                let img = (img_bytes > 0).then(|| &spill.image[d * img_bytes..(d + 1) * img_bytes]);
+                writers.add((c, t), &tok, mask, img)?;
+            }
+            start = end;
+            self.req.progress.advance(start as u64);
+        }
+        drop(spill);
+        let (entries, empty) = writers.finish()?;
+        fs::remove_dir_all(&self.spill_dir).at("removing", &self.spill_dir)?;
+        Ok(Cells {
+            axes,
+            image_spec,
+            entries,
+            empty,
+            sizes,
+            contingency,
+        })
+    }
+
+    /// Writes each `benchmarks/*.jsonl` beside a directory input as one dataset, with the
+    /// corpus's shapes and vocabulary.
+    fn write_benchmarks(
+        &self,
+        shapes: &Shapes,
+        vocab: &Vocab,
+    ) -> Result<Vec<DatasetEntry>, PrepareError> {
+        let bench_dir = self.input_dir.join("benchmarks");
+        let mut benchmarks = Vec::new();
+        if !(self.req.input.is_dir() && bench_dir.is_dir()) {
+            return Ok(benchmarks);
+        }
+        let bench_files = raw::input_files(&bench_dir)?;
+        self.req
+            .progress
+            .stage("writing benchmarks", bench_files.len() as u64);
+        for (i, f) in bench_files.iter().enumerate() {
+            if let Some(entry) = self.write_benchmark(f, shapes, vocab)? {
+                benchmarks.push(entry);
+            }
+            self.req.progress.advance(i as u64 + 1);
+        }
+        Ok(benchmarks)
+    }
+
+    /// One benchmark file; `None` when it has no documents.
+    fn write_benchmark(
+        &self,
+        f: &Path,
+        shapes: &Shapes,
+        vocab: &Vocab,
+    ) -> Result<Option<DatasetEntry>, PrepareError> {
+        let name = f
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let prefix = self.root.join("benchmarks").join(&name);
+        let mut w = DatasetFiles::create(prefix, vocab.dtype, shapes.image.is_some())?;
+        let mut bench_shapes = Some(*shapes);
+        let mut scratch: Vec<u8> = Vec::new(); // f16 image features
+        raw::read_samples::<PrepareError>(
+            &[f.to_path_buf()],
+            self.req.cfg.on_error,
+            &mut bench_shapes,
+            |s| {
+                if let Some(&bad) = s.tokens.iter().find(|&&t| t >= vocab.size) {
+                    return Err(PrepareError::BenchmarkToken {
+                        path: f.to_path_buf(),
+                        token: bad,
+                        vocab_size: vocab.size,
+                    });
+                }
+                scratch.clear();
+                if let Some((img, _, _)) = &s.image {
+                    push_f16(&mut scratch, img);
+                }
+                w.add(
+                    &s.tokens,
+                    &s.loss_mask,
+                    s.image.as_ref().map(|_| scratch.as_slice()),
+                )
+            },
+            &|_| {},
+        )?;
+        w.finish(&self.root, name)
+    }
+
+    /// Lists every file of every dataset with its size and SHA-256, in parallel.
+    fn checksum(
+        &self,
+        cells: &mut [CellEntry],
+        benchmarks: &mut [DatasetEntry],
+    ) -> Result<(), PrepareError> {
+        let progress = self.req.progress;
+        progress.stage("checksumming", (cells.len() + benchmarks.len()) as u64);
+        let done = std::sync::atomic::AtomicU64::new(0);
+        let describe = |e: &mut DatasetEntry| -> Result<(), PathIoError> {
+            e.files = describe_files(&self.root, &e.prefix)?;
+            progress.advance(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1);
+            Ok(())
+        };
+        cells
+            .par_iter_mut()
+            .try_for_each(|c| describe(&mut c.data))?;
+        benchmarks.par_iter_mut().try_for_each(describe)?;
+        Ok(())
+    }
+
+    /// The clustering summary: sizes, and agreement with the ground truth when every sample
+    /// had one.
+    fn clustering_info(
+        &self,
+        read: &Read,
+        clusters: &Clusters,
+        cells: &mut Cells,
+    ) -> ClusteringInfo {
+        let labels = &read.labels;
+        let k = clusters.model.k();
+        let (ari, purity) = if labels.has_truth && !labels.truth.is_empty() {
+            let table = cluster_metrics::Contingency::from_counts(
+                labels.truth.len().max(1),
+                k,
+                std::mem::take(&mut cells.contingency),
+            );
+            (Some(table.adjusted_rand_index()), Some(table.purity()))
+        } else {
+            (None, None)
+        };
+        ClusteringInfo {
+            centroids: CENTROIDS_FILE.into(),
+            embedding_dim: read.shapes.clip_dim,
+            metric: clusters.model.metric().name().into(),
+            inertia: clusters.inertia,
+            fit_sample: clusters.fit_sample,
+            sizes: std::mem::take(&mut cells.sizes),
+            adjusted_rand_index: ari,
+            purity,
+        }
+    }
+
+    /// Copies `vocab.json` beside the input, if any, into the corpus.
+    fn copy_vocab(&self) -> Result<Option<String>, PrepareError> {
+        if !self.input_dir.join("vocab.json").is_file() {
+            return Ok(None);
+        }
+        let src = self.input_dir.join("vocab.json");
+        let dst = self.root.join("vocab.json");
+        fs::copy(&src, &dst).at("copying", &src)?;
+        Ok(Some("vocab.json".to_string()))
+    }
+
+    /// Writes `manifest.json` (last, so a corpus with a manifest is complete) and builds the
+    /// report (its `seconds` left at 0).
+    fn write_manifest(
+        &self,
+        read: Read,
+        vocab: Vocab,
+        clusters: Clusters,
+        mut cells: Cells,
+        benchmarks: Vec<DatasetEntry>,
+    ) -> Result<PrepareReport, PrepareError> {
+        let clustering = self.clustering_info(&read, &clusters, &mut cells);
+        let vocab_file = self.copy_vocab()?;
+        let mut source = BTreeMap::new();
+        source.insert("input".into(), self.req.input.display().to_string());
+        source.insert("mixatlas".into(), env!("CARGO_PKG_VERSION").into());
+        source.insert("seed".into(), self.req.cfg.seed.to_string());
+        if let Some(p) = self.req.centroids {
+            source.insert("centroids_from".into(), p.display().to_string());
+        }
+        let manifest = Manifest {
+            format: MANIFEST_FORMAT.into(),
+            version: MANIFEST_VERSION,
+            axes: cells.axes,
+            vocab_size: vocab.size,
+            token_dtype: vocab.dtype,
+            special_tokens: vocab.special_tokens,
+            image: cells.image_spec,
+            clustering: clustering.clone(),
+            cells: cells.entries,
+            benchmarks,
+            vocab: vocab_file,
+            source,
+        };
+        let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
+        write_atomic(&self.root.join(MANIFEST_FILE), text.as_bytes())?;
+        Ok(PrepareReport {
+            out: self.req.out.to_path_buf(),
+            documents: manifest.cells.iter().map(|c| c.data.documents).sum(),
+            tokens: manifest.cells.iter().map(|c| c.data.tokens).sum(),
+            skipped: read.stats.skipped,
+            first_errors: read.stats.first_errors,
+            cells: manifest.cells.len(),
+            empty_cells: cells.empty,
+            clustering,
+            benchmarks: manifest
+                .benchmarks
+                .iter()
+                .map(|b| (b.name.clone(), b.documents))
+                .collect(),
+            seconds: 0.0,
+        })
+    }
 }

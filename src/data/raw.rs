@@ -51,8 +51,9 @@ pub enum RawError {
         path: PathBuf,
         /// 1-based line number.
         line: u64,
-        /// What is wrong and what was expected.
-        problem: String,
+        /// What is wrong and what was expected. Shown in the message, so not a `source`
+        /// (the command line prints the source chain after the message).
+        problem: LineError,
     },
     /// No input files were found.
     #[error("{}: no .jsonl files found (expected a .jsonl file or a directory of them)", path.display())]
@@ -106,112 +107,199 @@ pub struct RawSample {
     pub concept: Option<ConceptLabel>,
 }
 
+/// How a line names its sample in messages: ` (id …)` after the field, or nothing.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SampleId(pub Option<serde_json::Value>);
+
+impl std::fmt::Display for SampleId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(v) => write!(f, " (id {v})"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Why one line is not a valid sample (the `problem` of [`RawError::Line`]). Every message
+/// names the field, the value found and what was expected; `{id}` is the sample's
+/// [`SampleId`].
+#[derive(Debug, thiserror::Error)]
+pub enum LineError {
+    /// The line is not JSON of the expected shape.
+    #[error("invalid JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    /// The line is not UTF-8 text.
+    #[error("line is not valid UTF-8")]
+    NotUtf8,
+    /// A required field is absent.
+    #[error("missing field `{field}`{id}")]
+    Missing {
+        /// The field.
+        field: &'static str,
+        /// The sample.
+        id: SampleId,
+    },
+    /// `task` is empty or contains a '/'.
+    #[error("field `task` is {task:?}{id}; expected a non-empty label without '/'")]
+    Task {
+        /// The label found.
+        task: String,
+        /// The sample.
+        id: SampleId,
+    },
+    /// `tokens` is empty.
+    #[error("field `tokens` is empty{id}; expected at least one token")]
+    NoTokens {
+        /// The sample.
+        id: SampleId,
+    },
+    /// A token id is negative or too large.
+    #[error("field `tokens`[{index}] is {value}{id}; expected a token id in 0..2^32")]
+    Token {
+        /// Position in `tokens`.
+        index: usize,
+        /// The value found.
+        value: i64,
+        /// The sample.
+        id: SampleId,
+    },
+    /// Both `prompt_len` and `loss_mask` are given.
+    #[error("both `prompt_len` and `loss_mask` given{id}; expected exactly one")]
+    BothMasks {
+        /// The sample.
+        id: SampleId,
+    },
+    /// Neither `prompt_len` nor `loss_mask` is given.
+    #[error("missing field `prompt_len` or `loss_mask`{id} (which tokens are trained on)")]
+    NoMask {
+        /// The sample.
+        id: SampleId,
+    },
+    /// `prompt_len` is negative or leaves no token to train on.
+    #[error(
+        "field `prompt_len` is {value}{id}; expected 0..{tokens} (less than the {tokens} tokens)"
+    )]
+    PromptLen {
+        /// The value found.
+        value: i64,
+        /// Number of tokens.
+        tokens: usize,
+        /// The sample.
+        id: SampleId,
+    },
+    /// `loss_mask` is not one entry per token.
+    #[error(
+        "field `loss_mask` has {len} entries but `tokens` has {tokens}{id}; expected one per token"
+    )]
+    MaskLength {
+        /// Entries in `loss_mask`.
+        len: usize,
+        /// Number of tokens.
+        tokens: usize,
+        /// The sample.
+        id: SampleId,
+    },
+    /// A `loss_mask` entry is neither 0 nor 1.
+    #[error("field `loss_mask`[{index}] is {value}{id}; expected 0 or 1")]
+    MaskValue {
+        /// Position in `loss_mask`.
+        index: usize,
+        /// The value found.
+        value: i64,
+        /// The sample.
+        id: SampleId,
+    },
+    /// `clip` is empty.
+    #[error("field `clip` is empty{id}; expected the image embedding")]
+    EmptyClip {
+        /// The sample.
+        id: SampleId,
+    },
+    /// A `clip` value is NaN or infinite.
+    #[error("field `clip`[{index}] is not finite{id}")]
+    ClipNotFinite {
+        /// Position in `clip`.
+        index: usize,
+        /// The sample.
+        id: SampleId,
+    },
+    /// `image` has no patches or no values.
+    #[error("field `image` is empty{id}; expected patches × dim numbers")]
+    EmptyImage {
+        /// The sample.
+        id: SampleId,
+    },
+    /// `image` rows differ in length.
+    #[error(
+        "field `image` row {row} has {len} values, row 0 has {dim}{id}; expected a rectangular patches × dim array"
+    )]
+    RaggedImage {
+        /// The row.
+        row: usize,
+        /// Its length.
+        len: usize,
+        /// The length of row 0.
+        dim: usize,
+        /// The sample.
+        id: SampleId,
+    },
+    /// An `image` value is NaN or infinite.
+    #[error("field `image`[{row}][{col}] is not finite{id}")]
+    ImageNotFinite {
+        /// The row.
+        row: usize,
+        /// The column.
+        col: usize,
+        /// The sample.
+        id: SampleId,
+    },
+    /// `clip` has another length than the first sample's.
+    #[error("field `clip` has {got} values; expected {want} like the first sample")]
+    ClipDim {
+        /// Length found.
+        got: usize,
+        /// Length of the first sample's.
+        want: usize,
+    },
+    /// `image` has another shape than the first sample's (or one has none).
+    #[error("field `image` is {}; expected {} like the first sample", show_image(*got), show_image(*want))]
+    ImageShape {
+        /// `(patches, dim)` found, `None` for no image.
+        got: Option<(usize, usize)>,
+        /// The first sample's.
+        want: Option<(usize, usize)>,
+    },
+}
+
+fn show_image(x: Option<(usize, usize)>) -> String {
+    x.map_or("no image".to_string(), |(p, d)| format!("{p} × {d}"))
+}
+
 /// Parses and validates one line (without cross-line shape checks).
-pub fn parse_line(text: &str) -> Result<RawSample, String> {
-    let w: Wire = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
-    let id =
-        w.id.as_ref()
-            .map(|v| format!(" (id {v})"))
-            .unwrap_or_default();
-    let missing = |f: &str| format!("missing field `{f}`{id}");
+pub fn parse_line(text: &str) -> Result<RawSample, LineError> {
+    let w: Wire = serde_json::from_str(text).map_err(LineError::Json)?;
+    let id = SampleId(w.id);
+    let missing = |field: &'static str| LineError::Missing {
+        field,
+        id: id.clone(),
+    };
     let task = w.task.ok_or_else(|| missing("task"))?;
     if task.is_empty() || task.contains('/') {
-        return Err(format!(
-            "field `task` is {task:?}{id}; expected a non-empty label without '/'"
-        ));
+        return Err(LineError::Task { task, id });
     }
     let raw_tokens = w.tokens.ok_or_else(|| missing("tokens"))?;
-    if raw_tokens.is_empty() {
-        return Err(format!(
-            "field `tokens` is empty{id}; expected at least one token"
-        ));
-    }
-    let mut tokens = Vec::with_capacity(raw_tokens.len());
-    for (i, &t) in raw_tokens.iter().enumerate() {
-        let t = u32::try_from(t).map_err(|_| {
-            format!("field `tokens`[{i}] is {t}{id}; expected a token id in 0..2^32")
-        })?;
-        tokens.push(t);
-    }
-    let loss_mask = match (w.prompt_len, w.loss_mask) {
-        (Some(_), Some(_)) => {
-            return Err(format!(
-                "both `prompt_len` and `loss_mask` given{id}; expected exactly one"
-            ))
-        }
-        (None, None) => {
-            return Err(format!(
-                "missing field `prompt_len` or `loss_mask`{id} (which tokens are trained on)"
-            ))
-        }
-        (Some(p), None) => {
-            if p < 0 || p as usize >= tokens.len() {
-                return Err(format!(
-                    "field `prompt_len` is {p}{id}; expected 0..{} (less than the {} tokens)",
-                    tokens.len(),
-                    tokens.len()
-                ));
-            }
-            let mut m = vec![0u8; tokens.len()];
-            m[p as usize..].fill(1);
-            m
-        }
-        (None, Some(m)) => {
-            if m.len() != tokens.len() {
-                return Err(format!(
-                    "field `loss_mask` has {} entries but `tokens` has {}{id}; expected one per token",
-                    m.len(),
-                    tokens.len()
-                ));
-            }
-            let mut out = Vec::with_capacity(m.len());
-            for (i, v) in m.into_iter().enumerate() {
-                match v {
-                    0 | 1 => out.push(v as u8),
-                    _ => {
-                        return Err(format!(
-                            "field `loss_mask`[{i}] is {v}{id}; expected 0 or 1"
-                        ))
-                    }
-                }
-            }
-            out
-        }
-    };
+    let tokens = token_ids(&raw_tokens, &id)?;
+    let loss_mask = loss_mask(w.prompt_len, w.loss_mask, tokens.len(), &id)?;
     let clip = w.clip.ok_or_else(|| missing("clip"))?;
     if clip.is_empty() {
-        return Err(format!(
-            "field `clip` is empty{id}; expected the image embedding"
-        ));
+        return Err(LineError::EmptyClip { id });
     }
-    if let Some(i) = clip.iter().position(|x| !x.is_finite()) {
-        return Err(format!("field `clip`[{i}] is not finite{id}"));
+    if let Some(index) = clip.iter().position(|x| !x.is_finite()) {
+        return Err(LineError::ClipNotFinite { index, id });
     }
     let image = match w.image {
         None => None,
-        Some(rows) => {
-            let p = rows.len();
-            let d = rows.first().map_or(0, |r| r.len());
-            if p == 0 || d == 0 {
-                return Err(format!(
-                    "field `image` is empty{id}; expected patches × dim numbers"
-                ));
-            }
-            let mut flat = Vec::with_capacity(p * d);
-            for (i, r) in rows.iter().enumerate() {
-                if r.len() != d {
-                    return Err(format!(
-                        "field `image` row {i} has {} values, row 0 has {d}{id}; expected a rectangular patches × dim array",
-                        r.len()
-                    ));
-                }
-                if let Some(j) = r.iter().position(|x| !x.is_finite()) {
-                    return Err(format!("field `image`[{i}][{j}] is not finite{id}"));
-                }
-                flat.extend_from_slice(r);
-            }
-            Some((flat, p, d))
-        }
+        Some(rows) => Some(image(&rows, &id)?),
     };
     Ok(RawSample {
         task,
@@ -221,6 +309,95 @@ pub fn parse_line(text: &str) -> Result<RawSample, String> {
         image,
         concept: w.concept,
     })
+}
+
+/// `tokens` as ids: non-empty, each in `0..2^32`.
+fn token_ids(raw: &[i64], id: &SampleId) -> Result<Vec<u32>, LineError> {
+    if raw.is_empty() {
+        return Err(LineError::NoTokens { id: id.clone() });
+    }
+    let mut tokens = Vec::with_capacity(raw.len());
+    for (index, &value) in raw.iter().enumerate() {
+        let t = u32::try_from(value).map_err(|_| LineError::Token {
+            index,
+            value,
+            id: id.clone(),
+        })?;
+        tokens.push(t);
+    }
+    Ok(tokens)
+}
+
+/// The 0/1 loss mask from exactly one of `prompt_len` and `loss_mask`.
+fn loss_mask(
+    prompt_len: Option<i64>,
+    mask: Option<Vec<i64>>,
+    n_tokens: usize,
+    id: &SampleId,
+) -> Result<Vec<u8>, LineError> {
+    let id = id.clone();
+    match (prompt_len, mask) {
+        (Some(_), Some(_)) => Err(LineError::BothMasks { id }),
+        (None, None) => Err(LineError::NoMask { id }),
+        (Some(p), None) => {
+            if p < 0 || p as usize >= n_tokens {
+                return Err(LineError::PromptLen {
+                    value: p,
+                    tokens: n_tokens,
+                    id,
+                });
+            }
+            let mut m = vec![0u8; n_tokens];
+            m[p as usize..].fill(1);
+            Ok(m)
+        }
+        (None, Some(m)) => {
+            if m.len() != n_tokens {
+                return Err(LineError::MaskLength {
+                    len: m.len(),
+                    tokens: n_tokens,
+                    id,
+                });
+            }
+            let mut out = Vec::with_capacity(m.len());
+            for (index, value) in m.into_iter().enumerate() {
+                match value {
+                    0 | 1 => out.push(value as u8),
+                    _ => return Err(LineError::MaskValue { index, value, id }),
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// `image` flattened to `patches × dim` values, with the shape: non-empty, rectangular, finite.
+fn image(rows: &[Vec<f32>], id: &SampleId) -> Result<(Vec<f32>, usize, usize), LineError> {
+    let p = rows.len();
+    let d = rows.first().map_or(0, |r| r.len());
+    if p == 0 || d == 0 {
+        return Err(LineError::EmptyImage { id: id.clone() });
+    }
+    let mut flat = Vec::with_capacity(p * d);
+    for (row, r) in rows.iter().enumerate() {
+        if r.len() != d {
+            return Err(LineError::RaggedImage {
+                row,
+                len: r.len(),
+                dim: d,
+                id: id.clone(),
+            });
+        }
+        if let Some(col) = r.iter().position(|x| !x.is_finite()) {
+            return Err(LineError::ImageNotFinite {
+                row,
+                col,
+                id: id.clone(),
+            });
+        }
+        flat.extend_from_slice(r);
+    }
+    Ok((flat, p, d))
 }
 
 /// The `.jsonl` files under `path` (the file itself, or the directory's top-level `*.jsonl`
@@ -296,7 +473,7 @@ pub fn read_samples<E: From<RawError>>(
                     Ok(n) => n,
                     Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
                         line_no += 1;
-                        let problem = "line is not valid UTF-8".to_string();
+                        let problem = LineError::NotUtf8;
                         if on_error == OnError::Fail {
                             return Err(RawError::Line {
                                 path: path.clone(),
@@ -337,7 +514,7 @@ pub fn read_samples<E: From<RawError>>(
             if lines.is_empty() {
                 break;
             }
-            let parsed: Vec<(u64, Result<RawSample, String>)> =
+            let parsed: Vec<(u64, Result<RawSample, LineError>)> =
                 lines.par_iter().map(|(n, s)| (*n, parse_line(s))).collect();
             for (line, r) in parsed {
                 let checked = r.and_then(|s| check_shapes(s, shapes));
@@ -365,7 +542,7 @@ pub fn read_samples<E: From<RawError>>(
     Ok(stats)
 }
 
-fn note_skip(stats: &mut ReadStats, path: &Path, line: u64, problem: &str) {
+fn note_skip(stats: &mut ReadStats, path: &Path, line: u64, problem: &LineError) {
     stats.skipped += 1;
     if stats.first_errors.len() < 5 {
         stats
@@ -374,7 +551,7 @@ fn note_skip(stats: &mut ReadStats, path: &Path, line: u64, problem: &str) {
     }
 }
 
-fn check_shapes(s: RawSample, shapes: &mut Option<Shapes>) -> Result<RawSample, String> {
+fn check_shapes(s: RawSample, shapes: &mut Option<Shapes>) -> Result<RawSample, LineError> {
     let here = Shapes {
         clip_dim: s.clip.len(),
         image: s.image.as_ref().map(|(_, p, d)| (*p, *d)),
@@ -386,20 +563,16 @@ fn check_shapes(s: RawSample, shapes: &mut Option<Shapes>) -> Result<RawSample, 
         }
         Some(want) => {
             if here.clip_dim != want.clip_dim {
-                return Err(format!(
-                    "field `clip` has {} values; expected {} like the first sample",
-                    here.clip_dim, want.clip_dim
-                ));
+                return Err(LineError::ClipDim {
+                    got: here.clip_dim,
+                    want: want.clip_dim,
+                });
             }
             if here.image != want.image {
-                let show = |x: Option<(usize, usize)>| {
-                    x.map_or("no image".to_string(), |(p, d)| format!("{p} × {d}"))
-                };
-                return Err(format!(
-                    "field `image` is {}; expected {} like the first sample",
-                    show(here.image),
-                    show(want.image)
-                ));
+                return Err(LineError::ImageShape {
+                    got: here.image,
+                    want: want.image,
+                });
             }
             Ok(s)
         }
@@ -470,7 +643,7 @@ mod tests {
             (r#"{"task":"a","tokens":[1],"#, "invalid JSON"),
         ];
         for (line, want) in cases {
-            let e = parse_line(line).unwrap_err();
+            let e = parse_line(line).unwrap_err().to_string();
             assert!(e.contains(want), "{line}: {e:?} lacks {want:?}");
         }
     }

@@ -14,7 +14,7 @@
 //! Fantasizing conditions every component on its own posterior mean at the point, so the
 //! combined mean is unchanged and every component's variance shrinks.
 
-use super::{PointPosterior, Posterior};
+use super::posterior::{PointPosterior, Posterior};
 
 /// `Σ_b w_b f_b` of independent posteriors `f_b` (see the module documentation).
 #[derive(Debug, Clone)]

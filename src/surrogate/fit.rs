@@ -1,6 +1,6 @@
 //! Hyperparameter fitting: maximum a posteriori under weak priors, by L-BFGS in log space.
 //!
-//! Internal units ([`super::gp`]): standardised objective, inputs centred and scaled to the
+//! The settings of a fit ([`GpConfig`]) live here too. Internal units ([`super::gp`]): standardised objective, inputs centred and scaled to the
 //! spread of the unit cube. The priors (densities of the hyperparameter values, as GPyTorch
 //! evaluates them, so the log density includes the `−log v` Jacobian term):
 //!
@@ -21,10 +21,47 @@
 //! does not depend on the thread count.
 
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 
-use super::gp::{lml_grad, GpConfig, GpError, Hyp};
+use super::error::GpError;
+use super::kernel::Kernel;
 use super::lbfgs::{minimize, LbfgsConfig};
+use super::likelihood::{lml_grad, Hyp};
 use crate::rng::SplitMix64;
+
+/// Settings of the hyperparameter fit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GpConfig {
+    /// Covariance function.
+    pub kernel: Kernel,
+    /// Random restarts of the optimiser in addition to the one from the default start.
+    pub restarts: usize,
+    /// L-BFGS iterations per start.
+    pub max_iter: usize,
+    /// Seed of the random restarts.
+    pub seed: u64,
+    /// Fixed observation-noise variance in objective units (squared objective units); `None`
+    /// fits it.
+    pub fixed_noise: Option<f64>,
+    /// Adds a linear kernel `c · (x − x̄)ᵀ(x' − x̄)` to the stationary one (Bayesian linear
+    /// regression on the coordinates, with a fitted variance `c`): the posterior mean can then
+    /// follow a global trend and extrapolate it to the faces of the simplex.
+    pub linear: bool,
+}
+
+impl Default for GpConfig {
+    fn default() -> Self {
+        Self {
+            kernel: Kernel::Matern52,
+            restarts: 3,
+            max_iter: 200,
+            seed: 0,
+            fixed_noise: None,
+            linear: true,
+        }
+    }
+}
 
 /// Lower bound on the fitted noise variance (standardised units).
 pub const NOISE_FLOOR: f64 = 1e-6;

@@ -18,101 +18,24 @@
 //!
 //! Hyperparameters are fitted by [`Gp::fit`] (see [`super::fit`]): maximum a posteriori with
 //! weak log-normal priors, L-BFGS in log space with analytic gradients, several restarts.
+//! The Cholesky factorisation and solves live in `linalg.rs`, the internal
+//! hyperparameters and the likelihood in `likelihood.rs`.
 
-use faer::dyn_stack::{MemBuffer, MemStack};
-use faer::linalg::cholesky::llt::factor::{cholesky_in_place, cholesky_in_place_scratch};
 use faer::linalg::matmul::matmul;
-use faer::linalg::triangular_solve::{
-    solve_lower_triangular_in_place, solve_upper_triangular_in_place,
-};
-use faer::{Accum, Mat, MatMut, Par};
+use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
+use faer::{Accum, Mat, Par};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::error::GpError;
+use super::fit::{fit_hyperparameters, GpConfig};
 use super::kernel::{sq_dist, Kernel};
-use super::{PointPosterior, Posterior};
+use super::likelihood::{divide_ls, lml_grad, Hyp, LN_2PI};
+use super::linalg::{dot, factor_with_jitter, solve_l, solve_lt};
+use super::posterior::{PointPosterior, Posterior};
 
-/// `log(2π)`.
-const LN_2PI: f64 = 1.837_877_066_409_345_5;
-/// Relative jitters tried in turn when a Cholesky factorisation fails (× mean diagonal).
-const JITTERS: [f64; 8] = [0.0, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2];
 /// Query points per block in [`Gp::predict`] (blocks run in parallel).
 const PREDICT_BLOCK: usize = 1024;
-
-/// Settings of the hyperparameter fit.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct GpConfig {
-    /// Covariance function.
-    pub kernel: Kernel,
-    /// Random restarts of the optimiser in addition to the one from the default start.
-    pub restarts: usize,
-    /// L-BFGS iterations per start.
-    pub max_iter: usize,
-    /// Seed of the random restarts.
-    pub seed: u64,
-    /// Fixed observation-noise variance in objective units (squared objective units); `None`
-    /// fits it.
-    pub fixed_noise: Option<f64>,
-    /// Adds a linear kernel `c · (x − x̄)ᵀ(x' − x̄)` to the stationary one (Bayesian linear
-    /// regression on the coordinates, with a fitted variance `c`): the posterior mean can then
-    /// follow a global trend and extrapolate it to the faces of the simplex.
-    pub linear: bool,
-}
-
-impl Default for GpConfig {
-    fn default() -> Self {
-        Self {
-            kernel: Kernel::Matern52,
-            restarts: 3,
-            max_iter: 200,
-            seed: 0,
-            fixed_noise: None,
-            linear: true,
-        }
-    }
-}
-
-/// A GP could not be built, fitted or updated.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum GpError {
-    /// Fewer observations than the model needs.
-    #[error("a Gaussian process needs at least 2 trials, got {n}")]
-    TooFewPoints {
-        /// Number of trials given.
-        n: usize,
-    },
-    /// An objective value is NaN or infinite.
-    #[error("trial {index}: objective is {value}; expected a finite number")]
-    NonFiniteY {
-        /// Index of the trial.
-        index: usize,
-        /// The value.
-        value: f64,
-    },
-    /// A trial's coordinates are unusable (wrong length, NaN or infinite).
-    #[error("trial {index}: {reason}")]
-    BadInput {
-        /// Index of the trial.
-        index: usize,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The kernel matrix is not positive definite even with the largest jitter.
-    #[error(
-        "kernel matrix of {n} trials is not positive definite even with jitter {jitter:e} × \
-         its mean diagonal"
-    )]
-    NotPositiveDefinite {
-        /// Size of the matrix.
-        n: usize,
-        /// Largest relative jitter tried.
-        jitter: f64,
-    },
-    /// Hyperparameters that are not finite and positive (or of the wrong length).
-    #[error("invalid hyperparameters: {0}")]
-    BadHyperparameters(String),
-}
 
 /// Hyperparameters in objective units and the space's coordinates: enough, with the trials, to
 /// rebuild a fitted GP without refitting ([`Gp::with_hyperparameters`]).
@@ -215,305 +138,6 @@ impl Transform {
     }
 }
 
-/// Hyperparameters in internal units.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Hyp {
-    /// Lengthscales (internal input units).
-    pub ls: Vec<f64>,
-    /// Outputscale `s²` (standardised).
-    pub os: f64,
-    /// Noise variance `σ²` (standardised).
-    pub noise: f64,
-    /// Constant mean (standardised).
-    pub mean: f64,
-    /// Variance of the linear term `c · zᵀz'` (standardised; 0 for none).
-    pub lin: f64,
-}
-
-impl Hyp {
-    /// `[log ℓ₁ … log ℓ_d, log s², log σ², m]`, then `log c` when the linear term is on.
-    pub fn to_log_params(&self) -> Vec<f64> {
-        let mut p: Vec<f64> = self.ls.iter().map(|v| v.ln()).collect();
-        p.extend([self.os.ln(), self.noise.ln(), self.mean]);
-        if self.lin > 0.0 {
-            p.push(self.lin.ln());
-        }
-        p
-    }
-
-    pub fn from_log_params(p: &[f64], d: usize) -> Self {
-        assert!(
-            p.len() == d + 3 || p.len() == d + 4,
-            "log_params must have d + 3 (or d + 4 with a linear term) entries"
-        );
-        Self {
-            ls: p[..d].iter().map(|v| v.exp()).collect(),
-            os: p[d].exp(),
-            noise: p[d + 1].exp(),
-            mean: p[d + 2],
-            lin: p.get(d + 3).map_or(0.0, |v| v.exp()),
-        }
-    }
-
-    fn check(&self) -> Result<(), GpError> {
-        let ok = |v: f64| v.is_finite() && v > 0.0;
-        if !self.ls.iter().all(|&v| ok(v)) {
-            return Err(GpError::BadHyperparameters(format!(
-                "lengthscales must be finite and positive, got {:?}",
-                self.ls
-            )));
-        }
-        if !ok(self.os) {
-            return Err(GpError::BadHyperparameters(format!(
-                "outputscale must be finite and positive, got {}",
-                self.os
-            )));
-        }
-        if !self.lin.is_finite() || self.lin < 0.0 {
-            return Err(GpError::BadHyperparameters(format!(
-                "the linear variance must be finite and non-negative, got {}",
-                self.lin
-            )));
-        }
-        if !self.noise.is_finite() || self.noise < 0.0 || !self.mean.is_finite() {
-            return Err(GpError::BadHyperparameters(format!(
-                "noise must be finite and non-negative and the mean finite, got {} and {}",
-                self.noise, self.mean
-            )));
-        }
-        Ok(())
-    }
-}
-
-/// The log marginal likelihood and its gradient (internal units).
-#[derive(Debug, Clone)]
-pub(crate) struct LmlGrad {
-    pub lml: f64,
-    /// ∂/∂ log ℓ_k.
-    pub d_log_ls: Vec<f64>,
-    /// ∂/∂ log s².
-    pub d_log_os: f64,
-    /// ∂/∂σ² (not log).
-    pub d_noise: f64,
-    /// ∂/∂m.
-    pub d_mean: f64,
-    /// ∂/∂ log c (0 without a linear term).
-    pub d_log_lin: f64,
-}
-
-/// Parallelism for an `n × n` factorisation: sequential for small matrices (the fit already
-/// runs its restarts in parallel).
-fn par_for(n: usize) -> Par {
-    if n >= 384 {
-        Par::rayon(0)
-    } else {
-        Par::Seq
-    }
-}
-
-/// Lower Cholesky factor of `a` (only its lower triangle is read), or `None` when `a` is not
-/// positive definite to working precision.
-fn cholesky_lower(a: &Mat<f64>) -> Option<Mat<f64>> {
-    let n = a.nrows();
-    let par = par_for(n);
-    let mut l = a.clone();
-    let mut mem = MemBuffer::new(cholesky_in_place_scratch::<f64>(n, par, Default::default()));
-    let stack = MemStack::new(&mut mem);
-    cholesky_in_place(
-        l.as_mut(),
-        Default::default(),
-        par,
-        stack,
-        Default::default(),
-    )
-    .ok()?;
-    for j in 1..n {
-        for i in 0..j {
-            l[(i, j)] = 0.0;
-        }
-    }
-    // A pivot at the level of rounding error (n ε × the largest diagonal) means the matrix
-    // is singular to working precision: treat it as a failure so jitter is added.
-    let max_diag = (0..n).map(|i| a[(i, i)]).fold(0.0, f64::max);
-    let tiny = 4.0 * n as f64 * f64::EPSILON * max_diag;
-    (0..n)
-        .all(|i| l[(i, i)].is_finite() && l[(i, i)] * l[(i, i)] > tiny)
-        .then_some(l)
-}
-
-/// Factorises `k`, adding jitter to its diagonal when needed. Returns the factor and the
-/// absolute jitter added (0 when none was needed).
-fn factor_with_jitter(k: &Mat<f64>) -> Result<(Mat<f64>, f64), GpError> {
-    let n = k.nrows();
-    let mean_diag = (0..n).map(|i| k[(i, i)]).sum::<f64>() / n.max(1) as f64;
-    let mut kj = k.clone();
-    for &rel in &JITTERS {
-        let jitter = rel * mean_diag;
-        if rel > 0.0 {
-            for i in 0..n {
-                kj[(i, i)] = k[(i, i)] + jitter;
-            }
-        }
-        if let Some(l) = cholesky_lower(&kj) {
-            if rel > 0.0 {
-                tracing::debug!(n, rel, "Cholesky needed jitter");
-            }
-            return Ok((l, jitter));
-        }
-    }
-    Err(GpError::NotPositiveDefinite {
-        n,
-        jitter: JITTERS[JITTERS.len() - 1],
-    })
-}
-
-fn col_mut(v: &mut [f64]) -> MatMut<'_, f64> {
-    let n = v.len();
-    MatMut::from_column_major_slice_mut(v, n, 1)
-}
-
-/// `v ← L⁻¹ v`.
-fn solve_l(l: &Mat<f64>, v: &mut [f64]) {
-    solve_lower_triangular_in_place(l.as_ref(), col_mut(v), Par::Seq);
-}
-
-/// `v ← L⁻ᵀ v`.
-fn solve_lt(l: &Mat<f64>, v: &mut [f64]) {
-    solve_upper_triangular_in_place(l.as_ref().transpose(), col_mut(v), Par::Seq);
-}
-
-/// Inputs divided by lengthscales (`n × d` row-major).
-fn divide_ls(z: &[f64], ls: &[f64]) -> Vec<f64> {
-    let d = ls.len();
-    z.chunks_exact(d)
-        .flat_map(|r| r.iter().zip(ls).map(|(v, l)| v / l))
-        .collect()
-}
-
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-/// `K = s²Φ + c ZZᵀ + (σ² diagonal)` (`zl`: inputs over lengthscales, `z`: inputs, both
-/// `n × d`; `c = lin`, the linear term skipped when 0), and optionally the matrix of slopes
-/// `φ'(r²)`.
-#[allow(clippy::too_many_arguments)]
-fn kernel_matrix(
-    zl: &[f64],
-    z: &[f64],
-    d: usize,
-    kernel: Kernel,
-    os: f64,
-    lin: f64,
-    diag_extra: f64,
-    want_slopes: bool,
-) -> (Mat<f64>, Option<Mat<f64>>) {
-    let n = zl.len() / d;
-    let mut k = Mat::<f64>::zeros(n, n);
-    let mut s = want_slopes.then(|| Mat::<f64>::zeros(n, n));
-    for j in 0..n {
-        let zj = &zl[j * d..(j + 1) * d];
-        let rj = &z[j * d..(j + 1) * d];
-        k[(j, j)] = os + diag_extra + if lin > 0.0 { lin * dot(rj, rj) } else { 0.0 };
-        if let Some(s) = s.as_mut() {
-            s[(j, j)] = kernel.phi_and_slope(0.0).1;
-        }
-        for i in j + 1..n {
-            let (phi, slope) = kernel.phi_and_slope(sq_dist(&zl[i * d..(i + 1) * d], zj));
-            let mut v = os * phi;
-            if lin > 0.0 {
-                v += lin * dot(&z[i * d..(i + 1) * d], rj);
-            }
-            k[(i, j)] = v;
-            k[(j, i)] = v;
-            if let Some(s) = s.as_mut() {
-                s[(i, j)] = slope;
-                s[(j, i)] = slope;
-            }
-        }
-    }
-    (k, s)
-}
-
-/// Log marginal likelihood of standardised targets `ys` at inputs `z` (internal units, `n × d`
-/// row-major) and, with `want_grad`, its gradient. Jitter is escalated as in the model.
-pub(crate) fn lml_grad(
-    z: &[f64],
-    ys: &[f64],
-    kernel: Kernel,
-    hyp: &Hyp,
-    want_grad: bool,
-) -> Result<LmlGrad, GpError> {
-    let d = hyp.ls.len();
-    let n = ys.len();
-    let zl = divide_ls(z, &hyp.ls);
-    let (k, slopes) = kernel_matrix(&zl, z, d, kernel, hyp.os, hyp.lin, hyp.noise, want_grad);
-    let (l, _jitter) = factor_with_jitter(&k)?;
-    let mut alpha: Vec<f64> = ys.iter().map(|v| v - hyp.mean).collect();
-    solve_l(&l, &mut alpha);
-    let quad: f64 = alpha.iter().map(|v| v * v).sum();
-    solve_lt(&l, &mut alpha);
-    let logdet_half: f64 = (0..n).map(|i| l[(i, i)].ln()).sum();
-    let lml = -0.5 * quad - logdet_half - 0.5 * n as f64 * LN_2PI;
-    if !want_grad {
-        return Ok(LmlGrad {
-            lml,
-            d_log_ls: Vec::new(),
-            d_log_os: 0.0,
-            d_noise: 0.0,
-            d_mean: 0.0,
-            d_log_lin: 0.0,
-        });
-    }
-    let slopes = slopes.expect("slopes requested");
-    // K⁻¹ = L⁻ᵀ L⁻¹, then M = ααᵀ − K⁻¹; ∂LML/∂θ = ½ tr(M ∂K/∂θ).
-    let par = par_for(n);
-    let mut kinv = Mat::<f64>::identity(n, n);
-    solve_lower_triangular_in_place(l.as_ref(), kinv.as_mut(), par);
-    solve_upper_triangular_in_place(l.as_ref().transpose(), kinv.as_mut(), par);
-    let mut d_log_ls = vec![0.0; d];
-    let mut d_log_os = 0.0;
-    let mut d_log_lin = 0.0;
-    let mut trace_m = 0.0;
-    let lin_on = hyp.lin > 0.0;
-    for j in 0..n {
-        let zj = &zl[j * d..(j + 1) * d];
-        let rj = &z[j * d..(j + 1) * d];
-        let mjj = alpha[j] * alpha[j] - kinv[(j, j)];
-        trace_m += mjj;
-        d_log_os += 0.5 * mjj * hyp.os;
-        if lin_on {
-            d_log_lin += 0.5 * mjj * hyp.lin * dot(rj, rj);
-        }
-        for i in j + 1..n {
-            let mij = alpha[i] * alpha[j] - kinv[(i, j)];
-            // Off-diagonal pairs count twice (M and K symmetric).
-            let klin = if lin_on {
-                hyp.lin * dot(&z[i * d..(i + 1) * d], rj)
-            } else {
-                0.0
-            };
-            d_log_lin += mij * klin;
-            d_log_os += mij * (k[(i, j)] - klin);
-            // ∂K_ij/∂log ℓ_k = s² φ'(r²) · (−2 Δ_k²/ℓ_k²).
-            let a = -2.0 * hyp.os * mij * slopes[(i, j)];
-            let zi = &zl[i * d..(i + 1) * d];
-            for ((g, &u), &v) in d_log_ls.iter_mut().zip(zi).zip(zj) {
-                let t = u - v;
-                *g += a * t * t;
-            }
-        }
-    }
-    Ok(LmlGrad {
-        lml,
-        d_log_ls,
-        d_log_os,
-        d_noise: 0.5 * trace_m,
-        d_mean: alpha.iter().sum(),
-        d_log_lin,
-    })
-}
-
 /// An exact GP regression model, fitted or built from given hyperparameters.
 #[derive(Debug, Clone)]
 pub struct Gp {
@@ -591,7 +215,7 @@ impl Gp {
             Some(v) => Some(v / (tf.y_std * tf.y_std)),
             None => None,
         };
-        let hyp = super::fit::fit_hyperparameters(&z, &ys, d, cfg, fixed_noise)?;
+        let hyp = fit_hyperparameters(&z, &ys, d, cfg, fixed_noise)?;
         Self::build(cfg.kernel, d, tf, hyp, z, ys)
     }
 
@@ -633,7 +257,7 @@ impl Gp {
     ) -> Result<Gp, GpError> {
         hyp.check()?;
         let zl = divide_ls(&z, &hyp.ls);
-        let (k, _) = kernel_matrix(&zl, &z, d, kernel, hyp.os, hyp.lin, hyp.noise, false);
+        let (k, _) = hyp.kernel_matrix(kernel, &zl, &z, hyp.noise, false);
         let (l, jitter) = factor_with_jitter(&k)?;
         let mut gp = Gp {
             kernel,
@@ -785,13 +409,10 @@ impl Gp {
     /// hyperparameters (same standardisation; jitter escalated from the current one). The
     /// result equals the rank-1 updated factor up to rounding.
     pub fn refactor(&mut self) -> Result<(), GpError> {
-        let (k, _) = kernel_matrix(
+        let (k, _) = self.hyp.kernel_matrix(
+            self.kernel,
             &self.zl,
             &self.z,
-            self.d,
-            self.kernel,
-            self.hyp.os,
-            self.hyp.lin,
             self.hyp.noise + self.jitter,
             false,
         );
