@@ -246,7 +246,7 @@ fn observations(
 }
 
 fn named(space: &SearchSpace, w: &[f64]) -> BTreeMap<String, f64> {
-    space.cells.iter().cloned().zip(w.iter().copied()).collect()
+    mixatlas::data::mixture::by_name(&space.cells, w)
 }
 
 /// `suggest`: the next q mixtures.
@@ -321,15 +321,8 @@ fn read_mixtures(path: &Path, space: &SearchSpace) -> Result<Vec<Vec<f64>>> {
                 i + 1
             )
         })?;
-        let mut w = vec![0.0; space.cells()];
-        for (k, x) in m {
-            let j = space
-                .cells
-                .iter()
-                .position(|c| *c == k)
-                .with_context(|| format!("{}:{}: unknown cell {k:?}", path.display(), i + 1))?;
-            w[j] = x;
-        }
+        let w = mixatlas::data::mixture::in_order(&m, &space.cells)
+            .with_context(|| format!("{}:{}", path.display(), i + 1))?;
         space
             .from_mixture(&w)
             .with_context(|| format!("{}:{}", path.display(), i + 1))?;

@@ -9,9 +9,9 @@ use clap::Args;
 use mixatlas::acquisition::design::DesignStart;
 use mixatlas::config::Config;
 use mixatlas::dist::SingleProcess;
-use mixatlas::search::config::{Metric, TrainerConfig};
+use mixatlas::search::config::{ExecutorKind, Metric, TrainerConfig};
+use mixatlas::search::exec::mpi::{worker, Groups};
 use mixatlas::search::methods::Method;
-use mixatlas::search::mpi_exec::{worker, Groups};
 use mixatlas::search::run::{run_search, run_search_on, SearchPlan, SearchProgress, SearchSummary};
 
 use super::runtime::Dist;
@@ -189,14 +189,13 @@ pub fn printer(quiet: bool) -> impl FnMut(SearchProgress) {
 /// `search`.
 pub fn run(a: SearchArgs) -> Result<()> {
     let plan = resolve(&a)?;
-    if plan.search.executor.kind == "mpi" {
+    if matches!(plan.search.executor.parse_kind(), Ok(ExecutorKind::Mpi)) {
         mixatlas::train::tune_allocator();
         let mut dist = Dist::init(a.collective_timeout)?;
         let world = std::mem::replace(&mut dist.world, Box::new(SingleProcess));
-        let groups = Groups::split(world, plan.search.executor.ranks_per_trial)
-            .map_err(anyhow::Error::msg)?;
+        let groups = Groups::split(world, plan.search.executor.ranks_per_trial)?;
         if groups.world.rank() != 0 {
-            return worker(&plan, &groups).map_err(anyhow::Error::msg);
+            return Ok(worker(&plan, &groups)?);
         }
         eprintln!(
             "MPI search: {} ranks in {} groups of {}",

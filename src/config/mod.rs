@@ -125,6 +125,14 @@ mod tests {
     }
 
     #[test]
+    fn the_search_writes_train_toml_as_a_whole_config() {
+        let mut c = Config::default();
+        c.train.steps = 7;
+        c.train.warmup_steps = 1;
+        assert_eq!(crate::search::plan::train_toml(&c.train), c.to_toml());
+    }
+
+    #[test]
     fn roundtrips_through_toml() {
         let c = Config::default();
         let back = Config::from_toml(&c.to_toml(), Path::new("x")).unwrap();

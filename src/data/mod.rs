@@ -6,12 +6,14 @@
 //! - [`prepare`]: raw samples → `corpus/` (manifest + Megatron `.bin`/`.idx` per cell).
 //! - [`megatron`]: Megatron-LM `MMapIndexedDataset` reader and writer.
 //! - [`corpus`]: the manifest and a memory-mapped view of a prepared corpus.
+//! - [`mixture`]: a mixture (weights by `concept/task`), checked once, in any cell order.
 //! - [`sampler`]: deterministic mixture batches (i.i.d. counter-based, or Megatron blending).
 
 pub mod cluster_metrics;
 pub mod corpus;
 pub mod kmeans;
 pub mod megatron;
+pub mod mixture;
 pub mod prepare;
 pub mod raw;
 pub mod sampler;

@@ -43,14 +43,14 @@ use serde::{Deserialize, Serialize};
 
 use super::corpus::{Corpus, DocumentStore, Manifest};
 use super::megatron::DType;
+use super::mixture::{in_order, manifest_cells, valid_sum, valid_weight};
 use crate::rng::{philox4x32_10, philox_key};
 
 /// Philox counter word 2 of the cell draw ("CELL").
 pub const STREAM_CELL: u32 = 0x4345_4C4C;
 /// Philox counter word 3 of the permutation round keys ("PERM").
 pub const STREAM_PERM: u32 = 0x5045_524D;
-/// How far the weights may sum from 1.
-pub const WEIGHT_SUM_TOLERANCE: f64 = 1e-6;
+pub use super::mixture::WEIGHT_SUM_TOLERANCE;
 /// Version of the serialized [`SamplerState`].
 pub const SAMPLER_STATE_VERSION: u32 = 1;
 /// Below this many local tokens a batch is gathered on the calling thread.
@@ -228,7 +228,7 @@ pub fn validate_weights(
     label: impl Fn(usize) -> String,
 ) -> Result<f64, SamplerError> {
     for (i, &w) in weights.iter().enumerate() {
-        if !w.is_finite() || w < 0.0 {
+        if !valid_weight(w) {
             return Err(SamplerError::BadWeight {
                 cell: label(i),
                 value: w,
@@ -236,7 +236,7 @@ pub fn validate_weights(
         }
     }
     let sum: f64 = weights.iter().sum();
-    if (sum - 1.0).abs() > WEIGHT_SUM_TOLERANCE {
+    if !valid_sum(sum) {
         return Err(SamplerError::WeightSum { sum });
     }
     Ok(sum)
@@ -570,37 +570,17 @@ impl Batch {
     }
 }
 
-/// Maps `concept/task` names to a weight vector in manifest cell order; cells not named get 0.
-/// Values are not checked here ([`Sampler::new`] does).
+/// Maps `concept/task` names to a weight vector in manifest cell order; cells not named get 0
+/// ([`in_order`]). Values are not checked here ([`Sampler::new`] does).
 pub fn weights_from_names(
     manifest: &Manifest,
     named: &BTreeMap<String, f64>,
 ) -> Result<Vec<f64>, SamplerError> {
-    let mut w = vec![0.0; manifest.cells.len()];
-    for (name, &v) in named {
-        match manifest.cell_index(name) {
-            Some(i) => w[i] = v,
-            None => {
-                let examples: Vec<String> = manifest
-                    .cells
-                    .iter()
-                    .take(4)
-                    .map(|c| format!("{:?}", c.data.name))
-                    .collect();
-                let examples = if examples.is_empty() {
-                    "(none: the corpus has no cells)".to_string()
-                } else {
-                    examples.join(", ")
-                };
-                return Err(SamplerError::UnknownCell {
-                    name: name.clone(),
-                    examples,
-                    cells: manifest.cells.len(),
-                });
-            }
-        }
-    }
-    Ok(w)
+    in_order(named, &manifest_cells(manifest)).map_err(|e| SamplerError::UnknownCell {
+        name: e.name,
+        examples: e.examples,
+        cells: e.cells,
+    })
 }
 
 /// The mixture sampler over a set of memory-mapped cells.

@@ -187,23 +187,58 @@ impl Default for SearchConfig {
     }
 }
 
+/// Where trials run, parsed from [`ExecutorConfig::kind`] (the file keeps the string).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutorKind {
+    /// Child processes on this machine.
+    Local,
+    /// Rank groups of an `mpirun` job.
+    Mpi,
+    /// One Slurm job array per round.
+    Slurm,
+}
+
+/// A `[search]` value that cannot work.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SearchConfigError {
+    /// No trials to run.
+    #[error("budget.q and budget.max_trials must be ≥ 1")]
+    EmptyBudget,
+    /// An executor kind this build does not know.
+    #[error("executor.kind {0:?}: expected \"local\", \"mpi\" or \"slurm\"")]
+    ExecutorKind(String),
+    /// Trials with no thread.
+    #[error("executor.threads_per_trial must be ≥ 1")]
+    NoThreads,
+    /// A negative or NaN time limit.
+    #[error("budget.trial_timeout_s must be ≥ 0")]
+    Timeout,
+}
+
+impl ExecutorConfig {
+    /// The executor [`ExecutorConfig::kind`] names (the one place the string is read).
+    pub fn parse_kind(&self) -> Result<ExecutorKind, SearchConfigError> {
+        match self.kind.as_str() {
+            "local" => Ok(ExecutorKind::Local),
+            "mpi" => Ok(ExecutorKind::Mpi),
+            "slurm" => Ok(ExecutorKind::Slurm),
+            other => Err(SearchConfigError::ExecutorKind(other.to_string())),
+        }
+    }
+}
+
 impl SearchConfig {
     /// Checks values that would otherwise fail late.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), SearchConfigError> {
         if self.budget.q == 0 || self.budget.max_trials == 0 {
-            return Err("budget.q and budget.max_trials must be ≥ 1".into());
+            return Err(SearchConfigError::EmptyBudget);
         }
-        if !matches!(self.executor.kind.as_str(), "local" | "mpi" | "slurm") {
-            return Err(format!(
-                "executor.kind {:?}: expected \"local\", \"mpi\" or \"slurm\"",
-                self.executor.kind
-            ));
-        }
+        self.executor.parse_kind()?;
         if self.executor.threads_per_trial == 0 {
-            return Err("executor.threads_per_trial must be ≥ 1".into());
+            return Err(SearchConfigError::NoThreads);
         }
         if self.budget.trial_timeout_s.is_nan() || self.budget.trial_timeout_s < 0.0 {
-            return Err("budget.trial_timeout_s must be ≥ 0".into());
+            return Err(SearchConfigError::Timeout);
         }
         Ok(())
     }

@@ -1,15 +1,28 @@
 //! The search: finished trials (ask/tell), objectives, methods and recipes, and the full
 //! search loop with its configuration, crash-safe state and executors.
 //!
-//! `mixatlas suggest`, `predict` and `recipe` are built from the ask/tell parts;
-//! `mixatlas search` ([`run`]) drives the same ones through the trial protocol.
+//! `mixatlas suggest`, `predict` and `recipe` are built from the ask/tell parts ([`trials`],
+//! [`methods`], [`recipe`]); `mixatlas search` ([`run`]) drives the same ones through the trial
+//! protocol:
+//!
+//! - [`config`]: `[search]` (method, budget, objective, trainer, executor) and its checks;
+//! - [`plan`]: the resolved run, its files in the search directory, progress and summary;
+//! - [`state`]: `trials.jsonl`, the fsync'd event log, and its replay;
+//! - [`attempt`]: one attempt's directory and command, its metrics, its record in the log;
+//! - [`exec`]: where attempts run (local processes, MPI rank groups, Slurm arrays);
+//! - [`objective`]: metrics → scores → objectives → observations of the space;
+//! - [`recommend`]: the recipe after every round;
+//! - [`run`]: the loop; [`error`]: what stops a search or an executor.
 
+pub mod attempt;
 pub mod config;
-pub mod executor;
+pub mod error;
+pub mod exec;
 pub mod methods;
-pub mod mpi_exec;
+pub mod objective;
+pub mod plan;
 pub mod recipe;
+pub mod recommend;
 pub mod run;
-pub mod slurm_exec;
 pub mod state;
 pub mod trials;

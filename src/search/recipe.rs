@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::acquisition::{Proposal, SearchSpace};
 use crate::data::corpus::Manifest;
+use crate::data::mixture::{by_name, megatron_blend};
 use crate::fsutil::{write_atomic, PathIoError};
 
 /// Current recipe format version.
@@ -52,15 +53,14 @@ pub struct Recipe {
 }
 
 impl Recipe {
-    /// Builds a recipe from a proposal over `space`.
+    /// Builds a recipe from a proposal over `space` (its mixture in the space's cell order).
     pub fn from_proposal(space: &SearchSpace, p: &Proposal, source: RecipeSource) -> Self {
-        let mut weights = BTreeMap::new();
+        let weights = by_name(&space.cells, &p.mixture);
         let mut concepts: BTreeMap<String, f64> =
             space.concepts.iter().map(|c| (c.clone(), 0.0)).collect();
         let mut tasks: BTreeMap<String, f64> =
             space.tasks.iter().map(|t| (t.clone(), 0.0)).collect();
-        for ((name, &(c, t)), &w) in space.cells.iter().zip(&space.cell_axes).zip(&p.mixture) {
-            weights.insert(name.clone(), w);
+        for (&(c, t), &w) in space.cell_axes.iter().zip(&p.mixture) {
             *concepts.get_mut(&space.concepts[c]).expect("concept") += w;
             *tasks.get_mut(&space.tasks[t]).expect("task") += w;
         }
@@ -77,18 +77,7 @@ impl Recipe {
     /// Megatron's `--data-path` blend: `W1 PREFIX1 W2 PREFIX2 …` over cells with positive
     /// weight. Prefixes come from the manifest, joined to `corpus_dir` (as given).
     pub fn megatron_blend(&self, manifest: &Manifest, corpus_dir: &Path) -> String {
-        let mut parts = Vec::new();
-        for cell in &manifest.cells {
-            if let Some(&w) = self.weights.get(&cell.data.name) {
-                if w > 0.0 {
-                    parts.push(format!(
-                        "{w:.8} {}",
-                        corpus_dir.join(&cell.data.prefix).display()
-                    ));
-                }
-            }
-        }
-        parts.join(" ")
+        megatron_blend(&self.weights, manifest, corpus_dir)
     }
 
     /// Writes the recipe atomically as pretty JSON.

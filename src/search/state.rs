@@ -124,7 +124,7 @@ pub struct SearchState {
 
 impl SearchState {
     /// Replays `text` with at most `max_attempts` attempts per trial.
-    pub fn replay(text: &str, max_attempts: usize) -> Result<Self, String> {
+    pub fn replay(text: &str, max_attempts: usize) -> Result<Self, ReplayError> {
         let mut st = SearchState::default();
         let lines: Vec<&str> = text.split_inclusive('\n').collect();
         for (i, raw) in lines.iter().enumerate() {
@@ -140,22 +140,30 @@ impl SearchState {
                     st.dropped.push(i + 1);
                     continue;
                 }
-                Err(e) => return Err(format!("line {}: {e}", i + 1)),
+                Err(source) => {
+                    return Err(ReplayError::Parse {
+                        line: i + 1,
+                        source,
+                    })
+                }
                 Ok(_) => unreachable!("only the last line can lack its newline"),
             };
             st.apply(ev, max_attempts)
-                .map_err(|e| format!("line {}: {e}", i + 1))?;
+                .map_err(|source| ReplayError::Event {
+                    line: i + 1,
+                    source,
+                })?;
         }
         Ok(st)
     }
 
     /// Applies one event (with at most `max_attempts` attempts per trial).
-    pub fn apply(&mut self, ev: Event, max_attempts: usize) -> Result<(), String> {
-        let find = |st: &SearchState, id: &str| -> Result<usize, String> {
+    pub fn apply(&mut self, ev: Event, max_attempts: usize) -> Result<(), EventError> {
+        let find = |st: &SearchState, id: &str| -> Result<usize, EventError> {
             st.trials
                 .iter()
                 .position(|t| t.id == id)
-                .ok_or_else(|| format!("trial {id:?} was never proposed"))
+                .ok_or_else(|| EventError::NeverProposed(id.to_string()))
         };
         match ev {
             Event::Proposed {
@@ -166,7 +174,7 @@ impl SearchState {
                 ..
             } => {
                 if self.trials.iter().any(|t| t.id == trial) {
-                    return Err(format!("trial {trial:?} proposed twice"));
+                    return Err(EventError::ProposedTwice(trial));
                 }
                 self.trials.push(TrialState {
                     id: trial,
@@ -199,7 +207,7 @@ impl SearchState {
                 let k = find(self, &trial)?;
                 let t = &mut self.trials[k];
                 if matches!(t.status, Status::Finished { .. }) {
-                    return Err(format!("trial {trial:?} finished twice"));
+                    return Err(EventError::FinishedTwice(trial));
                 }
                 t.status = Status::Finished { metrics, wall_s };
                 t.job = None;
@@ -263,9 +271,9 @@ impl EventLog {
             Err(e) => Err(e).at("reading", &path)?,
         };
         let state =
-            SearchState::replay(&text, max_attempts).map_err(|reason| LogError::Corrupt {
+            SearchState::replay(&text, max_attempts).map_err(|source| LogError::Corrupt {
                 path: path.clone(),
-                reason,
+                source,
             })?;
         let file = OpenOptions::new()
             .create(true)
@@ -300,12 +308,50 @@ pub enum LogError {
     #[error(transparent)]
     Io(#[from] PathIoError),
     /// A line other than the last is not a valid event, or the events contradict each other.
-    #[error("{path}: {reason}")]
+    #[error("{path}: {source}")]
     Corrupt {
         /// The log.
         path: PathBuf,
         /// What is wrong (with the line number).
-        reason: String,
+        #[source]
+        source: ReplayError,
+    },
+}
+
+/// An event that contradicts the log before it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EventError {
+    /// An event for a trial that no `proposed` line introduced.
+    #[error("trial {0:?} was never proposed")]
+    NeverProposed(String),
+    /// A second `proposed` line for one trial id.
+    #[error("trial {0:?} proposed twice")]
+    ProposedTwice(String),
+    /// A second `finished` line for one trial.
+    #[error("trial {0:?} finished twice")]
+    FinishedTwice(String),
+}
+
+/// A line of `trials.jsonl` (other than a torn last one) that cannot be replayed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The line is not a valid event.
+    #[error("line {line}: {source}")]
+    Parse {
+        /// 1-based line.
+        line: usize,
+        /// The parser's message.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The event contradicts the lines before it.
+    #[error("line {line}: {source}")]
+    Event {
+        /// 1-based line.
+        line: usize,
+        /// What it contradicts.
+        #[source]
+        source: EventError,
     },
 }
 
@@ -357,7 +403,10 @@ mod tests {
         assert_eq!(st.pending().len(), 1);
         // A broken line in the middle is corruption, not a crash artefact.
         let bad = format!("{}\ngarbage\n{}\n", proposed("t1"), proposed("t2"));
-        assert!(SearchState::replay(&bad, 1).unwrap_err().contains("line 2"));
+        assert!(SearchState::replay(&bad, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("line 2"));
         let twice = format!("{}\n{}\n", proposed("t1"), proposed("t1"));
         assert!(SearchState::replay(&twice, 1).is_err());
     }

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::acquisition::SearchSpace;
+use crate::data::mixture::{Mixture, MixtureError};
 
 /// A problem with a trials file.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +39,102 @@ pub enum TrialsError {
         /// 1-based line.
         line: usize,
         /// What is wrong and what was expected.
-        problem: String,
+        #[source]
+        problem: TrialProblem,
+    },
+}
+
+/// What is wrong with one trial of a trials file.
+#[derive(Debug, thiserror::Error)]
+pub enum TrialProblem {
+    /// A JSONL line that is not a trial object.
+    #[error("invalid trial: {0}")]
+    Json(#[source] serde_json::Error),
+    /// A CSV row with the wrong number of values.
+    #[error("{values} values for {columns} header columns")]
+    Columns {
+        /// Values in the row.
+        values: usize,
+        /// Columns in the header.
+        columns: usize,
+    },
+    /// A CSV value that is not a number.
+    #[error("column {column:?} value {value:?} is not a number")]
+    NotANumber {
+        /// The column.
+        column: String,
+        /// The value.
+        value: String,
+    },
+    /// The mixture is not one over the space's cells.
+    #[error(transparent)]
+    Mixture(#[from] MixtureError),
+    /// A benchmark score is NaN or infinite.
+    #[error("benchmark {benchmark:?} score is {value}; expected a finite number")]
+    BadScore {
+        /// The benchmark.
+        benchmark: String,
+        /// The score.
+        value: f64,
+    },
+    /// The explicit objective is NaN or infinite.
+    #[error("objective is {0}; expected a finite number")]
+    BadObjective(f64),
+    /// Neither benchmarks nor an objective.
+    #[error("no scores: expected \"benchmarks\" or \"objective\"")]
+    NoScores,
+}
+
+/// The objective cannot be computed from the trials' scores.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ObjectiveError {
+    /// `reference` names a trial that is not there.
+    #[error("reference trial {0:?} is not among the trials")]
+    NoReference(String),
+    /// A trial lacks a benchmark the objective needs.
+    #[error("trial {trial} (line {line}) has no score for benchmark {benchmark:?}")]
+    MissingScore {
+        /// The trial.
+        trial: String,
+        /// Its line.
+        line: usize,
+        /// The benchmark.
+        benchmark: String,
+    },
+    /// The reference trial lacks a benchmark the objective needs.
+    #[error("reference trial {trial} has no score for {benchmark:?}")]
+    ReferenceMissing {
+        /// The reference trial.
+        trial: String,
+        /// The benchmark.
+        benchmark: String,
+    },
+    /// The reference trial scores 0, so nothing can be divided by it.
+    #[error("reference trial {trial} scores 0 on {benchmark:?}: cannot normalise")]
+    ReferenceZero {
+        /// The reference trial.
+        trial: String,
+        /// The benchmark.
+        benchmark: String,
+    },
+    /// A trial has neither benchmarks nor an objective.
+    #[error("trial {trial} (line {line}) has no scores")]
+    NoScores {
+        /// The trial.
+        trial: String,
+        /// Its line.
+        line: usize,
+    },
+    /// The benchmark weights sum to 0 (or less).
+    #[error("benchmark weights sum to 0")]
+    ZeroWeights,
+    /// An explicit objective where the objective must be split into benchmarks.
+    #[error("trial {trial} (line {line}) gives an explicit objective, which cannot be split                      into benchmarks; name the benchmarks to target")]
+    Explicit {
+        /// The trial.
+        trial: String,
+        /// Its line.
+        line: usize,
     },
 }
 
@@ -72,52 +168,34 @@ struct WireTrial {
     meta: Option<serde_json::Value>,
 }
 
-fn check_mixture(space: &SearchSpace, named: &BTreeMap<String, f64>) -> Result<Vec<f64>, String> {
-    let mut w = vec![0.0; space.cells()];
-    for (name, &v) in named {
-        let i = space.cells.iter().position(|c| c == name).ok_or_else(|| {
-            let ex: Vec<String> = space
-                .cells
-                .iter()
-                .take(4)
-                .map(|c| format!("{c:?}"))
-                .collect();
-            format!(
-                "mixture names unknown cell {name:?}; cells look like {}",
-                ex.join(", ")
-            )
-        })?;
-        if !v.is_finite() || v < 0.0 {
-            return Err(format!(
-                "mixture weight of {name:?} is {v}; expected a finite non-negative number"
-            ));
-        }
-        w[i] = v;
-    }
-    let s: f64 = w.iter().sum();
-    if (s - 1.0).abs() > 1e-6 {
-        return Err(format!(
-            "mixture weights sum to {s}; expected 1 (within 1e-6)"
-        ));
-    }
-    Ok(w)
+/// The mixture of a trial in the space's cell order, checked ([`Mixture::new`]).
+fn check_mixture(
+    space: &SearchSpace,
+    named: BTreeMap<String, f64>,
+) -> Result<Vec<f64>, TrialProblem> {
+    let mixture = Mixture::new(named, &space.cells)?;
+    Ok(mixture.to_order(&space.cells).map_err(MixtureError::from)?)
 }
 
-fn check_scores(benchmarks: &BTreeMap<String, f64>, objective: Option<f64>) -> Result<(), String> {
+fn check_scores(
+    benchmarks: &BTreeMap<String, f64>,
+    objective: Option<f64>,
+) -> Result<(), TrialProblem> {
     for (b, &v) in benchmarks {
         if !v.is_finite() {
-            return Err(format!(
-                "benchmark {b:?} score is {v}; expected a finite number"
-            ));
+            return Err(TrialProblem::BadScore {
+                benchmark: b.clone(),
+                value: v,
+            });
         }
     }
     if let Some(o) = objective {
         if !o.is_finite() {
-            return Err(format!("objective is {o}; expected a finite number"));
+            return Err(TrialProblem::BadObjective(o));
         }
     }
     if benchmarks.is_empty() && objective.is_none() {
-        return Err("no scores: expected \"benchmarks\" or \"objective\"".into());
+        return Err(TrialProblem::NoScores);
     }
     Ok(())
 }
@@ -149,14 +227,13 @@ pub fn parse_jsonl(
         if line.trim().is_empty() {
             continue;
         }
-        let err = |problem: String| TrialsError::Trial {
+        let err = |problem: TrialProblem| TrialsError::Trial {
             path: path.to_path_buf(),
             line: i + 1,
             problem,
         };
-        let w: WireTrial =
-            serde_json::from_str(line).map_err(|e| err(format!("invalid trial: {e}")))?;
-        let mixture = check_mixture(space, &w.mixture).map_err(err)?;
+        let w: WireTrial = serde_json::from_str(line).map_err(|e| err(TrialProblem::Json(e)))?;
+        let mixture = check_mixture(space, w.mixture).map_err(err)?;
         check_scores(&w.benchmarks, w.objective).map_err(err)?;
         let id = match w.id {
             Some(serde_json::Value::String(s)) => s,
@@ -189,18 +266,17 @@ pub fn parse_csv(text: &str, path: &Path, space: &SearchSpace) -> Result<Vec<Tri
         .collect();
     let mut out = Vec::new();
     for (i, line) in lines {
-        let err = |problem: String| TrialsError::Trial {
+        let err = |problem: TrialProblem| TrialsError::Trial {
             path: path.to_path_buf(),
             line: i + 1,
             problem,
         };
         let vals: Vec<&str> = line.split(',').map(|v| v.trim()).collect();
         if vals.len() != cols.len() {
-            return Err(err(format!(
-                "{} values for {} header columns",
-                vals.len(),
-                cols.len()
-            )));
+            return Err(err(TrialProblem::Columns {
+                values: vals.len(),
+                columns: cols.len(),
+            }));
         }
         let mut mixture = BTreeMap::new();
         let mut benchmarks = BTreeMap::new();
@@ -211,9 +287,12 @@ pub fn parse_csv(text: &str, path: &Path, space: &SearchSpace) -> Result<Vec<Tri
                 id = Some(v.to_string());
                 continue;
             }
-            let x: f64 = v
-                .parse()
-                .map_err(|_| err(format!("column {c:?} value {v:?} is not a number")))?;
+            let x: f64 = v.parse().map_err(|_| {
+                err(TrialProblem::NotANumber {
+                    column: c.clone(),
+                    value: v.to_string(),
+                })
+            })?;
             if c.contains('/') {
                 mixture.insert(c.clone(), x);
             } else if c == "objective" {
@@ -222,7 +301,7 @@ pub fn parse_csv(text: &str, path: &Path, space: &SearchSpace) -> Result<Vec<Tri
                 benchmarks.insert(c.clone(), x);
             }
         }
-        let mixture = check_mixture(space, &mixture).map_err(err)?;
+        let mixture = check_mixture(space, mixture).map_err(err)?;
         check_scores(&benchmarks, objective).map_err(err)?;
         out.push(Trial {
             id: id.unwrap_or_else(|| format!("line {}", i + 1)),
@@ -255,36 +334,44 @@ impl ObjectiveSpec {
         }
     }
 
-    fn reference_trial<'a>(&self, trials: &'a [Trial]) -> Result<Option<&'a Trial>, String> {
+    fn reference_trial<'a>(
+        &self,
+        trials: &'a [Trial],
+    ) -> Result<Option<&'a Trial>, ObjectiveError> {
         match &self.reference {
             None => Ok(None),
             Some(id) => trials
                 .iter()
                 .find(|t| &t.id == id)
                 .map(Some)
-                .ok_or_else(|| format!("reference trial {id:?} is not among the trials")),
+                .ok_or_else(|| ObjectiveError::NoReference(id.clone())),
         }
     }
 
     /// Trial `t`'s score on `b`, divided by the reference trial's when there is one.
-    fn score(t: &Trial, b: &str, reference: Option<&Trial>) -> Result<f64, String> {
-        let s = *t.benchmarks.get(b).ok_or_else(|| {
-            format!(
-                "trial {} (line {}) has no score for benchmark {b:?}",
-                t.id, t.line
-            )
-        })?;
+    fn score(t: &Trial, b: &str, reference: Option<&Trial>) -> Result<f64, ObjectiveError> {
+        let s = *t
+            .benchmarks
+            .get(b)
+            .ok_or_else(|| ObjectiveError::MissingScore {
+                trial: t.id.clone(),
+                line: t.line,
+                benchmark: b.to_string(),
+            })?;
         match reference {
             Some(r) => {
                 let rs = *r
                     .benchmarks
                     .get(b)
-                    .ok_or_else(|| format!("reference trial {} has no score for {b:?}", r.id))?;
+                    .ok_or_else(|| ObjectiveError::ReferenceMissing {
+                        trial: r.id.clone(),
+                        benchmark: b.to_string(),
+                    })?;
                 if rs == 0.0 {
-                    return Err(format!(
-                        "reference trial {} scores 0 on {b:?}: cannot normalise",
-                        r.id
-                    ));
+                    return Err(ObjectiveError::ReferenceZero {
+                        trial: r.id.clone(),
+                        benchmark: b.to_string(),
+                    });
                 }
                 Ok(s / rs)
             }
@@ -295,7 +382,7 @@ impl ObjectiveSpec {
     /// The objective of every trial: the weighted mean of its (normalised) benchmark scores,
     /// or its explicit `objective` when no benchmark weights are given and it has one.
     /// Errors name the trial that lacks a needed score.
-    pub fn evaluate(&self, trials: &[Trial]) -> Result<Vec<f64>, String> {
+    pub fn evaluate(&self, trials: &[Trial]) -> Result<Vec<f64>, ObjectiveError> {
         let reference = self.reference_trial(trials)?;
         trials
             .iter()
@@ -305,7 +392,10 @@ impl ObjectiveSpec {
                         return Ok(o);
                     }
                     if t.benchmarks.is_empty() {
-                        return Err(format!("trial {} (line {}) has no scores", t.id, t.line));
+                        return Err(ObjectiveError::NoScores {
+                            trial: t.id.clone(),
+                            line: t.line,
+                        });
                     }
                 }
                 let names: Vec<(&String, f64)> = if self.weights.is_empty() {
@@ -320,7 +410,7 @@ impl ObjectiveSpec {
                     den += w;
                 }
                 if den <= 0.0 {
-                    return Err("benchmark weights sum to 0".into());
+                    return Err(ObjectiveError::ZeroWeights);
                 }
                 Ok(num / den)
             })
@@ -333,14 +423,14 @@ impl ObjectiveSpec {
     /// [`evaluate`](Self::evaluate)'s value for trial `i`. With no weights, every benchmark
     /// any trial names, equally weighted (each trial must score all of them; explicit
     /// `objective`s cannot be split and are an error).
-    pub fn components(&self, trials: &[Trial]) -> Result<Vec<Component>, String> {
+    pub fn components(&self, trials: &[Trial]) -> Result<Vec<Component>, ObjectiveError> {
         let reference = self.reference_trial(trials)?;
         let weights: Vec<(String, f64)> = if self.weights.is_empty() {
             if let Some(t) = trials.iter().find(|t| t.objective.is_some()) {
-                return Err(format!(
-                    "trial {} (line {}) gives an explicit objective, which cannot be split                      into benchmarks; name the benchmarks to target",
-                    t.id, t.line
-                ));
+                return Err(ObjectiveError::Explicit {
+                    trial: t.id.clone(),
+                    line: t.line,
+                });
             }
             let names: std::collections::BTreeSet<&String> =
                 trials.iter().flat_map(|t| t.benchmarks.keys()).collect();
@@ -350,7 +440,7 @@ impl ObjectiveSpec {
         };
         let den: f64 = weights.iter().map(|(_, w)| w).sum();
         if den <= 0.0 {
-            return Err("benchmark weights sum to 0".into());
+            return Err(ObjectiveError::ZeroWeights);
         }
         weights
             .into_iter()
@@ -359,7 +449,7 @@ impl ObjectiveSpec {
                 let scores = trials
                     .iter()
                     .map(|t| Self::score(t, &benchmark, reference))
-                    .collect::<Result<Vec<f64>, String>>()?;
+                    .collect::<Result<Vec<f64>, ObjectiveError>>()?;
                 Ok(Component {
                     benchmark,
                     weight: w / den,
@@ -417,7 +507,7 @@ mod tests {
             reference: None,
         };
         assert!((spec.evaluate(&t[..1]).unwrap()[0] - (0.2 + 1.2) / 4.0).abs() < 1e-15);
-        let e = spec.evaluate(&t).unwrap_err();
+        let e = spec.evaluate(&t).unwrap_err().to_string();
         assert!(
             e.contains("line 3") && e.contains("\"q\"") || e.contains("\"r\""),
             "{e}"
@@ -458,7 +548,10 @@ mod tests {
             &s,
         )
         .unwrap();
-        let e = ObjectiveSpec::default().components(&explicit).unwrap_err();
+        let e = ObjectiveSpec::default()
+            .components(&explicit)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("explicit objective"), "{e}");
     }
 

@@ -1,32 +1,19 @@
-//! Executors run trial attempts. The local executor starts each attempt as a child process
-//! (its own process group, its own log file), runs up to P at once, kills an attempt that
-//! passes its time limit (the whole process group), and makes children die with the
-//! controller (`PR_SET_PDEATHSIG`), so a killed search leaves no trainer writing behind it.
+//! The local executor (`executor.kind = "local"`): each attempt is a child process (its own
+//! process group, its own log file), up to P at once; an attempt that passes its time limit
+//! is killed (the whole process group), and children die with the controller
+//! (`PR_SET_PDEATHSIG`), so a killed search leaves no trainer writing behind it.
 
 use std::fs::File;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::Executor;
 use crate::fsutil::{IoContext, PathIoError};
-
-/// One attempt to run.
-#[derive(Debug, Clone)]
-pub struct TrialJob {
-    /// Trial id.
-    pub trial: String,
-    /// Attempt number (1-based).
-    pub attempt: usize,
-    /// Program and arguments.
-    pub argv: Vec<String>,
-    /// Extra environment.
-    pub env: Vec<(String, String)>,
-    /// Where stdout and stderr go.
-    pub log: PathBuf,
-    /// Wall-clock limit.
-    pub timeout: Option<Duration>,
-}
+use crate::search::attempt::{attempt_dir, check_metrics, log_tail, TrialJob};
+use crate::search::error::ExecError;
+use crate::search::state::Event;
 
 /// How an attempt ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,30 +50,24 @@ struct Running {
 
 /// Child processes on this machine.
 pub struct LocalExecutor {
+    out: PathBuf,
+    parallel: usize,
     running: Vec<Running>,
 }
 
-impl Default for LocalExecutor {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl LocalExecutor {
-    /// An executor with nothing running.
-    pub fn new() -> Self {
+    /// An executor with nothing running, for the search in `out`, running up to `parallel`
+    /// attempts at once.
+    pub fn new(out: &Path, parallel: usize) -> Self {
         Self {
+            out: out.to_path_buf(),
+            parallel,
             running: Vec::new(),
         }
     }
 
-    /// Attempts running now.
-    pub fn running(&self) -> usize {
-        self.running.len()
-    }
-
-    /// Starts `job`; returns its job id (the process id).
-    pub fn submit(&mut self, job: TrialJob) -> Result<String, PathIoError> {
+    /// Starts `job` as a child process; returns its process id.
+    pub fn spawn(&mut self, job: TrialJob) -> Result<String, PathIoError> {
         let log = File::create(&job.log).at("creating", &job.log)?;
         let err = log.try_clone().at("opening", &job.log)?;
         let mut cmd = Command::new(&job.argv[0]);
@@ -149,6 +130,68 @@ impl LocalExecutor {
                 }
             }
             std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+impl Executor for LocalExecutor {
+    fn room(&self) -> usize {
+        self.parallel.saturating_sub(self.running.len())
+    }
+
+    fn submit(&mut self, job: TrialJob) -> Result<Option<String>, ExecError> {
+        let pid = self.spawn(job)?;
+        Ok(Some(format!("local:{pid}")))
+    }
+
+    fn running(&self) -> usize {
+        self.running.len()
+    }
+
+    fn poll(&mut self) -> Result<Vec<Event>, ExecError> {
+        Ok(self
+            .wait_any()
+            .map(|done| conclude(&self.out, &done))
+            .into_iter()
+            .collect())
+    }
+}
+
+/// The event of an ended attempt: `finished` when it exited 0 with valid metrics, else
+/// `failed` with the exit status (or signal, or time limit) and the log's last line.
+pub fn conclude(out: &Path, done: &Completion) -> Event {
+    let dir = attempt_dir(out, &done.trial, done.attempt);
+    let fail = |reason: String| Event::Failed {
+        trial: done.trial.clone(),
+        attempt: done.attempt,
+        reason,
+    };
+    match &done.ended {
+        Ended::TimedOut => fail(format!(
+            "killed after the time limit ({:.0} s)",
+            done.wall_s
+        )),
+        Ended::Exited { code: Some(0), .. } => match check_metrics(&dir) {
+            Ok(metrics) => Event::Finished {
+                trial: done.trial.clone(),
+                attempt: done.attempt,
+                metrics,
+                wall_s: done.wall_s,
+            },
+            Err(e) => fail(format!("exit 0 but {e} ({})", dir.display())),
+        },
+        Ended::Exited { code, signal } => {
+            let tail = log_tail(&dir);
+            let how = match (code, signal) {
+                (Some(c), _) => format!("exit status {c}"),
+                (None, Some(s)) => format!("killed by signal {s}"),
+                _ => "ended abnormally".into(),
+            };
+            fail(if tail.is_empty() {
+                how
+            } else {
+                format!("{how}: {tail}")
+            })
         }
     }
 }

@@ -1,0 +1,300 @@
+//! One attempt of a trial, from its start to its record in `trials.jsonl`: preparing its
+//! directory (`mixture.json`, `blend.txt`) and the command that trains it ([`Attempts`]),
+//! reading what it left behind ([`check_metrics`], [`log_tail`]), and recording its start and
+//! end in the event log and the state ([`Ledger`]). Shared by every executor.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::config::{Metric, SearchConfig, TrainerConfig};
+use super::error::SearchError;
+use super::objective::{observations, scores, ScoresError};
+use super::plan::{SearchPlan, SearchProgress};
+use super::state::{Event, EventLog, SearchState, Status, TrialState};
+use crate::acquisition::space::SearchSpace;
+use crate::data::corpus::Manifest;
+use crate::data::mixture::Mixture;
+use crate::fsutil::{write_atomic, IoContext};
+
+/// One attempt to run.
+#[derive(Debug, Clone)]
+pub struct TrialJob {
+    /// Trial id.
+    pub trial: String,
+    /// Attempt number (1-based).
+    pub attempt: usize,
+    /// The trial's mixture.
+    pub mixture: Mixture,
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
+    /// Where stdout and stderr go.
+    pub log: PathBuf,
+    /// Wall-clock limit.
+    pub timeout: Option<Duration>,
+}
+
+impl TrialJob {
+    /// The attempt's directory (where its log, `mixture.json` and `metrics.json` are).
+    pub fn dir(&self) -> &Path {
+        self.log.parent().expect("attempt dir")
+    }
+}
+
+/// The directory of one attempt: `trials/<id>/a<attempt>` (a fresh one per attempt, so a
+/// trainer left over from a killed controller can never write into a live attempt).
+pub fn attempt_dir(out: &Path, trial: &str, attempt: usize) -> PathBuf {
+    out.join("trials").join(trial).join(format!("a{attempt}"))
+}
+
+/// Replaces `{trial_dir}`, `{mixture}`, `{blend}`, `{seed}` in a command template.
+pub fn render_command(template: &str, trial_dir: &Path, blend: &str, seed: u64) -> String {
+    template
+        .replace("{trial_dir}", &trial_dir.display().to_string())
+        .replace(
+            "{mixture}",
+            &trial_dir.join("mixture.json").display().to_string(),
+        )
+        .replace("{blend}", blend)
+        .replace("{seed}", &seed.to_string())
+}
+
+/// An attempt's `metrics.json` is missing or unusable (recorded as the attempt's failure).
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// Missing or unreadable.
+    #[error("no readable metrics.json: {0}")]
+    Unreadable(#[source] std::io::Error),
+    /// Not JSON.
+    #[error("metrics.json is not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    /// Neither scores nor an objective.
+    #[error("metrics.json has neither a `benchmarks` object nor an `objective`")]
+    NoScores,
+    /// Scores that cannot be used.
+    #[error(transparent)]
+    Scores(#[from] ScoresError),
+}
+
+/// Reads and checks `dir/metrics.json`: JSON with a `benchmarks` object of finite numbers or
+/// an `objective`.
+pub fn check_metrics(dir: &Path) -> Result<serde_json::Value, MetricsError> {
+    let path = dir.join("metrics.json");
+    let text = fs::read_to_string(&path).map_err(MetricsError::Unreadable)?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(MetricsError::NotJson)?;
+    let has_scores = v.get("benchmarks").is_some_and(|b| b.is_object())
+        || v.get("objective").is_some_and(|o| o.is_f64());
+    if !has_scores {
+        return Err(MetricsError::NoScores);
+    }
+    scores(&v, Metric::Accuracy).or_else(|e| {
+        if v.get("objective").is_some() {
+            Ok(BTreeMap::new())
+        } else {
+            Err(e)
+        }
+    })?;
+    Ok(v)
+}
+
+/// The last non-empty line of an attempt's `trial.log` (at most 300 characters), for failure
+/// reasons.
+pub fn log_tail(dir: &Path) -> String {
+    fs::read_to_string(dir.join("trial.log"))
+        .unwrap_or_default()
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .chars()
+        .take(300)
+        .collect()
+}
+
+/// What every attempt of a search is prepared from (shared by the local, MPI and Slurm
+/// executors).
+pub struct Attempts<'a> {
+    /// The search.
+    pub plan: &'a SearchPlan,
+    /// The space (cell order).
+    pub space: &'a SearchSpace,
+    /// The corpus manifest (for blends).
+    pub manifest: &'a Manifest,
+    /// The corpus directory, absolute.
+    pub corpus: &'a Path,
+    /// The resolved `[train]` table for the built-in trainer.
+    pub train_toml: &'a Path,
+    /// Per-attempt time limit.
+    pub timeout: Option<Duration>,
+}
+
+impl Attempts<'_> {
+    /// Creates attempt `attempt` of trial `t` (a fresh directory with `mixture.json` and
+    /// `blend.txt`) and the job that runs it.
+    pub fn prepare(&self, t: &TrialState, attempt: usize) -> Result<TrialJob, SearchError> {
+        let cfg = &self.plan.search;
+        let mixture = Mixture::new(t.mixture.clone(), &self.space.cells).map_err(|source| {
+            SearchError::Mixture {
+                trial: t.id.clone(),
+                source,
+            }
+        })?;
+        let dir = attempt_dir(&cfg.out, &t.id, attempt);
+        if dir.exists() {
+            fs::remove_dir_all(&dir).at("clearing", &dir)?;
+        }
+        fs::create_dir_all(&dir).at("creating", &dir)?;
+        let dir = fs::canonicalize(&dir).at("resolving", &dir)?;
+        let file = serde_json::json!({"trial": t.id, "weights": mixture});
+        write_atomic(
+            &dir.join("mixture.json"),
+            serde_json::to_string_pretty(&file)
+                .expect("mixture")
+                .as_bytes(),
+        )?;
+        let blend = mixture.megatron_blend(self.manifest, self.corpus);
+        write_atomic(&dir.join("blend.txt"), format!("{blend}\n").as_bytes())?;
+        Ok(TrialJob {
+            trial: t.id.clone(),
+            attempt,
+            mixture,
+            argv: self.argv(&dir, &blend),
+            env: self.env(&t.id, attempt, &dir, &blend),
+            log: dir.join("trial.log"),
+            timeout: self.timeout,
+        })
+    }
+
+    /// The trial protocol's environment of an attempt.
+    fn env(&self, trial: &str, attempt: usize, dir: &Path, blend: &str) -> Vec<(String, String)> {
+        let cfg = &self.plan.search;
+        let threads = cfg.executor.threads_per_trial.to_string();
+        vec![
+            ("MIXATLAS_TRIAL_DIR".into(), dir.display().to_string()),
+            ("MIXATLAS_TRIAL_ID".into(), trial.to_string()),
+            (
+                "MIXATLAS_MIXTURE".into(),
+                dir.join("mixture.json").display().to_string(),
+            ),
+            ("MIXATLAS_BLEND".into(), blend.to_string()),
+            ("MIXATLAS_SEED".into(), cfg.seed.to_string()),
+            ("MIXATLAS_CORPUS".into(), self.corpus.display().to_string()),
+            ("MIXATLAS_ATTEMPT".into(), attempt.to_string()),
+            ("RAYON_NUM_THREADS".into(), threads.clone()),
+            ("OMP_NUM_THREADS".into(), threads),
+        ]
+    }
+
+    /// The command of an attempt: the built-in trainer, or the user's template through `sh`.
+    fn argv(&self, dir: &Path, blend: &str) -> Vec<String> {
+        let cfg = &self.plan.search;
+        match &cfg.trainer {
+            TrainerConfig::Builtin { preset } => vec![
+                self.plan.exe.display().to_string(),
+                "train".into(),
+                "--corpus".into(),
+                self.corpus.display().to_string(),
+                "--mixture".into(),
+                dir.join("mixture.json").display().to_string(),
+                "--out".into(),
+                dir.display().to_string(),
+                "--preset".into(),
+                preset.clone(),
+                "--config".into(),
+                self.train_toml.display().to_string(),
+                "--seed".into(),
+                cfg.seed.to_string(),
+                "--quiet".into(),
+            ],
+            TrainerConfig::Command { command } => vec![
+                "sh".into(),
+                "-c".into(),
+                render_command(command, dir, blend, cfg.seed),
+            ],
+        }
+    }
+}
+
+/// The event log and the replayed state of a running search, with the progress callback:
+/// every event goes through here (appended and fsync'd, then applied, then reported).
+pub struct Ledger<'a> {
+    /// `trials.jsonl`.
+    pub log: EventLog,
+    /// The state the log describes.
+    pub state: SearchState,
+    /// Attempts per trial before it is left out.
+    pub max_attempts: usize,
+    /// The space (for objectives in progress reports).
+    pub space: &'a SearchSpace,
+    /// The search configuration.
+    pub cfg: &'a SearchConfig,
+    /// Where progress goes.
+    pub progress: &'a mut dyn FnMut(SearchProgress),
+}
+
+impl Ledger<'_> {
+    /// Appends `ev` to the log, then applies it to the state.
+    pub fn append(&mut self, ev: Event) -> Result<(), SearchError> {
+        self.log.append(&ev)?;
+        self.state.apply(ev, self.max_attempts)?;
+        Ok(())
+    }
+
+    /// Records an attempt's start (with its executor job id) and reports it.
+    pub fn started(&mut self, trial: &str, attempt: usize, job: String) -> Result<(), SearchError> {
+        self.append(Event::Running {
+            trial: trial.to_string(),
+            attempt,
+            job,
+        })?;
+        (self.progress)(SearchProgress::Started {
+            trial: trial.to_string(),
+            attempt,
+        });
+        Ok(())
+    }
+
+    /// Records an attempt's end, re-queues a failed trial that has attempts left (`queue` is
+    /// popped from its end, so the retry runs after the trials already queued) and reports
+    /// progress.
+    pub fn ended(&mut self, ev: Event, queue: &mut Vec<TrialState>) -> Result<(), SearchError> {
+        let trial = match &ev {
+            Event::Finished { trial, .. } | Event::Failed { trial, .. } => trial.clone(),
+            _ => String::new(),
+        };
+        let failed = match &ev {
+            Event::Failed { reason, .. } => Some(reason.clone()),
+            _ => None,
+        };
+        self.append(ev)?;
+        if let Some(reason) = failed {
+            (self.progress)(SearchProgress::Failed {
+                trial: trial.clone(),
+                reason,
+            });
+            if let Some(t) = self.state.trials.iter().find(|t| t.id == trial) {
+                if t.status == Status::Pending {
+                    queue.insert(0, t.clone());
+                }
+            }
+        } else {
+            let (_, ys) = observations(self.space, &self.state.finished(), self.cfg)?;
+            let objective = ys.iter().find(|(id, _)| *id == trial).map(|x| x.1);
+            let best = ys
+                .iter()
+                .map(|x| x.1)
+                .fold(None, |b: Option<f64>, y| Some(b.map_or(y, |b| b.max(y))));
+            (self.progress)(SearchProgress::Finished {
+                trial,
+                objective,
+                best,
+                done: self.state.finished().len(),
+                total: self.cfg.budget.max_trials,
+            });
+        }
+        Ok(())
+    }
+}

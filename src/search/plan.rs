@@ -1,0 +1,164 @@
+//! What a search run is given and what it reports: the resolved plan ([`SearchPlan`]), the
+//! files it keeps in the search directory besides the event log (`search.json`, `train.toml`,
+//! `recipe.json`, `gp.json`), its live progress events and its summary.
+//!
+//! `search.json` is written once and compared on resume, so a search directory is never
+//! continued with other settings; `train.toml` is the `[train]` table the built-in trainer of
+//! every trial reads.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::config::SearchConfig;
+use super::error::SearchError;
+use super::recipe::Recipe;
+use crate::data::prepare::PrepareConfig;
+use crate::data::synth::SynthConfig;
+use crate::fsutil::{write_atomic, IoContext, PathIoError};
+use crate::train::TrainConfig;
+
+/// The resolved configuration file inside a search directory.
+pub const RESOLVED_FILE: &str = "search.json";
+/// The recipe inside a search directory.
+pub const RECIPE_FILE: &str = "recipe.json";
+/// Fitted GP state inside a search directory.
+pub const GP_FILE: &str = "gp.json";
+/// The built-in trainer's `[train]` table inside a search directory.
+pub const TRAIN_TOML_FILE: &str = "train.toml";
+
+/// A resolved search run.
+#[derive(Debug, Clone)]
+pub struct SearchPlan {
+    /// `[search]`.
+    pub search: SearchConfig,
+    /// `[train]` for the built-in trainer.
+    pub train: TrainConfig,
+    /// The `mixatlas` executable the built-in trainer runs as.
+    pub exe: PathBuf,
+}
+
+/// Live events for progress displays.
+#[derive(Debug, Clone)]
+pub enum SearchProgress {
+    /// A round was proposed.
+    Proposed {
+        /// Round.
+        round: usize,
+        /// Trial ids.
+        trials: Vec<String>,
+    },
+    /// An attempt started.
+    Started {
+        /// Trial id.
+        trial: String,
+        /// Attempt.
+        attempt: usize,
+    },
+    /// A trial finished.
+    Finished {
+        /// Trial id.
+        trial: String,
+        /// Its objective.
+        objective: Option<f64>,
+        /// Best objective so far.
+        best: Option<f64>,
+        /// Finished trials so far.
+        done: usize,
+        /// Budget.
+        total: usize,
+    },
+    /// An attempt failed.
+    Failed {
+        /// Trial id.
+        trial: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What a finished search reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchSummary {
+    /// Trials finished.
+    pub finished: usize,
+    /// Trials left out after all attempts, with reasons.
+    pub abandoned: Vec<(String, String)>,
+    /// Objective of every finished trial in order (id, objective).
+    pub objectives: Vec<(String, f64)>,
+    /// Best observed objective after each finished trial.
+    pub best_so_far: Vec<f64>,
+    /// The recipe.
+    pub recipe: Option<Recipe>,
+}
+
+/// Writes `search.json` (the resolved `[search]` and `[train]`), first checking that an
+/// existing one was made with the same settings (the budget may grow on resume).
+pub fn write_resolved(plan: &SearchPlan) -> Result<(), SearchError> {
+    let resolved = serde_json::json!({
+        "format": "mixatlas-search", "version": 1,
+        "search": plan.search, "train": plan.train,
+    });
+    let rpath = plan.search.out.join(RESOLVED_FILE);
+    if rpath.exists() {
+        let old: serde_json::Value = serde_json::from_str(
+            &fs::read_to_string(&rpath).at("reading", &rpath)?,
+        )
+        .map_err(|source| SearchError::Resolved {
+            path: rpath.clone(),
+            source,
+        })?;
+        for key in ["search", "train"] {
+            let (mut a, mut b) = (old[key].clone(), resolved[key].clone());
+            // The budget may grow on resume; everything else must match.
+            if key == "search" {
+                a["budget"]["max_trials"] = serde_json::Value::Null;
+                b["budget"]["max_trials"] = serde_json::Value::Null;
+            }
+            if a != b {
+                return Err(SearchError::Mismatch {
+                    path: rpath,
+                    what: format!("[{key}]"),
+                });
+            }
+        }
+    }
+    write_atomic(
+        &rpath,
+        serde_json::to_string_pretty(&resolved)
+            .expect("config serialises")
+            .as_bytes(),
+    )?;
+    Ok(())
+}
+
+/// A whole configuration file holding `train` and every other table at its default: the
+/// tables of `config::Config`, in its order, so `train.toml` is a complete config that
+/// `mixatlas train --config` reads. (The search sits below `config` in the layers and so
+/// writes the same TOML without naming it; a test in `config` checks the two agree.)
+#[derive(Serialize)]
+struct TrainToml<'a> {
+    synth: SynthConfig,
+    prepare: PrepareConfig,
+    train: &'a TrainConfig,
+    search: SearchConfig,
+}
+
+/// The text of `train.toml` for `train`.
+pub fn train_toml(train: &TrainConfig) -> String {
+    let file = TrainToml {
+        synth: SynthConfig::default(),
+        prepare: PrepareConfig::default(),
+        train,
+        search: SearchConfig::default(),
+    };
+    toml::to_string_pretty(&file).expect("config serialises")
+}
+
+/// Writes `dir/train.toml` for `train` and returns its path.
+pub fn write_train_toml(dir: &Path, train: &TrainConfig) -> Result<PathBuf, PathIoError> {
+    let path = dir.join(TRAIN_TOML_FILE);
+    write_atomic(&path, train_toml(train).as_bytes())?;
+    Ok(path)
+}

@@ -1,0 +1,181 @@
+//! The recipe a search recommends, rewritten after every round: the mixture with the highest
+//! GP posterior mean among the evaluated and proposed mixtures and the method's own
+//! recommendation (DESIGN.md), or the best observed trial while fewer than 3 have finished;
+//! written as `recipe.json`, `recipe.blend.txt` and the fitted GP's `gp.json`.
+
+use std::path::Path;
+
+use super::config::SearchConfig;
+use super::error::SearchError;
+use super::objective::{observations, trial_point, trial_weights};
+use super::plan::{GP_FILE, RECIPE_FILE};
+use super::recipe::{Recipe, RecipeSource};
+use super::state::{SearchState, Status, TrialState};
+use crate::acquisition::space::SearchSpace;
+use crate::acquisition::ucb::{GpUcb, GpUcbConfig};
+use crate::acquisition::{Observations, Proposal};
+use crate::data::corpus::Manifest;
+use crate::data::mixture::Mixture;
+use crate::fsutil::write_atomic;
+use crate::surrogate::Posterior;
+
+/// The id of the candidate that is the method's recommendation rather than a trial.
+const RECOMMENDED: &str = "recommended";
+
+/// The candidate picked: its index, the GP's mean and std there, the GP's report.
+type Pick = (usize, Option<f64>, Option<f64>, Option<serde_json::Value>);
+
+/// The recipe: the mixture with the highest GP posterior mean among the evaluated and
+/// proposed points (DESIGN.md), with the mean ± std; with fewer than 3 finished trials the
+/// best observed trial. Also returns the fitted GP's report.
+pub fn recipe(
+    space: &SearchSpace,
+    state: &SearchState,
+    cfg: &SearchConfig,
+) -> Result<Option<(Recipe, Option<serde_json::Value>)>, SearchError> {
+    let finished = state.finished();
+    let (obs, ys) = observations(space, &finished, cfg)?;
+    if obs.is_empty() {
+        return Ok(None);
+    }
+    let candidates = candidates(space, state, cfg, &obs)?;
+    let candidates: Vec<&TrialState> = candidates.iter().collect();
+    let (best, mean, std, gp_report) = if obs.len() >= 3 {
+        pick_by_gp(space, cfg, &obs, &candidates, &ys)?
+    } else {
+        best_observed(&candidates, &ys)
+    };
+    let t = candidates[best];
+    let w = trial_weights(space, t)?;
+    let trial = (t.id != RECOMMENDED).then(|| t.id.clone());
+    let p = Proposal {
+        x: trial_point(space, t)?,
+        mixture: w,
+        mean,
+        std,
+        acquisition: None,
+        reason: if mean.is_some() {
+            format!(
+                "highest GP posterior mean among the evaluated and proposed mixtures and the {} recommendation",
+                cfg.method.name()
+            )
+        } else {
+            "best observed trial".into()
+        },
+    };
+    let source = RecipeSource {
+        method: cfg.method.name().into(),
+        trials: obs.len(),
+        trial,
+        target: cfg.objective.weights.keys().cloned().collect(),
+        predicted_mean: mean,
+        predicted_std: std,
+        reason: p.reason.clone(),
+    };
+    Ok(Some((Recipe::from_proposal(space, &p, source), gp_report)))
+}
+
+/// Every trial not left out, and (from 3 finished trials on) the method's own
+/// recommendation (GP-UCB: the highest lower confidence bound over the whole space, which
+/// need not be a trial).
+fn candidates(
+    space: &SearchSpace,
+    state: &SearchState,
+    cfg: &SearchConfig,
+    obs: &Observations,
+) -> Result<Vec<TrialState>, SearchError> {
+    let mut candidates: Vec<TrialState> = state
+        .trials
+        .iter()
+        .filter(|t| !matches!(t.status, Status::Abandoned { .. }))
+        .cloned()
+        .collect();
+    if obs.len() >= 3 {
+        if let Ok(p) = cfg
+            .method
+            .proposer_from(cfg.seed, cfg.start)
+            .recommend(space, obs)
+        {
+            let mixture = Mixture::from_order(&space.cells, &p.mixture).map_err(|source| {
+                SearchError::Mixture {
+                    trial: RECOMMENDED.into(),
+                    source,
+                }
+            })?;
+            candidates.push(TrialState {
+                id: RECOMMENDED.into(),
+                round: 0,
+                mixture: mixture.into_weights(),
+                reason: p.reason,
+                attempts: 0,
+                failures: 0,
+                last_failure: None,
+                status: Status::Pending,
+                job: None,
+            });
+        }
+    }
+    Ok(candidates)
+}
+
+/// The candidate with the highest GP posterior mean (the best observed one if the GP cannot
+/// be fitted).
+fn pick_by_gp(
+    space: &SearchSpace,
+    cfg: &SearchConfig,
+    obs: &Observations,
+    candidates: &[&TrialState],
+    ys: &[(String, f64)],
+) -> Result<Pick, SearchError> {
+    let mut ucb = GpUcb::new(GpUcbConfig::seeded(cfg.seed));
+    Ok(match ucb.fit(obs) {
+        Ok(gp) => {
+            let mut flat = Vec::new();
+            for t in candidates {
+                flat.extend(trial_point(space, t)?);
+            }
+            let (m, v) = gp.predict(&flat);
+            let k = (0..m.len()).max_by(|&a, &b| m[a].total_cmp(&m[b])).unwrap();
+            let report = serde_json::to_value(gp.report()).ok();
+            (k, Some(m[k]), Some(v[k].max(0.0).sqrt()), report)
+        }
+        Err(_) => best_observed(candidates, ys),
+    })
+}
+
+fn best_observed(candidates: &[&TrialState], ys: &[(String, f64)]) -> Pick {
+    let (id, _) = ys
+        .iter()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .expect("at least one observation");
+    let k = candidates.iter().position(|t| &t.id == id).unwrap_or(0);
+    (k, None, None, None)
+}
+
+/// Writes `recipe.json`, `recipe.blend.txt` and `gp.json` into `out` (nothing before the
+/// first trial finishes).
+pub fn write_recipe(
+    out: &Path,
+    space: &SearchSpace,
+    state: &SearchState,
+    cfg: &SearchConfig,
+    manifest: &Manifest,
+) -> Result<(), SearchError> {
+    if let Some((r, gp)) = recipe(space, state, cfg)? {
+        r.save(&out.join(RECIPE_FILE))?;
+        let blend = r.megatron_blend(manifest, &cfg.corpus);
+        write_atomic(
+            &out.join("recipe.blend.txt"),
+            format!("{blend}\n").as_bytes(),
+        )?;
+        if let Some(gp) = gp {
+            write_atomic(
+                &out.join(GP_FILE),
+                serde_json::to_string_pretty(&gp)
+                    .expect("gp report")
+                    .as_bytes(),
+            )?;
+        }
+    }
+    Ok(())
+}
