@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::ModelError;
+use super::error::ModelError;
 
 /// A Qwen2 decoder (plus the optional LLaVA-style projector); see `docs/model.md`.
 ///
@@ -252,14 +252,6 @@ impl Qwen2Config {
             }
         }
         Ok(())
-    }
-
-    /// Number of parameters.
-    pub fn num_params(&self) -> usize {
-        super::weights::param_specs(self)
-            .iter()
-            .map(|s| s.shape.iter().product::<usize>())
-            .sum()
     }
 }
 

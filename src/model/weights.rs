@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, Var};
 
-use super::{ModelError, Qwen2Config};
+use super::config::Qwen2Config;
+use super::error::ModelError;
 use crate::fsutil::{IoContext, StagingDir};
 use crate::rng::SplitMix64;
 
@@ -92,6 +93,17 @@ pub fn param_specs(cfg: &Qwen2Config) -> Vec<ParamSpec> {
         push("model.mm_projector.2.bias".into(), vec![h], Init::Zeros);
     }
     out
+}
+
+impl Qwen2Config {
+    /// Number of parameters (the sizes of [`param_specs`]). Defined here, beside the
+    /// parameter list, so that `config.rs` does not import this file.
+    pub fn num_params(&self) -> usize {
+        param_specs(self)
+            .iter()
+            .map(|s| s.shape.iter().product::<usize>())
+            .sum()
+    }
 }
 
 /// The model's parameters: named `Var`s in [`param_specs`] order.
