@@ -14,8 +14,8 @@ use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::config::TrainConfig;
+use super::error::TrainError;
 use super::optim::{AdamW, AdamWConfig};
-use super::TrainError;
 use crate::data::sampler::SamplerState;
 use crate::fsutil::{IoContext, StagingDir};
 use crate::model::{Params, Qwen2Config};

@@ -13,13 +13,14 @@ use candle_core::{DType, Device, Tensor};
 use serde::Serialize;
 
 use super::checkpoint::{self, TrainerState, CHECKPOINT_VERSION};
+use super::config::TrainConfig;
+use super::error::TrainError;
 use super::eval::{BenchScore, EvalSet};
 use super::log::{EvalRecord, StepRecord, TrainLog};
 use super::loss::{masked_loss, Targets};
 use super::optim::{accumulate, clip_global_norm, flat_grads, AdamW};
 use super::parallel::{all_reduce_buckets, set_params, FlatLayout, ShardedAdamW};
 use super::schedule::lr_at;
-use super::{TrainConfig, TrainError};
 use crate::data::corpus::Corpus;
 use crate::data::sampler::{Batch, Sampler, SamplerConfig};
 use crate::dist::{BufMut, Communicator, ReduceOp, SingleProcess};
