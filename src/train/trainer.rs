@@ -17,7 +17,7 @@ use super::config::TrainConfig;
 use super::error::TrainError;
 use super::eval::{BenchScore, EvalSet};
 use super::log::{EvalRecord, StepRecord, TrainLog};
-use super::loss::{masked_loss, Targets};
+use super::loss::{masked_loss, LossInput, Targets};
 use super::optim::{accumulate, clip_global_norm, flat_grads, AdamW};
 use super::parallel::{all_reduce_buckets, set_params, FlatLayout, ShardedAdamW};
 use super::schedule::lr_at;
@@ -221,7 +221,13 @@ pub fn batch_gradients(
             continue;
         }
         let img = images(r0, r1)?;
-        let loss = masked_loss(model, tok, r1 - r0, t, img.as_ref(), &targets, denominator)?;
+        let input = LossInput {
+            tokens: tok,
+            rows: r1 - r0,
+            seq_len: t,
+            images: img.as_ref(),
+        };
+        let loss = masked_loss(model, input, &targets, denominator)?;
         loss_value += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         let g = flat_grads(params, &loss.backward()?)?;
         match grads.as_mut() {
