@@ -66,6 +66,35 @@ pub enum ModelError {
         /// What is wrong.
         reason: String,
     },
+    /// A checkpoint's JSON file does not parse as what it should hold.
+    #[error("{path}: {what}: {source}")]
+    BadJson {
+        /// The file.
+        path: PathBuf,
+        /// What the file should be (e.g. `not valid JSON`).
+        what: &'static str,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A checkpoint's safetensors file cannot be read.
+    #[error("{path}: not a readable safetensors file: {source}")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// candle's error.
+        #[source]
+        source: candle_core::Error,
+    },
+    /// Parameters could not be serialised as safetensors.
+    #[error("{path}: serialising: {source}")]
+    Serialize {
+        /// The file they were for.
+        path: PathBuf,
+        /// The serialiser's error.
+        #[source]
+        source: safetensors::SafeTensorError,
+    },
     /// Invalid model input (token out of range, image count mismatch, too long).
     #[error("invalid model input: {0}")]
     Input(String),

@@ -49,6 +49,17 @@ pub enum TrainError {
         /// What is wrong.
         reason: String,
     },
+    /// A checkpoint file that does not parse as what it should hold.
+    #[error("{path}: {what}: {source}")]
+    CheckpointFile {
+        /// The file.
+        path: PathBuf,
+        /// What it should be (e.g. `not a trainer state`).
+        what: &'static str,
+        /// The parser's or serialiser's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A collective failed.
     #[error("distributed: {0}")]
     Dist(#[from] DistError),
