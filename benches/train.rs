@@ -23,7 +23,7 @@ use mixatlas::model::{ImageInput, Params, Qwen2Config, Qwen2Model};
 use mixatlas::rng::SplitMix64;
 use mixatlas::train::loss::Targets;
 use mixatlas::train::optim::{clip_global_norm, AdamW, AdamWConfig};
-use mixatlas::train::trainer::batch_gradients;
+use mixatlas::train::trainer::{batch_gradients, GradBatch};
 
 const IMAGE_DIM: usize = 32;
 const IMAGE_TOKENS: usize = 8;
@@ -108,13 +108,16 @@ fn bench_ours(cfg: &Qwen2Config, b: usize, t: usize, warmup: usize, steps: usize
             .and_then(|v| v.parse().ok())
             .unwrap_or(b);
         let targets = Targets::from_mask(tokens, mask, b, t);
+        let rows = GradBatch {
+            tokens,
+            mask,
+            rows: b,
+            seq_len: t,
+        };
         let (_loss, mut flat) = batch_gradients(
             &model,
             &params,
-            tokens,
-            mask,
-            b,
-            t,
+            rows,
             micro,
             targets.len(),
             &mut |r0, r1| {

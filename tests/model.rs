@@ -8,7 +8,7 @@ use std::process::Command;
 use candle_core::{DType, Device, Tensor};
 use mixatlas::model::weights::read_config;
 use mixatlas::model::{ImageInput, Params, Qwen2Config, Qwen2Model};
-use mixatlas::train::loss::{masked_loss, Targets};
+use mixatlas::train::loss::{masked_loss, LossInput, Targets};
 
 use crate::cli::{ok, s};
 
@@ -182,7 +182,13 @@ fn batch(device: &Device, dtype: DType) -> (Vec<u32>, Vec<u8>, ImageInput) {
 fn loss_f64(model: &Qwen2Model) -> Tensor {
     let (tokens, mask, img) = batch(&Device::Cpu, DType::F64);
     let targets = Targets::from_mask(&tokens, &mask, 2, 10);
-    masked_loss(model, &tokens, 2, 10, Some(&img), &targets, targets.len()).unwrap()
+    let input = LossInput {
+        tokens: &tokens,
+        rows: 2,
+        seq_len: 10,
+        images: Some(&img),
+    };
+    masked_loss(model, input, &targets, targets.len()).unwrap()
 }
 
 #[test]
@@ -273,7 +279,13 @@ fn every_parameter_receives_a_nonzero_gradient_in_f32() {
     let model = Qwen2Model::new(&cfg, &params);
     let (tokens, mask, img) = batch(&Device::Cpu, DType::F32);
     let targets = Targets::from_mask(&tokens, &mask, 2, 10);
-    let loss = masked_loss(&model, &tokens, 2, 10, Some(&img), &targets, targets.len()).unwrap();
+    let input = LossInput {
+        tokens: &tokens,
+        rows: 2,
+        seq_len: 10,
+        images: Some(&img),
+    };
+    let loss = masked_loss(&model, input, &targets, targets.len()).unwrap();
     let grads = loss.backward().unwrap();
     for (spec, var) in params.specs().iter().zip(params.vars()) {
         let g = grads

@@ -1,6 +1,9 @@
 //! The launch environment: which rank this process is, out of how many, on which node, read
 //! from the variables `mpirun` (Open MPI, PMI) and `srun` (Slurm) set; rank 0 of 1 when none
-//! is set, so the same binary runs on a laptop. The device is chosen by local rank.
+//! is set, so the same binary runs on a laptop. The device is chosen by local rank. The Slurm
+//! variables are read by `crate::slurm::env` (one table of every `SLURM_*` variable).
+
+use crate::slurm::env::SlurmPlacement;
 
 /// Where this process sits in the job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,43 +43,31 @@ impl LaunchEnv {
 
     /// Reads through `var` (for tests): Open MPI (`OMPI_COMM_WORLD_*`), then PMI/PMIx
     /// (`PMI_RANK`, `PMI_SIZE`, `PMIX_RANK`), then Slurm (`SLURM_PROCID`, `SLURM_NTASKS`,
-    /// `SLURM_LOCALID`, `SLURM_NODEID`, `SLURM_JOB_NUM_NODES`, `SLURM_NTASKS_PER_NODE`).
+    /// `SLURM_LOCALID`, `SLURM_NODEID`, `SLURM_JOB_NUM_NODES`, `SLURM_NTASKS_PER_NODE`, read
+    /// by [`SlurmPlacement`] from the `slurm::env` tables).
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
         let num = |keys: &[&str]| -> Option<usize> {
             keys.iter()
                 .find_map(|k| var(k).and_then(|v| v.trim().parse().ok()))
         };
-        let rank = num(&[
-            "OMPI_COMM_WORLD_RANK",
-            "PMI_RANK",
-            "PMIX_RANK",
-            "SLURM_PROCID",
-        ]);
-        let world = num(&["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS"]);
+        let slurm = SlurmPlacement::from_vars(&var);
+        let rank = num(&["OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"]).or(slurm.proc_id);
+        let world = num(&["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"]).or(slurm.ntasks);
         let (Some(rank), Some(world)) = (rank, world) else {
             return Self::default();
         };
-        let local_rank = num(&[
-            "OMPI_COMM_WORLD_LOCAL_RANK",
-            "MPI_LOCALRANKID",
-            "SLURM_LOCALID",
-        ])
-        .unwrap_or(rank);
+        let local_rank = num(&["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID"])
+            .or(slurm.local_id)
+            .unwrap_or(rank);
         let local_world = num(&["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"])
-            .or_else(|| {
-                // Slurm writes e.g. "4" or "4(x2)"; the first number is this node's count.
-                var("SLURM_NTASKS_PER_NODE")
-                    .or_else(|| var("SLURM_TASKS_PER_NODE"))
-                    .and_then(|v| {
-                        v.split(|c: char| !c.is_ascii_digit())
-                            .next()
-                            .and_then(|n| n.parse().ok())
-                    })
-            })
+            .or(slurm.tasks_on_node)
             .unwrap_or(world);
-        let nodes = num(&["SLURM_JOB_NUM_NODES", "SLURM_NNODES"])
+        let nodes = slurm
+            .num_nodes
             .unwrap_or_else(|| world.div_ceil(local_world.max(1)));
-        let node = num(&["SLURM_NODEID", "OMPI_COMM_WORLD_NODE_RANK"])
+        let node = slurm
+            .node_id
+            .or_else(|| num(&["OMPI_COMM_WORLD_NODE_RANK"]))
             .unwrap_or(rank / local_world.max(1));
         Self {
             rank,

@@ -12,8 +12,9 @@ use half::{bf16, f16};
 use mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
 use mpi::topology::{Color, Communicator as _, SimpleCommunicator};
 
+use super::communicator::{check_chunks, BufMut, Communicator, ReduceOp};
+use super::error::DistError;
 use super::watchdog::Watchdog;
-use super::{check_chunks, BufMut, Communicator, DistError, ReduceOp};
 
 /// An MPI communicator (the world or a split of it).
 pub struct MpiComm {

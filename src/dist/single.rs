@@ -1,7 +1,8 @@
 //! The single-process communicator: rank 0 of 1, every collective a copy or a no-op. What the
 //! same binary uses on a laptop, so code paths are identical with and without MPI.
 
-use super::{check_chunks, BufMut, Communicator, DistError, ReduceOp};
+use super::communicator::{check_chunks, BufMut, Communicator, ReduceOp};
+use super::error::DistError;
 
 /// Rank 0 of a group of 1.
 #[derive(Debug, Clone, Copy, Default)]

@@ -101,44 +101,126 @@ fn weights(n: usize, seed: u64) -> Vec<f64> {
     w
 }
 
-/// Runs `steps` steps of `cfg` on the GPU for every rank of `world` and compares each slice
-/// with the CPU sampler; `Ok(None)` when all are bit-identical.
-#[allow(clippy::too_many_arguments)]
-fn compare(
-    dev: &GpuDevice,
-    kernel: &FusedSampler,
-    corpus: &DeviceCorpus,
-    cells: &[DocumentStore],
-    w: &[f64],
-    cfg: &SamplerConfig,
-    world: usize,
-    steps: usize,
-) -> Result<Option<String>, GpuError> {
-    let mut samplers = Vec::with_capacity(world);
-    for _ in 0..world {
-        samplers.push(
-            Sampler::new(cells, w, cfg.clone()).map_err(|e| GpuError::Layout {
-                reason: e.to_string(),
-            })?,
-        );
-    }
-    for step in 0..steps {
-        for (rank, s) in samplers.iter_mut().enumerate() {
-            let p = StepParams::for_step(s, rank, world)?;
-            let d = DeviceStep::upload(dev, &p)?;
-            let mut out = DeviceBatch::alloc(dev, p.rows as usize, p.seq_len as usize)?;
-            out.poison(dev)?;
-            kernel.launch(dev, corpus, &d, &mut out)?;
-            let got = out.download(dev)?;
-            let cpu = s.next_batch(rank, world).map_err(|e| GpuError::Layout {
-                reason: e.to_string(),
-            })?;
-            if let Some(diff) = got.first_difference(&cpu) {
-                return Ok(Some(format!("step {step} rank {rank}/{world}: {diff}")));
+/// One synthetic corpus on the device, with what the comparisons need beside it.
+struct Fixture<'a> {
+    dev: &'a GpuDevice,
+    kernel: &'a FusedSampler,
+    corpus: &'a DeviceCorpus,
+    cells: &'a [DocumentStore],
+    /// Mixture weights over the cells.
+    w: Vec<f64>,
+}
+
+impl Fixture<'_> {
+    /// Runs `steps` steps of `cfg` on the GPU for every rank of `world` and compares each
+    /// slice with the CPU sampler; `Ok(None)` when all are bit-identical.
+    fn compare(
+        &self,
+        cfg: &SamplerConfig,
+        world: usize,
+        steps: usize,
+    ) -> Result<Option<String>, GpuError> {
+        let dev = self.dev;
+        let mut samplers = Vec::with_capacity(world);
+        for _ in 0..world {
+            samplers.push(Sampler::new(self.cells, &self.w, cfg.clone())?);
+        }
+        for step in 0..steps {
+            for (rank, s) in samplers.iter_mut().enumerate() {
+                let p = StepParams::for_step(s, rank, world)?;
+                let d = DeviceStep::upload(dev, &p)?;
+                let mut out = DeviceBatch::alloc(dev, p.rows as usize, p.seq_len as usize)?;
+                out.poison(dev)?;
+                self.kernel.launch(dev, self.corpus, &d, &mut out)?;
+                let got = out.download(dev)?;
+                let cpu = s.next_batch(rank, world)?;
+                if let Some(diff) = got.first_difference(&cpu) {
+                    return Ok(Some(format!("step {step} rank {rank}/{world}: {diff}")));
+                }
             }
         }
+        Ok(None)
     }
-    Ok(None)
+
+    /// The bit-exact rows: i.i.d. and blend, one and two ranks, and a `T` that is not a
+    /// multiple of 4, each compared over 3 steps.
+    fn bit_exact(&self, cfg: &CheckConfig, tag: &str, report: &mut Report) -> Result<(), GpuError> {
+        for mode in [Mode::Iid, Mode::Blend] {
+            for (world, batch, seq_len) in [
+                (1, cfg.batch, cfg.seq_len),
+                (2, cfg.batch, cfg.seq_len),
+                (1, 24, 1001),
+            ] {
+                let mut sc = SamplerConfig::new(batch, seq_len);
+                sc.seed = cfg.seed;
+                sc.mode = mode;
+                sc.pad_token = 3;
+                let name = format!("bit-exact {tag} {mode} B={batch} T={seq_len} world={world}");
+                match self.compare(&sc, world, 3)? {
+                    None => report.push(name, "PASS", "3 steps identical to the CPU sampler"),
+                    Some(diff) => report.push(name, "FAIL", diff),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The bandwidth rows: the timed batch against a memcpy moving the same bytes.
+    fn bandwidth(&self, cfg: &CheckConfig, report: &mut Report) -> Result<(), GpuError> {
+        let (dev, kernel, corpus) = (self.dev, self.kernel, self.corpus);
+        for mode in [Mode::Iid, Mode::Blend] {
+            let mut sc = SamplerConfig::new(cfg.batch, cfg.seq_len);
+            sc.seed = cfg.seed;
+            sc.mode = mode;
+            let s = Sampler::new(self.cells, &self.w, sc)?;
+            let p = StepParams::for_step(&s, 0, 1)?;
+            let step = DeviceStep::upload(dev, &p)?;
+            let mut out = DeviceBatch::alloc(dev, p.rows as usize, p.seq_len as usize)?;
+            let kernel_ms = time_ms(dev, cfg.runs, || {
+                kernel.launch(dev, corpus, &step, &mut out)
+            })?;
+            let docs = out.download(dev)?.docs;
+            let placed: u64 = docs.chunks(4).map(|d| d[3]).sum();
+            let written = p.out_elems() as u64 * 5 + 32 * p.rows as u64;
+            let read = placed * (corpus.token_bytes as u64 + 1) + 16 * p.rows as u64;
+            let traffic = written + read;
+            let memcpy_ms = memcpy_ms(dev, cfg.runs, (traffic / 2).max(1) as usize)?;
+            let gbs = |ms: f32| traffic as f64 / (ms as f64 * 1e-3) / 1e9;
+            let ratio = memcpy_ms as f64 / kernel_ms as f64;
+            report.push(
+                format!("bandwidth {mode} B={} T={}", cfg.batch, cfg.seq_len),
+                if ratio >= 0.7 { "PASS" } else { "FAIL" },
+                format!(
+                    "kernel {:.1} µs = {:.0} GB/s ({} MB read+written); memcpy of the same bytes {:.1} µs = {:.0} GB/s; {:.0}% of memcpy (target ≥ 70%), median of {} timings of {LAUNCHES_PER_TIMING} back-to-back launches",
+                    kernel_ms * 1e3,
+                    gbs(kernel_ms),
+                    traffic / 1_000_000,
+                    memcpy_ms * 1e3,
+                    gbs(memcpy_ms),
+                    100.0 * ratio,
+                    cfg.runs
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Timed device-to-device copies of `half` bytes (see [`time_ms`]).
+fn memcpy_ms(dev: &GpuDevice, runs: usize, half: usize) -> Result<f32, GpuError> {
+    let src = dev
+        .stream
+        .alloc_zeros::<u8>(half)
+        .map_err(|e| GpuError::driver("allocating the memcpy source", e))?;
+    let mut dst = dev
+        .stream
+        .alloc_zeros::<u8>(half)
+        .map_err(|e| GpuError::driver("allocating the memcpy target", e))?;
+    time_ms(dev, runs, || {
+        dev.stream
+            .memcpy_dtod(&src, &mut dst)
+            .map_err(|e| GpuError::driver("memcpy", e))
+    })
 }
 
 /// Launches queued back to back per timing, so the device never waits for the host between
@@ -187,6 +269,38 @@ pub fn run(cfg: &CheckConfig) -> Result<Report, GpuError> {
     let env = LaunchEnv::detect();
     let dev = GpuDevice::for_rank(&env)?;
     let mut report = Report::default();
+    let kernel = load_kernel(&dev, &env, &mut report)?;
+    // Bit-exact comparisons with the CPU sampler, and the bandwidth on u16 tokens.
+    let t = cfg.seq_len as u64;
+    let sizes = [400, 3, 150, 1, 700, 60, 1200, 9, 300, 500];
+    for (dtype, tag) in [(DType::U16, "u16"), (DType::I32, "u32")] {
+        let dir = cfg.work_dir.join(tag);
+        let cells = write_cells(&dir, dtype, &sizes, 2 * t, cfg.seed)?;
+        let layout = CorpusLayout::build(&cells)?;
+        let corpus = DeviceCorpus::upload(&dev, &layout)?;
+        let fixture = Fixture {
+            dev: &dev,
+            kernel: &kernel,
+            corpus: &corpus,
+            cells: &cells,
+            w: weights(cells.len(), cfg.seed),
+        };
+        fixture.bit_exact(cfg, tag, &mut report)?;
+        if dtype == DType::U16 {
+            fixture.bandwidth(cfg, &mut report)?;
+        }
+    }
+    nccl_row(&dev, cfg, &mut report);
+    train_log_row(cfg, &mut report);
+    Ok(report)
+}
+
+/// The device row and the kernel-load row; the loaded kernel.
+fn load_kernel(
+    dev: &GpuDevice,
+    env: &LaunchEnv,
+    report: &mut Report,
+) -> Result<FusedSampler, GpuError> {
     let (major, minor) = dev.compute_capability()?;
     report.push(
         "device",
@@ -198,7 +312,7 @@ pub fn run(cfg: &CheckConfig) -> Result<Report, GpuError> {
             env.local_rank
         ),
     );
-    let kernel = FusedSampler::load(&dev)?;
+    let kernel = FusedSampler::load(dev)?;
     let nvrtc = match super::nvrtc::nvrtc_version() {
         Ok((major, minor)) => format!("NVRTC {major}.{minor}"),
         Err(_) => "no NVRTC".to_string(),
@@ -213,89 +327,11 @@ pub fn run(cfg: &CheckConfig) -> Result<Report, GpuError> {
             kernel.loaded_as
         ),
     );
+    Ok(kernel)
+}
 
-    // Bit-exact comparisons with the CPU sampler.
-    let t = cfg.seq_len as u64;
-    let sizes = [400, 3, 150, 1, 700, 60, 1200, 9, 300, 500];
-    for (dtype, tag) in [(DType::U16, "u16"), (DType::I32, "u32")] {
-        let dir = cfg.work_dir.join(tag);
-        let cells = write_cells(&dir, dtype, &sizes, 2 * t, cfg.seed)?;
-        let layout = CorpusLayout::build(&cells)?;
-        let corpus = DeviceCorpus::upload(&dev, &layout)?;
-        let w = weights(cells.len(), cfg.seed);
-        for mode in [Mode::Iid, Mode::Blend] {
-            for (world, batch, seq_len) in [
-                (1, cfg.batch, cfg.seq_len),
-                (2, cfg.batch, cfg.seq_len),
-                (1, 24, 1001),
-            ] {
-                let mut sc = SamplerConfig::new(batch, seq_len);
-                sc.seed = cfg.seed;
-                sc.mode = mode;
-                sc.pad_token = 3;
-                let name = format!("bit-exact {tag} {mode} B={batch} T={seq_len} world={world}");
-                match compare(&dev, &kernel, &corpus, &cells, &w, &sc, world, 3)? {
-                    None => report.push(name, "PASS", "3 steps identical to the CPU sampler"),
-                    Some(diff) => report.push(name, "FAIL", diff),
-                }
-            }
-        }
-        if dtype != DType::U16 {
-            continue;
-        }
-        // Bandwidth: the timed batch against a memcpy moving the same bytes.
-        for mode in [Mode::Iid, Mode::Blend] {
-            let mut sc = SamplerConfig::new(cfg.batch, cfg.seq_len);
-            sc.seed = cfg.seed;
-            sc.mode = mode;
-            let s = Sampler::new(&cells, &w, sc).map_err(|e| GpuError::Layout {
-                reason: e.to_string(),
-            })?;
-            let p = StepParams::for_step(&s, 0, 1)?;
-            let step = DeviceStep::upload(&dev, &p)?;
-            let mut out = DeviceBatch::alloc(&dev, p.rows as usize, p.seq_len as usize)?;
-            let kernel_ms = time_ms(&dev, cfg.runs, || {
-                kernel.launch(&dev, &corpus, &step, &mut out)
-            })?;
-            let docs = out.download(&dev)?.docs;
-            let placed: u64 = docs.chunks(4).map(|d| d[3]).sum();
-            let written = p.out_elems() as u64 * 5 + 32 * p.rows as u64;
-            let read = placed * (corpus.token_bytes as u64 + 1) + 16 * p.rows as u64;
-            let traffic = written + read;
-            let half = (traffic / 2).max(1) as usize;
-            let src = dev
-                .stream
-                .alloc_zeros::<u8>(half)
-                .map_err(|e| GpuError::driver("allocating the memcpy source", e))?;
-            let mut dst = dev
-                .stream
-                .alloc_zeros::<u8>(half)
-                .map_err(|e| GpuError::driver("allocating the memcpy target", e))?;
-            let memcpy_ms = time_ms(&dev, cfg.runs, || {
-                dev.stream
-                    .memcpy_dtod(&src, &mut dst)
-                    .map_err(|e| GpuError::driver("memcpy", e))
-            })?;
-            let gbs = |ms: f32| traffic as f64 / (ms as f64 * 1e-3) / 1e9;
-            let ratio = memcpy_ms as f64 / kernel_ms as f64;
-            report.push(
-                format!("bandwidth {mode} B={} T={}", cfg.batch, cfg.seq_len),
-                if ratio >= 0.7 { "PASS" } else { "FAIL" },
-                format!(
-                    "kernel {:.1} µs = {:.0} GB/s ({} MB read+written); memcpy of the same bytes {:.1} µs = {:.0} GB/s; {:.0}% of memcpy (target ≥ 70%), median of {} timings of {LAUNCHES_PER_TIMING} back-to-back launches",
-                    kernel_ms * 1e3,
-                    gbs(kernel_ms),
-                    traffic / 1_000_000,
-                    memcpy_ms * 1e3,
-                    gbs(memcpy_ms),
-                    100.0 * ratio,
-                    cfg.runs
-                ),
-            );
-        }
-    }
-
-    // NCCL: a communicator over this process's ranks (1 rank here), device and host paths.
+/// NCCL: a communicator over this process's ranks (1 rank here), device and host paths.
+fn nccl_row(dev: &GpuDevice, cfg: &CheckConfig, report: &mut Report) {
     if !nccl_present() {
         report.push(
             "NCCL all-reduce",
@@ -303,12 +339,15 @@ pub fn run(cfg: &CheckConfig) -> Result<Report, GpuError> {
             "NCCL (libnccl.so) not found on the library path",
         );
     } else {
-        match nccl_check(&dev, cfg) {
+        match nccl_check(dev, cfg) {
             Ok(detail) => report.push("NCCL all-reduce (1 rank)", "PASS", detail),
             Err(e) => report.push("NCCL all-reduce (1 rank)", "FAIL", e.to_string()),
         }
     }
+}
 
+/// The row of a `--device cuda` training log, when one is given.
+fn train_log_row(cfg: &CheckConfig, report: &mut Report) {
     match &cfg.train_log {
         None => report.push(
             "train --device cuda",
@@ -339,7 +378,6 @@ pub fn run(cfg: &CheckConfig) -> Result<Report, GpuError> {
             Err(e) => report.push("train --device cuda", "FAIL", e.to_string()),
         },
     }
-    Ok(report)
 }
 
 fn nccl_check(dev: &GpuDevice, cfg: &CheckConfig) -> Result<String, GpuError> {

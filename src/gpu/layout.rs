@@ -115,8 +115,10 @@ impl CorpusLayout {
                 store
                     .tokens
                     .read_document(d, &mut doc)
-                    .map_err(|e| GpuError::Layout {
-                        reason: format!("cell {c} document {d}: {e}"),
+                    .map_err(|source| GpuError::Document {
+                        cell: c,
+                        doc: d,
+                        source,
                     })?;
                 if narrow {
                     // u8/u16 storage: every id fits in 16 bits.
@@ -373,15 +375,18 @@ pub fn write_cells(
     max_len: u64,
     seed: u64,
 ) -> Result<Vec<DocumentStore>, GpuError> {
-    let fail = |e: String| GpuError::Layout { reason: e };
-    std::fs::create_dir_all(dir).map_err(|e| fail(format!("{}: {e}", dir.display())))?;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| GpuError::LayoutIo { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
     let mut rng = SplitMix64::new(seed);
     let vocab = if dtype == DType::U16 { 65_535 } else { 150_000 };
     let mut cells = Vec::with_capacity(sizes.len());
     let mut toks = Vec::new();
     for (c, &n) in sizes.iter().enumerate() {
         let prefix = dir.join(format!("cell{c:02}"));
-        let mut w = DatasetWriter::create(&prefix, dtype).map_err(|e| fail(e.to_string()))?;
+        let mut w = DatasetWriter::create(&prefix, dtype)?;
         let mut mask = Vec::new();
         for _ in 0..n {
             let len = if rng.below(50) == 0 {
@@ -391,15 +396,15 @@ pub fn write_cells(
             };
             toks.clear();
             toks.extend((0..len).map(|_| rng.below(vocab) as u32));
-            w.add_document(&toks).map_err(|e| fail(e.to_string()))?;
+            w.add_document(&toks)?;
             mask.extend((0..len).map(|_| (rng.below(5) != 0) as u8));
         }
-        w.finish().map_err(|e| fail(e.to_string()))?;
+        w.finish()?;
         if c % 2 == 0 {
             let p = mask_path(&prefix);
-            std::fs::write(&p, &mask).map_err(|e| fail(format!("{}: {e}", p.display())))?;
+            std::fs::write(&p, &mask).map_err(io(&p))?;
         }
-        cells.push(DocumentStore::open(&prefix, None).map_err(|e| fail(e.to_string()))?);
+        cells.push(DocumentStore::open(&prefix, None)?);
     }
     Ok(cells)
 }

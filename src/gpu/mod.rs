@@ -126,6 +126,44 @@ pub enum GpuError {
         /// What is wrong.
         reason: String,
     },
+    /// A file of the check's synthetic corpus could not be written.
+    #[error("device corpus layout: {}: {source}", path.display())]
+    LayoutIo {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A document of a cell could not be read.
+    #[error("device corpus layout: cell {cell} document {doc}: {source}")]
+    Document {
+        /// The cell.
+        cell: usize,
+        /// The document.
+        doc: usize,
+        /// The read error.
+        #[source]
+        source: crate::data::megatron::MegatronError,
+    },
+    /// A prebuilt kernel file could not be read.
+    #[error("device corpus layout: prebuilt kernel {}: {source}", path.display())]
+    Prebuilt {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A cell of the check's synthetic corpus could not be written.
+    #[error("device corpus layout: {0}")]
+    Dataset(#[from] crate::data::megatron::MegatronError),
+    /// A cell of the check's synthetic corpus could not be read back.
+    #[error("device corpus layout: {0}")]
+    Corpus(#[from] crate::data::corpus::CorpusError),
+    /// The CPU sampler the device output is compared with rejected its configuration.
+    #[error("device corpus layout: {0}")]
+    Sampler(#[from] crate::data::sampler::SamplerError),
     /// A configuration the GPU path does not support.
     #[error("the GPU path does not support {what}; expected {expected}")]
     Unsupported {

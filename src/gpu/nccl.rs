@@ -163,10 +163,10 @@ impl NcclComm {
     }
 
     fn dist(&self, op: &'static str, e: GpuError) -> DistError {
-        DistError::Backend {
+        DistError::Device {
             op,
             rank: self.host.rank(),
-            reason: e.to_string(),
+            source: Box::new(e),
         }
     }
 

@@ -59,31 +59,62 @@ pub struct Compiled {
 impl Compiled {
     /// Checks the PTX targets `arch` and defines every entry point, and the CUBIN is an ELF
     /// image; the first problem, described.
-    pub fn validate(&self, kernel: &KernelSource) -> Result<(), String> {
+    pub fn validate(&self, kernel: &KernelSource) -> Result<(), KernelCheckError> {
+        let file = self.file;
         let target = format!(".target {}", self.arch);
         if !self
             .ptx
             .lines()
             .any(|l| l.trim_start().starts_with(&target))
         {
-            return Err(format!("{}: PTX has no `{target}` line", self.file));
+            return Err(KernelCheckError::NoTarget { file, target });
         }
         for e in kernel.entries {
             let entry = format!(".entry {e}(");
             if !self.ptx.contains(&entry) {
-                return Err(format!("{}: PTX has no `{entry}`", self.file));
+                return Err(KernelCheckError::NoEntry { file, entry });
             }
         }
         if !self.cubin.starts_with(b"\x7fELF") {
-            return Err(format!(
-                "{}: the CUBIN for {} is not an ELF image ({} bytes)",
-                self.file,
-                self.arch,
-                self.cubin.len()
-            ));
+            return Err(KernelCheckError::NotElf {
+                file,
+                arch: self.arch.clone(),
+                bytes: self.cubin.len(),
+            });
         }
         Ok(())
     }
+}
+
+/// What [`Compiled::validate`] finds wrong with a compiled kernel.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KernelCheckError {
+    /// The PTX does not target the architecture it was compiled for.
+    #[error("{file}: PTX has no `{target}` line")]
+    NoTarget {
+        /// The kernel file.
+        file: &'static str,
+        /// The missing line, `.target sm_XY`.
+        target: String,
+    },
+    /// The PTX lacks an entry point of the kernel source.
+    #[error("{file}: PTX has no `{entry}`")]
+    NoEntry {
+        /// The kernel file.
+        file: &'static str,
+        /// The missing declaration, `.entry name(`.
+        entry: String,
+    },
+    /// The CUBIN is not an ELF image.
+    #[error("{file}: the CUBIN for {arch} is not an ELF image ({bytes} bytes)")]
+    NotElf {
+        /// The kernel file.
+        file: &'static str,
+        /// `sm_XY`.
+        arch: String,
+        /// Its size.
+        bytes: usize,
+    },
 }
 
 fn compile_error(file: &str, arch: &str, e: result::NvrtcError, log: String) -> GpuError {

@@ -306,9 +306,7 @@ impl FusedSampler {
 fn prebuilt_cubin(dir: &std::path::Path, arch: &str) -> Result<Vec<u8>, GpuError> {
     let stem = FUSED_SAMPLE.stem();
     let read = |p: std::path::PathBuf| {
-        std::fs::read(&p).map_err(|e| GpuError::Layout {
-            reason: format!("prebuilt kernel {}: {e}", p.display()),
-        })
+        std::fs::read(&p).map_err(|source| GpuError::Prebuilt { path: p, source })
     };
     let hash = read(dir.join(format!("{stem}.sha256")))?;
     let want = FUSED_SAMPLE.source_sha256();

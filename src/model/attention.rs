@@ -9,10 +9,11 @@
 
 use candle_core::{DType, Device, Result, Tensor, D};
 
+use super::config::Qwen2Config;
 use super::embedding::linear;
 use super::fused;
 use super::rotary::RotaryTables;
-use super::{Params, Qwen2Config};
+use super::weights::Params;
 
 /// One layer's attention weights and shapes.
 #[derive(Debug, Clone)]
@@ -79,7 +80,13 @@ impl Attention {
             let k = fused::linear(x, &self.wk, Some(&self.bk))?;
             let v = fused::linear(x, &self.wv, Some(&self.bv))?;
             let (cos, sin) = rope.half_tables();
-            let o = fused::attention(&q, &k, &v, b, t, nh, nkv, cos, sin)?;
+            let shape = fused::AttentionShape {
+                batch: b,
+                seq_len: t,
+                heads: nh,
+                kv_heads: nkv,
+            };
+            let o = fused::attention(&q, &k, &v, shape, cos, sin)?;
             return fused::linear(&o, &self.wo, None);
         };
         let group = nh / nkv;

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::ModelError;
+use super::error::ModelError;
 
 /// A Qwen2 decoder (plus the optional LLaVA-style projector); see `docs/model.md`.
 ///
@@ -71,6 +71,19 @@ fn default_architectures() -> Vec<String> {
     vec!["Qwen2ForCausalLM".into()]
 }
 
+/// The shape fields a preset chooses (the rest take Qwen2's defaults).
+struct Shape {
+    vocab_size: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: usize,
+    rope_theta: f64,
+    tie_word_embeddings: bool,
+    max_position_embeddings: usize,
+}
+
 /// Names accepted by [`Qwen2Config::preset`].
 pub const PRESETS: &[&str] = &[
     "tiny",
@@ -92,29 +105,19 @@ impl Qwen2Config {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn shape(
-        vocab_size: usize,
-        hidden_size: usize,
-        intermediate_size: usize,
-        num_hidden_layers: usize,
-        num_attention_heads: usize,
-        num_key_value_heads: usize,
-        rope_theta: f64,
-        tie_word_embeddings: bool,
-        max_position_embeddings: usize,
-    ) -> Self {
+    /// A configuration of `s`'s shape with Qwen2's other defaults (text only).
+    fn shape(s: Shape) -> Self {
         Self {
-            vocab_size,
-            hidden_size,
-            intermediate_size,
-            num_hidden_layers,
-            num_attention_heads,
-            num_key_value_heads,
-            max_position_embeddings,
-            rope_theta,
+            vocab_size: s.vocab_size,
+            hidden_size: s.hidden_size,
+            intermediate_size: s.intermediate_size,
+            num_hidden_layers: s.num_hidden_layers,
+            num_attention_heads: s.num_attention_heads,
+            num_key_value_heads: s.num_key_value_heads,
+            max_position_embeddings: s.max_position_embeddings,
+            rope_theta: s.rope_theta,
             rms_norm_eps: 1e-6,
-            tie_word_embeddings,
+            tie_word_embeddings: s.tie_word_embeddings,
             initializer_range: 0.02,
             hidden_act: default_act(),
             mm_hidden_size: None,
@@ -127,7 +130,17 @@ impl Qwen2Config {
 
     /// `tiny`: the CPU proxy (about 0.1 M parameters at V = 128); a trial takes seconds.
     pub fn tiny() -> Self {
-        Self::shape(128, 64, 176, 2, 4, 2, 10_000.0, true, 4096)
+        Self::shape(Shape {
+            vocab_size: 128,
+            hidden_size: 64,
+            intermediate_size: 176,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            rope_theta: 10_000.0,
+            tie_word_embeddings: true,
+            max_position_embeddings: 4096,
+        })
     }
 
     /// `mini`: the demo's proxy (about 0.4 M parameters at V = 128): `tiny` twice as wide, the
@@ -136,32 +149,92 @@ impl Qwen2Config {
     /// shares, so a `tiny` search undervalues them; docs/transfer.md). A trial takes ~20 s on
     /// one core.
     pub fn mini() -> Self {
-        Self::shape(128, 128, 352, 2, 4, 2, 10_000.0, true, 4096)
+        Self::shape(Shape {
+            vocab_size: 128,
+            hidden_size: 128,
+            intermediate_size: 352,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            rope_theta: 10_000.0,
+            tie_word_embeddings: true,
+            max_position_embeddings: 4096,
+        })
     }
 
     /// `small`: the CPU transfer target (about 3 M parameters at V = 128).
     pub fn small() -> Self {
-        Self::shape(128, 256, 704, 4, 8, 4, 10_000.0, true, 4096)
+        Self::shape(Shape {
+            vocab_size: 128,
+            hidden_size: 256,
+            intermediate_size: 704,
+            num_hidden_layers: 4,
+            num_attention_heads: 8,
+            num_key_value_heads: 4,
+            rope_theta: 10_000.0,
+            tie_word_embeddings: true,
+            max_position_embeddings: 4096,
+        })
     }
 
     /// Qwen2-0.5B's public shapes.
     pub fn qwen2_0_5b() -> Self {
-        Self::shape(151_936, 896, 4864, 24, 14, 2, 1e6, true, 131_072)
+        Self::shape(Shape {
+            vocab_size: 151_936,
+            hidden_size: 896,
+            intermediate_size: 4864,
+            num_hidden_layers: 24,
+            num_attention_heads: 14,
+            num_key_value_heads: 2,
+            rope_theta: 1e6,
+            tie_word_embeddings: true,
+            max_position_embeddings: 131_072,
+        })
     }
 
     /// Qwen2-1.5B's public shapes.
     pub fn qwen2_1_5b() -> Self {
-        Self::shape(151_936, 1536, 8960, 28, 12, 2, 1e6, true, 131_072)
+        Self::shape(Shape {
+            vocab_size: 151_936,
+            hidden_size: 1536,
+            intermediate_size: 8960,
+            num_hidden_layers: 28,
+            num_attention_heads: 12,
+            num_key_value_heads: 2,
+            rope_theta: 1e6,
+            tie_word_embeddings: true,
+            max_position_embeddings: 131_072,
+        })
     }
 
     /// Qwen2-7B's public shapes.
     pub fn qwen2_7b() -> Self {
-        Self::shape(152_064, 3584, 18_944, 28, 28, 4, 1e6, false, 131_072)
+        Self::shape(Shape {
+            vocab_size: 152_064,
+            hidden_size: 3584,
+            intermediate_size: 18_944,
+            num_hidden_layers: 28,
+            num_attention_heads: 28,
+            num_key_value_heads: 4,
+            rope_theta: 1e6,
+            tie_word_embeddings: false,
+            max_position_embeddings: 131_072,
+        })
     }
 
     /// Qwen2.5-7B's public shapes (the same architecture as Qwen2-7B).
     pub fn qwen2_5_7b() -> Self {
-        Self::shape(152_064, 3584, 18_944, 28, 28, 4, 1e6, false, 131_072)
+        Self::shape(Shape {
+            vocab_size: 152_064,
+            hidden_size: 3584,
+            intermediate_size: 18_944,
+            num_hidden_layers: 28,
+            num_attention_heads: 28,
+            num_key_value_heads: 4,
+            rope_theta: 1e6,
+            tie_word_embeddings: false,
+            max_position_embeddings: 131_072,
+        })
     }
 
     /// The preset called `name` (one of [`PRESETS`]).
@@ -252,14 +325,6 @@ impl Qwen2Config {
             }
         }
         Ok(())
-    }
-
-    /// Number of parameters.
-    pub fn num_params(&self) -> usize {
-        super::weights::param_specs(self)
-            .iter()
-            .map(|s| s.shape.iter().product::<usize>())
-            .sum()
     }
 }
 

@@ -4,7 +4,7 @@ use candle_core::{Result, Tensor};
 
 use super::embedding::linear_as;
 use super::fused;
-use super::Params;
+use super::weights::Params;
 
 /// One layer's MLP weights.
 #[derive(Debug, Clone)]

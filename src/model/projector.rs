@@ -4,7 +4,7 @@
 use candle_core::{Result, Tensor};
 
 use super::embedding::linear_as;
-use super::Params;
+use super::weights::Params;
 
 /// Exact GELU, `x · ½ (1 + erf(x/√2))`, composed from `erf` because candle's fused
 /// `gelu_erf` backward uses a 6-digit constant for 1/√(2π) (relative gradient error ~1e-6,

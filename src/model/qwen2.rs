@@ -5,13 +5,15 @@
 use candle_core::{DType, Device, Tensor};
 
 use super::attention::{causal_mask, Attention};
+use super::config::Qwen2Config;
 use super::embedding::{embed, lm_head};
+use super::error::ModelError;
 use super::fused;
 use super::mlp::Mlp;
 use super::norm::rms_norm;
 use super::projector::Projector;
 use super::rotary::RotaryTables;
-use super::{ModelError, Params, Qwen2Config};
+use super::weights::Params;
 
 /// Image patches to place into a batch: `features` `[M, D]` and, per patch, the flat position
 /// (`row · T + t`) whose token is the image token.

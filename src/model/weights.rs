@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, Var};
 
-use super::{ModelError, Qwen2Config};
+use super::config::Qwen2Config;
+use super::error::ModelError;
 use crate::fsutil::{IoContext, StagingDir};
 use crate::rng::SplitMix64;
 
@@ -94,6 +95,17 @@ pub fn param_specs(cfg: &Qwen2Config) -> Vec<ParamSpec> {
     out
 }
 
+impl Qwen2Config {
+    /// Number of parameters (the sizes of [`param_specs`]). Defined here, beside the
+    /// parameter list, so that `config.rs` does not import this file.
+    pub fn num_params(&self) -> usize {
+        param_specs(self)
+            .iter()
+            .map(|s| s.shape.iter().product::<usize>())
+            .sum()
+    }
+}
+
 /// The model's parameters: named `Var`s in [`param_specs`] order.
 #[derive(Debug, Clone)]
 pub struct Params {
@@ -160,10 +172,10 @@ impl Params {
         let files = weight_files(dir)?;
         let mut found: HashMap<String, (Tensor, PathBuf)> = HashMap::new();
         for file in &files {
-            let map = candle_core::safetensors::load(file, &Device::Cpu).map_err(|e| {
-                ModelError::BadCheckpoint {
+            let map = candle_core::safetensors::load(file, &Device::Cpu).map_err(|source| {
+                ModelError::Unreadable {
                     path: file.clone(),
-                    reason: format!("not a readable safetensors file: {e}"),
+                    source,
                 }
             })?;
             for (name, t) in map {
@@ -270,9 +282,9 @@ impl Params {
             .zip(tensors.iter())
             .collect();
         let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
-        safetensors::serialize(data, Some(meta)).map_err(|e| ModelError::BadCheckpoint {
+        safetensors::serialize(data, Some(meta)).map_err(|source| ModelError::Serialize {
             path: PathBuf::from("model.safetensors"),
-            reason: format!("serialising: {e}"),
+            source,
         })
     }
 
@@ -346,8 +358,11 @@ pub fn read_config(dir: &Path) -> Result<Qwen2Config, ModelError> {
         path: path.clone(),
         reason,
     };
-    let mut v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    let json = |what: &'static str| {
+        let path = path.clone();
+        move |source| ModelError::BadJson { path, what, source }
+    };
+    let mut v: serde_json::Value = serde_json::from_str(&text).map_err(json("not valid JSON"))?;
     let obj = v
         .as_object_mut()
         .ok_or_else(|| bad("expected a JSON object".into()))?;
@@ -381,8 +396,7 @@ pub fn read_config(dir: &Path) -> Result<Qwen2Config, ModelError> {
         }
     }
     let head_dim = obj.get("head_dim").and_then(|x| x.as_u64());
-    let cfg: Qwen2Config =
-        serde_json::from_value(v).map_err(|e| bad(format!("not a Qwen2 config.json: {e}")))?;
+    let cfg: Qwen2Config = serde_json::from_value(v).map_err(json("not a Qwen2 config.json"))?;
     if cfg.model_type != "qwen2" {
         return Err(bad(format!(
             "model_type is {:?}; only \"qwen2\" is supported",
@@ -419,9 +433,10 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
         weight_map: BTreeMap<String, String>,
     }
     let text = fs::read_to_string(&index).at("reading", &index)?;
-    let idx: Index = serde_json::from_str(&text).map_err(|e| ModelError::BadCheckpoint {
+    let idx: Index = serde_json::from_str(&text).map_err(|source| ModelError::BadJson {
         path: index.clone(),
-        reason: format!("not a safetensors index (expected a \"weight_map\"): {e}"),
+        what: "not a safetensors index (expected a \"weight_map\")",
+        source,
     })?;
     let mut files: Vec<String> = idx.weight_map.into_values().collect();
     files.sort();

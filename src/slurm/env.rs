@@ -79,6 +79,72 @@ pub const VARS: &[SlurmVar] = &[
     },
 ];
 
+/// Variables read only for a task's placement ([`SlurmPlacement`]), beside [`VARS`]: the
+/// older name of the node count and the per-node task counts.
+pub const PLACEMENT_VARS: &[SlurmVar] = &[
+    SlurmVar {
+        name: "SLURM_NNODES",
+        default: "",
+        meaning: "nodes in the allocation (older name of SLURM_JOB_NUM_NODES)",
+    },
+    SlurmVar {
+        name: "SLURM_NTASKS_PER_NODE",
+        default: "",
+        meaning: "tasks per node as requested, e.g. \"4\" (the first number is this node's)",
+    },
+    SlurmVar {
+        name: "SLURM_TASKS_PER_NODE",
+        default: "",
+        meaning: "tasks per node as launched, e.g. \"4(x2)\" (the first number is this node's)",
+    },
+];
+
+/// Where `srun` placed this task, read leniently: each field is `None` when its variable is
+/// unset or not a number (no table defaults, no errors). `crate::dist::LaunchEnv` combines
+/// these with the MPI launchers' variables; [`SlurmEnv`] is the strict reading.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SlurmPlacement {
+    /// `SLURM_PROCID`.
+    pub proc_id: Option<usize>,
+    /// `SLURM_NTASKS`.
+    pub ntasks: Option<usize>,
+    /// `SLURM_LOCALID`.
+    pub local_id: Option<usize>,
+    /// The first number of `SLURM_NTASKS_PER_NODE`, or of `SLURM_TASKS_PER_NODE` when the
+    /// former is unset.
+    pub tasks_on_node: Option<usize>,
+    /// `SLURM_JOB_NUM_NODES`, else `SLURM_NNODES`.
+    pub num_nodes: Option<usize>,
+    /// `SLURM_NODEID`.
+    pub node_id: Option<usize>,
+}
+
+impl SlurmPlacement {
+    /// Reads through `var` (`std::env::var` in `LaunchEnv::detect`; a map in tests).
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
+        let num = |keys: &[&str]| -> Option<usize> {
+            keys.iter()
+                .find_map(|k| var(k).and_then(|v| v.trim().parse().ok()))
+        };
+        // Slurm writes e.g. "4" or "4(x2)"; the first number is this node's count.
+        let tasks_on_node = var("SLURM_NTASKS_PER_NODE")
+            .or_else(|| var("SLURM_TASKS_PER_NODE"))
+            .and_then(|v| {
+                v.split(|c: char| !c.is_ascii_digit())
+                    .next()
+                    .and_then(|n| n.parse().ok())
+            });
+        Self {
+            proc_id: num(&["SLURM_PROCID"]),
+            ntasks: num(&["SLURM_NTASKS"]),
+            local_id: num(&["SLURM_LOCALID"]),
+            tasks_on_node,
+            num_nodes: num(&["SLURM_JOB_NUM_NODES", "SLURM_NNODES"]),
+            node_id: num(&["SLURM_NODEID"]),
+        }
+    }
+}
+
 /// A variable with a value of the wrong form.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SlurmEnvError {
@@ -268,5 +334,36 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), VARS.len());
+    }
+
+    #[test]
+    fn placement_reads_only_table_variables_leniently() {
+        let asked = std::cell::RefCell::new(Vec::new());
+        let p = SlurmPlacement::from_vars(|k| {
+            asked.borrow_mut().push(k.to_string());
+            None
+        });
+        assert_eq!(p, SlurmPlacement::default());
+        for name in asked.borrow().iter() {
+            assert!(
+                VARS.iter().chain(PLACEMENT_VARS).any(|v| v.name == *name),
+                "{name} is in neither table"
+            );
+        }
+        assert!(PLACEMENT_VARS
+            .iter()
+            .all(|p| VARS.iter().all(|v| v.name != p.name)));
+        let m: HashMap<&str, &str> = [
+            ("SLURM_PROCID", "x"),
+            ("SLURM_NTASKS", " 8 "),
+            ("SLURM_NNODES", "3"),
+            ("SLURM_TASKS_PER_NODE", "2(x4)"),
+        ]
+        .into();
+        let p = SlurmPlacement::from_vars(|k| m.get(k).map(|v| v.to_string()));
+        assert_eq!(
+            (p.proc_id, p.ntasks, p.num_nodes, p.tasks_on_node, p.node_id),
+            (None, Some(8), Some(3), Some(2), None)
+        );
     }
 }

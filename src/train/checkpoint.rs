@@ -14,8 +14,8 @@ use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::config::TrainConfig;
+use super::error::TrainError;
 use super::optim::{AdamW, AdamWConfig};
-use super::TrainError;
 use crate::data::sampler::SamplerState;
 use crate::fsutil::{IoContext, StagingDir};
 use crate::model::{Params, Qwen2Config};
@@ -88,9 +88,10 @@ pub fn save(
     }
     let path = dir.join(OPTIMIZER_FILE);
     let bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), None)
-        .map_err(|e| TrainError::Checkpoint {
+        .map_err(|e| TrainError::CheckpointFile {
             path: path.clone(),
-            reason: format!("serialising optimiser state: {e}"),
+            what: "serialising optimiser state",
+            source: Box::new(e),
         })?;
     fs::write(&path, bytes).at("writing", &path)?;
     let path = dir.join(STATE_FILE);
@@ -152,8 +153,16 @@ pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Loaded, TrainEr
     let bad = |path: PathBuf, reason: String| TrainError::Checkpoint { path, reason };
     let state_path = dir.join(STATE_FILE);
     let text = fs::read_to_string(&state_path).at("reading", &state_path)?;
+    let file = |path: &Path, what: &'static str| {
+        let path = path.to_path_buf();
+        move |e: Box<dyn std::error::Error + Send + Sync>| TrainError::CheckpointFile {
+            path,
+            what,
+            source: e,
+        }
+    };
     let state: TrainerState = serde_json::from_str(&text)
-        .map_err(|e| bad(state_path.clone(), format!("not a trainer state: {e}")))?;
+        .map_err(|e| file(&state_path, "not a trainer state")(Box::new(e)))?;
     if state.format != "mixatlas-checkpoint" || state.version > CHECKPOINT_VERSION {
         return Err(bad(
             state_path,
@@ -167,7 +176,7 @@ pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Loaded, TrainEr
     let params = Params::load(dir, &config, state.train.seed, dtype, device)?;
     let opt_path = dir.join(OPTIMIZER_FILE);
     let map: HashMap<String, Tensor> = candle_core::safetensors::load(&opt_path, &Device::Cpu)
-        .map_err(|e| bad(opt_path.clone(), format!("unreadable optimiser state: {e}")))?;
+        .map_err(|e| file(&opt_path, "unreadable optimiser state")(Box::new(e)))?;
     let mut parts: [Vec<Vec<f32>>; 3] = Default::default();
     for spec in params.specs() {
         for (k, kind) in ["master", "exp_avg", "exp_avg_sq"].iter().enumerate() {

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::error::TrainError;
 use super::eval::Metric;
 use super::optim::AdamWConfig;
 use super::schedule::Schedule;
-use super::TrainError;
 use crate::data::sampler::{Mode, Packing};
 
 /// Everything a run needs besides the model, the corpus and the mixture.

@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
+use super::error::TrainError;
 use super::loss::{target_log_probs, Targets};
-use super::TrainError;
 use crate::data::corpus::Corpus;
 use crate::model::{ImageInput, Qwen2Model};
 

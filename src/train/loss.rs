@@ -78,19 +78,35 @@ pub fn target_log_probs(
     Ok(candle_nn::ops::log_softmax(&logits, D::Minus1)?)
 }
 
+/// A `[B, T]` batch of token ids with its image patches, as [`masked_loss`] takes it.
+#[derive(Debug, Clone, Copy)]
+pub struct LossInput<'b> {
+    /// Token ids, `rows × seq_len`, row-major.
+    pub tokens: &'b [u32],
+    /// Rows B.
+    pub rows: usize,
+    /// Tokens per row T.
+    pub seq_len: usize,
+    /// Image patches placed at image-token positions.
+    pub images: Option<&'b ImageInput>,
+}
+
 /// Sum of the cross-entropy over the counted positions divided by `denominator` (the number
 /// of counted positions of the whole global batch, so micro-batches and ranks add up to the
 /// mean). Returns a scalar tensor with a gradient path to every parameter. With the model's
 /// fused kernels on, the cross-entropy is one fused op ([`fused::cross_entropy_sum`]).
 pub fn masked_loss(
     model: &Qwen2Model,
-    tokens: &[u32],
-    b: usize,
-    t: usize,
-    images: Option<&ImageInput>,
+    input: LossInput<'_>,
     targets: &Targets,
     denominator: usize,
 ) -> Result<Tensor, ModelError> {
+    let LossInput {
+        tokens,
+        rows: b,
+        seq_len: t,
+        images,
+    } = input;
     if targets.is_empty() {
         return Err(ModelError::Input(
             "the batch has no position with a loss mask of 1".into(),
