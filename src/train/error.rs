@@ -34,12 +34,13 @@ pub enum TrainError {
     #[error("{0}")]
     Incompatible(String),
     /// A mixture file that cannot be used.
-    #[error("{path}: {reason}")]
+    #[error("{path}: {source}")]
     Mixture {
         /// The file.
         path: PathBuf,
         /// What is wrong.
-        reason: String,
+        #[source]
+        source: crate::data::mixture::MixtureError,
     },
     /// A checkpoint that cannot be resumed from.
     #[error("{path}: {reason}")]

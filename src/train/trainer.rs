@@ -22,6 +22,7 @@ use super::optim::{accumulate, clip_global_norm, flat_grads, AdamW};
 use super::parallel::{all_reduce_buckets, set_params, FlatLayout, ShardedAdamW};
 use super::schedule::lr_at;
 use crate::data::corpus::Corpus;
+use crate::data::mixture::{manifest_cells, Mixture, MixtureError};
 use crate::data::sampler::{Batch, Sampler, SamplerConfig};
 use crate::dist::{BufMut, Communicator, ReduceOp, SingleProcess};
 use crate::fsutil::{write_atomic, IoContext};
@@ -893,41 +894,18 @@ fn open_log(
 }
 
 /// Reads a mixture file: a recipe (`{"weights": {cell: w}}`), a trial mixture
-/// (`{"mixture": {cell: w}}`) or a plain `{cell: w}` object, with cells named `concept/task`.
-/// Returns the weights in manifest cell order (cells not named get 0); they must be
-/// non-negative, finite and sum to 1 within 1e-6 (then they are renormalised exactly).
+/// (`{"mixture": {cell: w}}`) or a plain `{cell: w}` object, with cells named `concept/task`,
+/// checked once by [`Mixture`]. Returns the weights in manifest cell order (cells not named
+/// get 0), renormalised exactly (they must sum to 1 within 1e-6).
 pub fn read_mixture(
     path: &Path,
     manifest: &crate::data::corpus::Manifest,
 ) -> Result<Vec<f64>, TrainError> {
-    let bad = |reason: String| TrainError::Mixture {
+    let bad = |source: MixtureError| TrainError::Mixture {
         path: path.to_path_buf(),
-        reason,
+        source,
     };
     let text = std::fs::read_to_string(path).at("reading", path)?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
-    let obj = v
-        .get("weights")
-        .or_else(|| v.get("mixture"))
-        .unwrap_or(&v)
-        .clone();
-    let named: BTreeMap<String, f64> = serde_json::from_value(obj).map_err(|e| {
-        bad(format!(
-            "expected {{\"weights\": {{\"concept/task\": weight, …}}}}: {e}"
-        ))
-    })?;
-    for (k, &w) in &named {
-        if !(w.is_finite() && w >= 0.0) {
-            return Err(bad(format!("weight of {k:?} is {w}; weights must be ≥ 0")));
-        }
-    }
-    let mut w = crate::data::sampler::weights_from_names(manifest, &named)
-        .map_err(|e| bad(e.to_string()))?;
-    let sum: f64 = w.iter().sum();
-    if (sum - 1.0).abs() > 1e-6 {
-        return Err(bad(format!("weights sum to {sum}, expected 1")));
-    }
-    w.iter_mut().for_each(|x| *x /= sum);
-    Ok(w)
+    let m = Mixture::from_json(&text, &manifest_cells(manifest)).map_err(bad)?;
+    m.normalised_in(manifest).map_err(|e| bad(e.into()))
 }
