@@ -97,8 +97,10 @@ pub enum PrepareError {
     /// `k` is 0.
     #[error("prepare: `k` must be at least 1")]
     ZeroK,
-    /// `synth.json` beside the input is not valid synth metadata.
-    #[error("{}: invalid synth metadata: {source}", path.display())]
+    /// `synth.json` beside the input is not valid synth metadata. The parse error is the
+    /// source only (the command line prints it after this message, as before the error was
+    /// typed).
+    #[error("{}: invalid synth metadata", path.display())]
     SynthMeta {
         /// The `synth.json` file.
         path: PathBuf,
