@@ -20,6 +20,9 @@ use std::path::{Path, PathBuf};
 /// The longest function allowed in `src/`, in lines from `fn` to its closing brace.
 const MAX_FN_LINES: usize = 150;
 
+/// The most arguments a function takes; past this it takes a struct.
+const MAX_ARGS: usize = 6;
+
 /// The layer order: each library module and the modules it may import from.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("rng", &[]),
@@ -746,6 +749,92 @@ fn functions(s: &Source) -> Vec<(usize, String, usize)> {
     out
 }
 
+/// The parameters of the function whose `fn` keyword is at `at` (`self` counts), split at
+/// top-level commas of its parameter list.
+fn parameter_count(code: &str, at: usize) -> usize {
+    let Some(open) = code[at..].find('(').map(|k| at + k) else {
+        return 0;
+    };
+    let (mut depth, mut count, mut any) = (0i32, 0, false);
+    let mut prev = ' ';
+    for c in code[open..].chars() {
+        match c {
+            '(' | '[' | '<' | '{' => depth += 1,
+            '>' if prev != '-' => depth -= 1,
+            ')' | ']' | '}' => depth -= 1,
+            ',' if depth == 1 => count += 1,
+            _ => {}
+        }
+        if depth == 0 {
+            break;
+        }
+        if depth >= 1 && !c.is_whitespace() && !(depth == 1 && (c == '(' || c == ',')) {
+            any = true;
+        }
+        if c == ',' && depth == 1 {
+            any = false;
+        }
+        prev = c;
+    }
+    count + usize::from(any)
+}
+
+/// Byte ranges of the bodies of trait impls (`impl … for … { … }`): their methods' signatures
+/// are the trait's, not the file's to choose (clippy exempts them too).
+fn trait_impl_bodies(code: &str) -> Vec<(usize, usize)> {
+    let b = code.as_bytes();
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(pos) = code[from..].find("impl") {
+        let at = from + pos;
+        from = at + 4;
+        let word = |k: usize| {
+            b.get(k)
+                .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_')
+        };
+        if (at > 0 && word(at - 1)) || word(at + 4) {
+            continue;
+        }
+        let Some(open) = code[at..].find(['{', ';']).map(|k| at + k) else {
+            continue;
+        };
+        if b[open] == b'{' && code[at..open].contains(" for ") {
+            out.push((open, matching_brace(b, open)));
+        }
+    }
+    out
+}
+
+#[test]
+fn no_function_takes_more_than_six_arguments() {
+    let mut bad = Vec::new();
+    for s in load() {
+        let b = s.code.as_bytes();
+        let impls = trait_impl_bodies(&s.code);
+        let mut from = 0;
+        while let Some(pos) = s.code[from..].find("fn ") {
+            let at = from + pos;
+            from = at + 3;
+            if at > 0 && (b[at - 1].is_ascii_alphanumeric() || b[at - 1] == b'_') {
+                continue;
+            }
+            if impls.iter().any(|&(o, c)| o < at && at < c) {
+                continue;
+            }
+            let n = parameter_count(&s.code, at);
+            if n > MAX_ARGS {
+                let line = s.code[..at].matches('\n').count() + 1;
+                bad.push(format!("{}:{line}: {n} arguments", s.path.display()));
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "functions over {MAX_ARGS} arguments (take a struct):\n{}",
+        bad.join("\n")
+    );
+}
+
 #[test]
 fn no_function_over_the_line_limit() {
     let mut long = Vec::new();
@@ -872,6 +961,10 @@ fn the_checker_reads_use_trees_comments_and_results() {
     assert_eq!(r[0].1, ["Vec<(u8, u8)>", "String"]);
     let r = result_args("fn f() -> Result<fn(u8) -> u8, E> {}");
     assert_eq!(r[0].1, ["fn(u8) -> u8", "E"]);
+    let code = "fn f(a: u8, b: Vec<(u8, u8)>, c: impl Fn(u8) -> u8,) {}";
+    assert_eq!(parameter_count(code, 0), 3);
+    assert_eq!(parameter_count("fn g() {}", 0), 0);
+    assert_eq!(parameter_count("fn h(&self, x: [u8; 2]) {}", 0), 2);
     let t = without_test_modules("a\n#[cfg(test)]\nmod tests {\n use super::*;\n}\nb");
     assert!(!t.contains("super") && t.contains('a') && t.contains('b'));
     assert_eq!(t.matches('\n').count(), 5);

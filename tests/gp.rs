@@ -503,11 +503,13 @@ fn factorized() -> SearchSpace {
     cons.upper.insert("ocr".into(), 0.5);
     SearchSpace::new(
         SpaceKind::Factorized,
-        cells,
-        axes,
-        concepts,
-        tasks,
-        vec![1.0 / 12.0; 12],
+        mixatlas::acquisition::space::SpaceCells {
+            cells,
+            cell_axes: axes,
+            concepts,
+            tasks,
+            prior: vec![1.0 / 12.0; 12],
+        },
         &cons,
     )
     .unwrap()

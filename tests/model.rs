@@ -174,7 +174,18 @@ fn batch(device: &Device, dtype: DType) -> (Vec<u32>, Vec<u8>, ImageInput) {
                 .collect()
         })
         .collect();
-    let mut img = ImageInput::sequential(&tokens, 2, 10, 3, &images, 6, device).unwrap();
+    let mut img = ImageInput::sequential(
+        &tokens,
+        mixatlas::model::qwen2::ImageRows {
+            rows: 2,
+            seq_len: 10,
+            image_token: 3,
+            dim: 6,
+        },
+        &images,
+        device,
+    )
+    .unwrap();
     img.features = img.features.to_dtype(dtype).unwrap();
     (tokens, mask, img)
 }

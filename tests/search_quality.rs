@@ -160,21 +160,25 @@ fn all_proposals_lie_in_constrained_and_factorized_spaces() {
     let spaces = [
         SearchSpace::new(
             SpaceKind::Joint,
-            base.cells.clone(),
-            base.cell_axes.clone(),
-            base.concepts.clone(),
-            base.tasks.clone(),
-            base.prior.clone(),
+            mixatlas::acquisition::space::SpaceCells {
+                cells: base.cells.clone(),
+                cell_axes: base.cell_axes.clone(),
+                concepts: base.concepts.clone(),
+                tasks: base.tasks.clone(),
+                prior: base.prior.clone(),
+            },
             &c,
         )
         .unwrap(),
         SearchSpace::new(
             SpaceKind::Factorized,
-            base.cells.clone(),
-            base.cell_axes.clone(),
-            base.concepts.clone(),
-            base.tasks.clone(),
-            base.prior.clone(),
+            mixatlas::acquisition::space::SpaceCells {
+                cells: base.cells.clone(),
+                cell_axes: base.cell_axes.clone(),
+                concepts: base.concepts.clone(),
+                tasks: base.tasks.clone(),
+                prior: base.prior.clone(),
+            },
             &SpaceConstraints::default(),
         )
         .unwrap(),

@@ -98,11 +98,13 @@ pub fn synthetic_space(d: usize, seed: u64) -> SearchSpace {
     let prior = raw.iter().map(|v| v / z).collect();
     SearchSpace::new(
         SpaceKind::Joint,
-        cells,
-        axes,
-        concepts,
-        tasks,
-        prior,
+        mixatlas::acquisition::space::SpaceCells {
+            cells,
+            cell_axes: axes,
+            concepts,
+            tasks,
+            prior,
+        },
         &SpaceConstraints::default(),
     )
     .expect("an unconstrained joint space is valid")

@@ -196,11 +196,13 @@ mod tests {
         let space = |c: &SpaceConstraints| {
             SearchSpace::new(
                 SpaceKind::Factorized,
-                cells.clone(),
-                axes.clone(),
-                concepts.clone(),
-                tasks.clone(),
-                prior.clone(),
+                crate::acquisition::space::SpaceCells {
+                    cells: cells.clone(),
+                    cell_axes: axes.clone(),
+                    concepts: concepts.clone(),
+                    tasks: tasks.clone(),
+                    prior: prior.clone(),
+                },
                 c,
             )
             .unwrap()

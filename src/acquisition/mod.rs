@@ -18,4 +18,4 @@ pub mod space;
 pub mod ucb;
 
 pub use proposer::{Observations, Proposal, ProposeError, Proposer};
-pub use space::{Block, SearchSpace, SpaceConstraints, SpaceError, SpaceKind};
+pub use space::{Block, SearchSpace, SpaceCells, SpaceConstraints, SpaceError, SpaceKind};

@@ -156,6 +156,22 @@ fn examples(names: &[String]) -> String {
         .join(", ")
 }
 
+/// The cells a space is built over ([`SearchSpace::new`]): their names, their (concept, task)
+/// coordinates, the axes' labels and the prior (natural) share of each cell.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpaceCells {
+    /// Cell names, `concept/task`.
+    pub cells: Vec<String>,
+    /// (concept, task) index of each cell.
+    pub cell_axes: Vec<(usize, usize)>,
+    /// Concept labels.
+    pub concepts: Vec<String>,
+    /// Task labels.
+    pub tasks: Vec<String>,
+    /// Prior (natural) weight of each cell.
+    pub prior: Vec<f64>,
+}
+
 impl SearchSpace {
     /// Builds the space over a corpus manifest's cells.
     pub fn from_manifest(
@@ -173,25 +189,30 @@ impl SearchSpace {
             .collect();
         Self::new(
             kind,
-            cells,
-            cell_axes,
-            m.axes.concepts.clone(),
-            m.axes.tasks.clone(),
-            prior,
+            SpaceCells {
+                cells,
+                cell_axes,
+                concepts: m.axes.concepts.clone(),
+                tasks: m.axes.tasks.clone(),
+                prior,
+            },
             constraints,
         )
     }
 
-    /// Builds a space from explicit cells (`cell_axes[i]` = (concept, task) of cell i).
+    /// Builds a space from explicit cells (`cells.cell_axes[i]` = (concept, task) of cell i).
     pub fn new(
         kind: SpaceKind,
-        cells: Vec<String>,
-        cell_axes: Vec<(usize, usize)>,
-        concepts: Vec<String>,
-        tasks: Vec<String>,
-        prior: Vec<f64>,
+        cells: SpaceCells,
         constraints: &SpaceConstraints,
     ) -> Result<Self, SpaceError> {
+        let SpaceCells {
+            cells,
+            cell_axes,
+            concepts,
+            tasks,
+            prior,
+        } = cells;
         assert_eq!(cells.len(), cell_axes.len());
         assert_eq!(cells.len(), prior.len());
         let entries: Vec<String> = match kind {
@@ -308,11 +329,13 @@ impl SearchSpace {
     pub fn simplex(d: usize, constraints: &SpaceConstraints) -> Result<Self, SpaceError> {
         Self::new(
             SpaceKind::Joint,
-            (0..d).map(|i| format!("c{i}/t")).collect(),
-            (0..d).map(|i| (i, 0)).collect(),
-            (0..d).map(|i| format!("c{i}")).collect(),
-            vec!["t".into()],
-            vec![1.0 / d as f64; d],
+            SpaceCells {
+                cells: (0..d).map(|i| format!("c{i}/t")).collect(),
+                cell_axes: (0..d).map(|i| (i, 0)).collect(),
+                concepts: (0..d).map(|i| format!("c{i}")).collect(),
+                tasks: vec!["t".into()],
+                prior: vec![1.0 / d as f64; d],
+            },
             constraints,
         )
     }
@@ -505,7 +528,17 @@ mod tests {
             }
         }
         let prior = vec![0.2; 5];
-        SearchSpace::new(kind, cells, axes, concepts, tasks, prior, c)
+        SearchSpace::new(
+            kind,
+            SpaceCells {
+                cells,
+                cell_axes: axes,
+                concepts,
+                tasks,
+                prior,
+            },
+            c,
+        )
     }
 
     /// Brute-force check of the projection's optimality (KKT): x is feasible and no feasible

@@ -18,7 +18,18 @@ fn space(kind: SpaceKind, c: &SpaceConstraints) -> SearchSpace {
         }
     }
     let prior = vec![0.4, 0.2, 0.15, 0.1, 0.1, 0.05];
-    SearchSpace::new(kind, cells, axes, concepts, tasks, prior, c).unwrap()
+    SearchSpace::new(
+        kind,
+        crate::acquisition::space::SpaceCells {
+            cells,
+            cell_axes: axes,
+            concepts,
+            tasks,
+            prior,
+        },
+        c,
+    )
+    .unwrap()
 }
 
 #[test]

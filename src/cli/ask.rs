@@ -194,11 +194,13 @@ fn load_space(a: &SpaceArgs) -> Result<(SearchSpace, Option<Manifest>)> {
             }
             let s = SearchSpace::new(
                 kind.unwrap_or(f.kind),
-                f.cells,
-                axes,
-                concepts,
-                tasks,
-                prior,
+                mixatlas::acquisition::space::SpaceCells {
+                    cells: f.cells,
+                    cell_axes: axes,
+                    concepts,
+                    tasks,
+                    prior,
+                },
                 &c,
             )?;
             Ok((s, None))

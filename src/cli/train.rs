@@ -349,8 +349,18 @@ pub fn run_score(a: ScoreArgs) -> Result<()> {
                     }
                 }
                 Some(
-                    ImageInput::sequential(&seq.tokens, 1, t, tok, &[flat], dim, &Device::Cpu)
-                        .with_context(|| format!("{}: sequence {i}", a.input.display()))?,
+                    ImageInput::sequential(
+                        &seq.tokens,
+                        mixatlas::model::qwen2::ImageRows {
+                            rows: 1,
+                            seq_len: t,
+                            image_token: tok,
+                            dim,
+                        },
+                        &[flat],
+                        &Device::Cpu,
+                    )
+                    .with_context(|| format!("{}: sequence {i}", a.input.display()))?,
                 )
             }
             _ => None,

@@ -23,5 +23,5 @@ pub mod weights;
 
 pub use config::Qwen2Config;
 pub use error::ModelError;
-pub use qwen2::{ImageInput, Qwen2Model};
+pub use qwen2::{ImageInput, ImageRows, Qwen2Model};
 pub use weights::{ParamSpec, Params};

@@ -25,6 +25,20 @@ pub struct ImageInput {
     pub positions: Vec<u32>,
 }
 
+/// How the tokens given to [`ImageInput::sequential`] are laid out: `rows × seq_len` tokens,
+/// the image token, and the width `dim` of one patch feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageRows {
+    /// Rows `B` of the batch.
+    pub rows: usize,
+    /// Tokens per row `T`.
+    pub seq_len: usize,
+    /// The token each image patch replaces.
+    pub image_token: u32,
+    /// Width `D` of one patch feature.
+    pub dim: usize,
+}
+
 impl ImageInput {
     /// Applies the sequential convention of `docs/model.md`: in each row, the k-th occurrence
     /// of `image_token` takes the k-th patch of that row's images. `images[r]` holds row r's
@@ -32,13 +46,16 @@ impl ImageInput {
     /// tokens than patches.
     pub fn sequential<T: candle_core::WithDType>(
         tokens: &[u32],
-        b: usize,
-        t: usize,
-        image_token: u32,
+        layout: ImageRows,
         images: &[Vec<T>],
-        dim: usize,
         device: &Device,
     ) -> Result<Self, ModelError> {
+        let ImageRows {
+            rows: b,
+            seq_len: t,
+            image_token,
+            dim,
+        } = layout;
         let mut feats = Vec::new();
         let mut positions = Vec::new();
         for r in 0..b {

@@ -479,11 +479,13 @@ mod tests {
     fn space() -> SearchSpace {
         SearchSpace::new(
             SpaceKind::Joint,
-            vec!["a/x".into(), "a/y".into(), "b/x".into()],
-            vec![(0, 0), (0, 1), (1, 0)],
-            vec!["a".into(), "b".into()],
-            vec!["x".into(), "y".into()],
-            vec![0.5, 0.3, 0.2],
+            crate::acquisition::space::SpaceCells {
+                cells: vec!["a/x".into(), "a/y".into(), "b/x".into()],
+                cell_axes: vec![(0, 0), (0, 1), (1, 0)],
+                concepts: vec!["a".into(), "b".into()],
+                tasks: vec!["x".into(), "y".into()],
+                prior: vec![0.5, 0.3, 0.2],
+            },
             &SpaceConstraints::default(),
         )
         .unwrap()

@@ -382,11 +382,13 @@ impl EvalSet {
                 let imgs: Vec<Vec<f32>> = docs.map(|d| d.image.clone()).collect();
                 Some(ImageInput::sequential(
                     tokens,
-                    b,
-                    t,
-                    tok,
+                    crate::model::qwen2::ImageRows {
+                        rows: b,
+                        seq_len: t,
+                        image_token: tok,
+                        dim: self.image_dim,
+                    },
                     &imgs,
-                    self.image_dim,
                     device,
                 )?)
             }

@@ -215,10 +215,11 @@ pub fn run_wave(
             Vec::new()
         };
         groups.world.broadcast_bytes(&mut bytes, root)?;
-        let o: Option<Outcome> = serde_json::from_slice(&bytes).map_err(|e| DistError::Codec {
-            rank: groups.world.rank(),
-            reason: e.to_string(),
-        })?;
+        let o: Option<Outcome> =
+            serde_json::from_slice(&bytes).map_err(|source| DistError::Json {
+                rank: groups.world.rank(),
+                source,
+            })?;
         all.push(o);
     }
     Ok(all)
