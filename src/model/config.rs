@@ -224,17 +224,7 @@ impl Qwen2Config {
 
     /// Qwen2.5-7B's public shapes (the same architecture as Qwen2-7B).
     pub fn qwen2_5_7b() -> Self {
-        Self::shape(Shape {
-            vocab_size: 152_064,
-            hidden_size: 3584,
-            intermediate_size: 18_944,
-            num_hidden_layers: 28,
-            num_attention_heads: 28,
-            num_key_value_heads: 4,
-            rope_theta: 1e6,
-            tie_word_embeddings: false,
-            max_position_embeddings: 131_072,
-        })
+        Self::qwen2_7b()
     }
 
     /// The preset called `name` (one of [`PRESETS`]).
