@@ -13,7 +13,7 @@ use mixatlas::data::corpus::{Corpus, DocumentStore, Manifest};
 use mixatlas::data::megatron::IndexedDataset;
 use mixatlas::data::prepare::{self, PrepareConfig, PrepareReport, Progress};
 use mixatlas::data::raw::OnError;
-use mixatlas::data::synth::{self, SynthConfig};
+use mixatlas::data::synth::{self, Composition, SynthConfig};
 
 use super::runtime::bar;
 
@@ -26,9 +26,14 @@ pub struct SynthArgs {
     /// TOML config file; its `[synth]` table is used.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Preset: tiny (10k samples), standard (200k), large (1.5M).
+    /// Preset: tiny (10k samples), standard (200k), large (1.5M) of the balanced
+    /// composition; synth (50k, shaped like a real midtraining pool, the demo's) or balanced
+    /// (50k).
     #[arg(long)]
     pub preset: Option<String>,
+    /// Natural composition and benchmark suite: balanced or synth (overrides the preset's).
+    #[arg(long, value_parser = ["balanced", "synth"])]
+    pub composition: Option<String>,
     /// Number of training samples.
     #[arg(long)]
     pub samples: Option<u64>,
@@ -122,8 +127,9 @@ fn load_config(path: Option<&Path>) -> Result<Config> {
 fn resolve_synth(a: &SynthArgs) -> Result<SynthConfig> {
     let mut cfg = match (&a.preset, &a.config) {
         (Some(_), Some(_)) => bail!("give either --preset or --config, not both"),
-        (Some(p), None) => SynthConfig::preset(p)
-            .with_context(|| format!("unknown preset {p:?}; expected tiny, standard or large"))?,
+        (Some(p), None) => SynthConfig::preset(p).with_context(|| {
+            format!("unknown preset {p:?}; expected tiny, standard, large, synth or balanced")
+        })?,
         (None, c) => load_config(c.as_deref())?.synth,
     };
     if let Some(v) = a.samples {
@@ -140,6 +146,13 @@ fn resolve_synth(a: &SynthArgs) -> Result<SynthConfig> {
     }
     if let Some(v) = a.shard_samples {
         cfg.shard_samples = v;
+    }
+    if let Some(v) = &a.composition {
+        cfg.composition = if v == "synth" {
+            Composition::Synth
+        } else {
+            Composition::Balanced
+        };
     }
     cfg.validate()?;
     Ok(cfg)

@@ -217,6 +217,88 @@ const BASE_LABEL_NOISE: f64 = 0.02;
 /// Redundant cells drawing their images from a small pool: (concept, task, pool size).
 const POOLED_CELLS: [(&str, usize, u64); 2] = [("food", CAPTIONING, 48), ("animals", VQA, 64)];
 
+/// Which natural composition (and held-out benchmark suite) a corpus follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Composition {
+    /// The original design: concept frequencies and per-concept task mixes from
+    /// `CONCEPTS`, three harmful cells, all ten benchmarks.
+    #[default]
+    Balanced,
+    /// A real midtraining pool's shape (docs/synthetic-corpus.md): task shares from
+    /// LLaVA-OneVision's stage-1.5 knowledge data (re-captioned descriptions 3.5M,
+    /// document/OCR 1.1M), grounding, detection and VQA scarce (2 % each), web-caption noise
+    /// in the largest cells, and a nine-benchmark suite, three per category.
+    Synth,
+}
+
+impl Composition {
+    /// The default composition (kept out of serialised configs so they stay unchanged).
+    pub fn is_balanced(&self) -> bool {
+        *self == Composition::Balanced
+    }
+
+    /// The name used on the command line and in files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Composition::Balanced => "balanced",
+            Composition::Synth => "synth",
+        }
+    }
+}
+
+/// `synth` composition: the task shares (captioning, ocr, grounding, detection, vqa).
+/// Captioning : document/OCR = 3.5M : 1.1M (LLaVA-OneVision stage 1.5) over the 94 % left
+/// after the three scarce tasks' 2 % each.
+const SYNTH_TASK_SHARES: [f64; 5] = [0.94 * 3.5 / 4.6, 0.94 * 1.1 / 4.6, 0.02, 0.02, 0.02];
+
+/// `synth` composition: the concept distribution within each task (rows: tasks in `TASKS`
+/// order; columns: concepts in `CONCEPTS` order — street, indoor, animals, food, vehicles,
+/// nature, sports, documents, screenshots, charts).
+const SYNTH_CONCEPT_GIVEN_TASK: [[f64; 10]; 5] = [
+    // captioning: web and re-captioned photos (LAION/CC/COCO-like).
+    [0.22, 0.18, 0.16, 0.12, 0.11, 0.12, 0.07, 0.01, 0.005, 0.005],
+    // ocr: mostly synthetic documents (SynthDoG), some charts/screens/scene text (UReader).
+    [0.06, 0.02, 0.0, 0.01, 0.04, 0.0, 0.02, 0.70, 0.08, 0.07],
+    // grounding: referring expressions on COCO-like scenes.
+    [0.30, 0.30, 0.10, 0.10, 0.05, 0.0, 0.15, 0.0, 0.0, 0.0],
+    // detection: COCO/LVIS-like photos.
+    [0.20, 0.20, 0.15, 0.15, 0.10, 0.10, 0.10, 0.0, 0.0, 0.0],
+    // vqa: VQAv2/GQA-like photos and DocVQA/ChartQA-like documents.
+    [0.15, 0.15, 0.10, 0.10, 0.05, 0.05, 0.10, 0.15, 0.05, 0.10],
+];
+
+/// `synth` composition: label noise of web alt-text captions, highest in the largest cells;
+/// scene-text OCR on photos is noisier than synthetic documents.
+const SYNTH_NOISY_CELLS: [(&str, usize, f64); 13] = [
+    ("street", CAPTIONING, 0.45),
+    ("indoor", CAPTIONING, 0.45),
+    ("animals", CAPTIONING, 0.40),
+    ("food", CAPTIONING, 0.35),
+    ("vehicles", CAPTIONING, 0.35),
+    ("nature", CAPTIONING, 0.30),
+    ("sports", CAPTIONING, 0.30),
+    ("documents", CAPTIONING, 0.10),
+    ("screenshots", CAPTIONING, 0.10),
+    ("charts", CAPTIONING, 0.10),
+    ("street", OCR, 0.10),
+    ("vehicles", OCR, 0.10),
+    ("sports", OCR, 0.10),
+];
+
+/// `synth` composition: the held-out suite, three benchmarks per category.
+const SYNTH_SUITE: [(&str, &str); 9] = [
+    ("coco-caption", "visual understanding"),
+    ("pope", "visual understanding"),
+    ("lvis-det", "visual understanding"),
+    ("docvqa", "document reasoning"),
+    ("chartqa", "document reasoning"),
+    ("textvqa", "document reasoning"),
+    ("gqa", "multimodal reasoning"),
+    ("countbench", "multimodal reasoning"),
+    ("refcoco", "multimodal reasoning"),
+];
+
 /// Kinds of VQA question.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -369,6 +451,9 @@ pub struct SynthConfig {
     pub ambiguity: f64,
     /// Per-dimension noise of the CLIP embedding.
     pub clip_noise: f64,
+    /// The natural composition and benchmark suite (`balanced` or `synth`).
+    #[serde(skip_serializing_if = "Composition::is_balanced")]
+    pub composition: Composition,
 }
 
 impl Default for SynthConfig {
@@ -384,6 +469,7 @@ impl Default for SynthConfig {
             shard_samples: 100_000,
             ambiguity: 0.08,
             clip_noise: 0.07,
+            composition: Composition::Balanced,
         }
     }
 }
@@ -412,13 +498,44 @@ impl SynthConfig {
         }
     }
 
+    /// The demo's corpus: 50k samples shaped like a real midtraining pool
+    /// ([`Composition::Synth`]), 200 documents per benchmark.
+    pub fn synth() -> Self {
+        Self {
+            samples: 50_000,
+            bench_samples: 200,
+            composition: Composition::Synth,
+            ..Self::default()
+        }
+    }
+
+    /// The original composition at the demo's size (50k samples, 200 per benchmark).
+    pub fn balanced() -> Self {
+        Self {
+            samples: 50_000,
+            bench_samples: 200,
+            ..Self::default()
+        }
+    }
+
     /// A preset by name.
     pub fn preset(name: &str) -> Option<Self> {
         match name {
             "tiny" => Some(Self::tiny()),
             "standard" | "default" => Some(Self::standard()),
             "large" => Some(Self::large()),
+            "synth" => Some(Self::synth()),
+            "balanced" => Some(Self::balanced()),
             _ => None,
+        }
+    }
+
+    /// The benchmarks this configuration writes, with their category (empty for the
+    /// balanced composition's uncategorised ten).
+    pub fn suite(&self) -> Vec<(&'static str, &'static str)> {
+        match self.composition {
+            Composition::Balanced => BENCHMARKS.iter().map(|b| (b.name, "")).collect(),
+            Composition::Synth => SYNTH_SUITE.to_vec(),
         }
     }
 
@@ -583,6 +700,35 @@ struct World {
     label_noise: Vec<[f64; 5]>,
     pool: Vec<[u64; 5]>,
     concept_freq: Vec<f64>,
+    /// Natural task mix within each concept (each row sums to 1).
+    task_mix: Vec<[f64; 5]>,
+}
+
+/// Concept frequencies and per-concept task mixes of a composition over the first `n`
+/// concepts. The balanced composition reads `CONCEPTS`; the synth one is the product of
+/// `SYNTH_TASK_SHARES` and `SYNTH_CONCEPT_GIVEN_TASK` (cell share = task share × concept
+/// share within the task), restricted to the first `n` concepts.
+fn composition_tables(composition: Composition, n: usize) -> (Vec<f64>, Vec<[f64; 5]>) {
+    match composition {
+        Composition::Balanced => (
+            CONCEPTS[..n].iter().map(|c| c.freq).collect(),
+            CONCEPTS[..n].iter().map(|c| c.tasks).collect(),
+        ),
+        Composition::Synth => {
+            let cells: Vec<[f64; 5]> = (0..n)
+                .map(|c| {
+                    std::array::from_fn(|t| SYNTH_TASK_SHARES[t] * SYNTH_CONCEPT_GIVEN_TASK[t][c])
+                })
+                .collect();
+            let freq: Vec<f64> = cells.iter().map(|row| row.iter().sum()).collect();
+            let mix = cells
+                .iter()
+                .zip(&freq)
+                .map(|(row, f)| row.map(|x| x / f))
+                .collect();
+            (freq, mix)
+        }
+    }
 }
 
 fn unit(rng: &mut SplitMix64, d: usize) -> Vec<f64> {
@@ -620,7 +766,11 @@ impl World {
         let tint_patch = (0..n).map(|_| unit(&mut r, dp)).collect();
         let idx = |name: &str| CONCEPTS[..n].iter().position(|c| c.name == name);
         let mut label_noise = vec![[BASE_LABEL_NOISE; 5]; n];
-        for (c, t, p) in NOISY_CELLS {
+        let noisy: &[(&str, usize, f64)] = match cfg.composition {
+            Composition::Balanced => &NOISY_CELLS,
+            Composition::Synth => &SYNTH_NOISY_CELLS,
+        };
+        for &(c, t, p) in noisy {
             if let Some(c) = idx(c) {
                 label_noise[c][t] = p;
             }
@@ -631,7 +781,7 @@ impl World {
                 pool[c][t] = size;
             }
         }
-        let concept_freq = CONCEPTS[..n].iter().map(|c| c.freq).collect();
+        let (concept_freq, task_mix) = composition_tables(cfg.composition, n);
         Self {
             cfg: cfg.clone(),
             vocab: Vocab::new(cfg.patches),
@@ -647,6 +797,7 @@ impl World {
             label_noise,
             pool,
             concept_freq,
+            task_mix,
         }
     }
 
@@ -917,10 +1068,10 @@ impl World {
     /// Natural proportion of every (concept, task) cell.
     fn cell_proportions(&self) -> Vec<[f64; 5]> {
         let total: f64 = self.concept_freq.iter().sum();
-        CONCEPTS[..self.cfg.concepts]
+        self.task_mix
             .iter()
             .zip(&self.concept_freq)
-            .map(|(c, f)| c.tasks.map(|t| t * f / total))
+            .map(|(mix, f)| mix.map(|t| t * f / total))
             .collect()
     }
 
@@ -928,7 +1079,7 @@ impl World {
     fn train_sample(&self, i: u64) -> Sample {
         let mut r = SplitMix64::derive(self.cfg.seed ^ 0x5EED_0001, i);
         let c = r.categorical(&self.concept_freq);
-        let task = r.categorical(&CONCEPTS[c].tasks);
+        let task = r.categorical(&self.task_mix[c]);
         // Pooled (redundant) cells draw their latent image and text from a small pool.
         let pool = self.pool[c][task];
         let mut img_rng = if pool > 0 {
@@ -1109,6 +1260,10 @@ pub struct SynthMeta {
     pub pooled_cells: std::collections::BTreeMap<String, u64>,
     /// Benchmarks: name → description.
     pub benchmarks: std::collections::BTreeMap<String, String>,
+    /// Benchmark → category (visual understanding, document reasoning, multimodal
+    /// reasoning) for compositions with a categorised suite; absent otherwise.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub benchmark_categories: std::collections::BTreeMap<String, String>,
     /// Vocabulary size (padded to a multiple of 64).
     pub vocab_size: u32,
     /// Special token ids.
@@ -1173,7 +1328,11 @@ pub fn generate(
     let bdir = dir.join("benchmarks");
     fs::create_dir_all(&bdir).at("creating", &bdir)?;
     let mut benchmarks = Vec::new();
+    let suite: Vec<&str> = cfg.suite().iter().map(|x| x.0).collect();
     for (b, def) in BENCHMARKS.iter().enumerate() {
+        if !suite.contains(&def.name) {
+            continue;
+        }
         let name = format!("benchmarks/{}.jsonl", def.name);
         let path = dir.join(&name);
         let text: String = (0..cfg.bench_samples)
@@ -1205,6 +1364,7 @@ fn write_meta(world: &World, dir: &Path) -> Result<(), SynthError> {
         .map(|c| c.name.to_string())
         .collect();
     let props = world.cell_proportions();
+    let suite = cfg.suite();
     let mut natural = std::collections::BTreeMap::new();
     let mut noise = std::collections::BTreeMap::new();
     let mut pooled = std::collections::BTreeMap::new();
@@ -1228,7 +1388,13 @@ fn write_meta(world: &World, dir: &Path) -> Result<(), SynthError> {
         pooled_cells: pooled,
         benchmarks: BENCHMARKS
             .iter()
+            .filter(|b| suite.iter().any(|x| x.0 == b.name))
             .map(|b| (b.name.to_string(), b.about.to_string()))
+            .collect(),
+        benchmark_categories: suite
+            .iter()
+            .filter(|x| !x.1.is_empty())
+            .map(|x| (x.0.to_string(), x.1.to_string()))
             .collect(),
         vocab_size: world.vocab.padded_size(),
         special_tokens: super::corpus::SpecialTokens {
@@ -1352,6 +1518,82 @@ mod tests {
         let answer: Vec<u32> = t[p..t.len() - 1].to_vec();
         let want: Vec<u32> = l.text.iter().map(|&g| world.vocab.glyph[g]).collect();
         assert_eq!(answer, want);
+    }
+
+    #[test]
+    fn synth_composition_follows_its_cited_task_shares_and_suite() {
+        let cfg = SynthConfig {
+            composition: Composition::Synth,
+            ..small()
+        };
+        let world = World::new(&cfg);
+        let props = world.cell_proportions();
+        // Task marginals are the cited shares; captioning : OCR = 3.5 : 1.1.
+        for t in 0..5 {
+            let share: f64 = props.iter().map(|row| row[t]).sum();
+            assert!(
+                (share - SYNTH_TASK_SHARES[t]).abs() < 1e-12,
+                "task {t}: {share}"
+            );
+        }
+        assert!(
+            (props.iter().map(|r| r[CAPTIONING]).sum::<f64>()
+                / props.iter().map(|r| r[OCR]).sum::<f64>()
+                - 3.5 / 1.1)
+                .abs()
+                < 1e-9
+        );
+        // Sampled cells follow the design (4 standard errors).
+        let n = 20_000;
+        let mut counts = vec![[0u64; 5]; cfg.concepts];
+        for i in 0..n {
+            let s = world.train_sample(i);
+            counts[s.concept][s.task] += 1;
+        }
+        for c in 0..cfg.concepts {
+            for t in 0..5 {
+                let p = props[c][t];
+                let got = counts[c][t] as f64 / n as f64;
+                let se = (p * (1.0 - p) / n as f64).sqrt();
+                assert!(
+                    (got - p).abs() < 4.0 * se + 1e-9,
+                    "cell {c}/{t}: {got} vs {p}"
+                );
+            }
+        }
+        // The noisiest data is in the largest cells: the five largest cells' mean noise is over
+        // three times the rest's (the clean synthetic documents are among the largest).
+        let mut flat: Vec<(f64, f64)> = (0..cfg.concepts)
+            .flat_map(|c| (0..5).map(move |t| (c, t)))
+            .map(|(c, t)| (props[c][t], world.label_noise[c][t]))
+            .collect();
+        flat.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mean = |xs: &[(f64, f64)]| xs.iter().map(|x| x.1).sum::<f64>() / xs.len() as f64;
+        assert!(
+            mean(&flat[..5]) > 3.0 * mean(&flat[5..]),
+            "{:?}",
+            &flat[..5]
+        );
+        // Nine benchmarks, three per category, every one a defined benchmark.
+        let suite = cfg.suite();
+        assert_eq!(suite.len(), 9);
+        for cat in [
+            "visual understanding",
+            "document reasoning",
+            "multimodal reasoning",
+        ] {
+            assert_eq!(suite.iter().filter(|x| x.1 == cat).count(), 3, "{cat}");
+        }
+        assert!(suite
+            .iter()
+            .all(|x| BENCHMARKS.iter().any(|b| b.name == x.0)));
+        // The balanced composition is unchanged: the CONCEPTS tables.
+        let balanced = World::new(&small());
+        assert_eq!(
+            balanced.concept_freq,
+            CONCEPTS.iter().map(|c| c.freq).collect::<Vec<_>>()
+        );
+        assert_eq!(small().suite().len(), BENCHMARKS.len());
     }
 
     #[test]
