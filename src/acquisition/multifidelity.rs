@@ -140,7 +140,7 @@ impl Default for MfGpUcbConfig {
     fn default() -> Self {
         Self {
             ucb: GpUcbConfig::default(),
-            xi: 0.1,
+            xi: 0.2,
             q: None,
         }
     }
@@ -511,7 +511,7 @@ mod tests {
         let mf = MfGpUcb::new(MfGpUcbConfig::default(), levels(), 2).unwrap();
         let g = mf.thresholds(4.0, 3);
         let q = 1.0 / 7.0; // p = 2, d = 3
-        let want = |c: f64| 0.1 * 2.0 * (c / 16.0f64).powf(q);
+        let want = |c: f64| 0.2 * 2.0 * (c / 16.0f64).powf(q);
         for (gi, c) in g.iter().zip([1.0, 2.0, 16.0]) {
             assert!((gi - want(c)).abs() < 1e-15);
         }
