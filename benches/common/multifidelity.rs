@@ -43,7 +43,7 @@ impl TwoFidelity {
     /// `shift` of the way to another random mixture, offset 0.2, a cheap trial costing 1/8.
     pub fn new(d: usize, seed: u64, noise_std: f64, shift: f64) -> Self {
         let target = Quadratic::new(d, seed, noise_std);
-        let mut rng = SplitMix64::derive(seed, 0xC4EA_9);
+        let mut rng = SplitMix64::derive(seed, 0x000C_4EA9);
         let e = flat_dirichlet(&mut rng, d);
         let prior = &target.space().prior;
         let w_cheap = (0..d)
