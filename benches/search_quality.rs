@@ -14,6 +14,12 @@
 //! Run with `cargo bench --bench search_quality`; `SQ_SEEDS=3` (seeds), `SQ_DIMS=15`,
 //! `SQ_OBJECTIVES=quadratic`, `SQ_METHODS=random,regmix-gbdt` narrow it down. The table in
 //! `docs/search-quality.md` comes from this program.
+//!
+//! `SQ_OBJECTIVES=two-fidelity` (not in the default list) runs the multi-fidelity known answer
+//! instead (`benches/common/multifidelity.rs`): at an equal total cost of 6 target trials,
+//! MF-GP-UCB against GP-UCB on the cheap fidelity only and on the target only, d from
+//! `SQ_DIMS` (default 5), q = 4; `SQ_MF_BUDGET` (total cost) and `SQ_MF_XI` (MF-GP-UCB's ξ)
+//! change the setting.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -30,6 +36,19 @@ use mixatlas::baselines::{
 mod objectives;
 
 use objectives::{mean_se, run_harness_with, BenchmarkLike, HarnessConfig, Objective, Quadratic};
+
+// The two-fidelity objective and its equal-cost harness (issue 17).
+#[allow(dead_code)]
+#[path = "common/multifidelity.rs"]
+mod multifidelity;
+
+use mixatlas::acquisition::multifidelity::MfGpUcbConfig;
+use multifidelity::{run_two_fidelity, MfMethod, TwoFidelity};
+
+/// Total cost of a two-fidelity search, in target-fidelity trials.
+const MF_BUDGET: f64 = 6.0;
+/// How far the cheap fidelity's optimum is moved towards another random mixture.
+const MF_SHIFT: f64 = 0.7;
 
 const NOISE: f64 = 0.1;
 const Q: usize = 8;
@@ -80,6 +99,17 @@ fn main() {
     let objectives =
         env_list("SQ_OBJECTIVES").unwrap_or(vec!["quadratic".into(), "benchmark".into()]);
     let only = env_list("SQ_METHODS");
+    if objectives.iter().any(|o| o == "two-fidelity") {
+        let dims = env_list("SQ_DIMS").map_or(vec![5], |_| dims.clone());
+        two_fidelity_table(seeds, &dims);
+    }
+    let objectives: Vec<String> = objectives
+        .into_iter()
+        .filter(|o| o != "two-fidelity")
+        .collect();
+    if objectives.is_empty() {
+        return;
+    }
     let started = Instant::now();
     // (objective, d, method) → per-budget lists of (simple regret, incumbent regret), seconds.
     type Key = (String, usize, String);
@@ -222,4 +252,77 @@ fn main() {
         );
     }
     eprintln!("total {:.1}s", started.elapsed().as_secs_f64());
+}
+
+/// The multi-fidelity known answer: simple regret at the target of each method at equal cost,
+/// mean ± s.e. over `seeds`, and MF-GP-UCB's paired differences and wins.
+fn two_fidelity_table(seeds: u64, dims: &[usize]) {
+    let methods = [
+        MfMethod::MultiFidelity,
+        MfMethod::CheapOnly,
+        MfMethod::TargetOnly,
+    ];
+    let var = |k: &str, default: f64| {
+        std::env::var(k)
+            .ok()
+            .map_or(default, |v| v.parse().expect("a number"))
+    };
+    let budget = var("SQ_MF_BUDGET", MF_BUDGET);
+    let xi = var("SQ_MF_XI", MfGpUcbConfig::default().xi);
+    for &d in dims {
+        let started = Instant::now();
+        let mut regret: Vec<Vec<f64>> = vec![Vec::new(); methods.len()];
+        let mut trials: Vec<[usize; 2]> = Vec::new();
+        let mut floor = Vec::new();
+        for seed in 0..seeds {
+            let obj = TwoFidelity::new(d, seed, NOISE, MF_SHIFT);
+            floor.push(obj.cheap_optimum_regret());
+            for (k, &m) in methods.iter().enumerate() {
+                let r = run_two_fidelity(&obj, m, budget, 4, seed, xi);
+                eprintln!(
+                    "[{:6.1}s] two-fidelity d={d} seed={seed} {:22} regret {:.4} cost {:.3} \
+                     trials cheap/target {}/{}",
+                    started.elapsed().as_secs_f64(),
+                    m.name(),
+                    r.simple_regret,
+                    r.cost,
+                    r.trials[0],
+                    r.trials[1]
+                );
+                regret[k].push(r.simple_regret);
+                if m == MfMethod::MultiFidelity {
+                    trials.push(r.trials);
+                }
+            }
+        }
+        let (fm, fse) = mean_se(&floor);
+        let avg = |i: usize| trials.iter().map(|t| t[i] as f64).sum::<f64>() / trials.len() as f64;
+        println!(
+            "\n**two-fidelity quadratic, d = {d}**: total cost {budget} target trials, a cheap \
+             trial costs 1/8, q = 4, noise σ = {NOISE}, {seeds} seeds; the cheap optimum's target \
+             regret {fm:.3} ± {fse:.3}; MF-GP-UCB ran {:.1} cheap and {:.1} target trials on \
+             average.\n",
+            avg(0),
+            avg(1)
+        );
+        println!("| method | simple regret at the target | MF-GP-UCB minus it (wins) |");
+        println!("| --- | --- | --- |");
+        for (k, m) in methods.iter().enumerate() {
+            let (mean, se) = mean_se(&regret[k]);
+            let paired = if k == 0 {
+                "".to_string()
+            } else {
+                let diff: Vec<f64> = regret[0]
+                    .iter()
+                    .zip(&regret[k])
+                    .map(|(a, b)| a - b)
+                    .collect();
+                let wins = diff.iter().filter(|&&x| x < 0.0).count();
+                let (dm, dse) = mean_se(&diff);
+                format!("{dm:+.3} ± {dse:.3} ({wins}/{seeds})")
+            };
+            println!("| {} | {mean:.3} ± {se:.3} | {paired} |", m.name());
+        }
+        println!();
+    }
 }

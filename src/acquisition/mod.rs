@@ -10,9 +10,12 @@
 //! - [`proposer`]: the [`Proposer`] trait, the trials it reads ([`Observations`]), what it
 //!   returns ([`Proposal`]) and how it fails ([`ProposeError`]);
 //! - [`ucb`]: GP-UCB with GP-BUCB batches and the μ − σ recommendation;
+//! - [`multifidelity`]: MF-GP-UCB: the mixture by UCB at the target fidelity, the fidelity by
+//!   BOCA's threshold rule;
 //! - [`design`]: the space-filling initial design.
 
 pub mod design;
+pub mod multifidelity;
 pub mod proposer;
 pub mod space;
 pub mod ucb;

@@ -12,6 +12,8 @@
 //! - [`kernel`]: Matérn-5/2 and RBF correlations with ARD lengthscales.
 //! - [`fit`]: [`GpConfig`] and MAP hyperparameter fitting with BoTorch-style priors and
 //!   restarts.
+//! - [`fidelity`]: [`AtFidelity`], a GP over mixtures × fidelity features seen at one
+//!   fidelity (multi-fidelity search).
 //! - [`error`]: the error type, [`GpError`].
 //! - [`lbfgs`]: the L-BFGS optimiser used by the fit.
 //! - [`combination`]: [`LinearCombination`], the posterior of a weighted sum of independently
@@ -19,6 +21,7 @@
 
 pub mod combination;
 pub mod error;
+pub mod fidelity;
 pub mod fit;
 pub mod gp;
 pub mod kernel;
@@ -29,6 +32,7 @@ pub mod posterior;
 
 pub use combination::LinearCombination;
 pub use error::GpError;
+pub use fidelity::AtFidelity;
 pub use fit::GpConfig;
 pub use gp::{Gp, GpHyperparameters, GpReport};
 pub use kernel::Kernel;
