@@ -27,9 +27,16 @@ pub struct DemoArgs {
     /// Working directory for the demo's corpus.
     #[arg(long, default_value = "mixatlas-demo")]
     pub out: PathBuf,
-    /// A smaller, faster run (10k samples, 8 trials per method of 30-step proxies).
-    #[arg(long)]
+    /// A smaller, faster run (10k samples, 8 trials per method of 60-step proxies).
+    #[arg(long, conflicts_with = "full")]
     pub quick: bool,
+    /// The longer proof run: 5 seeds and longer transfers (under an hour on 2 cores).
+    #[arg(long)]
+    pub full: bool,
+    /// The built-in corpus: `synth` (shaped like a real midtraining pool) or `balanced`
+    /// (docs/synthetic-corpus.md).
+    #[arg(long, default_value = "synth", value_parser = ["synth", "balanced"])]
+    pub corpus: String,
     /// Number of synthetic samples (default 50k, or 10k with --quick).
     #[arg(long)]
     pub samples: Option<u64>,
@@ -42,7 +49,11 @@ pub struct DemoArgs {
 /// built-in data.
 pub fn run_demo(a: DemoArgs) -> Result<()> {
     let started = Instant::now();
-    let mut scfg = SynthConfig::tiny();
+    let mut scfg = if a.corpus == "balanced" {
+        SynthConfig::balanced()
+    } else {
+        SynthConfig::synth()
+    };
     scfg.samples = a.samples.unwrap_or(if a.quick { 10_000 } else { 50_000 });
     scfg.seed = a.seed;
     let budget = if a.quick {
