@@ -197,8 +197,8 @@ fn print_table(cs: &[Comparison]) {
     );
     let per_w = (seeds * 7).max(16);
     println!(
-        "  {:<w$}  {:<per_w$}  {:<22}  {:<26}  {}",
-        "baseline", "speedup per seed", "mean [95 % CI]", "score gain [95 % CI]", "wins"
+        "  {:<w$}  {:<per_w$}  {:<22}  {:<26}  wins",
+        "baseline", "speedup per seed", "mean [95 % CI]", "score gain [95 % CI]"
     );
     for c in cs {
         let per: Vec<String> = c.per_seed.iter().map(|r| speedup_text(r.speedup)).collect();
