@@ -85,6 +85,16 @@ pub struct NamedBaseline {
 }
 
 impl NamedBaseline {
+    /// A baseline named `name`, its runs in `<out>/<name>/` (as `--baselines NAME=…`; checked
+    /// by [`check_baselines`] when the transfer starts).
+    pub fn new(name: &str, baseline: Baseline) -> Self {
+        Self {
+            name: name.into(),
+            arm: name.into(),
+            baseline,
+        }
+    }
+
     /// The one baseline of `--baseline X`: named by [`Baseline::name`], its runs in
     /// `<out>/baseline/` as before several baselines existed.
     pub fn legacy(baseline: Baseline) -> Self {
@@ -126,11 +136,7 @@ pub fn parse_baselines(list: &str) -> Result<Vec<NamedBaseline>, BaselineListErr
                 (b.name(), b)
             }
         };
-        out.push(NamedBaseline {
-            arm: name.clone(),
-            name,
-            baseline,
-        });
+        out.push(NamedBaseline::new(&name, baseline));
     }
     check_baselines(&out)?;
     Ok(out)
@@ -263,6 +269,10 @@ mod tests {
         assert_eq!(b[2].baseline, Baseline::File("runs/regmix.json".into()));
         assert_eq!(b[3].baseline, Baseline::File("a/recipe.json".into()));
         assert!(b.iter().all(|b| b.arm == b.name));
+        assert_eq!(
+            b[3],
+            NamedBaseline::new("chameleon", Baseline::File("a/recipe.json".into()))
+        );
         let nat = parse_baselines("nat=natural").unwrap();
         assert_eq!(
             (nat[0].name.as_str(), &nat[0].baseline),
@@ -290,5 +300,26 @@ mod tests {
         assert!(e.contains("empty"), "{e}");
         assert!(parse_baselines(".hidden=natural").is_err());
         assert!(parse_baselines("a b=natural").is_err());
+        // Plans built in code are checked the same way.
+        let clash = [
+            NamedBaseline::new("x", Baseline::Natural),
+            NamedBaseline::new("recipe", Baseline::Uniform),
+        ];
+        assert!(check_baselines(&clash)
+            .unwrap_err()
+            .to_string()
+            .contains("reserved"));
+        assert!(check_baselines(&[])
+            .unwrap_err()
+            .to_string()
+            .contains("no baseline"));
+        let legacy = [NamedBaseline::legacy(Baseline::File(
+            "s/recipe.json".into(),
+        ))];
+        assert_eq!(
+            (legacy[0].name.as_str(), legacy[0].arm.as_str()),
+            ("recipe", "baseline")
+        );
+        assert!(check_baselines(&legacy).is_ok());
     }
 }
