@@ -92,7 +92,8 @@ fn the_report_renders_in_headless_chromium_without_console_errors() {
     let page = std::path::PathBuf::from(page.trim());
     let html = std::fs::read_to_string(&page).unwrap();
     for section in [
-        "Mean benchmark score, recipe − baseline",
+        "Mean benchmark score, recipe − uniform",
+        "<td>uniform</td>",
         "<th>metric</th>",
         "Search",
         "Recipe",
@@ -109,6 +110,70 @@ fn the_report_renders_in_headless_chromium_without_console_errors() {
         assert!(
             svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
             "{file}"
+        );
+    }
+    // `--baseline` keeps today's layout: `baseline/` and `recipe/`.
+    assert!(transfer.join("baseline/seed-0/metrics.json").is_file());
+    assert!(!transfer.join("uniform").exists());
+    // A transfer.json written before several baselines (no `comparisons`) still reports, as
+    // one comparison against `baseline`.
+    let mut old = summary.clone();
+    old.as_object_mut().unwrap().remove("comparisons");
+    std::fs::write(transfer.join("transfer.json"), old.to_string()).unwrap();
+    let old_out = tmp.path().join("report-old");
+    let old_page = ok(&["report", s(&search), s(&transfer), "--out", s(&old_out)]);
+    let old_html = std::fs::read_to_string(old_page.trim()).unwrap();
+    assert!(
+        old_html.contains("Mean benchmark score, recipe − baseline")
+            && old_html.contains("<td>baseline</td>")
+            && old_out.join("loss.svg").is_file(),
+        "{old_html}"
+    );
+    // Two baselines at once: a row and a loss curve for each.
+    let multi = tmp.path().join("transfer-multi");
+    ok(&[
+        "transfer",
+        "--corpus",
+        s(corpus),
+        "--recipe",
+        s(&search.join("recipe.json")),
+        "--baselines",
+        "uniform,nat=natural",
+        "--preset",
+        "tiny",
+        "--steps",
+        "6",
+        "--eval-every",
+        "2",
+        "--seeds",
+        "1",
+        "--batch-size",
+        "4",
+        "--seq-len",
+        "64",
+        "--eval-samples",
+        "5",
+        "--out",
+        s(&multi),
+        "--quiet",
+    ]);
+    let multi_out = tmp.path().join("report-multi");
+    let multi_page = ok(&["report", s(&search), s(&multi), "--out", s(&multi_out)]);
+    let multi_html = std::fs::read_to_string(multi_page.trim()).unwrap();
+    for text in [
+        "<td>uniform</td>",
+        "<td>nat</td>",
+        "<th>score, uniform</th>",
+        "<th>score, nat</th>",
+        "Mean benchmark score, recipe − nat:",
+    ] {
+        assert!(multi_html.contains(text), "the page lacks {text}");
+    }
+    let svg = std::fs::read_to_string(multi_out.join("loss.svg")).unwrap();
+    for name in ["recipe", "uniform", "nat"] {
+        assert!(
+            svg.contains(&format!(">\n{name}\n<")),
+            "loss.svg lacks {name}"
         );
     }
     let Some(browser) = chromium() else {

@@ -16,3 +16,4 @@ mod search_quality;
 mod slurm;
 mod steps_to_loss;
 mod train;
+mod transfer;

@@ -1,6 +1,8 @@
-//! `mixatlas transfer`: train the larger model on the baseline and on the recipe with the
-//! same settings and seeds and print the comparison (steps to baseline loss, benchmark table).
+//! `mixatlas transfer`: train the larger model on each baseline and on the recipe with the
+//! same settings and seeds and print the comparisons (one row per baseline: steps to its
+//! loss, score gain; then the benchmark table of every arm).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -8,7 +10,10 @@ use clap::Args;
 use mixatlas::data::corpus::Corpus;
 use mixatlas::train::trainer::read_mixture;
 use mixatlas::train::TrainConfig;
-use mixatlas::transfer::{run_transfer as transfer, Baseline, TransferPlan, TransferSummary};
+use mixatlas::transfer::{
+    parse_baselines, run_transfers, Baseline, Comparison, MultiTransferPlan, NamedBaseline,
+    TransferSummary,
+};
 
 use super::runtime::{model_config_for, Dist};
 
@@ -21,9 +26,15 @@ pub struct TransferArgs {
     /// The recipe (recipe.json or any mixture file).
     #[arg(long)]
     pub recipe: PathBuf,
-    /// Baseline: uniform, natural or a mixture file.
-    #[arg(long, default_value = "natural")]
-    pub baseline: String,
+    /// One baseline: uniform, natural or a mixture file (runs in `<out>/baseline/`; default
+    /// natural when --baselines is not given either).
+    #[arg(long, conflicts_with = "baselines")]
+    pub baseline: Option<String>,
+    /// Several baselines, comma-separated: uniform, natural, mixture files, each optionally
+    /// named as NAME=… (`natural,uniform,regmix=search-regmix/recipe.json`); each runs in
+    /// `<out>/<name>/`, the recipe once per seed in `<out>/recipe/`.
+    #[arg(long)]
+    pub baselines: Option<String>,
     /// The larger model's preset.
     #[arg(long, default_value = "small")]
     pub preset: String,
@@ -103,10 +114,16 @@ pub fn run_transfer(a: TransferArgs) -> Result<()> {
         t.eval_every = (t.steps / 10).max(1);
     }
     t.validate()?;
-    let plan = TransferPlan {
+    let baselines = match (&a.baselines, &a.baseline) {
+        (Some(list), _) => parse_baselines(list)?,
+        (None, b) => vec![NamedBaseline::legacy(Baseline::parse(
+            b.as_deref().unwrap_or("natural"),
+        ))],
+    };
+    let plan = MultiTransferPlan {
         corpus: &corpus,
         recipe,
-        baseline: Baseline::parse(&a.baseline),
+        baselines,
         model: model_config_for(&corpus, &a.preset, None, &a.model_set)?,
         train: t.clone(),
         seeds: a.seeds,
@@ -116,82 +133,169 @@ pub fn run_transfer(a: TransferArgs) -> Result<()> {
     };
     if lead {
         eprintln!(
-            "transfer: {} ({:.2} M parameters), {} steps × {} seed(s), baseline {} vs recipe → {}",
+            "transfer: {} ({:.2} M parameters), {} steps × {} seed(s), recipe vs {} → {}",
             a.preset,
             plan.model.num_params() as f64 / 1e6,
             t.steps,
             a.seeds,
-            plan.baseline.name(),
+            plan.baselines
+                .iter()
+                .map(|b| b.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             a.out.display()
         );
     }
     let quiet = a.quiet || !lead;
     let mut last = std::time::Instant::now();
-    let s = transfer(&plan, dist.world.as_ref(), &mut |arm, seed, step, total| {
+    let s = run_transfers(&plan, dist.world.as_ref(), &mut |arm, seed, step, total| {
         if !quiet && (step == total || last.elapsed().as_secs_f64() > 5.0) {
             eprintln!("  {arm} seed {seed}: step {step}/{total}");
             last = std::time::Instant::now();
         }
     })?;
     if lead {
-        print_transfer(&s, &plan.baseline.name());
+        print_comparisons(&s);
     }
     Ok(())
 }
 
-/// Prints a transfer summary: speedup per seed and overall, then the benchmark table.
+/// Prints a transfer summary (see [`print_comparisons`]); `baseline` names the baseline of a
+/// summary written before several baselines (no `comparisons`), whose figures are otherwise
+/// shown under `baseline`. Summaries from [`mixatlas::transfer::run_transfers`] carry their
+/// own names.
 pub fn print_transfer(s: &TransferSummary, baseline: &str) {
-    println!("steps to the baseline's final held-out loss ({baseline} → recipe):");
-    for (i, r) in s.per_seed.iter().enumerate() {
-        match r.speedup {
-            Some(sp) => println!(
-                "  seed {i}: baseline L* = {:.4} at step {}; recipe reaches it at step {}: {sp:.2}×",
-                r.target,
-                r.baseline_steps,
-                r.candidate_step.unwrap_or(0)
-            ),
-            None => println!(
-                "  seed {i}: the recipe never reaches the baseline's final loss {:.4} (its own final: {:.4})",
-                r.target, r.candidate_final
-            ),
-        }
+    let mut comparisons = s.comparisons();
+    if s.comparisons.is_empty() {
+        comparisons[0].baseline = baseline.to_string();
     }
-    match s.speedup {
-        Some((m, lo, hi)) => println!(
-            "  speedup {m:.2}× (mean over {} seeds; 95 % bootstrap interval {lo:.2}–{hi:.2})",
-            s.per_seed.len()
-        ),
-        None => {
-            println!("  no speedup: the recipe did not reach the baseline's loss in every seed")
-        }
-    }
+    print_table(&comparisons);
+}
+
+/// Prints a transfer summary: one row per baseline (speedup per seed, mean with its 95 %
+/// bootstrap interval, score gain with its interval, seeds won), each seed's L* and step,
+/// then the benchmark table of the recipe and every baseline.
+pub fn print_comparisons(s: &TransferSummary) {
+    print_table(&s.comparisons());
+}
+
+/// A speedup, or `never`.
+fn speedup_text(sp: Option<f64>) -> String {
+    sp.map_or("never".into(), |x| format!("{x:.2}×"))
+}
+
+fn print_table(cs: &[Comparison]) {
+    let w = cs
+        .iter()
+        .map(|c| c.baseline.len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    let seeds = cs.first().map_or(0, |c| c.per_seed.len());
     println!(
-        "\n  {:<14} {:<12} {:>10} {:>12} {:>10} {:>11}",
-        "benchmark", "metric", "score base", "score recipe", "loss base", "loss recipe"
+        "recipe against each baseline over {seeds} seed(s): steps to the baseline's final held-out loss, and the mean benchmark score gain (recipe − baseline), paired by seed"
     );
-    for r in s.table() {
+    let per_w = (seeds * 7).max(16);
+    println!(
+        "  {:<w$}  {:<per_w$}  {:<22}  {:<26}  wins",
+        "baseline", "speedup per seed", "mean [95 % CI]", "score gain [95 % CI]"
+    );
+    for c in cs {
+        let per: Vec<String> = c.per_seed.iter().map(|r| speedup_text(r.speedup)).collect();
+        let mean = match c.speedup {
+            Some((m, lo, hi)) => format!("{m:.2}× [{lo:.2}, {hi:.2}]"),
+            None => format!("never in {} of {}", c.never_reached.len(), c.per_seed.len()),
+        };
+        let gain = match c.score_gain {
+            Some((m, lo, hi)) => format!("{m:+.3} [{lo:+.3}, {hi:+.3}]"),
+            None => "–".into(),
+        };
         println!(
-            "  {:<14} {:<12} {:>10.3} {:>12.3} {:>10.4} {:>11.4}",
-            r.name, r.metric, r.score.0, r.score.1, r.loss.0, r.loss.1
+            "  {:<w$}  {:<per_w$}  {mean:<22}  {gain:<26}  {}/{}",
+            c.baseline,
+            per.join(" "),
+            c.wins,
+            c.score_gain_per_seed.len()
         );
     }
-    let mean = |m: &std::collections::BTreeMap<String, f64>| {
-        m.values().sum::<f64>() / m.len().max(1) as f64
-    };
-    println!(
-        "  {:<14} {:<12} {:>10.3} {:>12.3} {:>10.4} {:>11.4}",
-        "mean",
-        "",
-        mean(&s.baseline_benchmarks),
-        mean(&s.recipe_benchmarks),
-        mean(&s.baseline_benchmark_loss),
-        mean(&s.recipe_benchmark_loss)
-    );
-    if let Some((m, lo, hi)) = s.score_gain {
+    for c in cs {
         println!(
-            "  mean benchmark score, recipe − baseline: {m:+.3} (95 % bootstrap interval {lo:+.3} to {hi:+.3}); higher in {} of {} seeds",
-            s.seeds_higher(),
-            s.score_gain_per_seed.len()
+            "\n  {}: baseline L* (its final held-out loss) and where the recipe reaches it",
+            c.baseline
         );
+        for (i, r) in c.per_seed.iter().enumerate() {
+            match r.candidate_step {
+                Some(st) => println!(
+                    "    seed {i}: L* = {:.4} at step {}; the recipe reaches it at step {st}: {}",
+                    r.target,
+                    r.baseline_steps,
+                    speedup_text(r.speedup)
+                ),
+                None => println!(
+                    "    seed {i}: L* = {:.4}; the recipe never reaches it (its own final: {:.4})",
+                    r.target, r.candidate_final
+                ),
+            }
+        }
+    }
+    print_benchmarks(cs);
+}
+
+/// The benchmark table: score then answer loss of the recipe and of each baseline, with the
+/// mean over benchmarks.
+fn print_benchmarks(cs: &[Comparison]) {
+    type Map = BTreeMap<String, f64>;
+    let Some(first) = cs.first() else { return };
+    let mut scores: Vec<(&str, &Map)> = vec![("recipe", &first.recipe_benchmarks)];
+    scores.extend(
+        cs.iter()
+            .map(|c| (c.baseline.as_str(), &c.baseline_benchmarks)),
+    );
+    let mut losses: Vec<(&str, &Map)> = vec![("recipe", &first.recipe_benchmark_loss)];
+    losses.extend(
+        cs.iter()
+            .map(|c| (c.baseline.as_str(), &c.baseline_benchmark_loss)),
+    );
+    let w = cs
+        .iter()
+        .map(|c| c.baseline.len())
+        .max()
+        .unwrap_or(6)
+        .max(6)
+        + 6;
+    let mut head = format!("\n  {:<14} {:<12}", "benchmark", "metric");
+    for (n, _) in &scores {
+        head += &format!(" {:>w$}", format!("score {n}"));
+    }
+    for (n, _) in &losses {
+        head += &format!(" {:>w$}", format!("loss {n}"));
+    }
+    println!("{head}");
+    let get = |m: &Map, k: &str| m.get(k).copied().unwrap_or(f64::NAN);
+    let mean = |m: &Map| m.values().sum::<f64>() / m.len().max(1) as f64;
+    let rows = first.table();
+    let names = rows
+        .iter()
+        .map(|r| (r.name.as_str(), r.metric.to_string()))
+        .chain(std::iter::once(("mean", String::new())));
+    for (name, metric) in names {
+        let mut line = format!("  {name:<14} {metric:<12}");
+        for (_, m) in &scores {
+            let v = if name == "mean" {
+                mean(m)
+            } else {
+                get(m, name)
+            };
+            line += &format!(" {v:>w$.3}");
+        }
+        for (_, m) in &losses {
+            let v = if name == "mean" {
+                mean(m)
+            } else {
+                get(m, name)
+            };
+            line += &format!(" {v:>w$.4}");
+        }
+        println!("{line}");
     }
 }

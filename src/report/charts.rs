@@ -268,33 +268,52 @@ pub(super) fn gp_slices(
     root.present().map_err(ReportError::draw)
 }
 
-/// Held-out loss of baseline and recipe, the baseline's final loss L* and where the
-/// recipe reaches it.
+/// One baseline's curve in [`loss_curves`]: its name, held-out loss, final loss L* and the
+/// step where the recipe reaches it (None: never).
+pub(super) struct BaselineCurve<'s> {
+    /// The baseline's name.
+    pub name: &'s str,
+    /// Its held-out loss curve.
+    pub series: &'s Series,
+    /// L*: its final (smoothed) loss.
+    pub target: f64,
+    /// The first step where the recipe's loss is at or below L*.
+    pub reach: Option<u64>,
+}
+
+/// Held-out loss of the recipe against every baseline: each baseline's curve, its final loss
+/// L* as a thin line of its colour, and a marker of its colour where the recipe reaches it.
 pub(super) fn loss_curves(
     path: &Path,
-    base: &Series,
     recipe: &Series,
-    target: f64,
-    reach: Option<u64>,
+    baselines: &[BaselineCurve<'_>],
 ) -> Result<(), ReportError> {
-    let all: Vec<f64> = base.loss.iter().chain(&recipe.loss).copied().collect();
+    let all: Vec<f64> = baselines
+        .iter()
+        .flat_map(|b| b.series.loss.iter())
+        .chain(&recipe.loss)
+        .copied()
+        .collect();
     let (lo, hi) = bounds(&all);
-    let x_hi = *base
-        .steps
-        .last()
-        .unwrap_or(&1)
-        .max(recipe.steps.last().unwrap_or(&1)) as f64;
-    let root = SVGBackend::new(path, (720, 400)).into_drawing_area();
+    let x_hi = baselines
+        .iter()
+        .filter_map(|b| b.series.steps.last())
+        .chain(recipe.steps.last())
+        .copied()
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
+    let root = SVGBackend::new(path, (720, 420)).into_drawing_area();
     root.fill(&WHITE).map_err(ReportError::draw)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            "Held-out loss: baseline vs recipe (seed 0)",
+            "Held-out loss: recipe against each baseline (seed 0)",
             ("sans-serif", 18),
         )
         .margin(10)
         .x_label_area_size(36)
         .y_label_area_size(60)
-        .build_cartesian_2d(0f64..x_hi.max(1.0), lo..hi)
+        .build_cartesian_2d(0f64..x_hi, lo..hi)
         .map_err(ReportError::draw)?;
     chart
         .configure_mesh()
@@ -302,36 +321,44 @@ pub(super) fn loss_curves(
         .y_desc("answer loss")
         .draw()
         .map_err(ReportError::draw)?;
-    for (i, (name, s)) in [("baseline", base), ("recipe", recipe)].iter().enumerate() {
-        let c = COLORS[i];
+    let line = |s: &Series| -> Vec<(f64, f64)> {
+        s.steps
+            .iter()
+            .zip(&s.loss)
+            .map(|(&x, &y)| (x as f64, y))
+            .collect()
+    };
+    chart
+        .draw_series(LineSeries::new(line(recipe), COLORS[0].stroke_width(3)))
+        .map_err(ReportError::draw)?
+        .label("recipe")
+        .legend(line_key(COLORS[0]));
+    for (i, b) in baselines.iter().enumerate() {
+        let c = COLORS[(i + 1) % COLORS.len()];
+        chart
+            .draw_series(LineSeries::new(line(b.series), c.stroke_width(2)))
+            .map_err(ReportError::draw)?
+            .label(b.name.to_string())
+            .legend(line_key(c));
         chart
             .draw_series(LineSeries::new(
-                s.steps.iter().zip(&s.loss).map(|(&x, &y)| (x as f64, y)),
-                c.stroke_width(2),
+                vec![(0.0, b.target), (x_hi, b.target)],
+                c.mix(0.6).stroke_width(1),
             ))
-            .map_err(ReportError::draw)?
-            .label(*name)
-            .legend(line_key(c));
-    }
-    chart
-        .draw_series(LineSeries::new(
-            vec![(0.0, target), (x_hi, target)],
-            BLACK.mix(0.5).stroke_width(1),
-        ))
-        .map_err(ReportError::draw)?
-        .label("baseline's final loss L*")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.5)));
-    if let Some(st) = reach {
+            .map_err(ReportError::draw)?;
+        let label = match b.reach {
+            Some(st) => format!("recipe reaches {}'s L* at step {st}", b.name),
+            None => format!("recipe never reaches {}'s L* = {:.3}", b.name, b.target),
+        };
+        let marker = b
+            .reach
+            .map(|st| Circle::new((st as f64, b.target), 6, c.filled()));
         chart
-            .draw_series(std::iter::once(Circle::new(
-                (st as f64, target),
-                6,
-                COLORS[3].filled(),
-            )))
+            .draw_series(marker)
             .map_err(ReportError::draw)?
-            .label(format!("recipe reaches L* at step {st}"))
-            .legend(|(x, y)| Circle::new((x + 9, y), 4, COLORS[3].filled()));
+            .label(label)
+            .legend(move |(x, y)| Circle::new((x + 9, y), 4, c.filled()));
     }
-    legend(&mut chart, SeriesLabelPosition::MiddleRight)?;
+    legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     root.present().map_err(ReportError::draw)
 }

@@ -2,7 +2,8 @@
 //! drawn with plotters: search convergence (every method found under SEARCH_DIR), the recipe
 //! as a concept × task heat map, per-axis marginals against natural proportions, the GP
 //! posterior mean ± 2σ along each axis, and, with a transfer directory, the held-out loss
-//! curves of baseline and recipe with the steps-to-baseline marker and the benchmark table.
+//! curves of the recipe against every baseline with the steps-to-baseline markers, a row per
+//! baseline (speedup and score gain with their intervals) and the benchmark table.
 //!
 //! [`searches`] finds and loads the searches, [`page`] builds the page section by section,
 //! [`charts`] draws the figures, [`plot`] is `mixatlas plot`, [`error`] says what failed.

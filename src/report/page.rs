@@ -1,6 +1,7 @@
 //! The report page, `index.html`, built section by section: search convergence, the recipe
 //! (heat map and marginals), GP posterior slices along each axis, and the transfer (loss
-//! curves, speedup, benchmark table). Each section draws its figures and returns its HTML.
+//! curves of the recipe against every baseline, a row per baseline with its speedup and score
+//! gain, the benchmark table). Each section draws its figures and returns its HTML.
 
 use std::path::{Path, PathBuf};
 
@@ -12,9 +13,9 @@ use crate::fsutil::{write_atomic, IoContext};
 use crate::search::recipe::Recipe;
 use crate::search::run::{observations, RECIPE_FILE};
 use crate::surrogate::Posterior;
-use crate::transfer::{run_dir, TransferSummary};
+use crate::transfer::{run_dir, Comparison, TransferSummary, RECIPE_ARM};
 
-use super::charts::{convergence, gp_slices, heat_map, loss_curves, marginal_bars};
+use super::charts::{convergence, gp_slices, heat_map, loss_curves, marginal_bars, BaselineCurve};
 use super::error::ReportError;
 use super::searches::{find_searches, Search};
 
@@ -195,54 +196,121 @@ fn gp_section(main: &Search, recipe: &RecipeView, out: &Path) -> Result<String, 
     Ok(html)
 }
 
-/// Seed 0's held-out loss curves with the steps-to-baseline marker, the speedup, the benchmark
-/// table and the score gain of the transfer in `tdir`.
+/// The transfer in `tdir`: seed 0's held-out loss curves of the recipe against every
+/// baseline with the steps-to-baseline markers, one summary row per baseline (speedup per
+/// seed, mean with its interval, score gain with its interval, wins), the benchmark table of
+/// the recipe and every baseline, and each score gain in words. A `transfer.json` written
+/// before several baselines reads as one comparison against `baseline`.
 fn transfer_section(tdir: &Path, out: &Path) -> Result<String, ReportError> {
     let path = tdir.join("transfer.json");
     let summary: TransferSummary =
         serde_json::from_str(&std::fs::read_to_string(&path).at("reading", &path)?)
             .map_err(|source| ReportError::Json { path, source })?;
-    let base = read_series(&run_dir(tdir, "baseline", 0), &LogColumns::eval())?;
-    let rec = read_series(&run_dir(tdir, "recipe", 0), &LogColumns::eval())?;
-    let first = &summary.per_seed[0];
-    loss_curves(
-        &out.join("loss.svg"),
-        &base,
-        &rec,
-        first.target,
-        first.candidate_step,
-    )?;
+    let comparisons = summary.comparisons();
+    let rec = read_series(&run_dir(tdir, RECIPE_ARM, 0), &LogColumns::eval())?;
+    let curves = comparisons
+        .iter()
+        .map(|c| read_series(&run_dir(tdir, &c.arm, 0), &LogColumns::eval()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let lines: Vec<BaselineCurve<'_>> = comparisons
+        .iter()
+        .zip(&curves)
+        .filter_map(|(c, series)| {
+            let first = c.per_seed.first()?;
+            Some(BaselineCurve {
+                name: &c.baseline,
+                series,
+                target: first.target,
+                reach: first.candidate_step,
+            })
+        })
+        .collect();
+    loss_curves(&out.join("loss.svg"), &rec, &lines)?;
     let mut html = String::from("<h2>Transfer</h2>\n<img src=\"loss.svg\" alt=\"loss curves\">\n");
-    html += &match summary.speedup {
-        Some((m, lo, hi)) => format!(
-            "<p>Steps to the baseline's final held-out loss: <b>{m:.2}×</b> fewer with the recipe (mean over {} seeds, 95&nbsp;% bootstrap interval {lo:.2}–{hi:.2}).</p>\n",
-            summary.per_seed.len()
-        ),
-        None => "<p>The recipe did not reach the baseline's final loss in every seed.</p>\n".into(),
-    };
-    let mut rows = String::new();
-    for r in summary.table() {
-        rows += &format!(
-            "<tr><td>{}</td><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.4}</td><td>{:.4}</td></tr>\n",
-            esc(&r.name),
-            r.metric,
-            r.score.0,
-            r.score.1,
-            r.loss.0,
-            r.loss.1
-        );
-    }
-    html += &format!(
-        "<table><tr><th>benchmark</th><th>metric</th><th>score, baseline</th><th>score, recipe</th><th>loss, baseline</th><th>loss, recipe</th></tr>\n{rows}</table>\n"
-    );
-    if let Some((m, lo, hi)) = summary.score_gain {
-        html += &format!(
-            "<p>Mean benchmark score, recipe − baseline: <b>{m:+.3}</b> (95&nbsp;% bootstrap interval {lo:+.3} to {hi:+.3}); higher in {} of {} seeds.</p>\n",
-            summary.seeds_higher(),
-            summary.score_gain_per_seed.len()
-        );
+    html += &comparison_table(&comparisons);
+    html += &benchmark_table(&comparisons);
+    for c in &comparisons {
+        if let Some((m, lo, hi)) = c.score_gain {
+            html += &format!(
+                "<p>Mean benchmark score, recipe − {}: <b>{m:+.3}</b> (95&nbsp;% bootstrap interval {lo:+.3} to {hi:+.3}); higher in {} of {} seeds.</p>\n",
+                esc(&c.baseline),
+                c.wins,
+                c.score_gain_per_seed.len()
+            );
+        }
     }
     Ok(html)
+}
+
+/// One row per baseline: steps-to-baseline-loss speedup per seed, its mean with the 95 %
+/// bootstrap interval, the paired score gain with its interval, and the seeds won.
+fn comparison_table(comparisons: &[Comparison]) -> String {
+    let mut rows = String::new();
+    for c in comparisons {
+        let per: Vec<String> = c
+            .per_seed
+            .iter()
+            .map(|r| r.speedup.map_or("never".into(), |x| format!("{x:.2}×")))
+            .collect();
+        let mean = match c.speedup {
+            Some((m, lo, hi)) => format!("<b>{m:.2}×</b> [{lo:.2}, {hi:.2}]"),
+            None => format!(
+                "never reached in {} of {} seeds",
+                c.never_reached.len(),
+                c.per_seed.len()
+            ),
+        };
+        let gain = c.score_gain.map_or("–".into(), |(m, lo, hi)| {
+            format!("{m:+.3} [{lo:+.3}, {hi:+.3}]")
+        });
+        rows += &format!(
+            "<tr><td>{}</td><td>{}</td><td>{mean}</td><td>{gain}</td><td>{} of {}</td></tr>\n",
+            esc(&c.baseline),
+            per.join(" "),
+            c.wins,
+            c.score_gain_per_seed.len()
+        );
+    }
+    format!(
+        "<p>Steps to each baseline's final held-out loss (speedup = the baseline's steps / the recipe's; mean over seeds with its 95&nbsp;% bootstrap interval) and the mean benchmark score gain, recipe − baseline, paired by seed.</p>\n<table><tr><th>baseline</th><th>speedup per seed</th><th>mean [95&nbsp;% CI]</th><th>score gain [95&nbsp;% CI]</th><th>wins</th></tr>\n{rows}</table>\n"
+    )
+}
+
+/// Per benchmark: the metric, then the score and the answer loss of the recipe and of each
+/// baseline (means over seeds).
+fn benchmark_table(comparisons: &[Comparison]) -> String {
+    let Some(first) = comparisons.first() else {
+        return String::new();
+    };
+    let mut head = String::from("<tr><th>benchmark</th><th>metric</th><th>score, recipe</th>");
+    for c in comparisons {
+        head += &format!("<th>score, {}</th>", esc(&c.baseline));
+    }
+    head += "<th>loss, recipe</th>";
+    for c in comparisons {
+        head += &format!("<th>loss, {}</th>", esc(&c.baseline));
+    }
+    let get = |m: &std::collections::BTreeMap<String, f64>, k: &str| {
+        m.get(k).copied().unwrap_or(f64::NAN)
+    };
+    let mut rows = String::new();
+    for r in first.table() {
+        rows += &format!(
+            "<tr><td>{}</td><td>{}</td><td>{:.3}</td>",
+            esc(&r.name),
+            r.metric,
+            r.score.1
+        );
+        for c in comparisons {
+            rows += &format!("<td>{:.3}</td>", get(&c.baseline_benchmarks, &r.name));
+        }
+        rows += &format!("<td>{:.4}</td>", r.loss.1);
+        for c in comparisons {
+            rows += &format!("<td>{:.4}</td>", get(&c.baseline_benchmark_loss, &r.name));
+        }
+        rows += "</tr>\n";
+    }
+    format!("<table>{head}</tr>\n{rows}</table>\n")
 }
 
 /// Mixtures along one axis entry: its share goes from 0 to 1, the other entries of the axis

@@ -1,5 +1,6 @@
-//! Transfer: train the larger model on the baseline mixture and on the recipe with identical
-//! settings and seeds, evaluating on a schedule, then compare (steps to baseline loss on the
+//! Transfer: train the larger model on each baseline mixture and on the recipe with identical
+//! settings and seeds (the recipe once per seed, however many baselines), evaluating on a
+//! schedule, then compare the recipe with each baseline (steps to baseline loss on the
 //! held-out loss, benchmark scores). Runs on one process or data-parallel under `mpirun`
 //! (every rank calls [`run_transfer`] with the world communicator); a rerun skips finished runs
 //! and resumes interrupted ones from their checkpoints.
@@ -12,7 +13,10 @@ pub mod plan;
 pub mod run;
 pub mod summary;
 
-pub use error::TransferError;
-pub use plan::{run_dir, Baseline, TransferPlan};
-pub use run::run_transfer;
-pub use summary::{BenchmarkRow, RunMetrics, TransferSummary};
+pub use error::{BaselineListError, TransferError};
+pub use plan::{
+    check_baselines, parse_baselines, run_dir, Baseline, MultiTransferPlan, NamedBaseline,
+    TransferPlan, LEGACY_BASELINE_ARM, RECIPE_ARM,
+};
+pub use run::{run_transfer, run_transfers};
+pub use summary::{BenchmarkRow, ComparedArm, Comparison, RunMetrics, TransferSummary};

@@ -1,6 +1,7 @@
-//! Running a transfer: every (arm, seed) run in a fixed order, several at once in one process
-//! when asked (`jobs`), then the steps-to-loss comparison of each seed's held-out curves and
-//! the summary that rank 0 writes as `transfer.json`.
+//! Running a transfer: every (arm, seed) run in a fixed order (per seed, each baseline, then
+//! the recipe once), several at once in one process when asked (`jobs`), then for each
+//! baseline the steps-to-loss comparison of each seed's held-out curves and the figures of
+//! [`Comparison::compute`], in the summary that rank 0 writes as `transfer.json`.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,8 +14,8 @@ use crate::train::trainer::METRICS_FILE;
 use crate::train::{train_with, TrainPlan};
 
 use super::error::TransferError;
-use super::plan::{run_dir, TransferPlan};
-use super::summary::{RunMetrics, TransferSummary};
+use super::plan::{check_baselines, run_dir, MultiTransferPlan, TransferPlan, RECIPE_ARM};
+use super::summary::{ComparedArm, Comparison, RunMetrics, TransferSummary};
 
 /// The progress callback: (arm, seed, step, total steps).
 type ProgressFn<'p> = dyn FnMut(&str, u64, u64, u64) + Send + 'p;
@@ -22,26 +23,57 @@ type ProgressFn<'p> = dyn FnMut(&str, u64, u64, u64) + Send + 'p;
 /// One training run of the transfer: an arm's weights at a seed.
 #[derive(Clone, Copy)]
 struct Run<'w> {
-    arm: &'static str,
+    arm: &'w str,
     seed: u64,
     weights: &'w [f64],
 }
 
 /// Trains both arms for every seed (skipping finished runs, resuming interrupted ones) and
-/// compares them; rank 0 writes `transfer.json`.
+/// compares them; rank 0 writes `transfer.json`. The single-baseline form of
+/// [`run_transfers`] (runs in `<out>/{baseline,recipe}/seed-<s>/`).
 pub fn run_transfer(
     plan: &TransferPlan<'_>,
     comm: &dyn Communicator,
     progress: &mut (dyn FnMut(&str, u64, u64, u64) + Send),
 ) -> Result<TransferSummary, TransferError> {
-    let baseline = plan.baseline.weights(plan.corpus)?;
-    let order = run_order(plan, &baseline);
+    run_transfers(&plan.to_multi(), comm, progress)
+}
+
+/// Trains the recipe once per seed and every baseline with the same seeds and settings
+/// (skipping finished runs, resuming interrupted ones), then compares the recipe with each
+/// baseline; rank 0 writes `transfer.json`. `progress` gets (arm, seed, step, total steps).
+pub fn run_transfers(
+    plan: &MultiTransferPlan<'_>,
+    comm: &dyn Communicator,
+    progress: &mut (dyn FnMut(&str, u64, u64, u64) + Send),
+) -> Result<TransferSummary, TransferError> {
+    check_baselines(&plan.baselines)?;
+    let weights = plan
+        .baselines
+        .iter()
+        .map(|b| b.baseline.weights(plan.corpus))
+        .collect::<Result<Vec<_>, _>>()?;
+    let order = run_order(plan, &weights);
     if plan.jobs > 1 && comm.size() == 1 {
         train_concurrently(plan, &order, progress)?;
     }
     let trained = train_in_order(plan, comm, &order, progress)?;
-    let per_seed = compare_seeds(plan)?;
-    let summary = TransferSummary::from_runs(per_seed, &trained.metrics, plan.seeds, trained.runs);
+    let mut comparisons = Vec::new();
+    for b in &plan.baselines {
+        let against = ComparedArm {
+            name: b.name.clone(),
+            arm: b.arm.clone(),
+            source: b.baseline.source(),
+        };
+        let per_seed = compare_seeds(plan, &b.arm)?;
+        comparisons.push(Comparison::compute(
+            &against,
+            per_seed,
+            &trained.metrics,
+            plan.seeds,
+        ));
+    }
+    let summary = TransferSummary::from_comparisons(comparisons, trained.runs);
     if comm.rank() == 0 {
         write_atomic(
             &plan.out.join("transfer.json"),
@@ -53,21 +85,29 @@ pub fn run_transfer(
     Ok(summary)
 }
 
-/// Every run, seed by seed, the baseline before the recipe.
-fn run_order<'w>(plan: &'w TransferPlan<'_>, baseline: &'w [f64]) -> Vec<Run<'w>> {
-    let arms: [(&'static str, &[f64]); 2] = [("baseline", baseline), ("recipe", &plan.recipe)];
+/// Every run, seed by seed: each baseline in order, then the recipe (once per seed).
+fn run_order<'w>(plan: &'w MultiTransferPlan<'_>, weights: &'w [Vec<f64>]) -> Vec<Run<'w>> {
     let mut order = Vec::new();
     for seed in 0..plan.seeds {
-        for (arm, weights) in arms {
-            order.push(Run { arm, seed, weights });
+        for (b, w) in plan.baselines.iter().zip(weights) {
+            order.push(Run {
+                arm: &b.arm,
+                seed,
+                weights: w,
+            });
         }
+        order.push(Run {
+            arm: RECIPE_ARM,
+            seed,
+            weights: &plan.recipe,
+        });
     }
     order
 }
 
 /// The training plan of one run: the shared settings with the run's seed, resumed from its
 /// directory.
-fn train_plan<'a>(plan: &TransferPlan<'a>, run: Run<'_>) -> TrainPlan<'a> {
+fn train_plan<'a>(plan: &MultiTransferPlan<'a>, run: Run<'_>) -> TrainPlan<'a> {
     let mut train = plan.train.clone();
     train.seed = run.seed;
     TrainPlan {
@@ -84,7 +124,7 @@ fn train_plan<'a>(plan: &TransferPlan<'a>, run: Run<'_>) -> TrainPlan<'a> {
 }
 
 /// Whether the run has written its `metrics.json`.
-fn finished(plan: &TransferPlan<'_>, run: Run<'_>) -> bool {
+fn finished(plan: &MultiTransferPlan<'_>, run: Run<'_>) -> bool {
     run_dir(&plan.out, run.arm, run.seed)
         .join(METRICS_FILE)
         .is_file()
@@ -93,7 +133,7 @@ fn finished(plan: &TransferPlan<'_>, run: Run<'_>) -> bool {
 /// Trains the unfinished runs `plan.jobs` at a time in this process, each on its share of the
 /// threads; stops handing out runs after the first failure and returns it.
 fn train_concurrently(
-    plan: &TransferPlan<'_>,
+    plan: &MultiTransferPlan<'_>,
     order: &[Run<'_>],
     progress: &mut ProgressFn<'_>,
 ) -> Result<(), TransferError> {
@@ -151,7 +191,7 @@ struct Trained {
 /// Trains every run still unfinished on `comm` in order (all ranks join each run), then reads
 /// each run's `metrics.json`.
 fn train_in_order(
-    plan: &TransferPlan<'_>,
+    plan: &MultiTransferPlan<'_>,
     comm: &dyn Communicator,
     order: &[Run<'_>],
     progress: &mut ProgressFn<'_>,
@@ -179,15 +219,19 @@ fn train_in_order(
     Ok(Trained { runs, metrics })
 }
 
-/// Steps to the baseline's final held-out loss, seed by seed.
-fn compare_seeds(plan: &TransferPlan<'_>) -> Result<Vec<StepsToLoss>, TransferError> {
+/// Steps to the final held-out loss of the baseline in `arm`, seed by seed (the recipe's
+/// curve against the baseline's, as `bench steps-to-loss` compares two runs).
+fn compare_seeds(
+    plan: &MultiTransferPlan<'_>,
+    arm: &str,
+) -> Result<Vec<StepsToLoss>, TransferError> {
     let cols = LogColumns::eval();
     let mut per_seed = Vec::new();
     for seed in 0..plan.seeds {
         let read = |arm: &str| read_series(&run_dir(&plan.out, arm, seed), &cols);
         per_seed.push(steps_to_loss(
-            &read("baseline")?,
-            &read("recipe")?,
+            &read(arm)?,
+            &read(RECIPE_ARM)?,
             plan.smoothing,
         ));
     }
