@@ -19,7 +19,7 @@ use mixatlas::rng::SplitMix64;
 use super::corpus::{prepare_with, synth_with};
 use super::runtime::model_config_for;
 use super::search::printer;
-use super::transfer::print_transfer;
+use super::transfer::print_comparisons;
 
 /// `mixatlas demo`.
 #[derive(Debug, Args)]
@@ -74,9 +74,12 @@ pub fn run_demo(a: DemoArgs) -> Result<()> {
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let raw = a.out.join("raw");
     let corpus_dir = a.out.join("corpus");
-    println!("== 1/4 synth: built-in synthetic multimodal corpus");
+    println!(
+        "== 1/6 synth: built-in synthetic multimodal corpus ({})",
+        a.corpus
+    );
     synth_with(&scfg, &raw, true)?;
-    println!("\n== 2/4 prepare: concepts by k-means, (concept × task) cells in Megatron format");
+    println!("\n== 2/6 prepare: concepts by k-means, (concept × task) cells in Megatron format");
     let pcfg = PrepareConfig {
         seed: a.seed,
         ..PrepareConfig::default()
@@ -87,8 +90,11 @@ pub fn run_demo(a: DemoArgs) -> Result<()> {
     println!(
         "\n== 4/6 search: GP-UCB against RegMix, same budget, mini proxies (0.4 M parameters)"
     );
-    search_comparison(&corpus_dir, &a.out, a.seed, &budget)?;
-    println!("\n== 5/6 transfer: the recipe against the uniform mixture on the `small` model");
+    let others = search_comparison(&corpus_dir, &a.out, a.seed, &budget)?;
+    println!(
+        "\n== 5/6 transfer: the GP-UCB recipe against natural, uniform and the other methods' \
+         recipes on the `small` model"
+    );
     let transfer_budget = if a.quick {
         DemoTransfer {
             steps: 60,
@@ -96,6 +102,15 @@ pub fn run_demo(a: DemoArgs) -> Result<()> {
             eval_every: 10,
             eval_samples: 30,
             final_eval_samples: 30,
+        }
+    } else if a.full {
+        // Five seeds and 2.5× the steps: long enough for the scores to leave chance.
+        DemoTransfer {
+            steps: 500,
+            seeds: 5,
+            eval_every: 25,
+            eval_samples: 50,
+            final_eval_samples: 200,
         }
     } else {
         DemoTransfer {
@@ -108,7 +123,7 @@ pub fn run_demo(a: DemoArgs) -> Result<()> {
             final_eval_samples: 200,
         }
     };
-    transfer(&corpus_dir, &a.out, &transfer_budget)?;
+    transfer(&corpus_dir, &a.out, &transfer_budget, &others)?;
     println!("\n== 6/6 report");
     let page = mixatlas::report::write_report(
         &a.out,
@@ -314,13 +329,14 @@ pub fn demo_floors(manifest: &Manifest) -> mixatlas::acquisition::space::SpaceCo
 }
 
 /// Runs GP-UCB and RegMix with the same budget on `mini` proxies over the corpus at
-/// `corpus_dir` and prints the comparison, the recipe grid and the marginals.
+/// `corpus_dir` and prints the comparison, the recipe grid and the marginals. Returns the
+/// other methods' recipes, `(name, recipe.json)`, for the transfer.
 pub fn search_comparison(
     corpus_dir: &Path,
     out: &Path,
     seed: u64,
     budget: &DemoSearch,
-) -> Result<()> {
+) -> Result<Vec<(String, PathBuf)>> {
     use mixatlas::search::config::{Budget, SearchConfig, TrainerConfig};
     use mixatlas::search::methods::Method;
     use mixatlas::search::run::{run_search, SearchPlan};
@@ -447,7 +463,10 @@ pub fn search_comparison(
             out.join("search-gp-ucb/recipe.blend.txt").display()
         );
     }
-    Ok(())
+    Ok(vec![(
+        "regmix".to_string(),
+        out.join("search-regmix").join("recipe.json"),
+    )])
 }
 
 /// The transfer stage of the demo.
@@ -464,12 +483,18 @@ pub struct DemoTransfer {
     pub final_eval_samples: usize,
 }
 
-/// Trains `small` on the uniform mixture and on the GP-UCB recipe and prints the
-/// steps-to-baseline speedup and the benchmark table.
-pub fn transfer(corpus_dir: &Path, out: &Path, t: &DemoTransfer) -> Result<()> {
+/// Trains `small` on the GP-UCB recipe and on every baseline (natural, uniform, and the
+/// mixtures the other search methods recommended, `(name, recipe.json)`) with the same seeds,
+/// and prints steps-to-baseline-loss and the paired score gain against each.
+pub fn transfer(
+    corpus_dir: &Path,
+    out: &Path,
+    t: &DemoTransfer,
+    others: &[(String, PathBuf)],
+) -> Result<()> {
     use mixatlas::dist::SingleProcess;
     use mixatlas::train::TrainConfig;
-    use mixatlas::transfer::{run_transfer, Baseline, TransferPlan};
+    use mixatlas::transfer::{run_transfers, Baseline, MultiTransferPlan, NamedBaseline};
     let corpus = Corpus::open(corpus_dir)?;
     let recipe_path = out.join("search-gp-ucb").join("recipe.json");
     let recipe = mixatlas::train::trainer::read_mixture(&recipe_path, &corpus.manifest)?;
@@ -484,16 +509,24 @@ pub fn transfer(corpus_dir: &Path, out: &Path, t: &DemoTransfer) -> Result<()> {
     train.seq_len = 128;
     train.checkpoint_every = 0;
     let model = model_config_for(&corpus, "small", None, &[])?;
-    let plan = TransferPlan {
+    let mut baselines = vec![
+        NamedBaseline::new("natural", Baseline::Natural),
+        NamedBaseline::new("uniform", Baseline::Uniform),
+    ];
+    for (name, path) in others {
+        baselines.push(NamedBaseline::new(name, Baseline::File(path.clone())));
+    }
+    let names: Vec<String> = baselines.iter().map(|b| b.name.clone()).collect();
+    let plan = MultiTransferPlan {
         corpus: &corpus,
         recipe,
-        baseline: Baseline::Uniform,
+        baselines,
         model,
         train,
         seeds: t.seeds,
         out: out.join("transfer"),
         smoothing: mixatlas::bench::steps_to_loss::Smoothing::None,
-        // Two 1-thread runs at once: the six runs take 215 s instead of 274 s one after another.
+        // Two 1-thread runs at once: faster than one after another on 2 threads.
         jobs: 2,
     };
     let dir = &plan.out;
@@ -501,16 +534,18 @@ pub fn transfer(corpus_dir: &Path, out: &Path, t: &DemoTransfer) -> Result<()> {
         std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
     }
     println!(
-        "  small ({:.2} M parameters), {} steps × {} seeds per arm, held-out eval every {} steps",
+        "  small ({:.2} M parameters), {} steps × {} seeds per arm, held-out eval every {} steps; \
+         the recipe against {}",
         plan.model.num_params() as f64 / 1e6,
         t.steps,
         t.seeds,
-        t.eval_every
+        t.eval_every,
+        names.join(", ")
     );
     let started = Instant::now();
     let mut last = Instant::now();
-    let summary = run_transfer(&plan, &SingleProcess, &mut |arm, seed, step, total| {
-        if step == total || last.elapsed().as_secs_f64() > 10.0 {
+    let summary = run_transfers(&plan, &SingleProcess, &mut |arm, seed, step, total| {
+        if step == total || last.elapsed().as_secs_f64() > 20.0 {
             println!(
                 "  [{:6.1}s] {arm} seed {seed}: step {step}/{total}",
                 started.elapsed().as_secs_f64()
@@ -519,6 +554,6 @@ pub fn transfer(corpus_dir: &Path, out: &Path, t: &DemoTransfer) -> Result<()> {
         }
     })?;
     println!();
-    print_transfer(&summary, "uniform");
+    print_comparisons(&summary);
     Ok(())
 }

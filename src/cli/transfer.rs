@@ -160,18 +160,6 @@ pub fn run_transfer(a: TransferArgs) -> Result<()> {
     Ok(())
 }
 
-/// Prints a transfer summary (see [`print_comparisons`]); `baseline` names the baseline of a
-/// summary written before several baselines (no `comparisons`), whose figures are otherwise
-/// shown under `baseline`. Summaries from [`mixatlas::transfer::run_transfers`] carry their
-/// own names.
-pub fn print_transfer(s: &TransferSummary, baseline: &str) {
-    let mut comparisons = s.comparisons();
-    if s.comparisons.is_empty() {
-        comparisons[0].baseline = baseline.to_string();
-    }
-    print_table(&comparisons);
-}
-
 /// Prints a transfer summary: one row per baseline (speedup per seed, mean with its 95 %
 /// bootstrap interval, score gain with its interval, seeds won), each seed's L* and step,
 /// then the benchmark table of the recipe and every baseline.
