@@ -651,12 +651,12 @@ mod tests {
 
     #[test]
     fn pretraining_favours_the_common_domain_and_finetuning_the_unique_ones() {
-        // x3 sits at the centre of the others (lowest leverage); x1 and x2 are symmetric.
+        // x3, x4 sit near the centre (low leverage); x1 and x2 are mirror images.
         let x = vec![
             vec![1.0, 0.0],
             vec![0.0, 1.0],
             vec![0.5, 0.5],
-            vec![0.45, 0.55],
+            vec![0.55, 0.55],
         ];
         let pt = domain_weights(&x, &ChameleonParams::default()).unwrap();
         let ft = domain_weights(
