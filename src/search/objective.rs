@@ -288,3 +288,45 @@ pub fn observations(
     }
     Ok((obs, ys))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The built-in trainer's curve: the eval records of `train_log.jsonl` (step records
+    /// skipped), negative loss or accuracy per benchmark; a `curve` in metrics.json wins.
+    #[test]
+    fn the_curve_comes_from_metrics_or_the_training_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = [
+            r#"{"step":5,"tokens":80,"loss":3.0,"lr":0.001,"grad_norm":1.0,"tokens_per_s":10.0}"#,
+            r#"{"step":10,"eval_loss":2.0,"eval":{"a":{"loss":2.0,"accuracy":0.1,"docs":4}}}"#,
+            r#"{"step":20,"eval_loss":1.5,"eval":{"a":{"loss":1.5,"accuracy":0.3,"docs":4}}}"#,
+        ];
+        let metrics = serde_json::json!({"benchmarks": {"a": 0.3}});
+        let missing = trial_curve(dir.path(), &metrics, Metric::NegLoss, Curve::Auc).unwrap_err();
+        assert!(
+            missing.to_string().contains("train_log.jsonl") && missing.to_string().contains("auc"),
+            "{missing}"
+        );
+        std::fs::write(dir.path().join("train_log.jsonl"), log.join("\n")).unwrap();
+        let c = trial_curve(dir.path(), &metrics, Metric::NegLoss, Curve::Auc).unwrap();
+        assert_eq!(c.len(), 2);
+        assert_eq!((c[0].step, c[0].scores["a"]), (10, -2.0));
+        assert_eq!((c[1].step, c[1].scores["a"]), (20, -1.5));
+        let acc = trial_curve(dir.path(), &metrics, Metric::Accuracy, Curve::Auc).unwrap();
+        assert_eq!(acc[1].scores["a"], 0.3);
+        // (10·(−2 − 1.5)/2) / 10 = −1.75.
+        assert_eq!(aggregate(Curve::Auc, &c).unwrap()["a"], -1.75);
+        let own = serde_json::json!({"benchmarks": {"a": 0.3},
+            "curve": [{"step": 3, "benchmark_loss": {"a": 4.0}}]});
+        let c = trial_curve(dir.path(), &own, Metric::NegLoss, Curve::Auc).unwrap();
+        assert_eq!((c[0].step, c[0].scores["a"]), (3, -4.0));
+        let bad = serde_json::json!({"curve": [{"benchmarks": {"a": 1.0}}]});
+        let e = trial_curve(dir.path(), &bad, Metric::NegLoss, Curve::Auc).unwrap_err();
+        assert!(
+            e.to_string().contains("`curve`[0]: no integer `step`"),
+            "{e}"
+        );
+    }
+}
