@@ -294,7 +294,7 @@ pub fn domain_scores(
         .iter()
         .map(|e| e.iter().map(|v| v * v).sum::<f64>())
         .fold(0.0, f64::max);
-    if k < 2 || !(spread > 1e-12 * size) {
+    if k < 2 || spread <= 1e-12 * size {
         return Err(ChameleonError::Degenerate(k));
     }
     let tau = ridge_leverage_scores(&g, k, params.lambda * k as f64)?;
