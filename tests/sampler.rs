@@ -811,11 +811,13 @@ fn write_manifest(dir: &Path, corpus: &TestCorpus) {
                 concept: 0,
                 task: 0,
                 data: entry(0, "c00/ocr"),
+                embedding: None,
             },
             CellEntry {
                 concept: 1,
                 task: 1,
                 data: entry(1, "c01/vqa"),
+                embedding: None,
             },
         ],
         benchmarks: vec![],

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mixatlas::rng::SplitMix64;
 
-use crate::cli::{bin, ok, s, tiny_corpus};
+use crate::cli::{bin, fails, ok, s, tiny_corpus};
 
 fn toy(extra: &str) -> String {
     format!(
@@ -286,5 +286,138 @@ fn slurm_executor_runs_real_trials_and_a_restarted_controller_reattaches() {
     assert!(
         fin["metrics"]["benchmark_loss"].is_object(),
         "real mixatlas train trials"
+    );
+}
+
+/// The best objective `search` prints in its summary line.
+fn best_objective(summary: &str) -> f64 {
+    summary
+        .split("best objective ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .expect("search prints the best objective")
+        .parse()
+        .unwrap()
+}
+
+/// The toy score of every trial of a search (`trials/*/a1/mixture.json`).
+fn trial_scores(out: &Path) -> Vec<f64> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(out.join("trials")).unwrap() {
+        let m = e.unwrap().path().join("a1/mixture.json");
+        if m.is_file() {
+            v.push(score_of(&m));
+        }
+    }
+    v
+}
+
+#[test]
+fn objective_curve_scores_trials_along_their_held_out_curve() {
+    let (_, _, corpus, _) = tiny_corpus();
+    let tmp = tempfile::tempdir().unwrap();
+    let cmd = toy("--out {trial_dir} --mixture {mixture} --curve");
+    // The toy curve is s - 0.3, s - 0.1, s at steps 10, 20, 40 (s: the trial's final score):
+    // last:2 = s - 0.05, last:3 = s - 0.4 / 3, auc = (10 (2s - 0.4) / 2 + 20 (2s - 0.1) / 2) / 30
+    // = s - 0.1, final = s.
+    let cases = [
+        ("last:2", 0.05),
+        ("auc", 0.1),
+        ("final", 0.0),
+        ("last:3", 0.4 / 3.0),
+    ];
+    for (curve, offset) in cases {
+        let out = tmp.path().join(curve.replace(':', "-"));
+        let text = ok(&search_args(
+            s(corpus),
+            s(&out),
+            &cmd,
+            &["-q", "2", "--max-trials", "4", "--objective-curve", curve],
+        ));
+        let best = trial_scores(&out)
+            .into_iter()
+            .fold(f64::NEG_INFINITY, f64::max);
+        let got = best_objective(&text);
+        assert!(
+            (got - (best - offset)).abs() < 1e-4,
+            "{curve}: best objective {got}, expected {best} - {offset}"
+        );
+    }
+    // A trainer that reports no curve: the error names the trial, the field and the log.
+    let out = tmp.path().join("missing");
+    let bare = toy("--out {trial_dir} --mixture {mixture}");
+    let err = fails(&search_args(
+        s(corpus),
+        s(&out),
+        &bare,
+        &["-q", "1", "--max-trials", "1", "--objective-curve", "auc"],
+    ));
+    assert!(
+        err.contains("t0000") && err.contains("no `curve`") && err.contains("train_log.jsonl"),
+        "{err}"
+    );
+    let err = fails(&search_args(
+        s(corpus),
+        s(&out),
+        &bare,
+        &["--objective-curve", "last:0"],
+    ));
+    assert!(err.contains("last:K"), "{err}");
+}
+
+#[test]
+fn chameleon_proposes_its_mixture_once_in_search_and_suggest() {
+    let (_, _, corpus, _) = tiny_corpus();
+    let tmp = tempfile::tempdir().unwrap();
+    let m = mixatlas::data::corpus::Manifest::load(corpus).unwrap();
+    let params = mixatlas::baselines::ChameleonParams::default();
+    let w = mixatlas::baselines::chameleon_weights(&m, &params).unwrap();
+    let names: Vec<&str> = m.cells.iter().map(|c| c.data.name.as_str()).collect();
+    // suggest: one mixture (whatever -q), the library's weights.
+    let text = ok(&[
+        "suggest",
+        "--corpus",
+        s(corpus),
+        "--method",
+        "chameleon",
+        "-q",
+        "3",
+    ]);
+    let v: Vec<std::collections::BTreeMap<String, f64>> = serde_json::from_str(&text).unwrap();
+    assert_eq!(v.len(), 1, "{text}");
+    for (n, x) in names.iter().zip(&w) {
+        assert!((v[0][*n] - x).abs() < 1e-9, "{n}: {} vs {x}", v[0][*n]);
+    }
+    // search: one trial, then it stops; the recipe is that mixture.
+    let out = tmp.path().join("search");
+    let cmd = toy("--out {trial_dir} --mixture {mixture}");
+    ok(&search_args(
+        s(corpus),
+        s(&out),
+        &cmd,
+        &["--method", "chameleon", "-q", "4", "--max-trials", "8"],
+    ));
+    let ev = events(&out);
+    assert_eq!(ev.iter().filter(|e| e["event"] == "finished").count(), 1);
+    let recipe: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("recipe.json")).unwrap()).unwrap();
+    for (n, x) in names.iter().zip(&w) {
+        let got = recipe["weights"][*n].as_f64().unwrap();
+        assert!((got - x).abs() < 1e-6, "{n}: {got} vs {x}");
+    }
+    // A corpus whose manifest predates the embeddings: a clear error naming it.
+    let old = tmp.path().join("old");
+    std::fs::create_dir_all(&old).unwrap();
+    let mut mv: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(corpus.join("manifest.json")).unwrap())
+            .unwrap();
+    for c in mv["cells"].as_array_mut().unwrap() {
+        c.as_object_mut().unwrap().remove("embedding");
+    }
+    std::fs::write(old.join("manifest.json"), mv.to_string()).unwrap();
+    let err = fails(&["suggest", "--corpus", s(&old), "--method", "chameleon"]);
+    assert!(
+        err.contains("old/manifest.json") && err.contains("re-run `mixatlas prepare`"),
+        "{err}"
     );
 }

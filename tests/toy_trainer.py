@@ -9,7 +9,8 @@ must. The optimum is known: marginals equal to TARGET_CONCEPTS / TARGET_TASKS gi
     score(w) = 1 - 5 * (|p_concept(w) - c*|^2 + |p_task(w) - t*|^2)
 
 Options: --sleep S (pretend to train), --fail-once (exit 1 on the first attempt: the search must
-retry), standard library only.
+retry), --curve (also write a held-out `curve`: steps 10, 20, 40 with scores s - 0.3, s - 0.1,
+s), standard library only.
 """
 
 import argparse
@@ -50,6 +51,7 @@ def main():
     ap.add_argument("--sleep", type=float, default=0.0)
     ap.add_argument("--fail-once", action="store_true")
     ap.add_argument("--score-of", help="print the score of a mixture file and exit")
+    ap.add_argument("--curve", action="store_true")
     a = ap.parse_args()
     if a.score_of:
         with open(a.score_of) as f:
@@ -64,6 +66,11 @@ def main():
     time.sleep(a.sleep)
     s = score(weights)
     metrics = {"benchmarks": {"alpha": s, "beta": s}, "train_loss": 1.0 - s}
+    if a.curve:
+        metrics["curve"] = [
+            {"step": step, "benchmarks": {"alpha": s - d, "beta": s - d}}
+            for step, d in [(10, 0.3), (20, 0.1), (40, 0.0)]
+        ]
     tmp = os.path.join(a.out, ".metrics.json.tmp")
     with open(tmp, "w") as f:
         json.dump(metrics, f)

@@ -10,12 +10,15 @@
 //! - [`RegMix`]: Liu et al. 2024: random mixtures around the tempered prior, a regression model
 //!   (ridge, or gradient-boosted trees as the paper's LightGBM) fitted on the finished trials,
 //!   and the mean of the top 128 of 100,000 predicted candidates as the recipe.
+//! - [`Chameleon`]: Xie et al. 2025: a fixed mixture from kernel ridge leverage scores of the
+//!   cells' mean CLIP embeddings (the manifest's); no search.
 //!
 //! The regressors are hand-written and small: [`ridge`] (closed form with leave-one-out choice
 //! of the penalty) and [`gbdt`] (exact greedy, leaf-wise trees with LightGBM's defaults).
 //! Their [`FitError`] is in [`error`]; [`coords`] maps any mixture into a space's coordinates
 //! (the natural point, RegMix's prior).
 
+pub mod chameleon;
 pub mod coords;
 pub mod error;
 pub mod fixed;
@@ -26,6 +29,7 @@ pub mod ridge;
 #[cfg(test)]
 mod tests;
 
+pub use chameleon::{chameleon_weights, Chameleon, ChameleonError, ChameleonMode, ChameleonParams};
 pub use coords::{block_prior, coords_of_mixture};
 pub use error::FitError;
 pub use fixed::{Natural, Uniform};

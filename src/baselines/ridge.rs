@@ -44,7 +44,7 @@ pub struct Ridge {
 }
 
 /// In-place Cholesky factorisation of the SPD `n × n` row-major `a` (lower triangle holds `L`).
-fn cholesky(a: &mut [f64], n: usize) -> Result<(), FitError> {
+pub(super) fn cholesky(a: &mut [f64], n: usize) -> Result<(), FitError> {
     for j in 0..n {
         let mut s = a[j * n + j];
         for k in 0..j {
@@ -67,7 +67,7 @@ fn cholesky(a: &mut [f64], n: usize) -> Result<(), FitError> {
 }
 
 /// Solves `L Lᵀ z = b` in place given the factor from [`cholesky`].
-fn cholesky_solve(l: &[f64], n: usize, b: &mut [f64]) {
+pub(super) fn cholesky_solve(l: &[f64], n: usize, b: &mut [f64]) {
     for i in 0..n {
         let mut t = b[i];
         for k in 0..i {

@@ -15,6 +15,8 @@ use mixatlas::search::trials::{load_trials, ObjectiveSpec, Trial};
 use mixatlas::surrogate::Posterior;
 use serde::Deserialize;
 
+use super::chameleon::ChameleonArgs;
+
 /// Where the search space comes from.
 #[derive(Debug, Args)]
 pub struct SpaceArgs {
@@ -70,6 +72,9 @@ pub struct SuggestArgs {
     /// Also report the fitted GP and each proposal's mean, std and UCB value.
     #[arg(long)]
     pub json: bool,
+    /// Chameleon's settings (`--method chameleon`, which needs `--corpus`).
+    #[command(flatten)]
+    pub chameleon: ChameleonArgs,
 }
 
 /// `mixatlas predict`.
@@ -251,12 +256,26 @@ fn named(space: &SearchSpace, w: &[f64]) -> BTreeMap<String, f64> {
     mixatlas::data::mixture::by_name(&space.cells, w)
 }
 
+/// The proposer of a method other than GP-UCB; Chameleon's reads the corpus manifest.
+fn method_proposer(a: &SuggestArgs, manifest: Option<&Manifest>) -> Result<Box<dyn Proposer>> {
+    if a.method != Method::Chameleon {
+        return Ok(a.method.proposer_from(a.seed, a.start));
+    }
+    let (Some(m), Some(dir)) = (manifest, &a.space.corpus) else {
+        bail!("--method chameleon needs --corpus (the manifest's mean CLIP embedding per cell)");
+    };
+    let params = a.chameleon.apply(Default::default());
+    a.method
+        .proposer_on(a.seed, a.start, m, &params)
+        .with_context(|| format!("{}", dir.join("manifest.json").display()))
+}
+
 /// `suggest`: the next q mixtures.
 pub fn run_suggest(a: SuggestArgs) -> Result<()> {
     if a.q == 0 {
         bail!("-q must be at least 1");
     }
-    let (space, _) = load_space(&a.space)?;
+    let (space, manifest) = load_space(&a.space)?;
     let trials = match &a.trials {
         Some(p) => load_trials(p, &space)?,
         None => Vec::new(),
@@ -274,9 +293,7 @@ pub fn run_suggest(a: SuggestArgs) -> Result<()> {
         (p, report)
     } else {
         (
-            a.method
-                .proposer_from(a.seed, a.start)
-                .propose(&space, &obs, a.q, round)?,
+            method_proposer(&a, manifest.as_ref())?.propose(&space, &obs, a.q, round)?,
             None,
         )
     };

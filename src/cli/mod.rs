@@ -5,12 +5,14 @@
 //! structs of each command file; each `run_*` function resolves them against config files and
 //! presets into the library's typed configurations, and only those reach the library.
 //!
-//! The command files import the library and [`runtime`] (the shared runtime: `Dist`, the
-//! device, the model config of a corpus, progress bars), never one another; only [`demo`],
+//! The command files import the library, [`runtime`] (the shared runtime: `Dist`, the
+//! device, the model config of a corpus, progress bars) and [`chameleon`] (flags shared by
+//! `suggest` and `search`), never one another; only [`demo`],
 //! which drives the pipeline end to end, calls other commands' run functions.
 
 pub mod ask;
 pub mod bench;
+pub mod chameleon;
 pub mod corpus;
 pub mod demo;
 pub mod gpu;

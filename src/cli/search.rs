@@ -14,6 +14,7 @@ use mixatlas::search::exec::mpi::{worker, Groups};
 use mixatlas::search::methods::Method;
 use mixatlas::search::run::{run_search, run_search_on, SearchPlan, SearchProgress, SearchSummary};
 
+use super::chameleon::ChameleonArgs;
 use super::runtime::Dist;
 
 /// `mixatlas search`.
@@ -64,6 +65,13 @@ pub struct SearchArgs {
     /// Per-benchmark score: neg-loss or accuracy.
     #[arg(long)]
     pub metric: Option<String>,
+    /// Where on the held-out curve a trial is scored: final (the final evaluation), last:K
+    /// (mean of the last K evaluation points) or auc (area under the curve / steps).
+    #[arg(long)]
+    pub objective_curve: Option<String>,
+    /// Chameleon's settings (`--method chameleon`).
+    #[command(flatten)]
+    pub chameleon: ChameleonArgs,
     /// Executor: local (child processes) or mpi (under mpirun: rank 0 searches, rank groups
     /// train).
     #[arg(long)]
@@ -144,6 +152,12 @@ pub fn resolve(a: &SearchArgs) -> Result<SearchPlan> {
             other => anyhow::bail!("--metric {other:?}: expected neg-loss or accuracy"),
         };
     }
+    if let Some(c) = &a.objective_curve {
+        s.objective.curve = c
+            .parse()
+            .with_context(|| format!("--objective-curve {c:?}"))?;
+    }
+    s.chameleon = a.chameleon.apply(s.chameleon);
     let exe = std::env::current_exe().context("locating the mixatlas executable")?;
     Ok(SearchPlan {
         search: s,

@@ -148,6 +148,22 @@ pub struct CellEntry {
     /// Storage and counts.
     #[serde(flatten)]
     pub data: DatasetEntry,
+    /// The cell's mean CLIP embedding, written by `prepare` (absent in manifests written
+    /// before it was added: Chameleon, which needs it, then asks to re-run `prepare`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<CellEmbedding>,
+}
+
+/// The mean of a cell's documents' CLIP embeddings (the `clip` field of the raw samples, as
+/// given: not renormalised), accumulated in f64 and stored as f32: the cell's domain
+/// embedding for Chameleon (`baselines::chameleon`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CellEmbedding {
+    /// Documents averaged (the cell's documents).
+    pub count: u64,
+    /// The mean, [`ClusteringInfo::embedding_dim`] values.
+    pub mean: Vec<f32>,
 }
 
 /// The two axes of the mixture space.
@@ -241,6 +257,22 @@ impl Manifest {
                     "cell {:?} points at concept {} / task {} outside the axes",
                     c.data.name, c.concept, c.task
                 )));
+            }
+            if let Some(e) = &c.embedding {
+                if e.mean.len() != m.clustering.embedding_dim {
+                    return Err(bad(format!(
+                        "cell {:?}: `embedding.mean` has {} values, expected clustering.embedding_dim = {}",
+                        c.data.name,
+                        e.mean.len(),
+                        m.clustering.embedding_dim
+                    )));
+                }
+                if let Some(i) = e.mean.iter().position(|v| !v.is_finite()) {
+                    return Err(bad(format!(
+                        "cell {:?}: `embedding.mean`[{i}] is {}, expected a finite number",
+                        c.data.name, e.mean[i]
+                    )));
+                }
             }
             let want = cell_name(&m.axes.concepts[c.concept], &m.axes.tasks[c.task]);
             if c.data.name != want {

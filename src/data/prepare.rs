@@ -9,7 +9,8 @@
 //!    embeddings is kept for k-means.
 //! 2. **Cluster and write cells.** k-means is fitted on the reservoir (or centroids are loaded
 //!    with `--centroids`), the spilled embeddings are assigned in chunks, and each document is
-//!    appended to its (concept, task) cell's `.bin`/`.idx`/`.mask`/`.img`.
+//!    appended to its (concept, task) cell's `.bin`/`.idx`/`.mask`/`.img`; each cell's mean
+//!    CLIP embedding (summed in f64 as the documents pass) goes into the manifest.
 //!
 //! Held-out benchmarks (`benchmarks/*.jsonl` beside the input) are written the same way. The
 //! whole corpus is built in a staging directory and renamed into place only when complete,
@@ -27,9 +28,9 @@ use serde::{Deserialize, Serialize};
 
 use super::cluster_metrics;
 use super::corpus::{
-    cell_name, describe_files, image_path, mask_path, Axes, CellEntry, ClusteringInfo, CorpusError,
-    DatasetEntry, ImageSpec, Manifest, SpecialTokens, MANIFEST_FILE, MANIFEST_FORMAT,
-    MANIFEST_VERSION,
+    cell_name, describe_files, image_path, mask_path, Axes, CellEmbedding, CellEntry,
+    ClusteringInfo, CorpusError, DatasetEntry, ImageSpec, Manifest, SpecialTokens, MANIFEST_FILE,
+    MANIFEST_FORMAT, MANIFEST_VERSION,
 };
 use super::kmeans::{KMeans, KMeansConfig, KMeansError, Metric};
 use super::megatron::{DType, DatasetWriter, IndexedDataset, MegatronError};
@@ -595,6 +596,10 @@ struct CellWriters<'a> {
     dtype: DType,
     with_image: bool,
     writers: Vec<Option<DatasetFiles>>,
+    /// Per-cell sums of the documents' CLIP embeddings (`cells × dim`, f64) for the means.
+    clip_sums: Vec<f64>,
+    /// CLIP embedding dimension.
+    clip_dim: usize,
 }
 
 impl CellWriters<'_> {
@@ -627,9 +632,19 @@ impl CellWriters<'_> {
             match w {
                 Some(w) => {
                     if let Some(data) = w.finish(self.root, name.clone())? {
+                        let d = self.clip_dim;
+                        let n = data.documents.max(1) as f64;
+                        let mean = self.clip_sums[i * d..(i + 1) * d]
+                            .iter()
+                            .map(|s| (s / n) as f32)
+                            .collect();
                         cells.push(CellEntry {
                             concept: c,
                             task: t,
+                            embedding: Some(CellEmbedding {
+                                count: data.documents,
+                                mean,
+                            }),
                             data,
                         });
                     }
@@ -851,6 +866,8 @@ impl<'a> Prepare<'a> {
             dtype: vocab.dtype,
             with_image: image_spec.is_some(),
             writers: (0..k * axes.tasks.len()).map(|_| None).collect(),
+            clip_sums: vec![0.0; k * axes.tasks.len() * dim],
+            clip_dim: dim,
         };
         let has_truth = read.labels.has_truth;
         let mut contingency = vec![0u64; read.labels.truth.len().max(1) * k];
@@ -859,11 +876,19 @@ impl<'a> Prepare<'a> {
         let mut start = 0usize;
         while start < n_docs as usize {
             let end = (start + CHUNK).min(n_docs as usize);
-            let assignment = model.assign(&spill.embeddings(start, end, dim));
+            let emb = spill.embeddings(start, end, dim);
+            let assignment = model.assign(&emb);
             for (i, d) in (start..end).enumerate() {
                 let c = assignment.labels[i] as usize;
                 let (task_id, truth_id) = spill.labels(d);
                 let t = task_pos[&task_id];
+                let cell = c * writers.axes.tasks.len() + t;
+                for (s, &x) in writers.clip_sums[cell * dim..(cell + 1) * dim]
+                    .iter_mut()
+                    .zip(&emb[i * dim..(i + 1) * dim])
+                {
+                    *s += x as f64;
+                }
                 if has_truth {
                     contingency[truth_id as usize * k + c] += 1;
                 }
@@ -1073,5 +1098,95 @@ impl<'a> Prepare<'a> {
                 .collect(),
             seconds: 0.0,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two well-separated clusters of 2-d embeddings (7 and 5 samples), two tasks: each
+    /// cell's manifest embedding is the hand-computed mean of its samples' `clip`, and a
+    /// manifest without embeddings (written before they existed) still loads.
+    #[test]
+    fn cells_record_their_mean_clip_embedding() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = dir.path().join("raw.jsonl");
+        // (clip, task): cluster A near (10, 0) (7 samples → c00), B near (0, 10) (5 → c01).
+        let samples: Vec<([f32; 2], &str)> = vec![
+            ([10.0, 0.0], "ocr"),
+            ([11.0, 1.0], "ocr"),
+            ([9.0, -1.0], "ocr"),
+            ([10.5, 0.5], "vqa"),
+            ([9.5, 0.25], "vqa"),
+            ([10.0, 2.0], "vqa"),
+            ([12.0, 0.0], "vqa"),
+            ([0.0, 10.0], "ocr"),
+            ([1.0, 11.0], "ocr"),
+            ([-1.0, 9.0], "vqa"),
+            ([0.5, 10.0], "vqa"),
+            ([0.0, 12.5], "vqa"),
+        ];
+        let text: String = samples
+            .iter()
+            .map(|(c, t)| {
+                format!(
+                    "{{\"task\":\"{t}\",\"tokens\":[1,5,6,2],\"prompt_len\":2,\"clip\":[{},{}]}}\n",
+                    c[0], c[1]
+                )
+            })
+            .collect();
+        fs::write(&raw, text).unwrap();
+        let out = dir.path().join("corpus");
+        let cfg = PrepareConfig {
+            k: 2,
+            metric: Metric::Euclidean,
+            ..PrepareConfig::default()
+        };
+        prepare(&raw, &out, &cfg, None, false, &NoProgress).unwrap();
+        let m = Manifest::load(&out).unwrap();
+        let expect = |lo: usize, hi: usize, task: &str| -> (u64, [f64; 2]) {
+            let s: Vec<_> = samples[lo..hi].iter().filter(|(_, t)| *t == task).collect();
+            let n = s.len() as f64;
+            let mean = [
+                s.iter().map(|(c, _)| c[0] as f64).sum::<f64>() / n,
+                s.iter().map(|(c, _)| c[1] as f64).sum::<f64>() / n,
+            ];
+            (s.len() as u64, mean)
+        };
+        let want = [
+            ("c00/ocr", expect(0, 7, "ocr")),
+            ("c00/vqa", expect(0, 7, "vqa")),
+            ("c01/ocr", expect(7, 12, "ocr")),
+            ("c01/vqa", expect(7, 12, "vqa")),
+        ];
+        assert_eq!(m.cells.len(), 4);
+        for (name, (count, mean)) in want {
+            let c = &m.cells[m.cell_index(name).expect(name)];
+            let e = c.embedding.as_ref().expect("prepare records the embedding");
+            assert_eq!(e.count, count, "{name}");
+            assert_eq!(c.data.documents, count, "{name}");
+            for (got, want) in e.mean.iter().zip(mean) {
+                assert!((*got as f64 - want).abs() < 1e-6, "{name}: {got} vs {want}");
+            }
+        }
+        // An older manifest (no `embedding`) loads, with none.
+        let path = out.join(MANIFEST_FILE);
+        let mut v: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+        for c in v["cells"].as_array_mut().unwrap() {
+            c.as_object_mut().unwrap().remove("embedding");
+        }
+        fs::write(&path, v.to_string()).unwrap();
+        let old = Manifest::load(&out).unwrap();
+        assert!(old.cells.iter().all(|c| c.embedding.is_none()));
+        // A mean of the wrong length is rejected, naming the cell and the expected length.
+        v["cells"][0]["embedding"] = serde_json::json!({"count": 3, "mean": [1.0]});
+        fs::write(&path, v.to_string()).unwrap();
+        let err = Manifest::load(&out).unwrap_err().to_string();
+        assert!(
+            err.contains("embedding.mean") && err.contains("embedding_dim = 2"),
+            "{err}"
+        );
     }
 }

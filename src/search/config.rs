@@ -6,10 +6,12 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::curve::Curve;
 use super::methods::Method;
 use super::trials::ObjectiveSpec;
 use crate::acquisition::design::DesignStart;
 use crate::acquisition::space::{SpaceConstraints, SpaceKind};
+use crate::baselines::chameleon::ChameleonParams;
 
 /// Which per-benchmark number the objective uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -34,6 +36,11 @@ pub struct ObjectiveConfig {
     /// The per-benchmark score used (for the built-in trainer's metrics; external trainers'
     /// `benchmarks` are used as they are when `benchmark_loss` is absent).
     pub metric: Metric,
+    /// Where on the held-out curve a trial is scored: `final` (the final evaluation, default),
+    /// `last:K` (mean of the last K evaluation points) or `auc` (area under the curve divided
+    /// by its steps); see `search::curve`.
+    #[serde(skip_serializing_if = "Curve::is_final")]
+    pub curve: Curve,
 }
 
 impl ObjectiveConfig {
@@ -148,7 +155,7 @@ pub struct SearchConfig {
     pub corpus: PathBuf,
     /// Search directory (state, trials, recipe).
     pub out: PathBuf,
-    /// `gp-ucb`, `regmix`, `random`, `uniform`, `natural`.
+    /// `gp-ucb`, `regmix`, `random`, `uniform`, `natural`, `chameleon`.
     pub method: Method,
     /// Seed of the method and of every trial's training.
     pub seed: u64,
@@ -167,6 +174,9 @@ pub struct SearchConfig {
     pub trainer: TrainerConfig,
     /// The executor.
     pub executor: ExecutorConfig,
+    /// Chameleon's settings (`method = "chameleon"`): mode, λ, temperature.
+    #[serde(skip_serializing_if = "ChameleonParams::is_default")]
+    pub chameleon: ChameleonParams,
 }
 
 impl Default for SearchConfig {
@@ -183,6 +193,7 @@ impl Default for SearchConfig {
             budget: Budget::default(),
             trainer: TrainerConfig::default(),
             executor: ExecutorConfig::default(),
+            chameleon: ChameleonParams::default(),
         }
     }
 }

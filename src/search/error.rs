@@ -65,6 +65,15 @@ pub enum SearchError {
         #[source]
         source: crate::acquisition::ProposeError,
     },
+    /// Chameleon's mixture could not be computed from the corpus manifest.
+    #[error("{}: {source}", manifest.display())]
+    Chameleon {
+        /// The corpus's `manifest.json`.
+        manifest: PathBuf,
+        /// Why.
+        #[source]
+        source: crate::baselines::chameleon::ChameleonError,
+    },
     /// The objective could not be computed from the finished trials.
     #[error("objective: {0}")]
     Objective(#[from] ObservationError),

@@ -6,8 +6,10 @@ use serde::{Deserialize, Serialize};
 use crate::acquisition::design::DesignStart;
 use crate::acquisition::ucb::{GpUcb, GpUcbConfig};
 use crate::acquisition::Proposer;
+use crate::baselines::chameleon::{Chameleon, ChameleonError, ChameleonParams};
 use crate::baselines::regmix::{RegMix, RegMixConfig};
 use crate::baselines::{Natural, RandomSearch, Uniform};
+use crate::data::corpus::Manifest;
 
 /// A search method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -24,6 +26,9 @@ pub enum Method {
     Uniform,
     /// Natural proportions (token shares).
     Natural,
+    /// Chameleon: kernel ridge leverage scores of the cells' mean CLIP embeddings (a fixed
+    /// mixture from the corpus manifest, proposed once).
+    Chameleon,
 }
 
 impl Method {
@@ -35,6 +40,7 @@ impl Method {
             Method::Random => "random",
             Method::Uniform => "uniform",
             Method::Natural => "natural",
+            Method::Chameleon => "chameleon",
         }
     }
 
@@ -57,6 +63,23 @@ impl Method {
             Method::Random => Box::new(RandomSearch::new(seed)),
             Method::Uniform => Box::new(Uniform),
             Method::Natural => Box::new(Natural),
+            Method::Chameleon => Box::new(Chameleon::without_manifest()),
         }
+    }
+
+    /// [`Method::proposer_from`] for a search over `manifest`'s cells: Chameleon's mixture is
+    /// computed from the manifest's cell embeddings under `chameleon` (an error when the
+    /// corpus has none); the other methods do not read the manifest.
+    pub fn proposer_on(
+        self,
+        seed: u64,
+        start: DesignStart,
+        manifest: &Manifest,
+        chameleon: &ChameleonParams,
+    ) -> Result<Box<dyn Proposer>, ChameleonError> {
+        Ok(match self {
+            Method::Chameleon => Box::new(Chameleon::from_manifest(manifest, chameleon)?),
+            _ => self.proposer_from(seed, start),
+        })
     }
 }

@@ -11,11 +11,13 @@
 //! - [`attempt`]: one attempt's directory and command, its metrics, its record in the log;
 //! - [`exec`]: where attempts run (local processes, MPI rank groups, Slurm arrays);
 //! - [`objective`]: metrics → scores → objectives → observations of the space;
+//! - [`curve`]: scoring a trial along its held-out curve (`last:K`, `auc`) instead of at its end;
 //! - [`recommend`]: the recipe after every round;
 //! - [`run`]: the loop; [`error`]: what stops a search or an executor.
 
 pub mod attempt;
 pub mod config;
+pub mod curve;
 pub mod error;
 pub mod exec;
 pub mod methods;

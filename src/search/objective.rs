@@ -2,10 +2,16 @@
 //! per-benchmark scores ([`scores`], under the configured [`Metric`]), the scores of all
 //! finished trials become objectives ([`ObjectiveSpec::evaluate`](super::trials::ObjectiveSpec::evaluate)),
 //! and each trial's mixture becomes a point of the search space ([`observations`]).
+//!
+//! With an objective curve other than `final` ([`super::curve`]), a trial's scores are read
+//! off its held-out curve ([`trial_curve`]): `metrics.json`'s `curve` when the trainer wrote
+//! one, else the evaluation records of the attempt's `train_log.jsonl`.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use super::config::{Metric, SearchConfig};
+use super::curve::{aggregate, Curve, CurveError, CurvePoint};
 use super::state::{Status, TrialState};
 use super::trials::{ObjectiveError, Trial};
 use crate::acquisition::space::{SearchSpace, SpaceError};
@@ -37,12 +43,51 @@ pub enum ScoresError {
     },
 }
 
+/// A trial's held-out curve is missing or unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum CurveReadError {
+    /// Neither `metrics.json`'s `curve` nor evaluation records in the training log.
+    #[error(
+        "metrics.json has no `curve` and {} has no evaluation records; objective curve {curve} \
+         needs the held-out curve (the built-in trainer logs it when [train] eval_every > 0; an \
+         external trainer writes `curve` into metrics.json: docs/search.md)",
+        log.display()
+    )]
+    Missing {
+        /// The training log looked at.
+        log: PathBuf,
+        /// The scoring asked for.
+        curve: Curve,
+    },
+    /// A point of `metrics.json`'s `curve` is not `{"step": N, "benchmarks" | "benchmark_loss":
+    /// {name: number}}`.
+    #[error("metrics.json `curve`[{index}]: {problem}")]
+    BadPoint {
+        /// Position in `curve`.
+        index: usize,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The curve cannot be scored as asked.
+    #[error(transparent)]
+    Curve(#[from] CurveError),
+}
+
 /// The finished trials cannot be turned into observations.
 #[derive(Debug, thiserror::Error)]
 pub enum ObservationError {
     /// A trial's metrics have no usable scores.
     #[error(transparent)]
     Scores(#[from] ScoresError),
+    /// A trial's held-out curve is missing or unusable (objective curve `last:K` or `auc`).
+    #[error("trial {trial}: {source}")]
+    Curve {
+        /// The trial.
+        trial: String,
+        /// Why.
+        #[source]
+        source: CurveReadError,
+    },
     /// The objective cannot be computed from the scores.
     #[error(transparent)]
     Objective(#[from] ObjectiveError),
@@ -95,6 +140,84 @@ pub fn scores(
     Ok(out)
 }
 
+/// The held-out curve of a finished trial under `metric`: `metrics.json`'s `curve` (a list of
+/// `{"step": N, "benchmarks": {…}, "benchmark_loss": {…}}`, each point scored like the final
+/// metrics by [`scores`]) when present, else the evaluation records of `train_log.jsonl` in
+/// `attempt_dir` (negative answer loss, or the accuracy, per benchmark).
+pub fn trial_curve(
+    attempt_dir: &Path,
+    metrics: &serde_json::Value,
+    metric: Metric,
+    curve: Curve,
+) -> Result<Vec<CurvePoint>, CurveReadError> {
+    if let Some(c) = metrics.get("curve") {
+        let bad = |index: usize, problem: String| CurveReadError::BadPoint { index, problem };
+        let points = c
+            .as_array()
+            .ok_or_else(|| bad(0, "`curve` is not a list of evaluation points".into()))?;
+        return points
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let step = p
+                    .get("step")
+                    .and_then(|s| s.as_u64())
+                    .ok_or_else(|| bad(i, "no integer `step`".into()))?;
+                let scores = scores(p, metric).map_err(|e| bad(i, e.to_string()))?;
+                Ok(CurvePoint { step, scores })
+            })
+            .collect();
+    }
+    let log = attempt_dir.join(crate::train::log::LOG_FILE);
+    let records = crate::train::log::read_evals(&log).unwrap_or_default();
+    if records.is_empty() {
+        return Err(CurveReadError::Missing { log, curve });
+    }
+    Ok(records
+        .into_iter()
+        .map(|r| CurvePoint {
+            step: r.step,
+            scores: r
+                .eval
+                .into_iter()
+                .map(|(b, s)| {
+                    let v = match metric {
+                        Metric::NegLoss => -s.loss,
+                        Metric::Accuracy => s.score.unwrap_or(s.accuracy),
+                    };
+                    (b, v)
+                })
+                .collect(),
+        })
+        .collect())
+}
+
+/// A finished trial's per-benchmark scores under the configured objective: the final
+/// metrics' ([`scores`]) or, with an objective curve, its curve's ([`aggregate`]).
+fn trial_scores(
+    cfg: &SearchConfig,
+    t: &TrialState,
+    metrics: &serde_json::Value,
+) -> Result<BTreeMap<String, f64>, ObservationError> {
+    let curve = cfg.objective.curve;
+    if curve.is_final() {
+        return Ok(scores(metrics, cfg.objective.metric)?);
+    }
+    // The finished attempt's directory (`attempt::attempt_dir`, not imported: it imports
+    // this file).
+    let dir = cfg
+        .out
+        .join("trials")
+        .join(&t.id)
+        .join(format!("a{}", t.attempts));
+    let wrap = |source: CurveReadError| ObservationError::Curve {
+        trial: t.id.clone(),
+        source,
+    };
+    let points = trial_curve(&dir, metrics, cfg.objective.metric, curve).map_err(wrap)?;
+    aggregate(curve, &points).map_err(|e| wrap(e.into()))
+}
+
 /// A trial's mixture, checked against the space's cells.
 pub fn trial_mixture(space: &SearchSpace, t: &TrialState) -> Result<Mixture, ObservationError> {
     Mixture::new(t.mixture.clone(), &space.cells).map_err(|source| ObservationError::Mixture {
@@ -139,8 +262,13 @@ pub fn observations(
             id: t.id.clone(),
             line: i + 1,
             mixture: trial_weights(space, t)?,
-            benchmarks: scores(metrics, cfg.objective.metric)?,
-            objective: metrics.get("objective").and_then(|v| v.as_f64()),
+            benchmarks: trial_scores(cfg, t, metrics)?,
+            // Along the curve, the scores are the curve's: a reported `objective` is ignored.
+            objective: if cfg.objective.curve.is_final() {
+                metrics.get("objective").and_then(|v| v.as_f64())
+            } else {
+                None
+            },
         });
     }
     let y = cfg.objective.spec().evaluate(&trials)?;
@@ -159,4 +287,46 @@ pub fn observations(
         ys.push((t.id.clone(), y));
     }
     Ok((obs, ys))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The built-in trainer's curve: the eval records of `train_log.jsonl` (step records
+    /// skipped), negative loss or accuracy per benchmark; a `curve` in metrics.json wins.
+    #[test]
+    fn the_curve_comes_from_metrics_or_the_training_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = [
+            r#"{"step":5,"tokens":80,"loss":3.0,"lr":0.001,"grad_norm":1.0,"tokens_per_s":10.0}"#,
+            r#"{"step":10,"eval_loss":2.0,"eval":{"a":{"loss":2.0,"accuracy":0.1,"docs":4}}}"#,
+            r#"{"step":20,"eval_loss":1.5,"eval":{"a":{"loss":1.5,"accuracy":0.3,"docs":4}}}"#,
+        ];
+        let metrics = serde_json::json!({"benchmarks": {"a": 0.3}});
+        let missing = trial_curve(dir.path(), &metrics, Metric::NegLoss, Curve::Auc).unwrap_err();
+        assert!(
+            missing.to_string().contains("train_log.jsonl") && missing.to_string().contains("auc"),
+            "{missing}"
+        );
+        std::fs::write(dir.path().join("train_log.jsonl"), log.join("\n")).unwrap();
+        let c = trial_curve(dir.path(), &metrics, Metric::NegLoss, Curve::Auc).unwrap();
+        assert_eq!(c.len(), 2);
+        assert_eq!((c[0].step, c[0].scores["a"]), (10, -2.0));
+        assert_eq!((c[1].step, c[1].scores["a"]), (20, -1.5));
+        let acc = trial_curve(dir.path(), &metrics, Metric::Accuracy, Curve::Auc).unwrap();
+        assert_eq!(acc[1].scores["a"], 0.3);
+        // (10·(−2 − 1.5)/2) / 10 = −1.75.
+        assert_eq!(aggregate(Curve::Auc, &c).unwrap()["a"], -1.75);
+        let own = serde_json::json!({"benchmarks": {"a": 0.3},
+            "curve": [{"step": 3, "benchmark_loss": {"a": 4.0}}]});
+        let c = trial_curve(dir.path(), &own, Metric::NegLoss, Curve::Auc).unwrap();
+        assert_eq!((c[0].step, c[0].scores["a"]), (3, -4.0));
+        let bad = serde_json::json!({"curve": [{"benchmarks": {"a": 1.0}}]});
+        let e = trial_curve(dir.path(), &bad, Metric::NegLoss, Curve::Auc).unwrap_err();
+        assert!(
+            e.to_string().contains("`curve`[0]: no integer `step`"),
+            "{e}"
+        );
+    }
 }

@@ -126,7 +126,13 @@ fn search_loop(
         cfg,
         progress,
     };
-    let mut proposer = cfg.method.proposer_from(cfg.seed, cfg.start);
+    let mut proposer = cfg
+        .method
+        .proposer_on(cfg.seed, cfg.start, &setup.manifest, &cfg.chameleon)
+        .map_err(|source| SearchError::Chameleon {
+            manifest: setup.corpus.join(crate::data::corpus::MANIFEST_FILE),
+            source,
+        })?;
     let mut exec = setup.executor(plan, groups)?;
     let attempts = Attempts {
         plan,
@@ -184,7 +190,8 @@ fn run_pending(
 }
 
 /// Proposes the next round (at most `q` trials, within the budget) and records it; returns
-/// false when the budget is spent.
+/// false when the budget is spent or the method has nothing more to propose (a fixed
+/// mixture already tried: Chameleon).
 fn propose_round(
     proposer: &mut dyn Proposer,
     ledger: &mut Ledger<'_>,
@@ -201,6 +208,9 @@ fn propose_round(
     let proposals = proposer
         .propose(space, &obs, q, round)
         .map_err(|source| SearchError::Propose { round, source })?;
+    if proposals.is_empty() {
+        return Ok(false);
+    }
     let mut ids = Vec::new();
     for p in proposals {
         let id = format!("t{:04}", ledger.state.trials.len());
