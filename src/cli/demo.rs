@@ -123,6 +123,12 @@ pub fn run_demo(a: DemoArgs) -> Result<()> {
             final_eval_samples: 200,
         }
     };
+    // The default demo transfers against natural, uniform and RegMix's recipe (the 15-minute
+    // budget); --full adds Chameleon's.
+    let others: Vec<_> = others
+        .into_iter()
+        .filter(|(name, _)| a.full || name == "regmix")
+        .collect();
     transfer(&corpus_dir, &a.out, &transfer_budget, &others)?;
     println!("\n== 6/6 report");
     let page = mixatlas::report::write_report(
@@ -352,7 +358,9 @@ pub fn search_comparison(
     train.eval_generate = false;
     let exe = std::env::current_exe().context("locating the mixatlas executable")?;
     let mut results = Vec::new();
-    for method in [Method::GpUcb, Method::Regmix] {
+    // Chameleon's mixture is fixed by the corpus (one trial measures it); GP-UCB and RegMix
+    // get the same budget of proxy trials.
+    for method in [Method::GpUcb, Method::Regmix, Method::Chameleon] {
         let dir = out.join(format!("search-{}", method.name()));
         if dir.exists() {
             std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
@@ -369,8 +377,8 @@ pub fn search_comparison(
                 start: mixatlas::acquisition::design::DesignStart::Natural,
                 constraints: demo_floors(&manifest),
                 budget: Budget {
-                    q: budget.q,
-                    max_trials: budget.trials,
+                    q: budget.q.min(trials),
+                    max_trials: trials,
                     ..Budget::default()
                 },
                 trainer: TrainerConfig::Builtin {
@@ -381,11 +389,16 @@ pub fn search_comparison(
             train: train.clone(),
             exe: exe.clone(),
         };
+        let trials = if method == Method::Chameleon {
+            1
+        } else {
+            budget.trials
+        };
         println!(
-            "\n-- {} ({} trials, {} per round, mini proxies of {} steps)",
+            "\n-- {} ({} trial(s), {} per round, mini proxies of {} steps)",
             method.name(),
-            budget.trials,
-            budget.q,
+            trials,
+            budget.q.min(trials),
             budget.steps
         );
         let started = Instant::now();
@@ -463,10 +476,15 @@ pub fn search_comparison(
             out.join("search-gp-ucb/recipe.blend.txt").display()
         );
     }
-    Ok(vec![(
-        "regmix".to_string(),
-        out.join("search-regmix").join("recipe.json"),
-    )])
+    Ok(["regmix", "chameleon"]
+        .iter()
+        .map(|m| {
+            (
+                m.to_string(),
+                out.join(format!("search-{m}")).join("recipe.json"),
+            )
+        })
+        .collect())
 }
 
 /// The transfer stage of the demo.
