@@ -365,6 +365,11 @@ pub fn search_comparison(
         if dir.exists() {
             std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
         }
+        let trials = if method == Method::Chameleon {
+            1
+        } else {
+            budget.trials
+        };
         let plan = SearchPlan {
             search: SearchConfig {
                 corpus: corpus_dir.to_path_buf(),
@@ -388,11 +393,6 @@ pub fn search_comparison(
             },
             train: train.clone(),
             exe: exe.clone(),
-        };
-        let trials = if method == Method::Chameleon {
-            1
-        } else {
-            budget.trials
         };
         println!(
             "\n-- {} ({} trial(s), {} per round, mini proxies of {} steps)",
