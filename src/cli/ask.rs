@@ -399,6 +399,7 @@ pub fn run_recipe(a: RecipeArgs) -> Result<()> {
             predicted_mean: p.mean,
             predicted_std: p.std,
             reason: p.reason.clone(),
+            fidelity: None,
         },
     );
     recipe.save(&a.out)?;
