@@ -92,6 +92,9 @@ pub struct SearchArgs {
     /// time of its finished trials).
     #[arg(long, value_enum)]
     pub fidelity_cost: Option<FidelityCost>,
+    /// MF-GP-UCB's threshold factor ξ (default 0.2; larger sends trials to the target sooner).
+    #[arg(long)]
+    pub fidelity_xi: Option<f64>,
 }
 
 /// Parses a `<preset>:<steps>` flag value, naming the flag in errors.
@@ -117,6 +120,9 @@ fn resolve_fidelities(a: &SearchArgs, s: &mut SearchConfig) -> Result<()> {
     }
     if let Some(v) = a.fidelity_cost {
         s.fidelity_cost = v;
+    }
+    if let Some(v) = a.fidelity_xi {
+        s.fidelity_xi = Some(v);
     }
     Ok(())
 }

@@ -196,6 +196,11 @@ pub struct SearchConfig {
     /// What a trial at each fidelity costs: `model` or `measured`.
     #[serde(default, skip_serializing_if = "FidelityCost::is_model")]
     pub fidelity_cost: FidelityCost,
+    /// `ξ` of MF-GP-UCB's threshold `γ(z) = ξ σ₀ (λ(z)/λ(T))^q` (None = its default, 0.2): a
+    /// cheaper fidelity is run while the posterior σ there exceeds `γ`, so a larger `ξ` sends
+    /// trials to the target sooner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fidelity_xi: Option<f64>,
 }
 
 /// How the cost of a trial at a fidelity is reckoned (normalised so a target trial costs 1).
@@ -233,6 +238,7 @@ impl Default for SearchConfig {
             fidelities: Vec::new(),
             target_fidelity: None,
             fidelity_cost: FidelityCost::Model,
+            fidelity_xi: None,
         }
     }
 }
@@ -295,6 +301,9 @@ pub enum SearchConfigError {
     /// Fidelities with a method that cannot use them.
     #[error("fidelities need method gp-ucb (multi-fidelity GP-UCB); method is {0}: remove the fidelities or use gp-ucb")]
     FidelityMethod(&'static str),
+    /// A threshold factor that is not a positive number.
+    #[error("fidelity_xi = {0}: expected a finite number > 0")]
+    FidelityXi(f64),
     /// Fidelities with an executor that cannot run them.
     #[error("fidelities run on the local executor only; executor.kind is {0:?}")]
     FidelityExecutor(String),
@@ -393,6 +402,11 @@ impl SearchConfig {
         }
         if self.method != Method::GpUcb {
             return Err(SearchConfigError::FidelityMethod(self.method.name()));
+        }
+        if let Some(xi) = self.fidelity_xi {
+            if !(xi.is_finite() && xi > 0.0) {
+                return Err(SearchConfigError::FidelityXi(xi));
+            }
         }
         if self.executor.kind != "local" {
             return Err(SearchConfigError::FidelityExecutor(

@@ -74,6 +74,7 @@ impl MultiFidelity {
                     start: cfg.start,
                     ..GpUcbConfig::seeded(cfg.seed)
                 },
+                xi: cfg.fidelity_xi.unwrap_or(MfGpUcbConfig::default().xi),
                 ..MfGpUcbConfig::default()
             },
         }))
@@ -277,4 +278,210 @@ pub fn trial_cost(mf: Option<&MultiFidelity>, costs: &[f64], t: &TrialState) -> 
 /// target-fidelity trials of a multi-fidelity one.
 pub fn at_target(cfg: &SearchConfig, t: &TrialState) -> bool {
     !cfg.is_multi_fidelity() || t.fidelity.is_some() && t.fidelity == cfg.target_fidelity
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::methods::Method;
+    use crate::search::state::Event;
+
+    fn f(s: &str) -> Fidelity {
+        s.parse().unwrap()
+    }
+
+    fn mf_cfg() -> SearchConfig {
+        SearchConfig {
+            fidelities: vec![f("tiny:20"), f("mini:40")],
+            target_fidelity: Some(f("mini:40")),
+            ..SearchConfig::default()
+        }
+    }
+
+    #[test]
+    fn fidelity_settings_are_checked_with_the_key_and_value_named() {
+        assert!(SearchConfig::default().validate().is_ok());
+        assert!(mf_cfg().validate().is_ok());
+        let err = |c: SearchConfig| c.validate().unwrap_err().to_string();
+        let mut c = mf_cfg();
+        c.target_fidelity = Some(f("tiny:40"));
+        let e = err(c);
+        assert!(
+            e.contains("target_fidelity") && e.contains("tiny:40"),
+            "{e}"
+        );
+        let mut c = mf_cfg();
+        c.target_fidelity = None;
+        assert!(err(c).contains("target_fidelity is not"));
+        let mut c = mf_cfg();
+        c.fidelities.push(f("tiny:20"));
+        assert!(err(c).contains("tiny:20 is listed twice"));
+        let mut c = mf_cfg();
+        c.fidelities.truncate(1);
+        assert!(err(c).contains("at least 2"));
+        let mut c = mf_cfg();
+        c.method = Method::Regmix;
+        assert!(err(c).contains("method is regmix"));
+        let mut c = mf_cfg();
+        c.executor.kind = "slurm".into();
+        assert!(err(c).contains("local executor"));
+        let mut c = mf_cfg();
+        c.fidelities[0].preset = "huge".into();
+        let e = err(c);
+        assert!(e.starts_with("fidelities:") && e.contains("huge"), "{e}");
+        let mut c = mf_cfg();
+        c.fidelities[1].steps = 0;
+        assert!(err(c).contains("mini:0"));
+        let mut c = mf_cfg();
+        c.fidelity_xi = Some(0.0);
+        assert!(err(c).contains("fidelity_xi = 0"));
+        let mut c = mf_cfg();
+        c.budget.max_cost = -1.0;
+        assert!(err(c).contains("budget.max_cost"));
+        // A target without fidelities is a mistake, not ignored.
+        let c = SearchConfig {
+            target_fidelity: Some(f("mini:40")),
+            ..SearchConfig::default()
+        };
+        assert!(err(c).contains("not among"));
+    }
+
+    #[test]
+    fn config_spells_fidelities_as_strings_and_defaults_write_nothing_new() {
+        #[derive(serde::Deserialize)]
+        struct File {
+            search: SearchConfig,
+        }
+        let text = r#"
+            [search]
+            fidelities = ["tiny:20", "mini:40"]
+            target_fidelity = "mini:40"
+            fidelity_cost = "measured"
+            [search.budget]
+            max_cost = 6.5
+        "#;
+        let c = toml::from_str::<File>(text).unwrap().search;
+        assert_eq!(c.fidelities, vec![f("tiny:20"), f("mini:40")]);
+        assert_eq!(c.target_fidelity, Some(f("mini:40")));
+        assert_eq!(c.fidelity_cost, FidelityCost::Measured);
+        assert_eq!(c.budget.max_cost, 6.5);
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(
+            json["fidelities"],
+            serde_json::json!(["tiny:20", "mini:40"])
+        );
+        assert_eq!(json["target_fidelity"], "mini:40");
+        let back: SearchConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(back, c);
+        let bad = toml::from_str::<File>("[search]\nfidelities = [\"mini:0\"]\n");
+        let e = bad.err().unwrap().to_string();
+        assert!(e.contains("mini:0") && e.contains("fidelities"), "{e}");
+        // Single-fidelity configurations serialise exactly as before the keys existed.
+        let d = serde_json::to_string(&SearchConfig::default()).unwrap();
+        for key in [
+            "fidelities",
+            "target_fidelity",
+            "fidelity_cost",
+            "fidelity_xi",
+            "max_cost",
+        ] {
+            assert!(!d.contains(key), "{key} in {d}");
+        }
+    }
+
+    #[test]
+    fn events_carry_the_fidelity_only_when_there_is_one() {
+        let ev = |fidelity| Event::Proposed {
+            trial: "t0000".into(),
+            round: 0,
+            mixture: [("a/b".to_string(), 1.0)].into(),
+            reason: "x".into(),
+            mean: None,
+            std: None,
+            fidelity,
+        };
+        let old =
+            r#"{"event":"proposed","trial":"t0000","round":0,"mixture":{"a/b":1.0},"reason":"x"}"#;
+        assert_eq!(serde_json::to_string(&ev(None)).unwrap(), old);
+        assert_eq!(serde_json::from_str::<Event>(old).unwrap(), ev(None));
+        let new = serde_json::to_string(&ev(Some(f("mini:200")))).unwrap();
+        assert!(
+            new.ends_with(r#","fidelity":{"preset":"mini","steps":200}}"#),
+            "{new}"
+        );
+        assert_eq!(
+            serde_json::from_str::<Event>(&new).unwrap(),
+            ev(Some(f("mini:200")))
+        );
+    }
+
+    /// A search state with finished trials at the given fidelities and wall times.
+    fn state(trials: &[(&str, f64)]) -> SearchState {
+        let mut st = SearchState::default();
+        for (i, &(fid, wall_s)) in trials.iter().enumerate() {
+            let id = format!("t{i}");
+            st.apply(
+                Event::Proposed {
+                    trial: id.clone(),
+                    round: 0,
+                    mixture: [("a/b".to_string(), 1.0)].into(),
+                    reason: String::new(),
+                    mean: None,
+                    std: None,
+                    fidelity: Some(f(fid)),
+                },
+                1,
+            )
+            .unwrap();
+            st.apply(
+                Event::Finished {
+                    trial: id,
+                    attempt: 1,
+                    metrics: serde_json::json!({}),
+                    wall_s,
+                    fidelity: Some(f(fid)),
+                },
+                1,
+            )
+            .unwrap();
+        }
+        st
+    }
+
+    #[test]
+    fn costs_are_parameters_times_steps_or_measured_wall_time_relative_to_the_target() {
+        let mut mf = MultiFidelity {
+            fidelities: vec![f("tiny:20"), f("mini:40"), f("small:40")],
+            target: 2,
+            params: vec![1_000, 3_000, 12_000],
+            cost: FidelityCost::Model,
+            mf: MfGpUcbConfig::default(),
+        };
+        // 20·1000 / (40·12000), 40·3000 / (40·12000), 1.
+        let model = vec![20_000.0 / 480_000.0, 0.25, 1.0];
+        assert_eq!(mf.model_costs(), model);
+        let st = state(&[("tiny:20", 2.0), ("mini:40", 3.0), ("tiny:20", 4.0)]);
+        assert_eq!(mf.costs(&st), model);
+        mf.cost = FidelityCost::Measured;
+        // The target has no finished trial yet: the model's costs.
+        assert_eq!(mf.costs(&st), model);
+        let st = state(&[
+            ("tiny:20", 2.0),
+            ("mini:40", 3.0),
+            ("tiny:20", 4.0),
+            ("small:40", 12.0),
+        ]);
+        assert_eq!(mf.costs(&st), vec![3.0 / 12.0, 3.0 / 12.0, 1.0]);
+        // Spent cost and the target-only best: trial t3 is the only target trial.
+        assert_eq!(trial_cost(Some(&mf), &mf.costs(&st), &st.trials[1]), 0.25);
+        assert_eq!(trial_cost(None, &[], &st.trials[1]), 1.0);
+        let cfg = SearchConfig {
+            fidelities: mf.fidelities.clone(),
+            target_fidelity: Some(f("small:40")),
+            ..SearchConfig::default()
+        };
+        let at: Vec<bool> = st.trials.iter().map(|t| at_target(&cfg, t)).collect();
+        assert_eq!(at, vec![false, false, false, true]);
+        assert!(at_target(&SearchConfig::default(), &st.trials[0]));
+    }
 }
