@@ -475,3 +475,46 @@ fn bad_fidelity_settings_fail_naming_the_key_and_value() {
     assert!(e.contains("method gp-ucb"), "{e}");
     assert!(!out.exists(), "nothing written for a refused configuration");
 }
+
+#[test]
+fn an_external_trainer_gets_each_trials_preset_and_steps() {
+    let (_, _, corpus, _) = tiny_corpus();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("search");
+    let cmd = format!(
+        "echo {{preset}} {{steps}} $MIXATLAS_PRESET $MIXATLAS_STEPS > {{trial_dir}}/fidelity.txt && {}",
+        toy("--out {trial_dir} --mixture {mixture}")
+    );
+    ok(&search_args(
+        s(corpus),
+        s(&out),
+        &cmd,
+        &[
+            "-q",
+            "2",
+            "--max-trials",
+            "12",
+            "--space",
+            "factorized",
+            "--fidelities",
+            "tiny:20,mini:40",
+            "--target-fidelity",
+            "mini:40",
+            "--fidelity-xi",
+            "10",
+        ],
+    ));
+    let ev = events(&out);
+    let mut at = std::collections::BTreeSet::new();
+    for e in ev.iter().filter(|e| e["event"] == "finished") {
+        let (preset, steps) = fidelity_of(e);
+        let dir = out
+            .join("trials")
+            .join(e["trial"].as_str().unwrap())
+            .join(format!("a{}", e["attempt"]));
+        let got = std::fs::read_to_string(dir.join("fidelity.txt")).unwrap();
+        assert_eq!(got.trim(), format!("{preset} {steps} {preset} {steps}"));
+        at.insert(preset);
+    }
+    assert_eq!(at.len(), 2, "{at:?}");
+}
