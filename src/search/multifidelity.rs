@@ -18,6 +18,7 @@ use super::fidelity::Fidelity;
 use super::objective::observations;
 use super::recipe::{Recipe, RecipeSource};
 use super::state::{SearchState, Status, TrialState};
+use super::trials::Trial;
 use crate::acquisition::multifidelity::{
     fidelity_features, FidelityLevel, MfGpUcb, MfGpUcbConfig, MfObservations,
 };
@@ -48,6 +49,15 @@ impl MultiFidelity {
     /// The multi-fidelity setup of `cfg` (`None` for a single-fidelity search). `cfg` must
     /// be valid ([`SearchConfig::validate`]).
     pub fn resolve(cfg: &SearchConfig, manifest: &Manifest) -> Result<Option<Self>, SearchError> {
+        Self::resolve_with(cfg, Some(manifest))
+    }
+
+    /// [`MultiFidelity::resolve`] with the models' parameters counted for `manifest`'s corpus,
+    /// or for the bare presets (text only) without one (ask/tell over a space file).
+    pub fn resolve_with(
+        cfg: &SearchConfig,
+        manifest: Option<&Manifest>,
+    ) -> Result<Option<Self>, SearchError> {
         if !cfg.is_multi_fidelity() {
             return Ok(None);
         }
@@ -181,6 +191,22 @@ impl MultiFidelity {
         Ok((MfObservations { obs, fidelity }, ys))
     }
 
+    /// The fidelity index of each ask/tell trial (every one must have one of these).
+    pub fn trial_indices(&self, trials: &[Trial]) -> Result<Vec<usize>, SearchError> {
+        trials
+            .iter()
+            .map(|t| {
+                t.fidelity
+                    .as_ref()
+                    .and_then(|f| self.index(f))
+                    .ok_or_else(|| SearchError::TrialFidelity {
+                        trial: format!("{} (line {})", t.id, t.line),
+                        fidelity: t.fidelity.as_ref().map_or("none".into(), |f| f.to_string()),
+                    })
+            })
+            .collect()
+    }
+
     /// The next `q` proposals with their fidelities.
     pub fn propose(
         &self,
@@ -252,8 +278,9 @@ impl MultiFidelity {
     }
 }
 
-/// Parameters of `preset`'s model adapted to the corpus of `manifest`.
-pub fn model_params(preset: &str, manifest: &Manifest) -> Result<usize, SearchConfigError> {
+/// Parameters of `preset`'s model adapted to the corpus of `manifest` (the bare preset
+/// without one).
+pub fn model_params(preset: &str, manifest: Option<&Manifest>) -> Result<usize, SearchConfigError> {
     let mut cfg = Qwen2Config::preset(preset).map_err(|_| SearchConfigError::Fidelity {
         key: "fidelities",
         source: super::fidelity::FidelityParseError::UnknownPreset {
@@ -262,7 +289,9 @@ pub fn model_params(preset: &str, manifest: &Manifest) -> Result<usize, SearchCo
             known: crate::model::config::PRESETS.join(", "),
         },
     })?;
-    cfg.adapt_to(manifest);
+    if let Some(m) = manifest {
+        cfg.adapt_to(m);
+    }
     Ok(cfg.num_params())
 }
 

@@ -141,6 +141,7 @@ pub fn observations(
             mixture: trial_weights(space, t)?,
             benchmarks: scores(metrics, cfg.objective.metric)?,
             objective: metrics.get("objective").and_then(|v| v.as_f64()),
+            fidelity: t.fidelity.clone(),
         });
     }
     let y = cfg.objective.spec().evaluate(&trials)?;
