@@ -421,3 +421,233 @@ fn chameleon_proposes_its_mixture_once_in_search_and_suggest() {
         "{err}"
     );
 }
+
+/// `(preset, steps)` of an event's `fidelity`.
+fn fidelity_of(e: &serde_json::Value) -> (String, u64) {
+    let f = &e["fidelity"];
+    (
+        f["preset"].as_str().expect("a fidelity preset").to_string(),
+        f["steps"].as_u64().expect("fidelity steps"),
+    )
+}
+
+/// Checks a finished multi-fidelity search (fidelities tiny:20 and mini:40, target mini:40)
+/// against its files; returns its finished trial ids.
+fn check_mf_search(corpus: &Path, out: &Path, max_cost: f64) -> Vec<String> {
+    use mixatlas::data::corpus::Manifest;
+    use mixatlas::model::config::Qwen2Config;
+    let manifest = Manifest::load(corpus).unwrap();
+    let params = |preset: &str| {
+        let mut c = Qwen2Config::preset(preset).unwrap();
+        c.adapt_to(&manifest);
+        c.num_params() as f64
+    };
+    let ev = events(out);
+    let proposed: std::collections::BTreeMap<String, (String, u64)> = ev
+        .iter()
+        .filter(|e| e["event"] == "proposed")
+        .map(|e| (e["trial"].as_str().unwrap().to_string(), fidelity_of(e)))
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut cost = 0.0;
+    for (preset, steps) in proposed.values() {
+        assert!(
+            [("tiny", 20), ("mini", 40)].contains(&(preset.as_str(), *steps)),
+            "{preset}:{steps}"
+        );
+        seen.insert(preset.clone());
+        // The model cost, parameters × steps, in units of a mini:40 trial.
+        cost += params(preset) * *steps as f64 / (params("mini") * 40.0);
+    }
+    assert_eq!(seen.len(), 2, "trials at both fidelities: {proposed:?}");
+    assert!(cost <= max_cost + 1e-9, "cost {cost} > {max_cost}");
+    // The search stopped for its cost budget: any further trial would have exceeded it.
+    assert!(cost > max_cost - 1.0, "cost {cost} of {max_cost}");
+    let mut finished = Vec::new();
+    for e in ev.iter().filter(|e| e["event"] == "finished") {
+        let id = e["trial"].as_str().unwrap();
+        let (preset, steps) = fidelity_of(e);
+        assert_eq!(proposed[id], (preset.clone(), steps), "{id}");
+        // The trial's train.toml and what the trainer actually ran.
+        let dir = out
+            .join("trials")
+            .join(id)
+            .join(format!("a{}", e["attempt"]));
+        let toml: toml::Value =
+            toml::from_str(&std::fs::read_to_string(dir.join("train.toml")).unwrap()).unwrap();
+        assert_eq!(toml["train"]["steps"].as_integer(), Some(steps as i64));
+        assert!(toml["train"]["warmup_steps"].as_integer().unwrap() < steps as i64);
+        assert_eq!(toml["search"]["trainer"]["preset"].as_str(), Some(&*preset));
+        assert_eq!(e["metrics"]["steps"].as_u64(), Some(steps), "{id}");
+        assert_eq!(
+            e["metrics"]["params"].as_f64(),
+            Some(params(&preset)),
+            "{id}"
+        );
+        finished.push(id.to_string());
+    }
+    assert_eq!(finished.len(), proposed.len(), "every trial finished once");
+    let recipe: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("recipe.json")).unwrap()).unwrap();
+    assert_eq!(
+        recipe["source"]["fidelity"],
+        serde_json::json!({"preset": "mini", "steps": 40})
+    );
+    finished
+}
+
+#[test]
+fn multi_fidelity_search_runs_trials_at_their_fidelities_within_the_cost_budget_and_resumes() {
+    let (_, _, corpus, _) = tiny_corpus();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("search");
+    let cfg = tmp.path().join("search.toml");
+    // ξ = 10: after the initial design (at the cheap fidelity) the trials go to the target.
+    std::fs::write(
+        &cfg,
+        r#"
+[search]
+fidelities = ["tiny:20", "mini:40"]
+target_fidelity = "mini:40"
+fidelity_xi = 10.0
+space = "factorized"
+[search.budget]
+q = 2
+max_trials = 40
+[train]
+batch_size = 4
+seq_len = 64
+eval_samples = 5
+"#,
+    )
+    .unwrap();
+    let args = |max_cost: &'static str| {
+        vec![
+            "search".to_string(),
+            "--config".into(),
+            s(&cfg).into(),
+            "--corpus".into(),
+            s(corpus).into(),
+            "--out".into(),
+            s(&out).into(),
+            "--parallel".into(),
+            "2".into(),
+            "--max-cost".into(),
+            max_cost.into(),
+        ]
+    };
+    let run = |max_cost| {
+        let a = args(max_cost);
+        ok(&a.iter().map(|x| x.as_str()).collect::<Vec<_>>())
+    };
+    let summary = run("3.5");
+    assert!(summary.contains("multi-fidelity"), "{summary}");
+    assert!(summary.contains("at mini:40"), "{summary}");
+    let first = check_mf_search(corpus, &out, 3.5);
+    assert!(first.len() < 40);
+    // Resume with a larger budget: the log grows, nothing earlier is re-run or rewritten.
+    let before = std::fs::read_to_string(out.join("trials.jsonl")).unwrap();
+    run("5.5");
+    let after = std::fs::read_to_string(out.join("trials.jsonl")).unwrap();
+    assert!(after.starts_with(&before));
+    let second = check_mf_search(corpus, &out, 5.5);
+    assert!(second.len() > first.len() && second.starts_with(&first));
+    // Other fidelities in the same directory are refused.
+    let mut a = args("5.5");
+    a.extend(["--target-fidelity".into(), "mini:80".into()]);
+    a.extend(["--fidelities".into(), "tiny:20,mini:80".into()]);
+    let e = crate::cli::fails(&a.iter().map(|x| x.as_str()).collect::<Vec<_>>());
+    assert!(e.contains("different settings"), "{e}");
+}
+
+#[test]
+fn bad_fidelity_settings_fail_naming_the_key_and_value() {
+    let (_, _, corpus, _) = tiny_corpus();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("search");
+    let base = ["search", "--corpus", s(corpus), "--out", s(&out)];
+    let with = |extra: &[&'static str]| {
+        let mut v: Vec<&str> = base.to_vec();
+        v.extend_from_slice(extra);
+        crate::cli::fails(&v)
+    };
+    let e = with(&[
+        "--fidelities",
+        "tiny:20,mini:0",
+        "--target-fidelity",
+        "mini:40",
+    ]);
+    assert!(e.contains("--fidelities") && e.contains("mini:0"), "{e}");
+    let e = with(&[
+        "--fidelities",
+        "tiny:20,huge:40",
+        "--target-fidelity",
+        "tiny:20",
+    ]);
+    assert!(e.contains("unknown model preset \"huge\""), "{e}");
+    let e = with(&[
+        "--fidelities",
+        "tiny:20,mini:40",
+        "--target-fidelity",
+        "small:40",
+    ]);
+    assert!(
+        e.contains("target_fidelity") && e.contains("small:40"),
+        "{e}"
+    );
+    let e = with(&["--fidelities", "tiny:20,mini:40"]);
+    assert!(e.contains("target_fidelity is not"), "{e}");
+    let e = with(&[
+        "--fidelities",
+        "tiny:20,mini:40",
+        "--target-fidelity",
+        "mini:40",
+        "--method",
+        "regmix",
+    ]);
+    assert!(e.contains("method gp-ucb"), "{e}");
+    assert!(!out.exists(), "nothing written for a refused configuration");
+}
+
+#[test]
+fn an_external_trainer_gets_each_trials_preset_and_steps() {
+    let (_, _, corpus, _) = tiny_corpus();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("search");
+    let cmd = format!(
+        "echo {{preset}} {{steps}} $MIXATLAS_PRESET $MIXATLAS_STEPS > {{trial_dir}}/fidelity.txt && {}",
+        toy("--out {trial_dir} --mixture {mixture}")
+    );
+    ok(&search_args(
+        s(corpus),
+        s(&out),
+        &cmd,
+        &[
+            "-q",
+            "2",
+            "--max-trials",
+            "12",
+            "--space",
+            "factorized",
+            "--fidelities",
+            "tiny:20,mini:40",
+            "--target-fidelity",
+            "mini:40",
+            "--fidelity-xi",
+            "10",
+        ],
+    ));
+    let ev = events(&out);
+    let mut at = std::collections::BTreeSet::new();
+    for e in ev.iter().filter(|e| e["event"] == "finished") {
+        let (preset, steps) = fidelity_of(e);
+        let dir = out
+            .join("trials")
+            .join(e["trial"].as_str().unwrap())
+            .join(format!("a{}", e["attempt"]));
+        let got = std::fs::read_to_string(dir.join("fidelity.txt")).unwrap();
+        assert_eq!(got.trim(), format!("{preset} {steps} {preset} {steps}"));
+        at.insert(preset);
+    }
+    assert_eq!(at.len(), 2, "{at:?}");
+}

@@ -6,10 +6,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use mixatlas::acquisition::design::DesignStart;
+use mixatlas::acquisition::multifidelity::{MfGpUcb, MfObservations};
 use mixatlas::acquisition::ucb::{GpUcb, GpUcbConfig};
 use mixatlas::acquisition::{Observations, Proposer, SearchSpace, SpaceConstraints, SpaceKind};
 use mixatlas::data::corpus::Manifest;
+use mixatlas::search::config::SearchConfig;
+use mixatlas::search::fidelity::Fidelity;
 use mixatlas::search::methods::Method;
+use mixatlas::search::multifidelity::MultiFidelity;
 use mixatlas::search::recipe::{Recipe, RecipeSource};
 use mixatlas::search::trials::{load_trials, ObjectiveSpec, Trial};
 use mixatlas::surrogate::Posterior;
@@ -45,6 +49,63 @@ pub struct ObjectiveArgs {
     pub reference: Option<String>,
 }
 
+/// Multi-fidelity trials (each with a `fidelity`): the GP over mixture × fidelity.
+#[derive(Debug, Args)]
+pub struct FidelityArgs {
+    /// Fidelities the trials ran at, `<preset>:<steps>` comma-separated (e.g.
+    /// `mini:200,small:200`); with two or more every trial needs its `fidelity`.
+    #[arg(long, value_delimiter = ',')]
+    pub fidelities: Vec<String>,
+    /// The fidelity predictions and recipes are for (one of --fidelities).
+    #[arg(long)]
+    pub target_fidelity: Option<String>,
+}
+
+/// The multi-fidelity setup of the fidelity flags (`None` without them).
+fn multi_fidelity(
+    a: &FidelityArgs,
+    manifest: Option<&Manifest>,
+    seed: u64,
+    start: DesignStart,
+) -> Result<Option<MultiFidelity>> {
+    if a.fidelities.is_empty() && a.target_fidelity.is_none() {
+        return Ok(None);
+    }
+    let parse = |flag: &str, v: &str| -> Result<Fidelity> {
+        v.parse::<Fidelity>()
+            .with_context(|| format!("{flag} {v:?}"))
+    };
+    let cfg = SearchConfig {
+        fidelities: a
+            .fidelities
+            .iter()
+            .map(|v| parse("--fidelities", v))
+            .collect::<Result<_>>()?,
+        target_fidelity: match &a.target_fidelity {
+            Some(v) => Some(parse("--target-fidelity", v)?),
+            None => None,
+        },
+        seed,
+        start,
+        ..SearchConfig::default()
+    };
+    cfg.validate().context("--fidelities / --target-fidelity")?;
+    Ok(MultiFidelity::resolve_with(&cfg, manifest)?)
+}
+
+/// MF-GP-UCB over `mf` (model costs) and the trials as its observations.
+fn mf_proposer(
+    mf: &MultiFidelity,
+    space: &SearchSpace,
+    trials: &[Trial],
+    obs: Observations,
+) -> Result<(MfGpUcb, MfObservations)> {
+    let levels = mf.levels(&mf.model_costs(), space.dim())?;
+    let p = MfGpUcb::new(mf.mf.clone(), levels, mf.target)?;
+    let fidelity = mf.trial_indices(trials)?;
+    Ok((p, MfObservations { obs, fidelity }))
+}
+
 /// `mixatlas suggest`.
 #[derive(Debug, Args)]
 pub struct SuggestArgs {
@@ -75,6 +136,9 @@ pub struct SuggestArgs {
     /// Chameleon's settings (`--method chameleon`, which needs `--corpus`).
     #[command(flatten)]
     pub chameleon: ChameleonArgs,
+    /// Multi-fidelity: each suggestion comes with the fidelity to run it at.
+    #[command(flatten)]
+    pub fidelity: FidelityArgs,
 }
 
 /// `mixatlas predict`.
@@ -95,6 +159,12 @@ pub struct PredictArgs {
     /// Seed of the GP fit's restarts.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Multi-fidelity: predict at the target fidelity (or --at-fidelity).
+    #[command(flatten)]
+    pub fidelity: FidelityArgs,
+    /// Predict at this fidelity instead of the target (one of --fidelities).
+    #[arg(long)]
+    pub at_fidelity: Option<String>,
 }
 
 /// `mixatlas recipe`.
@@ -125,6 +195,9 @@ pub struct RecipeArgs {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Multi-fidelity: the recipe at the target fidelity.
+    #[command(flatten)]
+    pub fidelity: FidelityArgs,
 }
 
 #[derive(Deserialize)]
@@ -283,6 +356,12 @@ pub fn run_suggest(a: SuggestArgs) -> Result<()> {
     let spec = objective_spec(&a.objective, &[])?;
     let obs = observations(&space, &trials, &spec)?;
     let round = obs.len();
+    if let Some(mf) = multi_fidelity(&a.fidelity, manifest.as_ref(), a.seed, a.start)? {
+        if a.method != Method::GpUcb {
+            bail!("--fidelities need --method gp-ucb (multi-fidelity GP-UCB)");
+        }
+        return suggest_mf(&a, &mf, &space, &trials, obs);
+    }
     let (proposals, gp) = if a.method == Method::GpUcb {
         let mut ucb = GpUcb::new(GpUcbConfig {
             start: a.start,
@@ -322,6 +401,48 @@ pub fn run_suggest(a: SuggestArgs) -> Result<()> {
     Ok(())
 }
 
+/// `suggest` with fidelities: each proposal with the fidelity MF-GP-UCB runs it at.
+fn suggest_mf(
+    a: &SuggestArgs,
+    mf: &MultiFidelity,
+    space: &SearchSpace,
+    trials: &[Trial],
+    obs: Observations,
+) -> Result<()> {
+    let round = obs.len();
+    let (mut p, mfobs) = mf_proposer(mf, space, trials, obs)?;
+    let proposals = p.propose(space, &mfobs, a.q, round)?;
+    let gp = if mfobs.obs.len() >= 2 {
+        p.fit(&mfobs).ok().map(|post| post.gp().report())
+    } else {
+        None
+    };
+    let out: Vec<serde_json::Value> = proposals
+        .iter()
+        .map(|m| {
+            let (f, p) = (&mf.fidelities[m.fidelity], &m.proposal);
+            if a.json {
+                serde_json::json!({
+                    "mixture": named(space, &p.mixture), "fidelity": f,
+                    "mean": p.mean, "std": p.std, "ucb": p.acquisition, "reason": p.reason,
+                })
+            } else {
+                serde_json::json!({"mixture": named(space, &p.mixture), "fidelity": f})
+            }
+        })
+        .collect();
+    let v = if a.json {
+        serde_json::json!({
+            "method": a.method.name(), "trials": mfobs.obs.len(), "q": a.q,
+            "target_fidelity": mf.fidelities[mf.target], "proposals": out, "gp": gp,
+        })
+    } else {
+        serde_json::Value::Array(out)
+    };
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
+}
+
 fn read_mixtures(path: &Path, space: &SearchSpace) -> Result<Vec<Vec<f64>>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -352,10 +473,17 @@ fn read_mixtures(path: &Path, space: &SearchSpace) -> Result<Vec<Vec<f64>>> {
 
 /// `predict`: posterior mean and std at given mixtures.
 pub fn run_predict(a: PredictArgs) -> Result<()> {
-    let (space, _) = load_space(&a.space)?;
+    let (space, manifest) = load_space(&a.space)?;
     let trials = load_trials(&a.trials, &space)?;
     let spec = objective_spec(&a.objective, &[])?;
     let obs = observations(&space, &trials, &spec)?;
+    let mf = multi_fidelity(&a.fidelity, manifest.as_ref(), a.seed, DesignStart::Centre)?;
+    if let Some(mf) = mf {
+        return predict_mf(&a, &mf, &space, &trials, obs);
+    }
+    if a.at_fidelity.is_some() {
+        bail!("--at-fidelity needs --fidelities and --target-fidelity");
+    }
     let mut ucb = GpUcb::new(GpUcbConfig::seeded(a.seed));
     let gp = ucb.fit(&obs).context("fitting the GP to the trials")?;
     let mixtures = read_mixtures(&a.at, &space)?;
@@ -378,13 +506,54 @@ pub fn run_predict(a: PredictArgs) -> Result<()> {
     Ok(())
 }
 
+/// `predict` with fidelities: the GP over mixture × fidelity, read at the target (or
+/// `--at-fidelity`).
+fn predict_mf(
+    a: &PredictArgs,
+    mf: &MultiFidelity,
+    space: &SearchSpace,
+    trials: &[Trial],
+    obs: Observations,
+) -> Result<()> {
+    let (mut p, mfobs) = mf_proposer(mf, space, trials, obs)?;
+    let at = match &a.at_fidelity {
+        Some(v) => {
+            let f: Fidelity = v.parse().with_context(|| format!("--at-fidelity {v:?}"))?;
+            mf.index(&f)
+                .with_context(|| format!("--at-fidelity {v:?} is not among --fidelities"))?
+        }
+        None => mf.target,
+    };
+    let post = p.fit(&mfobs).context("fitting the GP to the trials")?;
+    let u = p.levels()[at].features.clone();
+    let out: Vec<serde_json::Value> = read_mixtures(&a.at, space)?
+        .iter()
+        .map(|w| -> Result<serde_json::Value> {
+            let (m, s) = post.mean_std_at(&space.from_mixture(w)?, &u);
+            Ok(serde_json::json!({"mixture": named(space, w), "mean": m, "std": s}))
+        })
+        .collect::<Result<_>>()?;
+    let v = serde_json::json!({
+        "gp": post.gp().report(), "fidelity": mf.fidelities[at], "predictions": out,
+    });
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
+}
+
 /// `recipe`: the recommended mixture as recipe.json (and a Megatron blend).
 pub fn run_recipe(a: RecipeArgs) -> Result<()> {
     let (space, manifest) = load_space(&a.space)?;
     let trials = load_trials(&a.trials, &space)?;
     let spec = objective_spec(&a.objective, &a.target)?;
     let obs = observations(&space, &trials, &spec)?;
-    let p = if !a.target.is_empty() && a.method == Method::GpUcb {
+    let mf = multi_fidelity(&a.fidelity, manifest.as_ref(), a.seed, DesignStart::Centre)?;
+    let p = if let Some(mf) = &mf {
+        if a.method != Method::GpUcb || !a.target.is_empty() {
+            bail!("--fidelities need --method gp-ucb and no --target (one GP over all benchmarks)");
+        }
+        let (mut p, mfobs) = mf_proposer(mf, &space, &trials, obs.clone())?;
+        p.recommend(&space, &mfobs)?
+    } else if !a.target.is_empty() && a.method == Method::GpUcb {
         // One GP per targeted benchmark, their posteriors combined linearly.
         let columns: Vec<(f64, Vec<f64>)> = spec
             .components(&trials)
@@ -396,8 +565,14 @@ pub fn run_recipe(a: RecipeArgs) -> Result<()> {
     } else {
         a.method.proposer(a.seed).recommend(&space, &obs)?
     };
+    // In a multi-fidelity recipe only a trial at the target fidelity is the recipe.
+    let at_target = |t: &Trial| {
+        mf.as_ref()
+            .is_none_or(|m| t.fidelity.as_ref() == Some(&m.fidelities[m.target]))
+    };
     let trial = trials
         .iter()
+        .filter(|t| at_target(t))
         .find(|t| {
             t.mixture
                 .iter()
@@ -416,6 +591,7 @@ pub fn run_recipe(a: RecipeArgs) -> Result<()> {
             predicted_mean: p.mean,
             predicted_std: p.std,
             reason: p.reason.clone(),
+            fidelity: mf.as_ref().map(|m| m.fidelities[m.target].clone()),
         },
     );
     recipe.save(&a.out)?;

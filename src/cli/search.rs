@@ -9,8 +9,9 @@ use clap::Args;
 use mixatlas::acquisition::design::DesignStart;
 use mixatlas::config::Config;
 use mixatlas::dist::SingleProcess;
-use mixatlas::search::config::{ExecutorKind, Metric, TrainerConfig};
+use mixatlas::search::config::{ExecutorKind, FidelityCost, Metric, SearchConfig, TrainerConfig};
 use mixatlas::search::exec::mpi::{worker, Groups};
+use mixatlas::search::fidelity::Fidelity;
 use mixatlas::search::methods::Method;
 use mixatlas::search::run::{run_search, run_search_on, SearchPlan, SearchProgress, SearchSummary};
 
@@ -85,6 +86,53 @@ pub struct SearchArgs {
     /// Print only the summary.
     #[arg(long)]
     pub quiet: bool,
+    /// Fidelities trials may run at, `<preset>:<steps>` comma-separated (e.g.
+    /// `mini:200,small:200`); two or more make the search multi-fidelity GP-UCB.
+    #[arg(long, value_delimiter = ',')]
+    pub fidelities: Option<Vec<String>>,
+    /// The fidelity recommendations are for (one of --fidelities).
+    #[arg(long)]
+    pub target_fidelity: Option<String>,
+    /// Cost budget in units of one trial at the target fidelity (0 = none).
+    #[arg(long)]
+    pub max_cost: Option<f64>,
+    /// How a fidelity's cost is reckoned: model (parameters × steps) or measured (mean wall
+    /// time of its finished trials).
+    #[arg(long, value_enum)]
+    pub fidelity_cost: Option<FidelityCost>,
+    /// MF-GP-UCB's threshold factor ξ (default 0.2; larger sends trials to the target sooner).
+    #[arg(long)]
+    pub fidelity_xi: Option<f64>,
+}
+
+/// Parses a `<preset>:<steps>` flag value, naming the flag in errors.
+fn parse_fidelity(flag: &str, v: &str) -> Result<Fidelity> {
+    v.parse::<Fidelity>()
+        .with_context(|| format!("{flag} {v:?}"))
+}
+
+/// Applies the multi-fidelity flags.
+fn resolve_fidelities(a: &SearchArgs, s: &mut SearchConfig) -> Result<()> {
+    if let Some(list) = &a.fidelities {
+        s.fidelities = list
+            .iter()
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| parse_fidelity("--fidelities", v))
+            .collect::<Result<_>>()?;
+    }
+    if let Some(v) = &a.target_fidelity {
+        s.target_fidelity = Some(parse_fidelity("--target-fidelity", v)?);
+    }
+    if let Some(v) = a.max_cost {
+        s.budget.max_cost = v;
+    }
+    if let Some(v) = a.fidelity_cost {
+        s.fidelity_cost = v;
+    }
+    if let Some(v) = a.fidelity_xi {
+        s.fidelity_xi = Some(v);
+    }
+    Ok(())
 }
 
 /// Resolves flags over the config file.
@@ -158,6 +206,7 @@ pub fn resolve(a: &SearchArgs) -> Result<SearchPlan> {
             .with_context(|| format!("--objective-curve {c:?}"))?;
     }
     s.chameleon = a.chameleon.apply(s.chameleon);
+    resolve_fidelities(a, &mut s)?;
     let exe = std::env::current_exe().context("locating the mixatlas executable")?;
     Ok(SearchPlan {
         search: s,
@@ -227,14 +276,23 @@ pub fn run(a: SearchArgs) -> Result<()> {
 }
 
 fn print_summary(plan: &SearchPlan, s: &SearchSummary) {
-    println!(
-        "{}: {} trials finished, best objective {}",
-        plan.search.method.name(),
-        s.finished,
-        s.best_so_far
-            .last()
-            .map_or("—".into(), |b| format!("{b:.4}"))
-    );
+    let best = s
+        .best_so_far
+        .last()
+        .map_or("—".into(), |b| format!("{b:.4}"));
+    match &plan.search.target_fidelity {
+        Some(t) if plan.search.is_multi_fidelity() => println!(
+            "{} (multi-fidelity): {} trials finished, cost {:.2} target trials, best objective at {t} {best}",
+            plan.search.method.name(),
+            s.finished,
+            s.cost,
+        ),
+        _ => println!(
+            "{}: {} trials finished, best objective {best}",
+            plan.search.method.name(),
+            s.finished,
+        ),
+    }
     for (id, reason) in &s.abandoned {
         println!("  left out {id}: {reason}");
     }

@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use super::config::{Metric, SearchConfig, TrainerConfig};
 use super::error::SearchError;
+use super::fidelity::Fidelity;
+use super::multifidelity::at_target;
 use super::objective::{observations, scores, ScoresError};
-use super::plan::{SearchPlan, SearchProgress};
+use super::plan::{write_fidelity_train_toml, SearchPlan, SearchProgress};
 use super::state::{Event, EventLog, SearchState, Status, TrialState};
 use crate::acquisition::space::SearchSpace;
 use crate::data::corpus::Manifest;
@@ -157,12 +159,25 @@ impl Attempts<'_> {
         )?;
         let blend = mixture.megatron_blend(self.manifest, self.corpus);
         write_atomic(&dir.join("blend.txt"), format!("{blend}\n").as_bytes())?;
+        let fidelity = match &t.fidelity {
+            Some(f) => {
+                let toml = write_fidelity_train_toml(&dir, &self.plan.train, f)?;
+                Some((f, toml))
+            }
+            None => None,
+        };
+        let fidelity = fidelity.as_ref().map(|(f, p)| (*f, p.as_path()));
+        let mut env = self.env(&t.id, attempt, &dir, &blend);
+        if let Some((f, _)) = fidelity {
+            env.push(("MIXATLAS_PRESET".into(), f.preset.clone()));
+            env.push(("MIXATLAS_STEPS".into(), f.steps.to_string()));
+        }
         Ok(TrialJob {
             trial: t.id.clone(),
             attempt,
             mixture,
-            argv: self.argv(&dir, &blend),
-            env: self.env(&t.id, attempt, &dir, &blend),
+            argv: self.argv(&dir, &blend, fidelity),
+            env,
             log: dir.join("trial.log"),
             timeout: self.timeout,
         })
@@ -188,11 +203,18 @@ impl Attempts<'_> {
         ]
     }
 
-    /// The command of an attempt: the built-in trainer, or the user's template through `sh`.
-    fn argv(&self, dir: &Path, blend: &str) -> Vec<String> {
+    /// The command of an attempt: the built-in trainer, or the user's template through `sh`;
+    /// at a fidelity (its `train.toml` beside), the built-in trainer runs its preset and
+    /// `train.toml`, and the template's `{preset}` and `{steps}` are its.
+    fn argv(&self, dir: &Path, blend: &str, fidelity: Option<(&Fidelity, &Path)>) -> Vec<String> {
         let cfg = &self.plan.search;
+        let (preset, train_toml) = match (&cfg.trainer, fidelity) {
+            (_, Some((f, toml))) => (f.preset.as_str(), toml),
+            (TrainerConfig::Builtin { preset }, None) => (preset.as_str(), self.train_toml),
+            (TrainerConfig::Command { .. }, None) => ("", self.train_toml),
+        };
         match &cfg.trainer {
-            TrainerConfig::Builtin { preset } => vec![
+            TrainerConfig::Builtin { .. } => vec![
                 self.plan.exe.display().to_string(),
                 "train".into(),
                 "--corpus".into(),
@@ -202,18 +224,22 @@ impl Attempts<'_> {
                 "--out".into(),
                 dir.display().to_string(),
                 "--preset".into(),
-                preset.clone(),
+                preset.to_string(),
                 "--config".into(),
-                self.train_toml.display().to_string(),
+                train_toml.display().to_string(),
                 "--seed".into(),
                 cfg.seed.to_string(),
                 "--quiet".into(),
             ],
-            TrainerConfig::Command { command } => vec![
-                "sh".into(),
-                "-c".into(),
-                render_command(command, dir, blend, cfg.seed),
-            ],
+            TrainerConfig::Command { command } => {
+                let mut c = render_command(command, dir, blend, cfg.seed);
+                if let Some((f, _)) = fidelity {
+                    c = c
+                        .replace("{preset}", &f.preset)
+                        .replace("{steps}", &f.steps.to_string());
+                }
+                vec!["sh".into(), "-c".into(), c]
+            }
         }
     }
 }
@@ -260,7 +286,15 @@ impl Ledger<'_> {
     /// Records an attempt's end, re-queues a failed trial that has attempts left (`queue` is
     /// popped from its end, so the retry runs after the trials already queued) and reports
     /// progress.
-    pub fn ended(&mut self, ev: Event, queue: &mut Vec<TrialState>) -> Result<(), SearchError> {
+    pub fn ended(&mut self, mut ev: Event, queue: &mut Vec<TrialState>) -> Result<(), SearchError> {
+        if let Event::Finished {
+            trial, fidelity, ..
+        } = &mut ev
+        {
+            if let Some(t) = self.state.trials.iter().find(|t| t.id == *trial) {
+                fidelity.clone_from(&t.fidelity);
+            }
+        }
         let trial = match &ev {
             Event::Finished { trial, .. } | Event::Failed { trial, .. } => trial.clone(),
             _ => String::new(),
@@ -281,11 +315,14 @@ impl Ledger<'_> {
                 }
             }
         } else {
-            let (_, ys) = observations(self.space, &self.state.finished(), self.cfg)?;
+            let finished = self.state.finished();
+            let (_, ys) = observations(self.space, &finished, self.cfg)?;
             let objective = ys.iter().find(|(id, _)| *id == trial).map(|x| x.1);
             let best = ys
                 .iter()
-                .map(|x| x.1)
+                .zip(&finished)
+                .filter(|(_, t)| at_target(self.cfg, t))
+                .map(|x| x.0 .1)
                 .fold(None, |b: Option<f64>, y| Some(b.map_or(y, |b| b.max(y))));
             (self.progress)(SearchProgress::Finished {
                 trial,

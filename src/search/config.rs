@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::curve::Curve;
+use super::fidelity::{Fidelity, FidelityParseError};
 use super::methods::Method;
 use super::trials::ObjectiveSpec;
 use crate::acquisition::design::DesignStart;
@@ -66,6 +67,14 @@ pub struct Budget {
     pub trial_timeout_s: f64,
     /// Attempts after the first for a failed trial before it is left out.
     pub retries: usize,
+    /// Total cost of the trials in units of one trial at the target fidelity (0 = no limit);
+    /// the search stops before a round would exceed it (a single-fidelity trial costs 1).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_cost: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 impl Default for Budget {
@@ -75,6 +84,7 @@ impl Default for Budget {
             max_trials: 16,
             trial_timeout_s: 0.0,
             retries: 1,
+            max_cost: 0.0,
         }
     }
 }
@@ -177,6 +187,48 @@ pub struct SearchConfig {
     /// Chameleon's settings (`method = "chameleon"`): mode, λ, temperature.
     #[serde(skip_serializing_if = "ChameleonParams::is_default")]
     pub chameleon: ChameleonParams,
+    /// Fidelities trials may run at (`["mini:200", "small:200"]`: model preset and training
+    /// steps); empty = single-fidelity (every trial at the trainer's preset and `[train]`
+    /// steps). Two or more make the search multi-fidelity GP-UCB.
+    #[serde(
+        default,
+        with = "super::fidelity::spelled",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub fidelities: Vec<Fidelity>,
+    /// The fidelity recommendations are for (one of `fidelities`).
+    #[serde(
+        default,
+        with = "super::fidelity::spelled_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub target_fidelity: Option<Fidelity>,
+    /// What a trial at each fidelity costs: `model` or `measured`.
+    #[serde(default, skip_serializing_if = "FidelityCost::is_model")]
+    pub fidelity_cost: FidelityCost,
+    /// `ξ` of MF-GP-UCB's threshold `γ(z) = ξ σ₀ (λ(z)/λ(T))^q` (None = its default, 0.2): a
+    /// cheaper fidelity is run while the posterior σ there exceeds `γ`, so a larger `ξ` sends
+    /// trials to the target sooner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fidelity_xi: Option<f64>,
+}
+
+/// How the cost of a trial at a fidelity is reckoned (normalised so a target trial costs 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum FidelityCost {
+    /// Model parameters × training steps (tokens per step are shared by all fidelities).
+    #[default]
+    Model,
+    /// Mean wall time of the finished trials at each fidelity, once every fidelity has one
+    /// (the model's costs before).
+    Measured,
+}
+
+impl FidelityCost {
+    fn is_model(&self) -> bool {
+        *self == FidelityCost::Model
+    }
 }
 
 impl Default for SearchConfig {
@@ -194,6 +246,10 @@ impl Default for SearchConfig {
             trainer: TrainerConfig::default(),
             executor: ExecutorConfig::default(),
             chameleon: ChameleonParams::default(),
+            fidelities: Vec::new(),
+            target_fidelity: None,
+            fidelity_cost: FidelityCost::Model,
+            fidelity_xi: None,
         }
     }
 }
@@ -224,6 +280,44 @@ pub enum SearchConfigError {
     /// A negative or NaN time limit.
     #[error("budget.trial_timeout_s must be ≥ 0")]
     Timeout,
+    /// A negative or non-finite cost budget.
+    #[error("budget.max_cost = {0}: expected a finite number ≥ 0 (0 = no limit)")]
+    MaxCost(f64),
+    /// A fidelity that cannot be run.
+    #[error("{key}: {source}")]
+    Fidelity {
+        /// `fidelities` or `target_fidelity`.
+        key: &'static str,
+        /// What is wrong.
+        #[source]
+        source: FidelityParseError,
+    },
+    /// Exactly one fidelity.
+    #[error("fidelities = [{0}]: expected none (single-fidelity) or at least 2")]
+    OneFidelity(String),
+    /// The same fidelity twice.
+    #[error("fidelities: {0} is listed twice")]
+    DuplicateFidelity(String),
+    /// Fidelities without a target.
+    #[error("fidelities are set but target_fidelity is not: expected one of [{0}]")]
+    NoTarget(String),
+    /// A target that is not among the fidelities.
+    #[error("target_fidelity = {target:?} is not among fidelities [{list}]")]
+    TargetNotListed {
+        /// The target.
+        target: String,
+        /// The fidelities.
+        list: String,
+    },
+    /// Fidelities with a method that cannot use them.
+    #[error("fidelities need method gp-ucb (multi-fidelity GP-UCB); method is {0}: remove the fidelities or use gp-ucb")]
+    FidelityMethod(&'static str),
+    /// A threshold factor that is not a positive number.
+    #[error("fidelity_xi = {0}: expected a finite number > 0")]
+    FidelityXi(f64),
+    /// Fidelities with an executor that cannot run them.
+    #[error("fidelities run on the local executor only; executor.kind is {0:?}")]
+    FidelityExecutor(String),
 }
 
 impl ExecutorConfig {
@@ -250,6 +344,85 @@ impl SearchConfig {
         }
         if self.budget.trial_timeout_s.is_nan() || self.budget.trial_timeout_s < 0.0 {
             return Err(SearchConfigError::Timeout);
+        }
+        let c = self.budget.max_cost;
+        if !(c.is_finite() && c >= 0.0) {
+            return Err(SearchConfigError::MaxCost(c));
+        }
+        self.validate_fidelities()
+    }
+
+    /// Whether the search is multi-fidelity (two or more fidelities).
+    pub fn is_multi_fidelity(&self) -> bool {
+        self.fidelities.len() >= 2
+    }
+
+    /// Index of the target fidelity in `fidelities` (multi-fidelity searches).
+    pub fn target_index(&self) -> Option<usize> {
+        let t = self.target_fidelity.as_ref()?;
+        self.fidelities.iter().position(|f| f == t)
+    }
+
+    /// Checks `fidelities` and `target_fidelity` (see [`SearchConfigError`]).
+    fn validate_fidelities(&self) -> Result<(), SearchConfigError> {
+        let list = || {
+            self.fidelities
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        for f in &self.fidelities {
+            f.check().map_err(|source| SearchConfigError::Fidelity {
+                key: "fidelities",
+                source,
+            })?;
+        }
+        if let Some(t) = &self.target_fidelity {
+            t.check().map_err(|source| SearchConfigError::Fidelity {
+                key: "target_fidelity",
+                source,
+            })?;
+        }
+        match self.fidelities.len() {
+            0 => {
+                return match &self.target_fidelity {
+                    Some(t) => Err(SearchConfigError::TargetNotListed {
+                        target: t.to_string(),
+                        list: String::new(),
+                    }),
+                    None => Ok(()),
+                }
+            }
+            1 => return Err(SearchConfigError::OneFidelity(list())),
+            _ => {}
+        }
+        for (i, f) in self.fidelities.iter().enumerate() {
+            if self.fidelities[..i].contains(f) {
+                return Err(SearchConfigError::DuplicateFidelity(f.to_string()));
+            }
+        }
+        let Some(t) = &self.target_fidelity else {
+            return Err(SearchConfigError::NoTarget(list()));
+        };
+        if !self.fidelities.contains(t) {
+            return Err(SearchConfigError::TargetNotListed {
+                target: t.to_string(),
+                list: list(),
+            });
+        }
+        if self.method != Method::GpUcb {
+            return Err(SearchConfigError::FidelityMethod(self.method.name()));
+        }
+        if let Some(xi) = self.fidelity_xi {
+            if !(xi.is_finite() && xi > 0.0) {
+                return Err(SearchConfigError::FidelityXi(xi));
+            }
+        }
+        if self.executor.kind != "local" {
+            return Err(SearchConfigError::FidelityExecutor(
+                self.executor.kind.clone(),
+            ));
         }
         Ok(())
     }

@@ -92,6 +92,17 @@ pub enum SearchError {
     /// Rank 0 could not tell the MPI workers to stop.
     #[error("search config: stopping the MPI workers: {0}")]
     StopWorkers(#[source] DistError),
+    /// The fidelities cannot be searched (e.g. two with the same steps and model size).
+    #[error("search config: fidelities: {0}")]
+    Fidelities(#[from] crate::acquisition::multifidelity::FidelityError),
+    /// A trial of a multi-fidelity search whose fidelity is not among the search's.
+    #[error("trial {trial}: fidelity {fidelity} is not among the search's fidelities")]
+    TrialFidelity {
+        /// The trial.
+        trial: String,
+        /// Its fidelity (`none` when it has none).
+        fidelity: String,
+    },
 }
 
 /// What can stop an executor (as opposed to one trial, whose failure is an event).

@@ -10,6 +10,8 @@
 //! - [`state`]: `trials.jsonl`, the fsync'd event log, and its replay;
 //! - [`attempt`]: one attempt's directory and command, its metrics, its record in the log;
 //! - [`exec`]: where attempts run (local processes, MPI rank groups, Slurm arrays);
+//! - [`fidelity`], [`multifidelity`]: a trial's fidelity (model preset × steps), and the
+//!   multi-fidelity search's costs, proposals and target-fidelity recipe;
 //! - [`objective`]: metrics → scores → objectives → observations of the space;
 //! - [`curve`]: scoring a trial along its held-out curve (`last:K`, `auc`) instead of at its end;
 //! - [`recommend`]: the recipe after every round;
@@ -20,7 +22,9 @@ pub mod config;
 pub mod curve;
 pub mod error;
 pub mod exec;
+pub mod fidelity;
 pub mod methods;
+pub mod multifidelity;
 pub mod objective;
 pub mod plan;
 pub mod recipe;

@@ -269,6 +269,7 @@ pub fn observations(
             } else {
                 None
             },
+            fidelity: t.fidelity.clone(),
         });
     }
     let y = cfg.objective.spec().evaluate(&trials)?;

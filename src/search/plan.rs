@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::config::SearchConfig;
+use super::config::{SearchConfig, TrainerConfig};
 use super::error::SearchError;
+use super::fidelity::Fidelity;
 use super::recipe::Recipe;
 use crate::data::prepare::PrepareConfig;
 use crate::data::synth::SynthConfig;
@@ -87,8 +88,13 @@ pub struct SearchSummary {
     pub abandoned: Vec<(String, String)>,
     /// Objective of every finished trial in order (id, objective).
     pub objectives: Vec<(String, f64)>,
-    /// Best observed objective after each finished trial.
+    /// Best observed objective after each finished trial; in a multi-fidelity search after
+    /// each finished trial at the target fidelity, among those only (a cheaper fidelity's
+    /// objective is not on the target's scale).
     pub best_so_far: Vec<f64>,
+    /// Total cost of the trials run or proposed, in units of one trial at the target
+    /// fidelity (the number of trials in a single-fidelity search).
+    pub cost: f64,
     /// The recipe.
     pub recipe: Option<Recipe>,
 }
@@ -113,8 +119,10 @@ pub fn write_resolved(plan: &SearchPlan) -> Result<(), SearchError> {
             let (mut a, mut b) = (old[key].clone(), resolved[key].clone());
             // The budget may grow on resume; everything else must match.
             if key == "search" {
-                a["budget"]["max_trials"] = serde_json::Value::Null;
-                b["budget"]["max_trials"] = serde_json::Value::Null;
+                for k in ["max_trials", "max_cost"] {
+                    a["budget"][k] = serde_json::Value::Null;
+                    b["budget"][k] = serde_json::Value::Null;
+                }
             }
             if a != b {
                 return Err(SearchError::Mismatch {
@@ -154,6 +162,45 @@ pub fn train_toml(train: &TrainConfig) -> String {
         search: SearchConfig::default(),
     };
     toml::to_string_pretty(&file).expect("config serialises")
+}
+
+/// The `[train]` table of a trial at fidelity `f`: `train` with `f`'s steps (its warmup
+/// clamped as every command does).
+pub fn train_at(train: &TrainConfig, f: &Fidelity) -> TrainConfig {
+    let mut t = train.clone();
+    t.steps = f.steps;
+    t.clamp_warmup();
+    t
+}
+
+/// Writes `dir/train.toml` for a trial at fidelity `f` ([`train_at`]; its
+/// `[search.trainer]` names `f`'s preset, which the trial's command passes as `--preset`)
+/// and returns its path.
+pub fn write_fidelity_train_toml(
+    dir: &Path,
+    train: &TrainConfig,
+    f: &Fidelity,
+) -> Result<PathBuf, PathIoError> {
+    let train = train_at(train, f);
+    let file = TrainToml {
+        synth: SynthConfig::default(),
+        prepare: PrepareConfig::default(),
+        train: &train,
+        search: SearchConfig {
+            trainer: TrainerConfig::Builtin {
+                preset: f.preset.clone(),
+            },
+            ..SearchConfig::default()
+        },
+    };
+    let path = dir.join(TRAIN_TOML_FILE);
+    write_atomic(
+        &path,
+        toml::to_string_pretty(&file)
+            .expect("config serialises")
+            .as_bytes(),
+    )?;
+    Ok(path)
 }
 
 /// Writes `dir/train.toml` for `train` and returns its path.

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::fidelity::Fidelity;
 use crate::acquisition::{Proposal, SearchSpace};
 use crate::data::corpus::Manifest;
 use crate::data::mixture::{by_name, megatron_blend};
@@ -32,6 +33,9 @@ pub struct RecipeSource {
     pub predicted_std: Option<f64>,
     /// How it was chosen.
     pub reason: String,
+    /// The fidelity the prediction is for (multi-fidelity searches: the target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fidelity: Option<Fidelity>,
 }
 
 /// A recommended mixture (DESIGN.md §2).

@@ -71,6 +71,7 @@ pub fn recipe(
         predicted_mean: mean,
         predicted_std: std,
         reason: p.reason.clone(),
+        fidelity: None,
     };
     Ok(Some((Recipe::from_proposal(space, &p, source), gp_report)))
 }
@@ -112,6 +113,7 @@ fn candidates(
                 last_failure: None,
                 status: Status::Pending,
                 job: None,
+                fidelity: None,
             });
         }
     }

@@ -14,18 +14,20 @@ use std::time::Duration;
 
 use super::attempt::{Attempts, Ledger};
 use super::config::ExecutorKind;
+use super::config::SearchConfig;
 use super::error::SearchError;
 use super::exec::local::LocalExecutor;
 use super::exec::mpi::{stop_workers, Groups, MpiExecutor};
 use super::exec::slurm::SlurmExecutor;
 use super::exec::Executor;
+use super::multifidelity::{at_target, trial_cost, MultiFidelity};
 use super::recommend::{recipe, write_recipe};
-use super::state::{Event, EventLog, Status, TrialState};
+use super::state::{Event, EventLog, SearchState, Status, TrialState};
 use crate::acquisition::space::SearchSpace;
 use crate::acquisition::Proposer;
 use crate::data::corpus::Manifest;
 use crate::data::mixture::Mixture;
-use crate::fsutil::IoContext;
+use crate::fsutil::{write_atomic, IoContext};
 
 // Kept at their former paths (`search::run::…`) for callers outside `search`.
 pub use super::objective::observations;
@@ -66,6 +68,7 @@ struct Setup {
     corpus: PathBuf,
     train_toml: PathBuf,
     kind: ExecutorKind,
+    mf: Option<MultiFidelity>,
 }
 
 impl Setup {
@@ -78,6 +81,16 @@ impl Setup {
         plan.train.validate().map_err(SearchError::Train)?;
         let manifest = Manifest::load(&cfg.corpus)?;
         let space = SearchSpace::from_manifest(&manifest, cfg.space, &cfg.constraints)?;
+        let mf = MultiFidelity::resolve(cfg, &manifest)?;
+        if let Some(mf) = &mf {
+            // Fidelities that cannot be told apart fail here, not after the first round.
+            mf.levels(&mf.model_costs(), space.dim())?;
+            for f in &mf.fidelities {
+                super::plan::train_at(&plan.train, f)
+                    .validate()
+                    .map_err(SearchError::Train)?;
+            }
+        }
         let out = &cfg.out;
         fs::create_dir_all(out.join("trials")).at("creating", out)?;
         let corpus = fs::canonicalize(&cfg.corpus).at("resolving", &cfg.corpus)?;
@@ -89,6 +102,7 @@ impl Setup {
             corpus,
             train_toml,
             kind,
+            mf,
         })
     }
 
@@ -146,13 +160,16 @@ fn search_loop(
     loop {
         // 1. Run every pending trial (interrupted attempts and retries first, in order).
         run_pending(exec.as_mut(), &attempts, &mut ledger)?;
-        write_recipe(&cfg.out, &setup.space, &ledger.state, cfg, &setup.manifest)?;
+        match &setup.mf {
+            Some(mf) => write_mf_recipe(mf, &setup.space, &ledger.state, cfg, &setup.manifest)?,
+            None => write_recipe(&cfg.out, &setup.space, &ledger.state, cfg, &setup.manifest)?,
+        }
         // 2. Propose the next round, or stop.
-        if !propose_round(proposer.as_mut(), &mut ledger)? {
+        if !propose_round(proposer.as_mut(), setup.mf.as_ref(), &mut ledger)? {
             break;
         }
     }
-    summary(&setup.space, &ledger)
+    summary(&setup.space, setup.mf.as_ref(), &ledger)
 }
 
 /// Runs every pending trial on `exec` until none is pending or running: attempts an
@@ -192,8 +209,12 @@ fn run_pending(
 /// Proposes the next round (at most `q` trials, within the budget) and records it; returns
 /// false when the budget is spent or the method has nothing more to propose (a fixed
 /// mixture already tried: Chameleon).
+/// false when the budget is spent. A multi-fidelity search (`mf`) proposes with MF-GP-UCB,
+/// each trial with its fidelity; under `max_cost` the round keeps the proposals (in order)
+/// that fit the cost left and the search stops when none does.
 fn propose_round(
     proposer: &mut dyn Proposer,
+    mf: Option<&MultiFidelity>,
     ledger: &mut Ledger<'_>,
 ) -> Result<bool, SearchError> {
     let cfg = ledger.cfg;
@@ -211,8 +232,43 @@ fn propose_round(
     if proposals.is_empty() {
         return Ok(false);
     }
+    let costs = mf.map_or_else(Vec::new, |m| m.costs(&ledger.state));
+    let spent = spent_cost(mf, &costs, &ledger.state);
+    let max_cost = cfg.budget.max_cost;
+    let cheapest = costs.iter().copied().fold(1.0f64, f64::min);
+    if max_cost > 0.0 && spent + cheapest > max_cost * (1.0 + 1e-9) {
+        return Ok(false);
+    }
+    let mut proposals = match mf {
+        Some(m) => m.propose(space, &ledger.state, cfg, q, round)?,
+        None => {
+            let (obs, _) = observations(space, &ledger.state.finished(), cfg)?;
+            proposer
+                .propose(space, &obs, q, round)
+                .map_err(|source| SearchError::Propose { round, source })?
+                .into_iter()
+                .map(|p| (p, None))
+                .collect()
+        }
+    };
+    if max_cost > 0.0 {
+        let mut total = spent;
+        let fits = proposals.iter().take_while(|(_, f)| {
+            let c = match (mf, f) {
+                (Some(m), Some(f)) => m.index(f).map_or(1.0, |i| costs[i]),
+                _ => 1.0,
+            };
+            total += c;
+            total <= max_cost * (1.0 + 1e-9)
+        });
+        let keep = fits.count();
+        proposals.truncate(keep);
+        if proposals.is_empty() {
+            return Ok(false);
+        }
+    }
     let mut ids = Vec::new();
-    for p in proposals {
+    for (p, fidelity) in proposals {
         let id = format!("t{:04}", ledger.state.trials.len());
         let mixture = Mixture::from_order(&space.cells, &p.mixture).map_err(|source| {
             SearchError::Mixture {
@@ -227,6 +283,7 @@ fn propose_round(
             reason: p.reason.clone(),
             mean: p.mean,
             std: p.std,
+            fidelity,
         })?;
         ids.push(id);
     }
@@ -234,16 +291,57 @@ fn propose_round(
     Ok(true)
 }
 
-/// The summary of a search that stopped: its objectives, best-so-far curve, abandoned
-/// trials and recipe.
-fn summary(space: &SearchSpace, ledger: &Ledger<'_>) -> Result<SearchSummary, SearchError> {
+/// The cost of every trial proposed so far (run, running or left out), in target-trial
+/// units.
+fn spent_cost(mf: Option<&MultiFidelity>, costs: &[f64], state: &SearchState) -> f64 {
+    state.trials.iter().map(|t| trial_cost(mf, costs, t)).sum()
+}
+
+/// Writes the recipe of a multi-fidelity search (at the target fidelity), its blend and
+/// `gp.json`.
+fn write_mf_recipe(
+    mf: &MultiFidelity,
+    space: &SearchSpace,
+    state: &SearchState,
+    cfg: &SearchConfig,
+    manifest: &Manifest,
+) -> Result<(), SearchError> {
+    if let Some((r, gp)) = mf.recipe(space, state, cfg)? {
+        r.save(&cfg.out.join(RECIPE_FILE))?;
+        let blend = r.megatron_blend(manifest, &cfg.corpus);
+        let path = cfg.out.join("recipe.blend.txt");
+        write_atomic(&path, format!("{blend}\n").as_bytes())?;
+        if let Some(gp) = gp {
+            let text = serde_json::to_string_pretty(&gp).expect("gp report");
+            write_atomic(&cfg.out.join(GP_FILE), text.as_bytes())?;
+        }
+    }
+    Ok(())
+}
+
+/// The summary of a search that stopped: its objectives, best-so-far curve (at the target
+/// fidelity in a multi-fidelity search), abandoned trials and recipe.
+fn summary(
+    space: &SearchSpace,
+    mf: Option<&MultiFidelity>,
+    ledger: &Ledger<'_>,
+) -> Result<SearchSummary, SearchError> {
     let (cfg, state) = (ledger.cfg, &ledger.state);
-    let (_, objectives) = observations(space, &state.finished(), cfg)?;
+    let finished = state.finished();
+    let (_, objectives) = observations(space, &finished, cfg)?;
     let mut best_so_far = Vec::new();
-    for (_, y) in &objectives {
+    for ((_, y), t) in objectives.iter().zip(&finished) {
+        if !at_target(cfg, t) {
+            continue;
+        }
         let b = best_so_far.last().map_or(*y, |b: &f64| b.max(*y));
         best_so_far.push(b);
     }
+    let costs = mf.map_or_else(Vec::new, |m| m.costs(state));
+    let recipe = match mf {
+        Some(m) => m.recipe(space, state, cfg)?,
+        None => recipe(space, state, cfg)?,
+    };
     Ok(SearchSummary {
         finished: objectives.len(),
         abandoned: state
@@ -256,6 +354,7 @@ fn summary(space: &SearchSpace, ledger: &Ledger<'_>) -> Result<SearchSummary, Se
             .collect(),
         objectives,
         best_so_far,
-        recipe: recipe(space, state, cfg)?.map(|r| r.0),
+        cost: spent_cost(mf, &costs, state),
+        recipe: recipe.map(|r| r.0),
     })
 }

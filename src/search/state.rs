@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::fidelity::Fidelity;
 use crate::fsutil::{IoContext, PathIoError};
 
 /// File name of the event log in a search directory.
@@ -38,6 +39,9 @@ pub enum Event {
         /// The surrogate's predicted standard deviation at proposal time.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         std: Option<f64>,
+        /// The fidelity to run it at (multi-fidelity searches only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fidelity: Option<Fidelity>,
     },
     /// An attempt started.
     Running {
@@ -58,6 +62,9 @@ pub enum Event {
         metrics: serde_json::Value,
         /// Wall time of the attempt in seconds.
         wall_s: f64,
+        /// The fidelity it ran at (multi-fidelity searches only; filled in by the ledger).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fidelity: Option<Fidelity>,
     },
     /// An attempt failed.
     Failed {
@@ -111,6 +118,8 @@ pub struct TrialState {
     /// Executor job id of the attempt in flight (set by `running`, cleared when it ends), so
     /// a restarted controller can re-attach to it instead of running it again.
     pub job: Option<String>,
+    /// The fidelity it runs at (multi-fidelity searches; `None` otherwise).
+    pub fidelity: Option<Fidelity>,
 }
 
 /// The replayed log: trials in proposal order.
@@ -171,6 +180,7 @@ impl SearchState {
                 round,
                 mixture,
                 reason,
+                fidelity,
                 ..
             } => {
                 if self.trials.iter().any(|t| t.id == trial) {
@@ -186,6 +196,7 @@ impl SearchState {
                     last_failure: None,
                     status: Status::Pending,
                     job: None,
+                    fidelity,
                 });
             }
             Event::Running {
@@ -367,6 +378,7 @@ mod tests {
             reason: "x".into(),
             mean: None,
             std: None,
+            fidelity: None,
         })
         .unwrap()
     }
@@ -378,6 +390,7 @@ mod tests {
             attempt: 1,
             metrics: serde_json::json!({"benchmarks": {}}),
             wall_s: 1.0,
+            fidelity: None,
         })
         .unwrap();
         let fail = |a: usize| {

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::fidelity::Fidelity;
 use crate::acquisition::SearchSpace;
 use crate::data::mixture::{Mixture, MixtureError};
 
@@ -83,6 +84,9 @@ pub enum TrialProblem {
     /// Neither benchmarks nor an objective.
     #[error("no scores: expected \"benchmarks\" or \"objective\"")]
     NoScores,
+    /// A fidelity that is not a known preset with steps ≥ 1, or only half of one in CSV.
+    #[error("fidelity: {0}")]
+    Fidelity(String),
 }
 
 /// The objective cannot be computed from the trials' scores.
@@ -151,6 +155,9 @@ pub struct Trial {
     pub benchmarks: BTreeMap<String, f64>,
     /// An explicit objective, if given.
     pub objective: Option<f64>,
+    /// The fidelity the trial ran at (`{"preset", "steps"}`), if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fidelity: Option<Fidelity>,
 }
 
 #[derive(Deserialize)]
@@ -164,8 +171,18 @@ struct WireTrial {
     #[serde(default)]
     objective: Option<f64>,
     #[serde(default)]
+    fidelity: Option<Fidelity>,
+    #[serde(default)]
     #[allow(dead_code)]
     meta: Option<serde_json::Value>,
+}
+
+/// Checks a trial's fidelity (a known preset, steps ≥ 1).
+fn check_fidelity(f: &Option<Fidelity>) -> Result<(), TrialProblem> {
+    match f {
+        Some(f) => f.check().map_err(|e| TrialProblem::Fidelity(e.to_string())),
+        None => Ok(()),
+    }
 }
 
 /// The mixture of a trial in the space's cell order, checked ([`Mixture::new`]).
@@ -235,6 +252,7 @@ pub fn parse_jsonl(
         let w: WireTrial = serde_json::from_str(line).map_err(|e| err(TrialProblem::Json(e)))?;
         let mixture = check_mixture(space, w.mixture).map_err(err)?;
         check_scores(&w.benchmarks, w.objective).map_err(err)?;
+        check_fidelity(&w.fidelity).map_err(err)?;
         let id = match w.id {
             Some(serde_json::Value::String(s)) => s,
             Some(v) => v.to_string(),
@@ -246,6 +264,7 @@ pub fn parse_jsonl(
             mixture,
             benchmarks: w.benchmarks,
             objective: w.objective,
+            fidelity: w.fidelity,
         });
     }
     Ok(out)
@@ -282,9 +301,22 @@ pub fn parse_csv(text: &str, path: &Path, space: &SearchSpace) -> Result<Vec<Tri
         let mut benchmarks = BTreeMap::new();
         let mut objective = None;
         let mut id = None;
+        let (mut preset, mut steps) = (None, None);
         for (c, v) in cols.iter().zip(&vals) {
             if c == "id" {
                 id = Some(v.to_string());
+                continue;
+            }
+            if c == "fidelity_preset" {
+                preset = Some(v.trim_matches('"').to_string());
+                continue;
+            }
+            if c == "fidelity_steps" {
+                steps = Some(v.parse::<u64>().map_err(|_| {
+                    err(TrialProblem::Fidelity(format!(
+                        "fidelity_steps {v:?}: expected an integer ≥ 1"
+                    )))
+                })?);
                 continue;
             }
             let x: f64 = v.parse().map_err(|_| {
@@ -303,12 +335,23 @@ pub fn parse_csv(text: &str, path: &Path, space: &SearchSpace) -> Result<Vec<Tri
         }
         let mixture = check_mixture(space, mixture).map_err(err)?;
         check_scores(&benchmarks, objective).map_err(err)?;
+        let fidelity = match (preset, steps) {
+            (Some(preset), Some(steps)) => Some(Fidelity { preset, steps }),
+            (None, None) => None,
+            _ => {
+                return Err(err(TrialProblem::Fidelity(
+                    "expected both fidelity_preset and fidelity_steps columns".into(),
+                )))
+            }
+        };
+        check_fidelity(&fidelity).map_err(err)?;
         out.push(Trial {
             id: id.unwrap_or_else(|| format!("line {}", i + 1)),
             line: i + 1,
             mixture,
             benchmarks,
             objective,
+            fidelity,
         });
     }
     Ok(out)

@@ -177,6 +177,7 @@ pub fn conclude(out: &Path, done: &Completion) -> Event {
                 attempt: done.attempt,
                 metrics,
                 wall_s: done.wall_s,
+                fidelity: None,
             },
             Err(e) => fail(format!("exit 0 but {e} ({})", dir.display())),
         },

@@ -283,6 +283,7 @@ impl<'a> MpiExecutor<'a> {
                     attempt: a.attempt,
                     metrics,
                     wall_s: started.elapsed().as_secs_f64(),
+                    fidelity: None,
                 },
                 Err(e) => fail(e.to_string()),
             },

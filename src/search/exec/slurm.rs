@@ -178,6 +178,7 @@ impl<'a> SlurmExecutor<'a> {
                 attempt: a.attempt,
                 metrics,
                 wall_s: a.started.elapsed().as_secs_f64(),
+                fidelity: None,
             },
             other => {
                 let tail = log_tail(&a.dir);
