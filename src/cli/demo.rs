@@ -344,7 +344,9 @@ pub fn search_comparison(
     budget: &DemoSearch,
 ) -> Result<Vec<(String, PathBuf)>> {
     use mixatlas::search::config::{Budget, SearchConfig, TrainerConfig};
+    use mixatlas::search::fidelity::Fidelity;
     use mixatlas::search::methods::Method;
+    use mixatlas::search::multifidelity::model_params;
     use mixatlas::search::run::{run_search, SearchPlan};
     use mixatlas::train::TrainConfig;
 
@@ -370,8 +372,21 @@ pub fn search_comparison(
         } else {
             budget.trials
         };
+        // GP-UCB is multi-fidelity: `mini` proxies and the target, `small` itself, at the
+        // same total cost (parameters × steps) as RegMix's `mini` trials.
+        let mf = method == Method::GpUcb;
+        let cheap = Fidelity::new("mini", budget.steps)?;
+        let target = Fidelity::new("small", budget.steps)?;
+        let mini_cost = model_params("mini", Some(&manifest))? as f64
+            / model_params("small", Some(&manifest))? as f64;
         let plan = SearchPlan {
             search: SearchConfig {
+                fidelities: if mf {
+                    vec![cheap, target.clone()]
+                } else {
+                    vec![]
+                },
+                target_fidelity: mf.then_some(target),
                 corpus: corpus_dir.to_path_buf(),
                 out: dir,
                 method,
@@ -383,7 +398,9 @@ pub fn search_comparison(
                 constraints: demo_floors(&manifest),
                 budget: Budget {
                     q: budget.q.min(trials),
-                    max_trials: trials,
+                    // Under multi-fidelity the cost binds, not the trial count.
+                    max_trials: if mf { 4 * trials } else { trials },
+                    max_cost: if mf { trials as f64 * mini_cost } else { 0.0 },
                     ..Budget::default()
                 },
                 trainer: TrainerConfig::Builtin {
@@ -394,13 +411,25 @@ pub fn search_comparison(
             train: train.clone(),
             exe: exe.clone(),
         };
-        println!(
-            "\n-- {} ({} trial(s), {} per round, mini proxies of {} steps)",
-            method.name(),
-            trials,
-            budget.q.min(trials),
-            budget.steps
-        );
+        if mf {
+            println!(
+                "\n-- {} multi-fidelity: mini and small trials of {} steps, {} per round, \
+                 total cost = {} mini trials ({:.2} small trials)",
+                method.name(),
+                budget.steps,
+                budget.q,
+                trials,
+                trials as f64 * mini_cost
+            );
+        } else {
+            println!(
+                "\n-- {} ({} trial(s), {} per round, mini proxies of {} steps)",
+                method.name(),
+                trials,
+                budget.q.min(trials),
+                budget.steps
+            );
+        }
         let started = Instant::now();
         let summary = run_search(&plan, &mut printer(false))?;
         println!(

@@ -208,8 +208,7 @@ fn run_pending(
 
 /// Proposes the next round (at most `q` trials, within the budget) and records it; returns
 /// false when the budget is spent or the method has nothing more to propose (a fixed
-/// mixture already tried: Chameleon).
-/// false when the budget is spent. A multi-fidelity search (`mf`) proposes with MF-GP-UCB,
+/// mixture already tried: Chameleon). A multi-fidelity search (`mf`) proposes with MF-GP-UCB,
 /// each trial with its fidelity; under `max_cost` the round keeps the proposals (in order)
 /// that fit the cost left and the search stops when none does.
 fn propose_round(
