@@ -322,3 +322,151 @@ fn targeted_recipes_use_one_gp_per_benchmark() {
     let reason = agg["source"]["reason"].as_str().unwrap();
     assert!(!reason.contains("per-objective"), "{reason}");
 }
+
+#[test]
+fn multi_fidelity_trials_give_suggestions_with_fidelities_and_predictions_at_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let (space, trials) = setup(dir.path(), 30);
+    // Every other trial ran at the cheap fidelity, where the objective is 0.01 lower.
+    let text = std::fs::read_to_string(&trials).unwrap();
+    let lines: Vec<String> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            let mut t: serde_json::Value = serde_json::from_str(l).unwrap();
+            let (preset, steps) = if i % 2 == 0 {
+                ("tiny", 20)
+            } else {
+                ("mini", 40)
+            };
+            if i % 2 == 0 {
+                let y = t["benchmarks"]["near"].as_f64().unwrap();
+                t["benchmarks"]["near"] = (y - 0.01).into();
+            }
+            t["fidelity"] = serde_json::json!({"preset": preset, "steps": steps});
+            t.to_string()
+        })
+        .collect();
+    let mf = dir.path().join("mf.jsonl");
+    std::fs::write(&mf, lines.join("\n")).unwrap();
+    let mf = mf.to_str().unwrap();
+    let fid = [
+        "--fidelities",
+        "tiny:20,mini:40",
+        "--target-fidelity",
+        "mini:40",
+    ];
+    fn with<'a>(args: &[&'a str], fid: &[&'a str]) -> Vec<&'a str> {
+        let mut v = args.to_vec();
+        v.extend_from_slice(fid);
+        v
+    }
+    // suggest: each mixture with its fidelity.
+    let out: serde_json::Value = serde_json::from_str(&ok(&with(
+        &[
+            "suggest",
+            "--space",
+            &space,
+            "--trials",
+            mf,
+            "-q",
+            "3",
+            "--weights",
+            "near=1",
+        ],
+        &fid,
+    )))
+    .unwrap();
+    let props = out.as_array().unwrap();
+    assert_eq!(props.len(), 3);
+    let ws: Vec<serde_json::Value> = props.iter().map(|p| p["mixture"].clone()).collect();
+    assert_valid(&mixtures(&serde_json::Value::Array(ws)));
+    for p in props {
+        let f = (
+            p["fidelity"]["preset"].as_str(),
+            p["fidelity"]["steps"].as_u64(),
+        );
+        assert!(
+            f == (Some("tiny"), Some(20)) || f == (Some("mini"), Some(40)),
+            "{p}"
+        );
+    }
+    // predict at the target (default) and at the cheap fidelity, at a trial of each.
+    let at = dir.path().join("at.jsonl");
+    std::fs::write(&at, lines[..2].join("\n")).unwrap();
+    let predict = |extra: &[&str]| -> serde_json::Value {
+        let mut a = with(
+            &[
+                "predict",
+                "--space",
+                &space,
+                "--trials",
+                mf,
+                "--weights",
+                "near=1",
+                "--at",
+                at.to_str().unwrap(),
+            ],
+            &fid,
+        );
+        a.extend_from_slice(extra);
+        serde_json::from_str(&ok(&a)).unwrap()
+    };
+    let observed = |i: usize| {
+        let t: serde_json::Value = serde_json::from_str(&lines[i]).unwrap();
+        t["benchmarks"]["near"].as_f64().unwrap()
+    };
+    let target = predict(&[]);
+    assert_eq!(target["fidelity"]["preset"], "mini");
+    let cheap = predict(&["--at-fidelity", "tiny:20"]);
+    assert_eq!(cheap["fidelity"]["preset"], "tiny");
+    let close = |m: f64, y: f64| (m - y).abs() < 0.05 * y.abs().max(0.01) + 2e-3;
+    // Trial 0 ran cheap, trial 1 at the target: each is reproduced at its own fidelity.
+    let m0 = cheap["predictions"][0]["mean"].as_f64().unwrap();
+    assert!(close(m0, observed(0)), "cheap {m0} vs {}", observed(0));
+    let m1 = target["predictions"][1]["mean"].as_f64().unwrap();
+    assert!(close(m1, observed(1)), "target {m1} vs {}", observed(1));
+    // recipe: at the target.
+    let out = dir.path().join("recipe.json");
+    ok(&with(
+        &[
+            "recipe",
+            "--space",
+            &space,
+            "--trials",
+            mf,
+            "--weights",
+            "near=1",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &fid,
+    ));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(
+        r["source"]["fidelity"],
+        serde_json::json!({"preset": "mini", "steps": 40})
+    );
+    // A trial without a fidelity is named.
+    let mut bad = lines.clone();
+    let mut t: serde_json::Value = serde_json::from_str(&bad[3]).unwrap();
+    t.as_object_mut().unwrap().remove("fidelity");
+    bad[3] = t.to_string();
+    let badp = dir.path().join("bad.jsonl");
+    std::fs::write(&badp, bad.join("\n")).unwrap();
+    let e = fails(&with(
+        &[
+            "suggest",
+            "--space",
+            &space,
+            "--trials",
+            badp.to_str().unwrap(),
+        ],
+        &fid,
+    ));
+    assert!(
+        e.contains("t3 (line 4)") && e.contains("fidelity none"),
+        "{e}"
+    );
+}

@@ -560,6 +560,30 @@ mod tests {
     }
 
     #[test]
+    fn fidelities_read_alike_from_jsonl_and_csv() {
+        let s = space();
+        let j = "{\"mixture\":{\"a/x\":1.0},\"objective\":0.1,\"fidelity\":{\"preset\":\"mini\",\"steps\":200}}\n{\"mixture\":{\"a/y\":1.0},\"objective\":0.2}\n";
+        let t = parse_jsonl(j, Path::new("t.jsonl"), &s).unwrap();
+        let mini = Fidelity::new("mini", 200).unwrap();
+        assert_eq!(t[0].fidelity, Some(mini.clone()));
+        assert_eq!(t[1].fidelity, None);
+        let c = "a/x,a/y,b/x,objective,fidelity_preset,fidelity_steps\n1,0,0,0.1,mini,200\n";
+        let t2 = parse_csv(c, Path::new("t.csv"), &s).unwrap();
+        assert_eq!(t2[0].fidelity, Some(mini));
+        assert_eq!(t2[0].objective, Some(0.1));
+        let half = "a/x,a/y,b/x,objective,fidelity_preset\n1,0,0,0.1,mini\n";
+        let e = parse_csv(half, Path::new("t.csv"), &s)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("t.csv:2") && e.contains("fidelity_steps"), "{e}");
+        let bad = "{\"mixture\":{\"a/x\":1.0},\"objective\":0.1,\"fidelity\":{\"preset\":\"huge\",\"steps\":2}}\n";
+        let e = parse_jsonl(bad, Path::new("t.jsonl"), &s)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("t.jsonl:1") && e.contains("huge"), "{e}");
+    }
+
+    #[test]
     fn components_sum_to_the_objective() {
         let s = space();
         let j = "{\"id\":\"u\",\"mixture\":{\"a/x\":0.5,\"b/x\":0.5},\"benchmarks\":{\"q\":0.2,\"r\":0.4,\"z\":1}}\n\
