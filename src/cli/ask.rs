@@ -11,7 +11,7 @@ use mixatlas::acquisition::{Observations, Proposer, SearchSpace, SpaceConstraint
 use mixatlas::data::corpus::Manifest;
 use mixatlas::search::methods::Method;
 use mixatlas::search::recipe::{Recipe, RecipeSource};
-use mixatlas::search::trials::{load_trials, ObjectiveSpec, Trial};
+use mixatlas::search::trials::{load_trials, rescale_rounded, ObjectiveSpec, Trial};
 use mixatlas::surrogate::Posterior;
 use serde::Deserialize;
 
@@ -316,13 +316,14 @@ fn read_mixtures(path: &Path, space: &SearchSpace) -> Result<Vec<Vec<f64>>> {
         let v: serde_json::Value = serde_json::from_str(line)
             .with_context(|| format!("{}:{}: invalid JSON", path.display(), i + 1))?;
         let m = v.get("mixture").cloned().unwrap_or(v);
-        let m: BTreeMap<String, f64> = serde_json::from_value(m).with_context(|| {
+        let mut m: BTreeMap<String, f64> = serde_json::from_value(m).with_context(|| {
             format!(
                 "{}:{}: expected {{\"mixture\": {{cell: weight}}}}",
                 path.display(),
                 i + 1
             )
         })?;
+        rescale_rounded(&mut m).with_context(|| format!("{}:{}", path.display(), i + 1))?;
         let w = mixatlas::data::mixture::in_order(&m, &space.cells)
             .with_context(|| format!("{}:{}", path.display(), i + 1))?;
         space

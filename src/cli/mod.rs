@@ -14,6 +14,7 @@ pub mod bench;
 pub mod corpus;
 pub mod demo;
 pub mod gpu;
+pub mod regmix;
 pub mod report;
 pub mod runtime;
 pub mod sbatch;
