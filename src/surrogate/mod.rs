@@ -14,6 +14,7 @@
 //!   restarts.
 //! - [`error`]: the error type, [`GpError`].
 //! - [`lbfgs`]: the L-BFGS optimiser used by the fit.
+//! - [`warp`]: [`InputWarp`], a fixed per-coordinate input warp (`ln(x + ε)`) of the GP.
 //! - [`combination`]: [`LinearCombination`], the posterior of a weighted sum of independently
 //!   modelled objectives (one GP per benchmark, combined for a targeted recipe).
 
@@ -26,6 +27,7 @@ pub mod lbfgs;
 mod likelihood;
 mod linalg;
 pub mod posterior;
+pub mod warp;
 
 pub use combination::LinearCombination;
 pub use error::GpError;
@@ -33,3 +35,4 @@ pub use fit::GpConfig;
 pub use gp::{Gp, GpHyperparameters, GpReport};
 pub use kernel::Kernel;
 pub use posterior::{PointPosterior, Posterior};
+pub use warp::InputWarp;
