@@ -12,7 +12,7 @@ use mixatlas::data::corpus::Manifest;
 use mixatlas::search::methods::Method;
 use mixatlas::search::recipe::{Recipe, RecipeSource};
 use mixatlas::search::trials::{load_trials, rescale_rounded, ObjectiveSpec, Trial};
-use mixatlas::surrogate::Posterior;
+use mixatlas::surrogate::{InputWarp, Posterior};
 use serde::Deserialize;
 
 /// Where the search space comes from.
@@ -43,6 +43,24 @@ pub struct ObjectiveArgs {
     pub reference: Option<String>,
 }
 
+/// Settings of the GP surrogate shared by `suggest`, `predict` and `recipe`.
+#[derive(Debug, Args)]
+pub struct SurrogateArgs {
+    /// Warp of the GP's inputs: none, log (ln(w + 0.001)) or log:EPS. `log` suits mixtures
+    /// whose weights span orders of magnitude (see docs/search-quality.md, RegMix's runs).
+    #[arg(long, default_value = "none")]
+    pub input_warp: InputWarp,
+}
+
+impl SurrogateArgs {
+    /// GP-UCB's default settings, seeded, with these surrogate settings.
+    fn config(&self, seed: u64) -> GpUcbConfig {
+        let mut cfg = GpUcbConfig::seeded(seed);
+        cfg.gp.warp = self.input_warp;
+        cfg
+    }
+}
+
 /// `mixatlas suggest`.
 #[derive(Debug, Args)]
 pub struct SuggestArgs {
@@ -55,6 +73,9 @@ pub struct SuggestArgs {
     /// The objective.
     #[command(flatten)]
     pub objective: ObjectiveArgs,
+    /// The surrogate.
+    #[command(flatten)]
+    pub surrogate: SurrogateArgs,
     /// Number of mixtures to propose.
     #[arg(short, long, default_value_t = 1)]
     pub q: usize,
@@ -87,6 +108,9 @@ pub struct PredictArgs {
     /// The objective.
     #[command(flatten)]
     pub objective: ObjectiveArgs,
+    /// The surrogate.
+    #[command(flatten)]
+    pub surrogate: SurrogateArgs,
     /// Seed of the GP fit's restarts.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -104,6 +128,9 @@ pub struct RecipeArgs {
     /// The objective.
     #[command(flatten)]
     pub objective: ObjectiveArgs,
+    /// The surrogate.
+    #[command(flatten)]
+    pub surrogate: SurrogateArgs,
     /// Optimise only these benchmarks (equal weights), from the same trials; with gp-ucb,
     /// one GP per benchmark, their posteriors combined.
     #[arg(long, value_delimiter = ',', conflicts_with = "weights")]
@@ -267,7 +294,7 @@ pub fn run_suggest(a: SuggestArgs) -> Result<()> {
     let (proposals, gp) = if a.method == Method::GpUcb {
         let mut ucb = GpUcb::new(GpUcbConfig {
             start: a.start,
-            ..GpUcbConfig::seeded(a.seed)
+            ..a.surrogate.config(a.seed)
         });
         let p = ucb.propose(&space, &obs, a.q, round)?;
         let report = ucb.gp().map(|g| g.report());
@@ -340,7 +367,7 @@ pub fn run_predict(a: PredictArgs) -> Result<()> {
     let trials = load_trials(&a.trials, &space)?;
     let spec = objective_spec(&a.objective, &[])?;
     let obs = observations(&space, &trials, &spec)?;
-    let mut ucb = GpUcb::new(GpUcbConfig::seeded(a.seed));
+    let mut ucb = GpUcb::new(a.surrogate.config(a.seed));
     let gp = ucb.fit(&obs).context("fitting the GP to the trials")?;
     let mixtures = read_mixtures(&a.at, &space)?;
     let mut flat = Vec::new();
@@ -376,7 +403,9 @@ pub fn run_recipe(a: RecipeArgs) -> Result<()> {
             .into_iter()
             .map(|c| (c.weight, c.scores))
             .collect();
-        GpUcb::new(GpUcbConfig::seeded(a.seed)).recommend_combined(&space, &obs.x, &columns)?
+        GpUcb::new(a.surrogate.config(a.seed)).recommend_combined(&space, &obs.x, &columns)?
+    } else if a.method == Method::GpUcb {
+        GpUcb::new(a.surrogate.config(a.seed)).recommend(&space, &obs)?
     } else {
         a.method.proposer(a.seed).recommend(&space, &obs)?
     };

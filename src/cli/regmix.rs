@@ -28,7 +28,7 @@ use mixatlas::acquisition::{Observations, SearchSpace, SpaceConstraints, SpaceKi
 use mixatlas::bench::correlation::{pearson, rmse, spearman};
 use mixatlas::rng::SplitMix64;
 use mixatlas::search::trials::{parse_csv, ObjectiveSpec, Trial};
-use mixatlas::surrogate::{Kernel, Posterior};
+use mixatlas::surrogate::{InputWarp, Kernel, Posterior};
 
 /// `mixatlas bench regmix-predict`.
 #[derive(Debug, Args)]
@@ -58,16 +58,9 @@ pub struct RegmixArgs {
     /// Variant for comparisons: random restarts of the hyperparameter fit (predict's default: 3).
     #[arg(long)]
     pub restarts: Option<usize>,
-    /// Exploration: warp the GP's inputs, `none`, `sqrt` (√(w + ε)) or `log` (ln(w + ε)),
-    /// applied to training and query mixtures alike before the fit.
-    #[arg(long, default_value = "none", value_parser = ["none", "sqrt", "log"])]
-    pub warp: String,
-    /// ε of --warp.
-    #[arg(long, default_value_t = 1e-3)]
-    pub warp_eps: f64,
-    /// Exploration: model ln(loss) instead of the loss.
-    #[arg(long)]
-    pub log_y: bool,
+    /// The GP's input warp, as `predict --input-warp`: none, log (ln(w + 0.001)) or log:EPS.
+    #[arg(long, default_value = "none")]
+    pub input_warp: InputWarp,
     /// Write trials.csv, space.json and at.jsonl here (the same data for `mixatlas predict`).
     #[arg(long)]
     pub write: Option<PathBuf>,
@@ -218,7 +211,6 @@ fn space(domains: &[String]) -> Result<SearchSpace> {
 
 /// The runs read back through the trial-file reader, as observations.
 fn observations(
-    a: &RegmixArgs,
     space: &SearchSpace,
     runs: &Runs,
     name: &str,
@@ -229,22 +221,14 @@ fn observations(
         .map_err(anyhow::Error::msg)?;
     let mut obs = Observations::default();
     for (t, y) in trials.iter().zip(y) {
-        let y = if a.log_y { -(-y).ln() } else { y };
-        obs.push(warp(a, &space.from_mixture(&t.mixture)?), y);
+        obs.push(space.from_mixture(&t.mixture)?, y);
     }
     Ok((trials, obs))
 }
 
-fn warp(a: &RegmixArgs, x: &[f64]) -> Vec<f64> {
-    match a.warp.as_str() {
-        "sqrt" => x.iter().map(|v| (v + a.warp_eps).sqrt()).collect(),
-        "log" => x.iter().map(|v| (v + a.warp_eps).ln()).collect(),
-        _ => x.to_vec(),
-    }
-}
-
 fn config(a: &RegmixArgs) -> GpUcbConfig {
     let mut cfg = GpUcbConfig::seeded(a.seed);
+    cfg.gp.warp = a.input_warp;
     if let Some(k) = a.kernel.as_deref() {
         cfg.gp.kernel = if k == "rbf" {
             Kernel::Rbf
@@ -284,19 +268,9 @@ fn figures(pred: &[f64], loss: &[f64], secs: f64) -> serde_json::Value {
     })
 }
 
-/// A negated model output as a loss (undoing --log-y).
-fn to_loss(a: &RegmixArgs, v: f64) -> f64 {
-    if a.log_y {
-        v.exp()
-    } else {
-        v
-    }
-}
-
 /// K-fold cross-validation over `obs` (folds from a seeded shuffle): pooled out-of-fold figures
 /// and the summed fit time.
 fn cross_validate(
-    a: &RegmixArgs,
     cfg: &GpUcbConfig,
     obs: &Observations,
     k: usize,
@@ -322,10 +296,10 @@ fn cross_validate(
         let (p, s) = fit_predict(cfg, &train, &at)?;
         secs += s;
         for (&i, v) in held.iter().zip(p) {
-            pred[i] = to_loss(a, v);
+            pred[i] = v;
         }
     }
-    let loss: Vec<f64> = obs.y.iter().map(|y| to_loss(a, -y)).collect();
+    let loss: Vec<f64> = obs.y.iter().map(|y| -y).collect();
     let mut v = figures(&pred, &loss, secs);
     v["folds"] = k.into();
     Ok(v)
@@ -365,24 +339,24 @@ pub fn run(a: RegmixArgs) -> Result<()> {
     if let Some(dir) = &a.write {
         write_files(dir, &space, &train, &test)?;
     }
-    let (_, obs) = observations(&a, &space, &train, "train_mixture_1m.csv")?;
+    let (_, obs) = observations(&space, &train, "train_mixture_1m.csv")?;
     let cfg = config(&a);
     let mut out = serde_json::json!({
         "target": a.target, "n_train": obs.len(), "n_test": test.loss.len(),
         "kernel": cfg.gp.kernel.name(), "linear": cfg.gp.linear, "restarts": cfg.gp.restarts,
+        "input_warp": cfg.gp.warp.to_string(),
         "seed": a.seed,
     });
     if a.cv > 0 {
-        out["cv"] = cross_validate(&a, &cfg, &obs, a.cv, a.seed)?;
+        out["cv"] = cross_validate(&cfg, &obs, a.cv, a.seed)?;
     }
     if !a.no_test {
-        let (test_trials, _) = observations(&a, &space, &test, "test_mixture_1m.csv")?;
+        let (test_trials, _) = observations(&space, &test, "test_mixture_1m.csv")?;
         let at = test_trials
             .iter()
-            .map(|t| Ok(warp(&a, &space.from_mixture(&t.mixture)?)))
+            .map(|t| Ok(space.from_mixture(&t.mixture)?))
             .collect::<Result<Vec<_>>>()?;
         let (pred, secs) = fit_predict(&cfg, &obs, &at)?;
-        let pred: Vec<f64> = pred.into_iter().map(|v| to_loss(&a, v)).collect();
         out["test"] = figures(&pred, &test.loss, secs);
     }
     if a.json {
@@ -390,9 +364,10 @@ pub fn run(a: RegmixArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "mixatlas predict's GP ({}{}, {} restarts, seed {}), {} loss, {} train / {} test runs",
+        "mixatlas predict's GP ({}{}, input warp {}, {} restarts, seed {}), {} loss, {} train / {} test runs",
         cfg.gp.kernel.name(),
         if cfg.gp.linear { " + linear" } else { "" },
+        cfg.gp.warp,
         cfg.gp.restarts,
         a.seed,
         a.target,
