@@ -31,6 +31,8 @@ cross-validation). Prints a table, or one JSON object with --json.
 
     python3 benches/peers/regmix_lgbm.py [--data ../shared/data/regmix] [--target pile_cc] [--json]
 
+(--data defaults to the repository's sibling directory shared/data/regmix.)
+
 Needs: pip install lightgbm scipy numpy (run with OMP_NUM_THREADS=2 on a 2-core machine).
 """
 
@@ -40,6 +42,7 @@ import json
 import os
 import sys
 import time
+import warnings
 
 
 def read_csv(path):
@@ -90,7 +93,8 @@ def figures(np, spearmanr, pred, y, seconds, rounds):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     here = os.path.dirname(os.path.abspath(__file__))
-    ap.add_argument("--data", default=os.path.join(here, "..", "..", "..", "..", "shared", "data", "regmix"))
+    # The repository's sibling ../shared/data/regmix, as `mixatlas bench regmix-predict`.
+    ap.add_argument("--data", default=os.path.join(here, "..", "..", "..", "shared", "data", "regmix"))
     ap.add_argument("--target", default="pile_cc")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
@@ -104,6 +108,8 @@ def main():
     xte, yte = load(a.data, "test", a.target)
     xtr, ytr, xte, yte = map(np.asarray, (xtr, ytr, xte, yte))
     np.random.seed(42)
+    # RegMix's call passes eval_set, which LightGBM 4.7 deprecates in favour of eval_X/eval_y.
+    warnings.filterwarnings("ignore", message=".*eval_set.*")
     out = {}
 
     t = time.perf_counter()
