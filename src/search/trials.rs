@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::acquisition::SearchSpace;
-use crate::data::mixture::{Mixture, MixtureError};
+use crate::data::mixture::{Mixture, MixtureError, WEIGHT_SUM_TOLERANCE};
 
 /// A problem with a trials file.
 #[derive(Debug, thiserror::Error)]
@@ -188,7 +188,8 @@ struct WireTrial {
 pub const TRIAL_SUM_TOLERANCE: f64 = 1e-2;
 
 /// Divides finite, non-negative weights by their sum when it is within
-/// [`TRIAL_SUM_TOLERANCE`] of 1 (rounded weights of a mixture); a sum further off is an error
+/// [`TRIAL_SUM_TOLERANCE`] of 1 but not within [`WEIGHT_SUM_TOLERANCE`] (rounded weights of a
+/// mixture; exact ones are kept as given); a sum further off is an error
 /// naming it. Weights that are negative or not finite are left as they are, for
 /// [`Mixture::new`] to name.
 pub fn rescale_rounded(named: &mut BTreeMap<String, f64>) -> Result<(), TrialProblem> {
@@ -199,7 +200,10 @@ pub fn rescale_rounded(named: &mut BTreeMap<String, f64>) -> Result<(), TrialPro
     if (sum - 1.0).abs() > TRIAL_SUM_TOLERANCE {
         return Err(TrialProblem::WeightSum { sum });
     }
-    named.values_mut().for_each(|v| *v /= sum);
+    // Sums already within the strict tolerance are left bit-for-bit as given.
+    if (sum - 1.0).abs() > WEIGHT_SUM_TOLERANCE {
+        named.values_mut().for_each(|v| *v /= sum);
+    }
     Ok(())
 }
 
