@@ -33,7 +33,7 @@ cross-validation). Prints a table, or one JSON object with --json.
 
 (--data defaults to the repository's sibling directory shared/data/regmix.)
 
-Needs: pip install lightgbm scipy numpy (run with OMP_NUM_THREADS=2 on a 2-core machine).
+Needs: pip install lightgbm scikit-learn scipy numpy (run with OMP_NUM_THREADS=2 on a 2-core machine).
 """
 
 import argparse
@@ -103,7 +103,7 @@ def main():
         import numpy as np
         from scipy.stats import spearmanr
     except ImportError as e:
-        raise SystemExit(f"{e}: pip install lightgbm scipy numpy")
+        raise SystemExit(f"{e}: pip install lightgbm scikit-learn scipy numpy")
     xtr, ytr = load(a.data, "train", a.target)
     xte, yte = load(a.data, "test", a.target)
     xtr, ytr, xte, yte = map(np.asarray, (xtr, ytr, xte, yte))
