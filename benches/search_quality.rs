@@ -12,7 +12,8 @@
 //! minus each other method's, paired by seed, with GP-UCB's wins.
 //!
 //! Run with `cargo bench --bench search_quality`; `SQ_SEEDS=3` (seeds), `SQ_DIMS=15`,
-//! `SQ_OBJECTIVES=quadratic`, `SQ_METHODS=random,regmix-gbdt` narrow it down. The table in
+//! `SQ_OBJECTIVES=quadratic`, `SQ_METHODS=random,regmix-gbdt` narrow it down (`SQ_GP_WARP=log`
+//! gives GP-UCB's GP the input warp of `predict --input-warp`). The table in
 //! `docs/search-quality.md` comes from this program.
 //!
 //! `SQ_OBJECTIVES=two-fidelity` (not in the default list) runs the multi-fidelity known answer
@@ -57,9 +58,16 @@ const BUDGETS: [usize; 2] = [32, 64];
 /// Every method, constructed for one seed.
 fn methods(seed: u64) -> Vec<Box<dyn Proposer>> {
     vec![
-        Box::new(GpUcb::new(GpUcbConfig {
-            seed,
-            ..GpUcbConfig::default()
+        Box::new(GpUcb::new({
+            let mut c = GpUcbConfig {
+                seed,
+                ..GpUcbConfig::default()
+            };
+            // SQ_GP_WARP=log (or log:EPS): GP-UCB with the GP's input warp.
+            if let Ok(w) = std::env::var("SQ_GP_WARP") {
+                c.gp.warp = w.parse().expect("SQ_GP_WARP: none, log or log:EPS");
+            }
+            c
         })),
         Box::new(RegMix::new(RegMixConfig {
             seed,

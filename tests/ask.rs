@@ -470,3 +470,126 @@ fn multi_fidelity_trials_give_suggestions_with_fidelities_and_predictions_at_eac
         "{e}"
     );
 }
+
+/// Trial files with rounded weights (3 decimals, rows summing to 1 ± 0.005, like RegMix's
+/// released runs) are read, rescaled to sum 1; `--input-warp log` fits the GP on ln(w + ε): on
+/// an objective linear in ln(w_a + 0.001) it predicts held-out points far better than the
+/// unwarped GP. A sum off by more than 0.01, and a bad warp, are refused naming them.
+#[test]
+fn predict_reads_rounded_weights_and_warps_its_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let space = dir.path().join("space.json");
+    let cells = ["p/a", "p/b", "p/c", "p/d"];
+    std::fs::write(&space, serde_json::json!({"cells": cells}).to_string()).unwrap();
+    let truth = |w: &[f64]| (w[0] + 0.001).ln() + 0.5 * w[1];
+    let mut rng = SplitMix64::new(11);
+    // Skewed mixtures: weights from 0.001 to ~0.9, rounded to 3 decimals.
+    let mut draw = || -> Vec<f64> {
+        loop {
+            let w: Vec<f64> = (0..4).map(|_| rng.next_f64().powi(4)).collect();
+            let s: f64 = w.iter().sum();
+            let r: Vec<f64> = w
+                .iter()
+                .map(|v| (v / s * 1000.0).round() / 1000.0)
+                .collect();
+            let t: f64 = r.iter().sum();
+            if (t - 1.0).abs() > 1e-9 {
+                return r;
+            }
+        }
+    };
+    let mut csv = String::from("p/a,p/b,p/c,p/d,objective\n");
+    for _ in 0..40 {
+        let w = draw();
+        let s: f64 = w.iter().sum();
+        let exact: Vec<f64> = w.iter().map(|v| v / s).collect();
+        csv.push_str(&format!(
+            "{},{},{},{},{}\n",
+            w[0],
+            w[1],
+            w[2],
+            w[3],
+            truth(&exact)
+        ));
+    }
+    let trials = dir.path().join("trials.csv");
+    std::fs::write(&trials, csv).unwrap();
+    let mut at = String::new();
+    let mut want = Vec::new();
+    for _ in 0..30 {
+        let w = draw();
+        let s: f64 = w.iter().sum();
+        want.push(truth(&w.iter().map(|v| v / s).collect::<Vec<_>>()));
+        let m: serde_json::Map<String, serde_json::Value> = cells
+            .iter()
+            .zip(&w)
+            .map(|(c, v)| (c.to_string(), (*v).into()))
+            .collect();
+        at.push_str(&format!("{}\n", serde_json::json!({ "mixture": m })));
+    }
+    let atp = dir.path().join("at.jsonl");
+    std::fs::write(&atp, at).unwrap();
+    let (s, t, a) = (
+        space.to_str().unwrap(),
+        trials.to_str().unwrap(),
+        atp.to_str().unwrap(),
+    );
+    let rms = |warp: &str| -> f64 {
+        let v: serde_json::Value = serde_json::from_str(&ok(&[
+            "predict",
+            "--space",
+            s,
+            "--trials",
+            t,
+            "--at",
+            a,
+            "--input-warp",
+            warp,
+        ]))
+        .unwrap();
+        let p = v["predictions"].as_array().unwrap();
+        let e: f64 = p
+            .iter()
+            .zip(&want)
+            .map(|(p, y)| (p["mean"].as_f64().unwrap() - y).powi(2))
+            .sum();
+        (e / want.len() as f64).sqrt()
+    };
+    let (warped, plain) = (rms("log:0.001"), rms("none"));
+    let spread = {
+        let m = want.iter().sum::<f64>() / want.len() as f64;
+        (want.iter().map(|y| (y - m).powi(2)).sum::<f64>() / want.len() as f64).sqrt()
+    };
+    assert!(
+        warped < 0.05 * spread && warped < 0.5 * plain,
+        "warped rmse {warped}, unwarped {plain}, spread {spread}"
+    );
+    // Beyond 0.01 from 1: refused, naming the line and the rule.
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "p/a,p/b,p/c,p/d,objective\n0.5,0.3,0.1,0.08,1\n").unwrap();
+    let e = fails(&[
+        "predict",
+        "--space",
+        s,
+        "--trials",
+        bad.to_str().unwrap(),
+        "--at",
+        a,
+    ]);
+    assert!(
+        e.contains("bad.csv:2") && e.contains("sum to 0.98") && e.contains("within 0.01"),
+        "{e}"
+    );
+    let e = fails(&[
+        "predict",
+        "--space",
+        s,
+        "--trials",
+        t,
+        "--at",
+        a,
+        "--input-warp",
+        "log:0",
+    ]);
+    assert!(e.contains("log:0") && e.contains("positive"), "{e}");
+}

@@ -1,6 +1,8 @@
 //! Measurements users make of training runs: steps-to-baseline-loss ([`steps_to_loss`]), the
-//! number that says how much faster a mixture trains than the baseline.
+//! number that says how much faster a mixture trains than the baseline, and [`correlation`]
+//! (Spearman, Pearson, RMSE) for scoring a surrogate's held-out predictions.
 
+pub mod correlation;
 pub mod steps_to_loss;
 
 /// The upper median of `v` (the middle element after sorting; for an even length the larger of

@@ -15,8 +15,8 @@ use mixatlas::search::fidelity::Fidelity;
 use mixatlas::search::methods::Method;
 use mixatlas::search::multifidelity::MultiFidelity;
 use mixatlas::search::recipe::{Recipe, RecipeSource};
-use mixatlas::search::trials::{load_trials, ObjectiveSpec, Trial};
-use mixatlas::surrogate::Posterior;
+use mixatlas::search::trials::{load_trials, rescale_rounded, ObjectiveSpec, Trial};
+use mixatlas::surrogate::{InputWarp, Posterior};
 use serde::Deserialize;
 
 use super::chameleon::ChameleonArgs;
@@ -106,6 +106,24 @@ fn mf_proposer(
     Ok((p, MfObservations { obs, fidelity }))
 }
 
+/// Settings of the GP surrogate shared by `suggest`, `predict` and `recipe`.
+#[derive(Debug, Args)]
+pub struct SurrogateArgs {
+    /// Warp of the GP's inputs: none, log (ln(w + 0.001)) or log:EPS. `log` suits mixtures
+    /// whose weights span orders of magnitude (see docs/search-quality.md, RegMix's runs).
+    #[arg(long, default_value = "none")]
+    pub input_warp: InputWarp,
+}
+
+impl SurrogateArgs {
+    /// GP-UCB's default settings, seeded, with these surrogate settings.
+    fn config(&self, seed: u64) -> GpUcbConfig {
+        let mut cfg = GpUcbConfig::seeded(seed);
+        cfg.gp.warp = self.input_warp;
+        cfg
+    }
+}
+
 /// `mixatlas suggest`.
 #[derive(Debug, Args)]
 pub struct SuggestArgs {
@@ -118,6 +136,9 @@ pub struct SuggestArgs {
     /// The objective.
     #[command(flatten)]
     pub objective: ObjectiveArgs,
+    /// The surrogate.
+    #[command(flatten)]
+    pub surrogate: SurrogateArgs,
     /// Number of mixtures to propose.
     #[arg(short, long, default_value_t = 1)]
     pub q: usize,
@@ -156,6 +177,9 @@ pub struct PredictArgs {
     /// The objective.
     #[command(flatten)]
     pub objective: ObjectiveArgs,
+    /// The surrogate.
+    #[command(flatten)]
+    pub surrogate: SurrogateArgs,
     /// Seed of the GP fit's restarts.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -179,6 +203,9 @@ pub struct RecipeArgs {
     /// The objective.
     #[command(flatten)]
     pub objective: ObjectiveArgs,
+    /// The surrogate.
+    #[command(flatten)]
+    pub surrogate: SurrogateArgs,
     /// Optimise only these benchmarks (equal weights), from the same trials; with gp-ucb,
     /// one GP per benchmark, their posteriors combined.
     #[arg(long, value_delimiter = ',', conflicts_with = "weights")]
@@ -365,7 +392,7 @@ pub fn run_suggest(a: SuggestArgs) -> Result<()> {
     let (proposals, gp) = if a.method == Method::GpUcb {
         let mut ucb = GpUcb::new(GpUcbConfig {
             start: a.start,
-            ..GpUcbConfig::seeded(a.seed)
+            ..a.surrogate.config(a.seed)
         });
         let p = ucb.propose(&space, &obs, a.q, round)?;
         let report = ucb.gp().map(|g| g.report());
@@ -454,13 +481,14 @@ fn read_mixtures(path: &Path, space: &SearchSpace) -> Result<Vec<Vec<f64>>> {
         let v: serde_json::Value = serde_json::from_str(line)
             .with_context(|| format!("{}:{}: invalid JSON", path.display(), i + 1))?;
         let m = v.get("mixture").cloned().unwrap_or(v);
-        let m: BTreeMap<String, f64> = serde_json::from_value(m).with_context(|| {
+        let mut m: BTreeMap<String, f64> = serde_json::from_value(m).with_context(|| {
             format!(
                 "{}:{}: expected {{\"mixture\": {{cell: weight}}}}",
                 path.display(),
                 i + 1
             )
         })?;
+        rescale_rounded(&mut m).with_context(|| format!("{}:{}", path.display(), i + 1))?;
         let w = mixatlas::data::mixture::in_order(&m, &space.cells)
             .with_context(|| format!("{}:{}", path.display(), i + 1))?;
         space
@@ -484,7 +512,7 @@ pub fn run_predict(a: PredictArgs) -> Result<()> {
     if a.at_fidelity.is_some() {
         bail!("--at-fidelity needs --fidelities and --target-fidelity");
     }
-    let mut ucb = GpUcb::new(GpUcbConfig::seeded(a.seed));
+    let mut ucb = GpUcb::new(a.surrogate.config(a.seed));
     let gp = ucb.fit(&obs).context("fitting the GP to the trials")?;
     let mixtures = read_mixtures(&a.at, &space)?;
     let mut flat = Vec::new();
@@ -561,7 +589,9 @@ pub fn run_recipe(a: RecipeArgs) -> Result<()> {
             .into_iter()
             .map(|c| (c.weight, c.scores))
             .collect();
-        GpUcb::new(GpUcbConfig::seeded(a.seed)).recommend_combined(&space, &obs.x, &columns)?
+        GpUcb::new(a.surrogate.config(a.seed)).recommend_combined(&space, &obs.x, &columns)?
+    } else if a.method == Method::GpUcb {
+        GpUcb::new(a.surrogate.config(a.seed)).recommend(&space, &obs)?
     } else {
         a.method.proposer(a.seed).recommend(&space, &obs)?
     };

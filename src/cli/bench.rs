@@ -1,7 +1,8 @@
 //! `mixatlas bench …`: steps to baseline loss of training logs, and the measurements that need
 //! real processes (under `mpirun` or `srun`), where criterion cannot run: every collective of
 //! the communicator against closed forms, and the all-reduce bandwidth of the bucketed gradient
-//! path against a raw all-reduce of the same bytes, in the same job.
+//! path against a raw all-reduce of the same bytes, in the same job; `regmix-predict` (in
+//! [`super::regmix`]) scores `predict`'s GP on RegMix's released proxy runs.
 
 use std::time::Instant;
 
@@ -31,6 +32,9 @@ pub enum BenchKind {
     /// Steps to baseline loss: how many fewer steps candidates need to reach the baseline's
     /// final loss.
     StepsToLoss(StepsArgs),
+    /// Held-out Spearman/Pearson/RMSE of `predict`'s GP on RegMix's released proxy runs
+    /// (peer: benches/peers/regmix_lgbm.py).
+    RegmixPredict(super::regmix::RegmixArgs),
 }
 
 /// `mixatlas bench steps-to-loss`.
@@ -81,6 +85,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         BenchKind::Allreduce(a) => allreduce(a),
         BenchKind::Collectives => collectives(),
         BenchKind::StepsToLoss(a) => steps(a),
+        BenchKind::RegmixPredict(a) => super::regmix::run(a),
     }
 }
 

@@ -16,6 +16,7 @@ pub mod chameleon;
 pub mod corpus;
 pub mod demo;
 pub mod gpu;
+pub mod regmix;
 pub mod report;
 pub mod runtime;
 pub mod sbatch;
@@ -64,7 +65,8 @@ pub enum Command {
     Score(train::ScoreArgs),
     /// Search for the best mixture: propose, run proxy trials, learn, repeat (resumable).
     Search(search::SearchArgs),
-    /// Measurements: steps-to-loss, and those that need real processes (under mpirun).
+    /// Measurements: steps-to-loss, `predict`'s ranking of RegMix's released proxy runs, and
+    /// those that need real processes (under mpirun).
     Bench(bench::BenchArgs),
     /// Train the larger model on the baseline and on the recipe (same settings and seeds)
     /// and compare: steps to baseline loss, benchmark scores.

@@ -7,9 +7,15 @@
 //! benchmark names), one trial per row.
 //!
 //! Policies (documented in `docs/ask-tell.md`): cells a mixture omits have weight 0; weights
-//! must be finite, non-negative and sum to 1 within 1e-6; unknown cells, NaN or infinite
-//! scores are errors naming the file, line and field; repeated mixtures are kept as repeated
-//! noisy observations (the GP's noise term averages them).
+//! must be finite and non-negative; unknown cells, NaN or infinite scores are errors naming the
+//! file, line and field; repeated mixtures are kept as repeated noisy observations (the GP's
+//! noise term averages them).
+//!
+//! Rounded weights ([`rescale_rounded`]): a trial records a mixture that was already run, and
+//! files often print its weights rounded (RegMix's released runs have 3 decimals, so a row sums
+//! to 1 only within ±0.005). A mixture whose weights sum to 1 within [`TRIAL_SUM_TOLERANCE`]
+//! (0.01) is divided by its sum and then checked as every mixture is (sum 1 within 1e-6); one
+//! further off is an error naming its sum. The same rule applies to `predict --at` mixtures.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::fidelity::Fidelity;
 use crate::acquisition::SearchSpace;
-use crate::data::mixture::{Mixture, MixtureError};
+use crate::data::mixture::{Mixture, MixtureError, WEIGHT_SUM_TOLERANCE};
 
 /// A problem with a trials file.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +76,15 @@ pub enum TrialProblem {
     /// The mixture is not one over the space's cells.
     #[error(transparent)]
     Mixture(#[from] MixtureError),
+    /// The weights sum too far from 1 to be a rounded mixture.
+    #[error(
+        "weights sum to {sum}; expected 1 (within {TRIAL_SUM_TOLERANCE}: rounded weights are \
+         divided by their sum)"
+    )]
+    WeightSum {
+        /// Their sum.
+        sum: f64,
+    },
     /// A benchmark score is NaN or infinite.
     #[error("benchmark {benchmark:?} score is {value}; expected a finite number")]
     BadScore {
@@ -185,11 +200,37 @@ fn check_fidelity(f: &Option<Fidelity>) -> Result<(), TrialProblem> {
     }
 }
 
-/// The mixture of a trial in the space's cell order, checked ([`Mixture::new`]).
+/// How far the weights of a mixture in a trials file (or a `predict --at` file) may sum from 1:
+/// such files record mixtures with rounded weights (see the module documentation).
+pub const TRIAL_SUM_TOLERANCE: f64 = 1e-2;
+
+/// Divides finite, non-negative weights by their sum when it is within
+/// [`TRIAL_SUM_TOLERANCE`] of 1 but not within [`WEIGHT_SUM_TOLERANCE`] (rounded weights of a
+/// mixture; exact ones are kept as given); a sum further off is an error
+/// naming it. Weights that are negative or not finite are left as they are, for
+/// [`Mixture::new`] to name.
+pub fn rescale_rounded(named: &mut BTreeMap<String, f64>) -> Result<(), TrialProblem> {
+    if named.values().any(|v| !v.is_finite() || *v < 0.0) {
+        return Ok(());
+    }
+    let sum: f64 = named.values().sum();
+    if (sum - 1.0).abs() > TRIAL_SUM_TOLERANCE {
+        return Err(TrialProblem::WeightSum { sum });
+    }
+    // Sums already within the strict tolerance are left bit-for-bit as given.
+    if (sum - 1.0).abs() > WEIGHT_SUM_TOLERANCE {
+        named.values_mut().for_each(|v| *v /= sum);
+    }
+    Ok(())
+}
+
+/// The mixture of a trial in the space's cell order: rounded weights rescaled
+/// ([`rescale_rounded`]), then checked ([`Mixture::new`]).
 fn check_mixture(
     space: &SearchSpace,
-    named: BTreeMap<String, f64>,
+    mut named: BTreeMap<String, f64>,
 ) -> Result<Vec<f64>, TrialProblem> {
+    rescale_rounded(&mut named)?;
     let mixture = Mixture::new(named, &space.cells)?;
     Ok(mixture.to_order(&space.cells).map_err(MixtureError::from)?)
 }
@@ -622,6 +663,49 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("explicit objective"), "{e}");
+    }
+
+    #[test]
+    fn rounded_weights_are_rescaled() {
+        let s = space();
+        // RegMix-style 3-decimal weights: 0.333 + 0.333 + 0.333 = 0.999, within 0.01 of 1.
+        let t = parse_csv(
+            "a/x,a/y,b/x,objective\n0.333,0.333,0.333,1\n0.5,0.5,0.004,2\n",
+            Path::new("t.csv"),
+            &s,
+        )
+        .unwrap();
+        for (x, y) in t[0].mixture.iter().zip([1.0 / 3.0; 3]) {
+            assert!((x - y).abs() < 1e-15, "{x} vs {y}");
+        }
+        let want = [0.5 / 1.004, 0.5 / 1.004, 0.004 / 1.004];
+        for (x, y) in t[1].mixture.iter().zip(want) {
+            assert!((x - y).abs() < 1e-15, "{x} vs {y}");
+        }
+        // Exact mixtures are unchanged.
+        let t = parse_jsonl(
+            "{\"mixture\":{\"a/x\":0.25,\"b/x\":0.75},\"objective\":1}",
+            Path::new("t.jsonl"),
+            &s,
+        )
+        .unwrap();
+        assert_eq!(t[0].mixture, vec![0.25, 0.0, 0.75]);
+        // Beyond 0.01 it is an error naming the sum and the rule.
+        for (row, sum) in [("0.33,0.33,0.32", "0.98"), ("0.5,0.5,0.0101", "1.0101")] {
+            let e = parse_csv(
+                &format!("a/x,a/y,b/x,objective\n{row},1\n"),
+                Path::new("t.csv"),
+                &s,
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains("t.csv:2")
+                    && e.contains(&format!("sum to {sum}"))
+                    && e.contains("within 0.01"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -27,6 +27,7 @@ use super::error::GpError;
 use super::kernel::Kernel;
 use super::lbfgs::{minimize, LbfgsConfig};
 use super::likelihood::{lml_grad, Hyp};
+use super::warp::InputWarp;
 use crate::rng::SplitMix64;
 
 /// Settings of the hyperparameter fit.
@@ -48,6 +49,9 @@ pub struct GpConfig {
     /// regression on the coordinates, with a fitted variance `c`): the posterior mean can then
     /// follow a global trend and extrapolate it to the faces of the simplex.
     pub linear: bool,
+    /// Warp applied to every input coordinate before the kernel (`u = ln(x + ε)` with
+    /// [`InputWarp::Log`]; see [`super::warp`]); none by default.
+    pub warp: InputWarp,
 }
 
 impl Default for GpConfig {
@@ -59,6 +63,7 @@ impl Default for GpConfig {
             seed: 0,
             fixed_noise: None,
             linear: true,
+            warp: InputWarp::None,
         }
     }
 }

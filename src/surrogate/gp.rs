@@ -33,6 +33,7 @@ use super::kernel::{sq_dist, Kernel};
 use super::likelihood::{divide_ls, lml_grad, Hyp, LN_2PI};
 use super::linalg::{dot, factor_with_jitter, solve_l, solve_lt};
 use super::posterior::{PointPosterior, Posterior};
+use super::warp::InputWarp;
 
 /// Query points per block in [`Gp::predict`] (blocks run in parallel).
 const PREDICT_BLOCK: usize = 1024;
@@ -65,6 +66,9 @@ fn is_zero(v: &f64) -> bool {
 pub struct GpReport {
     /// Covariance function.
     pub kernel: Kernel,
+    /// Input warp (omitted when none); the lengthscales are then in warped units.
+    #[serde(skip_serializing_if = "InputWarp::is_none")]
+    pub warp: InputWarp,
     /// One lengthscale per coordinate (coordinate units).
     pub lengthscales: Vec<f64>,
     /// Signal variance (squared objective units).
@@ -90,6 +94,8 @@ pub(crate) struct Transform {
     pub x_center: Vec<f64>,
     /// Scalar multiplying centred inputs.
     pub x_scale: f64,
+    /// Applied to every coordinate before centring (`GpConfig::warp`; none by default).
+    pub warp: InputWarp,
     /// Subtracted from objectives.
     pub y_mean: f64,
     /// Objectives are divided by it.
@@ -97,14 +103,20 @@ pub(crate) struct Transform {
 }
 
 impl Transform {
-    fn from_data(x: &[Vec<f64>], y: &[f64]) -> Self {
+    fn from_data(x: &[Vec<f64>], y: &[f64], warp: InputWarp) -> Self {
         let (n, d) = (x.len(), x[0].len());
         let nf = n as f64;
+        let u = |r: &[f64], k: usize| warp.apply(r[k]);
         let x_center: Vec<f64> = (0..d)
-            .map(|k| x.iter().map(|r| r[k]).sum::<f64>() / nf)
+            .map(|k| x.iter().map(|r| u(r, k)).sum::<f64>() / nf)
             .collect();
         let mean_var = (0..d)
-            .map(|k| x.iter().map(|r| (r[k] - x_center[k]).powi(2)).sum::<f64>() / nf)
+            .map(|k| {
+                x.iter()
+                    .map(|r| (u(r, k) - x_center[k]).powi(2))
+                    .sum::<f64>()
+                    / nf
+            })
             .sum::<f64>()
             / d as f64;
         let x_scale = if mean_var > 1e-300 && mean_var.is_finite() {
@@ -124,6 +136,7 @@ impl Transform {
         Self {
             x_center,
             x_scale,
+            warp,
             y_mean,
             y_std,
         }
@@ -133,7 +146,7 @@ impl Transform {
         out.extend(
             x.iter()
                 .zip(&self.x_center)
-                .map(|(v, c)| (v - c) * self.x_scale),
+                .map(|(v, c)| (self.warp.apply(*v) - c) * self.x_scale),
         );
     }
 }
@@ -204,7 +217,11 @@ impl Gp {
     /// (MAP, L-BFGS, `1 + cfg.restarts` starts; see [`super::fit`]).
     pub fn fit(x: &[Vec<f64>], y: &[f64], cfg: &GpConfig) -> Result<Gp, GpError> {
         let d = validate(x, y)?;
-        let tf = Transform::from_data(x, y);
+        let warp = cfg
+            .warp
+            .check()
+            .map_err(|e| GpError::BadHyperparameters(e.to_string()))?;
+        let tf = Transform::from_data(x, y, warp);
         let (z, ys) = internal_data(&tf, x, y);
         let fixed_noise = match cfg.fixed_noise {
             Some(v) if !(v.is_finite() && v >= 0.0) => {
@@ -219,7 +236,7 @@ impl Gp {
         Self::build(cfg.kernel, d, tf, hyp, z, ys)
     }
 
-    /// A GP with given hyperparameters (objective units; no fitting).
+    /// A GP with given hyperparameters (objective units; no fitting), without an input warp.
     pub fn with_hyperparameters(
         x: &[Vec<f64>],
         y: &[f64],
@@ -233,7 +250,7 @@ impl Gp {
                 h.lengthscales.len()
             )));
         }
-        let tf = Transform::from_data(x, y);
+        let tf = Transform::from_data(x, y, InputWarp::None);
         let (z, ys) = internal_data(&tf, x, y);
         let v2 = tf.y_std * tf.y_std;
         let hyp = Hyp {
@@ -298,7 +315,9 @@ impl Gp {
         self.jitter
     }
 
-    /// Hyperparameters in objective units (feed to [`Gp::with_hyperparameters`]).
+    /// Hyperparameters in objective units (feed to [`Gp::with_hyperparameters`]); with an
+    /// input warp the lengthscales and the linear variance are in warped units, and
+    /// `with_hyperparameters` (which builds an unwarped GP) does not rebuild it.
     pub fn hyperparameters(&self) -> GpHyperparameters {
         let v2 = self.tf.y_std * self.tf.y_std;
         GpHyperparameters {
@@ -315,6 +334,7 @@ impl Gp {
         let h = self.hyperparameters();
         GpReport {
             kernel: self.kernel,
+            warp: self.tf.warp,
             lengthscales: h.lengthscales,
             outputscale: h.outputscale,
             noise: h.noise,
@@ -580,10 +600,11 @@ impl Posterior for Gp {
         let mut grad_mean = vec![0.0; d];
         let mut grad_std = vec![0.0; d];
         for j in 0..d {
-            let chain = self.tf.x_scale / self.hyp.ls[j];
-            let dm = (gm[j] + sa * zq[j]) * chain + lm[j] * self.tf.x_scale;
-            let dv = -2.0 * (gv[j] + sw * zq[j]) * chain
-                + 2.0 * (lin * zraw[j] - lv[j]) * self.tf.x_scale;
+            // x → warped u → z: dz/dx = x_scale · du/dx.
+            let xs = self.tf.x_scale * self.tf.warp.slope(x[j]);
+            let chain = xs / self.hyp.ls[j];
+            let dm = (gm[j] + sa * zq[j]) * chain + lm[j] * xs;
+            let dv = -2.0 * (gv[j] + sw * zq[j]) * chain + 2.0 * (lin * zraw[j] - lv[j]) * xs;
             grad_mean[j] = ysd * dm;
             grad_std[j] = if std_s > 1e-12 * self.hyp.os.sqrt() {
                 ysd * dv / (2.0 * std_s)

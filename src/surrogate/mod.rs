@@ -16,6 +16,7 @@
 //!   fidelity (multi-fidelity search).
 //! - [`error`]: the error type, [`GpError`].
 //! - [`lbfgs`]: the L-BFGS optimiser used by the fit.
+//! - [`warp`]: [`InputWarp`], a fixed per-coordinate input warp (`ln(x + ε)`) of the GP.
 //! - [`combination`]: [`LinearCombination`], the posterior of a weighted sum of independently
 //!   modelled objectives (one GP per benchmark, combined for a targeted recipe).
 
@@ -29,6 +30,7 @@ pub mod lbfgs;
 mod likelihood;
 mod linalg;
 pub mod posterior;
+pub mod warp;
 
 pub use combination::LinearCombination;
 pub use error::GpError;
@@ -37,3 +39,4 @@ pub use fit::GpConfig;
 pub use gp::{Gp, GpHyperparameters, GpReport};
 pub use kernel::Kernel;
 pub use posterior::{PointPosterior, Posterior};
+pub use warp::InputWarp;
