@@ -65,7 +65,7 @@ pub fn run_demo(a: DemoArgs) -> Result<()> {
         }
     } else {
         DemoSearch {
-            trials: 16,
+            trials: 24,
             q: 4,
             steps: 200,
             eval_samples: 100,
@@ -334,52 +334,37 @@ pub fn demo_floors(manifest: &Manifest) -> mixatlas::acquisition::space::SpaceCo
     c
 }
 
-/// Runs GP-UCB and RegMix with the same budget on `mini` proxies over the corpus at
-/// `corpus_dir` and prints the comparison, the recipe grid and the marginals. Returns the
-/// other methods' recipes, `(name, recipe.json)`, for the transfer.
-pub fn search_comparison(
-    corpus_dir: &Path,
-    out: &Path,
+/// What every search of the comparison shares.
+struct SearchRun<'a> {
+    manifest: &'a Manifest,
+    corpus_dir: &'a Path,
+    out: &'a Path,
     seed: u64,
-    budget: &DemoSearch,
-) -> Result<Vec<(String, PathBuf)>> {
-    use mixatlas::search::config::{Budget, SearchConfig, TrainerConfig};
-    use mixatlas::search::fidelity::Fidelity;
-    use mixatlas::search::methods::Method;
-    use mixatlas::search::multifidelity::model_params;
-    use mixatlas::search::run::{run_search, SearchPlan};
-    use mixatlas::train::TrainConfig;
+    budget: &'a DemoSearch,
+    train: mixatlas::train::TrainConfig,
+    exe: PathBuf,
+}
 
-    let manifest = Manifest::load(corpus_dir)?;
-    let mut train = TrainConfig::proxy();
-    train.steps = budget.steps;
-    train.warmup_steps = (budget.steps / 10).max(1);
-    train.eval_samples = budget.eval_samples;
-    // The objective is the answer loss, so the proxies skip decoding answers (about 6 % of a
-    // trial); the transfer runs decode them for the benchmark scores.
-    train.eval_generate = false;
-    let exe = std::env::current_exe().context("locating the mixatlas executable")?;
-    let mut results = Vec::new();
-    // Chameleon's mixture is fixed by the corpus (one trial measures it); GP-UCB and RegMix
-    // get the same budget of proxy trials.
-    for method in [Method::GpUcb, Method::Regmix, Method::Chameleon] {
-        let dir = out.join(format!("search-{}", method.name()));
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
-        }
+impl SearchRun<'_> {
+    /// The plan of `method`: GP-UCB is multi-fidelity over `mini` proxies and the target,
+    /// `small` itself, at the same total cost (parameters × steps) as RegMix's `budget.trials`
+    /// `mini` trials; Chameleon's fixed mixture gets one `mini` trial.
+    fn plan(
+        &self,
+        method: mixatlas::search::methods::Method,
+    ) -> Result<mixatlas::search::run::SearchPlan> {
+        use mixatlas::search::config::{Budget, SearchConfig, TrainerConfig};
+        use mixatlas::search::fidelity::Fidelity;
+        use mixatlas::search::methods::Method;
         let trials = if method == Method::Chameleon {
             1
         } else {
-            budget.trials
+            self.budget.trials
         };
-        // GP-UCB is multi-fidelity: `mini` proxies and the target, `small` itself, at the
-        // same total cost (parameters × steps) as RegMix's `mini` trials.
         let mf = method == Method::GpUcb;
-        let cheap = Fidelity::new("mini", budget.steps)?;
-        let target = Fidelity::new("small", budget.steps)?;
-        let mini_cost = model_params("mini", Some(&manifest))? as f64
-            / model_params("small", Some(&manifest))? as f64;
-        let plan = SearchPlan {
+        let cheap = Fidelity::new("mini", self.budget.steps)?;
+        let target = Fidelity::new("small", self.budget.steps)?;
+        Ok(mixatlas::search::run::SearchPlan {
             search: SearchConfig {
                 fidelities: if mf {
                     vec![cheap, target.clone()]
@@ -387,20 +372,30 @@ pub fn search_comparison(
                     vec![]
                 },
                 target_fidelity: mf.then_some(target),
-                corpus: corpus_dir.to_path_buf(),
-                out: dir,
+                // MF-GP-UCB runs a `mini` trial while the posterior σ there exceeds
+                // ξ·σ₀·(cost ratio)^q; ξ = 1 (chosen before any multi-fidelity run on the demo
+                // corpus): the cheap fidelity explores where the GP knows little, the target
+                // takes the rest. The default ξ = 0.2 never reaches the target within this
+                // budget (docs/search.md).
+                fidelity_xi: mf.then_some(1.0),
+                corpus: self.corpus_dir.to_path_buf(),
+                out: self.out.join(format!("search-{}", method.name())),
                 method,
-                seed,
+                seed: self.seed,
                 space: mixatlas::acquisition::space::SpaceKind::Factorized,
                 // GP-UCB's design starts at the incumbent (natural proportions); RegMix's
                 // random mixtures are drawn around the same prior.
                 start: mixatlas::acquisition::design::DesignStart::Natural,
-                constraints: demo_floors(&manifest),
+                constraints: demo_floors(self.manifest),
                 budget: Budget {
-                    q: budget.q.min(trials),
+                    q: self.budget.q.min(trials),
                     // Under multi-fidelity the cost binds, not the trial count.
                     max_trials: if mf { 4 * trials } else { trials },
-                    max_cost: if mf { trials as f64 * mini_cost } else { 0.0 },
+                    max_cost: if mf {
+                        trials as f64 * self.mini_cost()?
+                    } else {
+                        0.0
+                    },
                     ..Budget::default()
                 },
                 trainer: TrainerConfig::Builtin {
@@ -408,25 +403,74 @@ pub fn search_comparison(
                 },
                 ..SearchConfig::default()
             },
-            train: train.clone(),
-            exe: exe.clone(),
-        };
-        if mf {
+            train: self.train.clone(),
+            exe: self.exe.clone(),
+        })
+    }
+
+    /// The cost of a `mini` trial in `small` trials (parameters × equal steps).
+    fn mini_cost(&self) -> Result<f64> {
+        use mixatlas::search::multifidelity::model_params;
+        Ok(model_params("mini", Some(self.manifest))? as f64
+            / model_params("small", Some(self.manifest))? as f64)
+    }
+}
+
+/// Runs GP-UCB (multi-fidelity) and RegMix with the same cost, and Chameleon, over the corpus
+/// at `corpus_dir` and prints the comparison, the recipe grid and the marginals. Returns the
+/// other methods' recipes, `(name, recipe.json)`, for the transfer.
+pub fn search_comparison(
+    corpus_dir: &Path,
+    out: &Path,
+    seed: u64,
+    budget: &DemoSearch,
+) -> Result<Vec<(String, PathBuf)>> {
+    use mixatlas::search::methods::Method;
+    use mixatlas::search::run::run_search;
+    use mixatlas::train::TrainConfig;
+
+    let manifest = Manifest::load(corpus_dir)?;
+    // Every trial trains like the transfer (its learning rate, schedule and 8 × 128-token
+    // batches), only on a smaller model or fewer steps: the target fidelity `small` is the
+    // transfer's run itself.
+    let mut train = TrainConfig::transfer();
+    train.steps = budget.steps;
+    train.warmup_steps = (budget.steps / 10).max(1);
+    train.batch_size = 8;
+    train.seq_len = 128;
+    train.eval_every = 0;
+    train.checkpoint_every = 0;
+    train.eval_samples = budget.eval_samples;
+    // The objective is the answer loss, so the proxies skip decoding answers (about 6 % of a
+    // trial); the transfer runs decode them for the benchmark scores.
+    train.eval_generate = false;
+    let run = SearchRun {
+        manifest: &manifest,
+        corpus_dir,
+        out,
+        seed,
+        budget,
+        train,
+        exe: std::env::current_exe().context("locating the mixatlas executable")?,
+    };
+    let mut results = Vec::new();
+    for method in [Method::GpUcb, Method::Regmix, Method::Chameleon] {
+        let plan = run.plan(method)?;
+        let dir = &plan.search.out;
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
+        }
+        if method == Method::GpUcb {
             println!(
-                "\n-- {} multi-fidelity: mini and small trials of {} steps, {} per round, \
-                 total cost = {} mini trials ({:.2} small trials)",
-                method.name(),
-                budget.steps,
-                budget.q,
-                trials,
-                trials as f64 * mini_cost
+                "\n-- gp-ucb, multi-fidelity: mini and small trials of {} steps, {} per round, \
+                 total cost = {} mini trials = {:.2} small trials",
+                budget.steps, budget.q, budget.trials, plan.search.budget.max_cost
             );
         } else {
             println!(
-                "\n-- {} ({} trial(s), {} per round, mini proxies of {} steps)",
+                "\n-- {} ({} trial(s), mini proxies of {} steps)",
                 method.name(),
-                trials,
-                budget.q.min(trials),
+                plan.search.budget.max_trials,
                 budget.steps
             );
         }
@@ -439,71 +483,9 @@ pub fn search_comparison(
         );
         results.push((method, summary));
     }
-
-    println!(
-        "\nBest objective (mean over benchmarks of −answer loss; higher is better) after N trials:"
-    );
-    let marks: Vec<usize> = (1..=budget.trials)
-        .filter(|n| n % budget.q == 0 || *n == budget.trials)
-        .collect();
-    print!("  {:<10}", "method");
-    for n in &marks {
-        print!(" {:>8}", format!("N={n}"));
-    }
-    println!(" {:>10}", "recipe μ");
-    for (method, s) in &results {
-        print!("  {:<10}", method.name());
-        for &n in &marks {
-            match s.best_so_far.get(n - 1) {
-                Some(b) => print!(" {b:>8.4}"),
-                None => print!(" {:>8}", "-"),
-            }
-        }
-        let mu = s
-            .recipe
-            .as_ref()
-            .and_then(|r| r.source.predicted_mean)
-            .map_or("-".into(), |m| format!("{m:.4}"));
-        println!(" {mu:>10}");
-    }
-    let best = |i: usize| results[i].1.best_so_far.last().copied();
-    if let (Some(g), Some(r)) = (best(0), best(1)) {
-        println!(
-            "  GP-UCB − RegMix at equal budget: {:+.4} ({})",
-            g - r,
-            if g > r {
-                "GP-UCB found the better mixture"
-            } else {
-                "RegMix found the better mixture"
-            }
-        );
-    }
+    print_search_table(&results, &run)?;
     if let Some(recipe) = &results[0].1.recipe {
-        let w: Vec<f64> = manifest
-            .cells
-            .iter()
-            .map(|c| recipe.weights.get(&c.data.name).copied().unwrap_or(0.0))
-            .collect();
-        println!();
-        print_grid(&manifest, "GP-UCB recipe", &w);
-        let natural = manifest.natural_weights();
-        let (rc, rt) = marginals(&manifest, &w);
-        let (nc, nt) = marginals(&manifest, &natural);
-        println!("\n  per-axis marginals, recipe vs natural proportions (%):");
-        for (names, r, n) in [
-            (&manifest.axes.concepts, &rc, &nc),
-            (&manifest.axes.tasks, &rt, &nt),
-        ] {
-            for ((name, r), n) in names.iter().zip(r).zip(n) {
-                println!("    {name:<12} {:>6.1} {:>6.1}", 100.0 * r, 100.0 * n);
-            }
-            println!();
-        }
-        println!(
-            "  recipe: {} (Megatron blend: {})",
-            out.join("search-gp-ucb/recipe.json").display(),
-            out.join("search-gp-ucb/recipe.blend.txt").display()
-        );
+        print_recipe(&manifest, recipe, out);
     }
     Ok(["regmix", "chameleon"]
         .iter()
@@ -514,6 +496,92 @@ pub fn search_comparison(
             )
         })
         .collect())
+}
+
+/// One row per method: trials by fidelity, cost, best observed objective (at the fidelity
+/// its trials ran at: `small` for GP-UCB, `mini` for the others) and the recipe's predicted
+/// objective. The objectives of different fidelities are on different scales; the transfer
+/// compares the recipes on one.
+fn print_search_table(
+    results: &[(
+        mixatlas::search::methods::Method,
+        mixatlas::search::plan::SearchSummary,
+    )],
+    run: &SearchRun<'_>,
+) -> Result<()> {
+    let mini = run.mini_cost()?;
+    println!(
+        "\nObjective = mean over benchmarks of −answer loss (higher is better), at the \
+         fidelity the trials ran at:"
+    );
+    println!(
+        "  {:<10} {:>7} {:>7} {:>12} {:>16} {:>10}",
+        "method", "mini", "small", "cost (mini)", "best observed", "recipe μ"
+    );
+    for (method, s) in results {
+        let small = s.best_so_far.len();
+        let (n_mini, n_small) = if *method == mixatlas::search::methods::Method::GpUcb {
+            (s.finished - small, small)
+        } else {
+            (s.finished, 0)
+        };
+        let best = s
+            .objectives
+            .iter()
+            .map(|x| x.1)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let best = if *method == mixatlas::search::methods::Method::GpUcb {
+            s.best_so_far.last().copied().unwrap_or(f64::NAN)
+        } else {
+            best
+        };
+        let mu = s
+            .recipe
+            .as_ref()
+            .and_then(|r| r.source.predicted_mean)
+            .map_or("-".into(), |m| format!("{m:.4}"));
+        let fid = if n_small > 0 { "small" } else { "mini" };
+        println!(
+            "  {:<10} {:>7} {:>7} {:>12.1} {:>10.4} {:>5} {:>10}",
+            method.name(),
+            n_mini,
+            n_small,
+            n_mini as f64 + n_small as f64 / mini,
+            best,
+            fid,
+            mu
+        );
+    }
+    Ok(())
+}
+
+/// The recipe as a concept × task grid and its marginals against the natural proportions.
+fn print_recipe(manifest: &Manifest, recipe: &mixatlas::search::recipe::Recipe, out: &Path) {
+    let w: Vec<f64> = manifest
+        .cells
+        .iter()
+        .map(|c| recipe.weights.get(&c.data.name).copied().unwrap_or(0.0))
+        .collect();
+    println!();
+    print_grid(manifest, "GP-UCB recipe", &w);
+    let natural = manifest.natural_weights();
+    let (rc, rt) = marginals(manifest, &w);
+    let (nc, nt) = marginals(manifest, &natural);
+    println!("\n  per-axis marginals, recipe vs natural proportions (%):");
+    for (names, r, n) in [
+        (&manifest.axes.concepts, &rc, &nc),
+        (&manifest.axes.tasks, &rt, &nt),
+    ] {
+        for ((name, r), n) in names.iter().zip(r).zip(n) {
+            println!("    {name:<12} {:>6.1} {:>6.1}", 100.0 * r, 100.0 * n);
+        }
+        println!();
+    }
+    println!(
+        "  recipe: {} (Megatron blend: {})",
+        out.join("search-gp-ucb/recipe.json").display(),
+        out.join("search-gp-ucb/recipe.blend.txt").display()
+    );
 }
 
 /// The transfer stage of the demo.
