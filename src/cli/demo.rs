@@ -2,7 +2,7 @@
 //! GP-UCB against RegMix, the transfer, the report page). It drives the other commands' run
 //! functions, the only command file that does. Its own reports: what the prepared corpus looks
 //! like and how the mixture sampler realises requested mixtures on it, then GP-UCB against
-//! RegMix with the same budget of `mini` proxy trials (the recipe as a concept × task grid,
+//! RegMix with the same cost of proxy trials (the recipe as a concept × task grid,
 //! marginals against natural proportions).
 
 use std::path::{Path, PathBuf};
@@ -61,13 +61,15 @@ pub fn run_demo(a: DemoArgs) -> Result<()> {
             trials: 8,
             q: 4,
             steps: 60,
+            cheap_steps: 15,
             eval_samples: 50,
         }
     } else {
         DemoSearch {
-            trials: 24,
+            trials: 12,
             q: 4,
             steps: 200,
+            cheap_steps: 50,
             eval_samples: 100,
         }
     };
@@ -87,9 +89,7 @@ pub fn run_demo(a: DemoArgs) -> Result<()> {
     prepare_with(&raw, &corpus_dir, &pcfg, None, true)?;
     println!("\n== 3/6 sampling report");
     sampling_report(&corpus_dir, a.seed)?;
-    println!(
-        "\n== 4/6 search: GP-UCB against RegMix, same budget, mini proxies (0.4 M parameters)"
-    );
+    println!("\n== 4/6 search: multi-fidelity GP-UCB, RegMix and Chameleon at the same cost");
     let others = search_comparison(&corpus_dir, &a.out, a.seed, &budget)?;
     println!(
         "\n== 5/6 transfer: the GP-UCB recipe against natural, uniform and the other methods' \
@@ -307,12 +307,14 @@ pub fn sampling_report(dir: &Path, seed: u64) -> Result<()> {
 
 /// The search budget and proxy of the demo.
 pub struct DemoSearch {
-    /// Trials per method.
+    /// Trials per method at the cheap fidelity (GP-UCB gets the same total cost).
     pub trials: usize,
     /// Trials per round.
     pub q: usize,
-    /// Proxy training steps per trial.
+    /// Steps of the target fidelity (the transfer's run).
     pub steps: u64,
+    /// Steps of the cheap fidelity (a short run of the same model).
+    pub cheap_steps: u64,
     /// Held-out documents per benchmark per trial.
     pub eval_samples: usize,
 }
@@ -346,9 +348,10 @@ struct SearchRun<'a> {
 }
 
 impl SearchRun<'_> {
-    /// The plan of `method`: GP-UCB is multi-fidelity over `mini` proxies and the target,
-    /// `small` itself, at the same total cost (parameters × steps) as RegMix's `budget.trials`
-    /// `mini` trials; Chameleon's fixed mixture gets one `mini` trial.
+    /// The plan of `method`: GP-UCB is multi-fidelity over short `small` runs
+    /// (`budget.cheap_steps`) and the target, the transfer's run itself (`budget.steps`), at
+    /// the same total cost (parameters × steps) as RegMix's `budget.trials` short runs;
+    /// Chameleon's fixed mixture gets one short run.
     fn plan(
         &self,
         method: mixatlas::search::methods::Method,
@@ -362,7 +365,8 @@ impl SearchRun<'_> {
             self.budget.trials
         };
         let mf = method == Method::GpUcb;
-        let cheap = Fidelity::new("mini", self.budget.steps)?;
+        let cheap = Fidelity::new("small", self.budget.cheap_steps)?;
+        let cheap_copy = cheap.clone();
         let target = Fidelity::new("small", self.budget.steps)?;
         Ok(mixatlas::search::run::SearchPlan {
             search: SearchConfig {
@@ -372,7 +376,7 @@ impl SearchRun<'_> {
                     vec![]
                 },
                 target_fidelity: mf.then_some(target),
-                // MF-GP-UCB runs a `mini` trial while the posterior σ there exceeds
+                // MF-GP-UCB runs a short trial while the posterior σ there exceeds
                 // ξ·σ₀·(cost ratio)^q; ξ = 1 (chosen before any multi-fidelity run on the demo
                 // corpus): the cheap fidelity explores where the GP knows little, the target
                 // takes the rest. The default ξ = 0.2 never reaches the target within this
@@ -392,27 +396,30 @@ impl SearchRun<'_> {
                     // Under multi-fidelity the cost binds, not the trial count.
                     max_trials: if mf { 4 * trials } else { trials },
                     max_cost: if mf {
-                        trials as f64 * self.mini_cost()?
+                        trials as f64 * self.cheap_cost()
                     } else {
                         0.0
                     },
                     ..Budget::default()
                 },
                 trainer: TrainerConfig::Builtin {
-                    preset: "mini".into(),
+                    preset: "small".into(),
                 },
                 ..SearchConfig::default()
             },
-            train: self.train.clone(),
+            // The others run at the cheap fidelity: the short run's steps and warmup share.
+            train: if mf {
+                self.train.clone()
+            } else {
+                mixatlas::search::plan::train_at(&self.train, &cheap_copy)
+            },
             exe: self.exe.clone(),
         })
     }
 
-    /// The cost of a `mini` trial in `small` trials (parameters × equal steps).
-    fn mini_cost(&self) -> Result<f64> {
-        use mixatlas::search::multifidelity::model_params;
-        Ok(model_params("mini", Some(self.manifest))? as f64
-            / model_params("small", Some(self.manifest))? as f64)
+    /// The cost of a short run in target runs (same model: the ratio of steps).
+    fn cheap_cost(&self) -> f64 {
+        self.budget.cheap_steps as f64 / self.budget.steps as f64
     }
 }
 
@@ -462,16 +469,22 @@ pub fn search_comparison(
         }
         if method == Method::GpUcb {
             println!(
-                "\n-- gp-ucb, multi-fidelity: mini and small trials of {} steps, {} per round, \
-                 total cost = {} mini trials = {:.2} small trials",
-                budget.steps, budget.q, budget.trials, plan.search.budget.max_cost
+                "\n-- gp-ucb, multi-fidelity: small:{} and small:{} trials, {} per round, \
+                 total cost = {} small:{} trials = {:.2} small:{} trials",
+                budget.cheap_steps,
+                budget.steps,
+                budget.q,
+                budget.trials,
+                budget.cheap_steps,
+                plan.search.budget.max_cost,
+                budget.steps
             );
         } else {
             println!(
-                "\n-- {} ({} trial(s), mini proxies of {} steps)",
+                "\n-- {} ({} trial(s) of small:{})",
                 method.name(),
                 plan.search.budget.max_trials,
-                budget.steps
+                budget.cheap_steps
             );
         }
         let started = Instant::now();
@@ -498,10 +511,10 @@ pub fn search_comparison(
         .collect())
 }
 
-/// One row per method: trials by fidelity, cost, best observed objective (at the fidelity
-/// its trials ran at: `small` for GP-UCB, `mini` for the others) and the recipe's predicted
-/// objective. The objectives of different fidelities are on different scales; the transfer
-/// compares the recipes on one.
+/// One row per method: trials by fidelity, cost, best observed objective (at the target for
+/// GP-UCB, at the short runs for the others) and the recipe's predicted objective. The
+/// objectives of different fidelities are on different scales; the transfer compares the
+/// recipes on one.
 fn print_search_table(
     results: &[(
         mixatlas::search::methods::Method,
@@ -509,46 +522,53 @@ fn print_search_table(
     )],
     run: &SearchRun<'_>,
 ) -> Result<()> {
-    let mini = run.mini_cost()?;
+    use mixatlas::search::methods::Method;
+    let (short, long) = (run.budget.cheap_steps, run.budget.steps);
     println!(
         "\nObjective = mean over benchmarks of −answer loss (higher is better), at the \
          fidelity the trials ran at:"
     );
     println!(
-        "  {:<10} {:>7} {:>7} {:>12} {:>16} {:>10}",
-        "method", "mini", "small", "cost (mini)", "best observed", "recipe μ"
+        "  {:<10} {:>9} {:>9} {:>14} {:>20} {:>10}",
+        "method",
+        format!("small:{short}"),
+        format!("small:{long}"),
+        format!("cost (×{short})"),
+        "best observed",
+        "recipe μ"
     );
     for (method, s) in results {
-        let small = s.best_so_far.len();
-        let (n_mini, n_small) = if *method == mixatlas::search::methods::Method::GpUcb {
-            (s.finished - small, small)
+        let at_target = if *method == Method::GpUcb {
+            s.best_so_far.len()
         } else {
-            (s.finished, 0)
+            0
         };
-        let best = s
-            .objectives
-            .iter()
-            .map(|x| x.1)
-            .fold(f64::NEG_INFINITY, f64::max);
-        let best = if *method == mixatlas::search::methods::Method::GpUcb {
+        let cheap = s.finished - at_target;
+        let best = if at_target > 0 {
             s.best_so_far.last().copied().unwrap_or(f64::NAN)
         } else {
-            best
+            s.objectives
+                .iter()
+                .map(|x| x.1)
+                .fold(f64::NEG_INFINITY, f64::max)
         };
         let mu = s
             .recipe
             .as_ref()
             .and_then(|r| r.source.predicted_mean)
             .map_or("-".into(), |m| format!("{m:.4}"));
-        let fid = if n_small > 0 { "small" } else { "mini" };
         println!(
-            "  {:<10} {:>7} {:>7} {:>12.1} {:>10.4} {:>5} {:>10}",
+            "  {:<10} {:>9} {:>9} {:>14.1} {:>10.4} {:>9} {:>10}",
             method.name(),
-            n_mini,
-            n_small,
-            n_mini as f64 + n_small as f64 / mini,
+            cheap,
+            at_target,
+            cheap as f64 + at_target as f64 / run.cheap_cost(),
             best,
-            fid,
+            if at_target > 0 {
+                format!("small:{long}")
+            } else {
+                format!("small:{short}")
+            },
             mu
         );
     }

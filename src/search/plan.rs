@@ -164,10 +164,13 @@ pub fn train_toml(train: &TrainConfig) -> String {
     toml::to_string_pretty(&file).expect("config serialises")
 }
 
-/// The `[train]` table of a trial at fidelity `f`: `train` with `f`'s steps (its warmup
-/// clamped as every command does).
+/// The `[train]` table of a trial at fidelity `f`: `train` with `f`'s steps, its warmup
+/// scaled to keep its share of the run (then clamped as every command does).
 pub fn train_at(train: &TrainConfig, f: &Fidelity) -> TrainConfig {
     let mut t = train.clone();
+    // The same schedule over a shorter or longer run: the warmup keeps its share of the steps.
+    t.warmup_steps = (u128::from(train.warmup_steps) * u128::from(f.steps)
+        / u128::from(train.steps.max(1))) as u64;
     t.steps = f.steps;
     t.clamp_warmup();
     t
