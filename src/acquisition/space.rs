@@ -442,6 +442,9 @@ impl SearchSpace {
     /// (checked against fixed values and bounds); factorized: the per-axis marginals (exact
     /// for product-form mixtures).
     pub fn from_mixture(&self, w: &[f64]) -> Result<Vec<f64>, SpaceError> {
+        /// How far (per coordinate) a factorized space's realised marginals may be moved back
+        /// onto its bounds when cells are empty.
+        const EMPTY_CELL_SLACK: f64 = 0.05;
         if w.len() != self.cells() {
             return Err(SpaceError::BadMixture(format!(
                 "{} weights for {} cells",
@@ -483,6 +486,23 @@ impl SearchSpace {
                 }
             } else {
                 x.push(v);
+            }
+        }
+        let empty_cells = self.concepts.len() * self.tasks.len() > self.cells.len();
+        if self.kind == SpaceKind::Factorized && empty_cells && !self.contains(&x, 1e-9) {
+            // With empty cells the product of the marginals is renormalised over the cells
+            // that exist, so a mixture made from a point of the space has marginals a little
+            // off it (below a floor by up to the empty cells' share): its point is the nearest
+            // one of the space. Mixtures further off stay outside, for the caller to refuse.
+            let mut p = x.clone();
+            self.project(&mut p);
+            let moved = p
+                .iter()
+                .zip(&x)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            if moved <= EMPTY_CELL_SLACK {
+                x = p;
             }
         }
         Ok(x)
@@ -539,6 +559,37 @@ mod tests {
             },
             c,
         )
+    }
+
+    /// With an empty cell, a factorized point's mixture has marginals a little off the point
+    /// (the product is renormalised over the cells that exist); under floors they may fall
+    /// below a floor, and the point read back must still be one of the space.
+    #[test]
+    fn factorized_mixtures_with_empty_cells_read_back_inside_the_floors() {
+        let mut c = SpaceConstraints::default();
+        c.lower.insert("ocr".into(), 0.2);
+        c.lower.insert("c2".into(), 0.1);
+        let s = space(SpaceKind::Factorized, &c).unwrap();
+        // c2 and ocr at their floors: the empty cell c2/ocr would carry 0.02 of the product.
+        let x = vec![0.45, 0.45, 0.1, 0.2, 0.8];
+        assert!(s.contains(&x, 1e-12));
+        let w = s.to_mixture(&x);
+        let back = s.from_mixture(&w).unwrap();
+        assert!(s.contains(&back, 1e-9), "{back:?}");
+        // The raw marginals of that mixture fall below the ocr floor (independent recomputation).
+        let ocr: f64 = s
+            .cells
+            .iter()
+            .zip(&w)
+            .filter(|(n, _)| n.ends_with("/ocr"))
+            .map(|x| x.1)
+            .sum();
+        assert!(ocr < 0.2 - 1e-3, "{ocr}");
+        // A mixture far outside the bounds is not moved in: still refused.
+        let mut far = vec![0.0; s.cells()];
+        far[1] = 1.0; // all on c0/vqa: ocr share 0, c2 share 0
+        let x = s.from_mixture(&far).unwrap();
+        assert!(!s.contains(&x, 1e-6));
     }
 
     /// Brute-force check of the projection's optimality (KKT): x is feasible and no feasible
