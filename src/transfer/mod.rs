@@ -2,7 +2,7 @@
 //! settings and seeds (the recipe once per seed, however many baselines), evaluating on a
 //! schedule, then compare the recipe with each baseline (steps to baseline loss on the
 //! held-out loss, benchmark scores). Runs on one process or data-parallel under `mpirun`
-//! (every rank calls [`run_transfer`] with the world communicator); a rerun skips finished runs
+//! (every rank calls [`run_transfers`] with the world communicator); a rerun skips finished runs
 //! and resumes interrupted ones from their checkpoints.
 //!
 //! [`plan`] says what to run, [`run`] runs it, [`summary`] is the outcome (`transfer.json`),
@@ -16,7 +16,7 @@ pub mod summary;
 pub use error::{BaselineListError, TransferError};
 pub use plan::{
     check_baselines, parse_baselines, run_dir, Baseline, MultiTransferPlan, NamedBaseline,
-    TransferPlan, LEGACY_BASELINE_ARM, RECIPE_ARM,
+    LEGACY_BASELINE_ARM, RECIPE_ARM,
 };
-pub use run::{run_transfer, run_transfers};
+pub use run::run_transfers;
 pub use summary::{BenchmarkRow, ComparedArm, Comparison, RunMetrics, TransferSummary};

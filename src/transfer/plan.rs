@@ -1,7 +1,7 @@
 //! What a transfer is asked to do: the baselines it compares against ([`Baseline`], each with
 //! a name and a run directory as a [`NamedBaseline`], parsed from `--baselines` by
 //! [`parse_baselines`]), the resolved [`MultiTransferPlan`] (corpus, recipe, larger model,
-//! shared training settings, seeds), the single-baseline [`TransferPlan`] of `--baseline`, and
+//! shared training settings, seeds; `--baseline X` is the one [`NamedBaseline::legacy`]), and
 //! where each run lives ([`run_dir`]).
 
 use std::path::{Path, PathBuf};
@@ -205,48 +205,6 @@ pub struct MultiTransferPlan<'a> {
     /// 200-step runs of `small` take 215 s as two 1-thread runs at a time against 274 s one
     /// after another on 2 threads. Ignored under MPI, where every rank joins each run.
     pub jobs: usize,
-}
-
-/// A resolved transfer against one baseline (`--baseline`): runs in
-/// `<out>/{baseline,recipe}/seed-<s>/`. [`TransferPlan::to_multi`] is the same transfer as a
-/// [`MultiTransferPlan`].
-#[derive(Debug)]
-pub struct TransferPlan<'a> {
-    /// The corpus.
-    pub corpus: &'a Corpus,
-    /// The recipe's weights.
-    pub recipe: Vec<f64>,
-    /// The baseline.
-    pub baseline: Baseline,
-    /// The larger model.
-    pub model: Qwen2Config,
-    /// Training settings shared by both arms (the seed is replaced per run).
-    pub train: TrainConfig,
-    /// Seeds `0..seeds`.
-    pub seeds: u64,
-    /// Output directory: `<out>/{baseline,recipe}/seed-<s>/`.
-    pub out: PathBuf,
-    /// Smoothing for steps-to-loss.
-    pub smoothing: Smoothing,
-    /// Runs trained at once in a single process (see [`MultiTransferPlan::jobs`]).
-    pub jobs: usize,
-}
-
-impl<'a> TransferPlan<'a> {
-    /// The same transfer with its baseline as the one [`NamedBaseline::legacy`].
-    pub fn to_multi(&self) -> MultiTransferPlan<'a> {
-        MultiTransferPlan {
-            corpus: self.corpus,
-            recipe: self.recipe.clone(),
-            baselines: vec![NamedBaseline::legacy(self.baseline.clone())],
-            model: self.model.clone(),
-            train: self.train.clone(),
-            seeds: self.seeds,
-            out: self.out.clone(),
-            smoothing: self.smoothing,
-            jobs: self.jobs,
-        }
-    }
 }
 
 /// The directory of one run.

@@ -14,7 +14,7 @@ use crate::train::trainer::METRICS_FILE;
 use crate::train::{train_with, TrainPlan};
 
 use super::error::TransferError;
-use super::plan::{check_baselines, run_dir, MultiTransferPlan, TransferPlan, RECIPE_ARM};
+use super::plan::{check_baselines, run_dir, MultiTransferPlan, RECIPE_ARM};
 use super::summary::{ComparedArm, Comparison, RunMetrics, TransferSummary};
 
 /// The progress callback: (arm, seed, step, total steps).
@@ -26,17 +26,6 @@ struct Run<'w> {
     arm: &'w str,
     seed: u64,
     weights: &'w [f64],
-}
-
-/// Trains both arms for every seed (skipping finished runs, resuming interrupted ones) and
-/// compares them; rank 0 writes `transfer.json`. The single-baseline form of
-/// [`run_transfers`] (runs in `<out>/{baseline,recipe}/seed-<s>/`).
-pub fn run_transfer(
-    plan: &TransferPlan<'_>,
-    comm: &dyn Communicator,
-    progress: &mut (dyn FnMut(&str, u64, u64, u64) + Send),
-) -> Result<TransferSummary, TransferError> {
-    run_transfers(&plan.to_multi(), comm, progress)
 }
 
 /// Trains the recipe once per seed and every baseline with the same seeds and settings
