@@ -10,7 +10,7 @@ use mixatlas::rng::SplitMix64;
 
 use crate::cli::{bin, fails, ok, s, tiny_corpus};
 
-fn toy(extra: &str) -> String {
+pub(crate) fn toy(extra: &str) -> String {
     format!(
         "python3 {}/tests/toy_trainer.py {extra}",
         env!("CARGO_MANIFEST_DIR")
@@ -38,7 +38,12 @@ pub(crate) fn events(dir: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn search_args<'a>(corpus: &'a str, out: &'a str, cmd: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+pub(crate) fn search_args<'a>(
+    corpus: &'a str,
+    out: &'a str,
+    cmd: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
     let mut v = vec![
         "search",
         "--corpus",
@@ -125,7 +130,7 @@ fn failed_trials_are_retried_then_left_out_with_their_reason() {
     assert_eq!(ev.iter().filter(|e| e["event"] == "finished").count(), 4);
     // A trainer that always fails is given up after 1 + retries attempts, with the reason.
     let out = tmp.path().join("broken");
-    let text = ok(&search_args(
+    let text = left_out(&search_args(
         s(corpus),
         s(&out),
         "echo 'CUDA out of memory' >&2; exit 3",
@@ -138,7 +143,7 @@ fn failed_trials_are_retried_then_left_out_with_their_reason() {
     assert!(text.contains("CUDA out of memory"), "{text}");
     // Timeouts kill the trial.
     let out = tmp.path().join("slow");
-    let text = ok(&search_args(
+    let text = left_out(&search_args(
         s(corpus),
         s(&out),
         "sleep 30",
@@ -154,6 +159,13 @@ fn failed_trials_are_retried_then_left_out_with_their_reason() {
         ],
     ));
     assert!(text.contains("time limit"), "{text}");
+}
+
+/// Runs a search in which no trial finishes: it exits 2 (issue 18); its stdout and stderr.
+fn left_out(args: &[&str]) -> String {
+    let out = crate::cli::run(args);
+    assert_eq!(out.status.code(), Some(2), "no trial finished: exit 2");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
 #[test]

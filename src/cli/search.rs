@@ -219,6 +219,11 @@ pub fn resolve(a: &SearchArgs) -> Result<SearchPlan> {
 pub fn printer(quiet: bool) -> impl FnMut(SearchProgress) {
     let start = Instant::now();
     move |p| {
+        if let SearchProgress::Warning { message } = &p {
+            // Warnings are not progress: shown even with --quiet.
+            eprintln!("warning: {message}");
+            return;
+        }
         if quiet {
             return;
         }
@@ -245,6 +250,7 @@ pub fn printer(quiet: bool) -> impl FnMut(SearchProgress) {
             SearchProgress::Failed { trial, reason } => {
                 eprintln!("[{t:6.1}s] {trial} failed: {reason}")
             }
+            SearchProgress::Warning { .. } => {}
         }
     }
 }
@@ -268,10 +274,43 @@ pub fn run(a: SearchArgs) -> Result<()> {
         );
         let summary = run_search_on(&plan, Some(&groups), &mut printer(a.quiet))?;
         print_summary(&plan, &summary);
-        return Ok(());
+        return outcome(&plan, &summary);
     }
     let summary = run_search(&plan, &mut printer(a.quiet))?;
     print_summary(&plan, &summary);
+    outcome(&plan, &summary)
+}
+
+/// The exit status of a search that ran: an error (exit 2) when no trial finished or no
+/// recipe was written, saying why and where the trials' logs are; a rerun of the same
+/// command retries the trials left out.
+fn outcome(plan: &SearchPlan, s: &SearchSummary) -> Result<()> {
+    let out = plan.search.out.display();
+    let why = match s.abandoned.first() {
+        Some((id, reason)) => format!(
+            "{} trial(s) left out, e.g. {id}: {reason}",
+            s.abandoned.len()
+        ),
+        None => "no trial was run".into(),
+    };
+    let logs = format!(
+        "each attempt's log is {out}/trials/<trial>/a<attempt>/trial.log and the record \
+         {out}/trials.jsonl; fix the cause and rerun the same command to retry the trials \
+         left out"
+    );
+    if s.finished == 0 {
+        anyhow::bail!("search: no trial finished ({why}); {logs}");
+    }
+    if s.recipe.is_none() {
+        let at = match &plan.search.target_fidelity {
+            Some(t) if plan.search.is_multi_fidelity() => format!(" at the target fidelity {t}"),
+            _ => String::new(),
+        };
+        anyhow::bail!(
+            "search: no recipe was written ({} trial(s) finished, none{at} to recommend); {logs}",
+            s.finished
+        );
+    }
     Ok(())
 }
 

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use mixatlas::data::corpus::Corpus;
 use mixatlas::train::trainer::read_mixture;
@@ -89,6 +89,7 @@ pub struct TransferArgs {
 /// `transfer`: baseline vs recipe on the larger model.
 pub fn run_transfer(a: TransferArgs) -> Result<()> {
     mixatlas::train::tune_allocator();
+    preflight(&a)?;
     let dist = Dist::init(a.collective_timeout)?;
     let lead = dist.world.rank() == 0;
     let corpus = Corpus::open(&a.corpus)?;
@@ -157,6 +158,38 @@ pub fn run_transfer(a: TransferArgs) -> Result<()> {
     if lead {
         print_comparisons(&s);
     }
+    Ok(())
+}
+
+/// What can be checked before training anything: at least one seed, a recipe that exists
+/// (when it is missing from a search directory, why: that search finished no trial yet), and
+/// an output directory that can be written.
+fn preflight(a: &TransferArgs) -> Result<()> {
+    if a.seeds == 0 {
+        anyhow::bail!("--seeds 0: a transfer trains each arm once per seed; give at least 1");
+    }
+    if !a.recipe.exists() {
+        let dir = a.recipe.parent().filter(|d| !d.as_os_str().is_empty());
+        let dir = dir.unwrap_or(std::path::Path::new("."));
+        if dir.join("trials.jsonl").is_file() {
+            anyhow::bail!(
+                "{}: no recipe: the search in {} has written none (no trial finished yet; see \
+                 {}/trials.jsonl and each attempt's {}/trials/<trial>/a<attempt>/trial.log, \
+                 fix the cause and rerun the search)",
+                a.recipe.display(),
+                dir.display(),
+                dir.display(),
+                dir.display()
+            );
+        }
+        anyhow::bail!("{}: no such recipe file", a.recipe.display());
+    }
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("creating the transfer directory {}", a.out.display()))?;
+    let probe = a.out.join(format!(".preflight.{}", std::process::id()));
+    std::fs::write(&probe, b"ok")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .with_context(|| format!("the transfer directory {} is not writable", a.out.display()))?;
     Ok(())
 }
 

@@ -3,18 +3,19 @@
 //! reading what it left behind ([`check_metrics`], [`log_tail`]), and recording its start and
 //! end in the event log and the state ([`Ledger`]). Shared by every executor.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::config::{Metric, SearchConfig, TrainerConfig};
+use super::config::{SearchConfig, TrainerConfig};
 use super::error::SearchError;
 use super::fidelity::Fidelity;
 use super::multifidelity::at_target;
-use super::objective::{observations, scores, ScoresError};
+use super::objective::{check_finished, observations};
 use super::plan::{write_fidelity_train_toml, SearchPlan, SearchProgress};
-use super::state::{Event, EventLog, SearchState, Status, TrialState};
+use super::state::{
+    check_scores_present, Event, EventLog, RecordScoresError, SearchState, Status, TrialState,
+};
 use crate::acquisition::space::SearchSpace;
 use crate::data::corpus::Manifest;
 use crate::data::mixture::Mixture;
@@ -78,27 +79,24 @@ pub enum MetricsError {
     NoScores,
     /// Scores that cannot be used.
     #[error(transparent)]
-    Scores(#[from] ScoresError),
+    Scores(#[from] RecordScoresError),
 }
 
-/// Reads and checks `dir/metrics.json`: JSON with a `benchmarks` object of finite numbers or
-/// an `objective`.
+/// Reads and checks `dir/metrics.json`: JSON with some usable score (a non-empty
+/// `benchmarks` object of finite numbers, or a finite `objective`; see
+/// [`check_scores_present`]). Whether the search's objective can use them is checked when the
+/// attempt is recorded ([`Ledger::ended`]).
 pub fn check_metrics(dir: &Path) -> Result<serde_json::Value, MetricsError> {
     let path = dir.join("metrics.json");
     let text = fs::read_to_string(&path).map_err(MetricsError::Unreadable)?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(MetricsError::NotJson)?;
     let has_scores = v.get("benchmarks").is_some_and(|b| b.is_object())
-        || v.get("objective").is_some_and(|o| o.is_f64());
+        || v.get("benchmark_loss").is_some_and(|b| b.is_object())
+        || v.get("objective").is_some();
     if !has_scores {
         return Err(MetricsError::NoScores);
     }
-    scores(&v, Metric::Accuracy).or_else(|e| {
-        if v.get("objective").is_some() {
-            Ok(BTreeMap::new())
-        } else {
-            Err(e)
-        }
-    })?;
+    check_scores_present(&v)?;
     Ok(v)
 }
 
@@ -269,6 +267,38 @@ impl Ledger<'_> {
         Ok(())
     }
 
+    /// `ev`, or for a `finished` event whose scores the objective cannot use (none, a
+    /// weighted benchmark missing, other benchmarks than the trials before it) the `failed`
+    /// event of that attempt with the reason: such a trial is retried, then left out, and
+    /// never recorded as finished (a record the search could not replay into an objective).
+    fn usable(&self, ev: Event) -> Event {
+        let Event::Finished {
+            trial,
+            attempt,
+            metrics,
+            ..
+        } = &ev
+        else {
+            return ev;
+        };
+        let Some(t) = self.state.trials.iter().find(|t| t.id == *trial) else {
+            return ev;
+        };
+        let mut t = t.clone();
+        t.attempts = t.attempts.max(*attempt);
+        match check_finished(self.cfg, &self.state.finished(), &t, metrics) {
+            Ok(()) => ev,
+            Err(e) => Event::Failed {
+                reason: format!(
+                    "exit 0 but {e} ({})",
+                    attempt_dir(&self.cfg.out, trial, *attempt).display()
+                ),
+                trial: trial.clone(),
+                attempt: *attempt,
+            },
+        }
+    }
+
     /// Records an attempt's start (with its executor job id) and reports it.
     pub fn started(&mut self, trial: &str, attempt: usize, job: String) -> Result<(), SearchError> {
         self.append(Event::Running {
@@ -295,6 +325,7 @@ impl Ledger<'_> {
                 fidelity.clone_from(&t.fidelity);
             }
         }
+        ev = self.usable(ev);
         let trial = match &ev {
             Event::Finished { trial, .. } | Event::Failed { trial, .. } => trial.clone(),
             _ => String::new(),

@@ -95,6 +95,9 @@ pub enum SearchError {
     /// The fidelities cannot be searched (e.g. two with the same steps and model size).
     #[error("search config: fidelities: {0}")]
     Fidelities(#[from] crate::acquisition::multifidelity::FidelityError),
+    /// A setting that would fail every trial, found before anything ran.
+    #[error(transparent)]
+    Preflight(#[from] super::preflight::PreflightError),
     /// A trial of a multi-fidelity search whose fidelity is not among the search's.
     #[error("trial {trial}: fidelity {fidelity} is not among the search's fidelities")]
     TrialFidelity {

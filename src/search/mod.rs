@@ -7,6 +7,7 @@
 //!
 //! - [`config`]: `[search]` (method, budget, objective, trainer, executor) and its checks;
 //! - [`plan`]: the resolved run, its files in the search directory, progress and summary;
+//! - [`preflight`]: the checks made before anything runs (corpus, preset, trainer, output);
 //! - [`state`]: `trials.jsonl`, the fsync'd event log, and its replay;
 //! - [`attempt`]: one attempt's directory and command, its metrics, its record in the log;
 //! - [`exec`]: where attempts run (local processes, MPI rank groups, Slurm arrays);
@@ -27,6 +28,7 @@ pub mod methods;
 pub mod multifidelity;
 pub mod objective;
 pub mod plan;
+pub mod preflight;
 pub mod recipe;
 pub mod recommend;
 pub mod run;

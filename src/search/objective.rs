@@ -7,13 +7,13 @@
 //! off its held-out curve ([`trial_curve`]): `metrics.json`'s `curve` when the trainer wrote
 //! one, else the evaluation records of the attempt's `train_log.jsonl`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::config::{Metric, SearchConfig};
 use super::curve::{aggregate, Curve, CurveError, CurvePoint};
-use super::state::{Status, TrialState};
-use super::trials::{ObjectiveError, Trial};
+use super::state::{check_scores_present, RecordScoresError, Status, TrialState};
+use super::trials::{ObjectiveError, ObjectiveSpec, Trial};
 use crate::acquisition::space::{SearchSpace, SpaceError};
 use crate::acquisition::Observations;
 use crate::data::mixture::{Mixture, MixtureError};
@@ -109,6 +109,186 @@ pub enum ObservationError {
         #[source]
         source: SpaceError,
     },
+    /// The trials are scored on different benchmark sets.
+    #[error(transparent)]
+    Sets(#[from] BenchmarkSetsError),
+}
+
+/// Trials scored on different sets of benchmarks, with no benchmark weights to say which
+/// count: their objectives (each trial's mean over its own benchmarks) would not compare.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "trials are scored on different benchmark sets: {}; an objective over all benchmarks \
+     would average different benchmarks per trial. Name the benchmarks to use \
+     ([search.objective] weights, or --weights / --target for suggest, predict and recipe)",
+    describe_sets(.sets)
+)]
+pub struct BenchmarkSetsError {
+    /// Each set of benchmarks, with the trials scored on it (in order).
+    pub sets: Vec<(BTreeSet<String>, Vec<String>)>,
+}
+
+fn describe_sets(sets: &[(BTreeSet<String>, Vec<String>)]) -> String {
+    sets.iter()
+        .map(|(set, trials)| {
+            let names: Vec<&str> = set.iter().map(String::as_str).collect();
+            let mut ids: Vec<&str> = trials.iter().take(6).map(String::as_str).collect();
+            if trials.len() > 6 {
+                ids.push("…");
+            }
+            format!(
+                "{{{}}} ({} trial(s): {})",
+                names.join(", "),
+                trials.len(),
+                ids.join(", ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A finished trial whose metrics the search's objective cannot use: recorded as a failed
+/// attempt (retried, then left out with this reason), never as a finished trial.
+#[derive(Debug, thiserror::Error)]
+pub enum UnusableScores {
+    /// No usable score at all.
+    #[error(transparent)]
+    Record(#[from] RecordScoresError),
+    /// No usable scores (see [`ScoresError`]), or its curve cannot be scored.
+    #[error(transparent)]
+    Scores(#[from] ObservationError),
+    /// Neither benchmark scores nor an `objective` under the configured metric and curve.
+    #[error("metrics.json has no scores under the objective (metric {metric:?})")]
+    NoScores {
+        /// The configured metric.
+        metric: Metric,
+    },
+    /// A benchmark the objective weights is missing.
+    #[error(
+        "no score for benchmark {benchmark:?}, which [search.objective] weights names \
+         (scored: {})",
+        list(.scored)
+    )]
+    Missing {
+        /// The benchmark.
+        benchmark: String,
+        /// The benchmarks it has.
+        scored: BTreeSet<String>,
+    },
+    /// Scored on other benchmarks than the trials finished before it.
+    #[error(
+        "scored on {{{}}} but trial {first} on {{{}}}: trials must be scored on the same \
+         benchmarks (or name the ones to use in [search.objective] weights)",
+        list(.scored),
+        list(.first_scored)
+    )]
+    DifferentSet {
+        /// Its benchmarks.
+        scored: BTreeSet<String>,
+        /// The first finished trial.
+        first: String,
+        /// Its benchmarks.
+        first_scored: BTreeSet<String>,
+    },
+}
+
+fn list(set: &BTreeSet<String>) -> String {
+    set.iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Checks that finished trial `t` (with `metrics`, not yet recorded) can be scored by the
+/// search's objective next to the trials in `finished`: scores under the configured metric
+/// and curve (or an explicit `objective`), every weighted benchmark, and with no weights the
+/// same benchmarks as the first of `finished` with benchmark scores.
+pub fn check_finished(
+    cfg: &SearchConfig,
+    finished: &[&TrialState],
+    t: &TrialState,
+    metrics: &serde_json::Value,
+) -> Result<(), UnusableScores> {
+    check_scores_present(metrics)?;
+    let scored = trial_scores(cfg, t, metrics)?;
+    let objective = explicit_objective(cfg, metrics, &scored);
+    if scored.is_empty() && objective.is_none() {
+        return Err(UnusableScores::NoScores {
+            metric: cfg.objective.metric,
+        });
+    }
+    let names: BTreeSet<String> = scored.keys().cloned().collect();
+    if let Some(b) = cfg.objective.weights.keys().find(|b| !names.contains(*b)) {
+        return Err(UnusableScores::Missing {
+            benchmark: b.clone(),
+            scored: names,
+        });
+    }
+    if !cfg.objective.weights.is_empty() || names.is_empty() {
+        return Ok(());
+    }
+    for f in finished.iter().filter(|f| f.id != t.id) {
+        let Status::Finished { metrics: m, .. } = &f.status else {
+            continue;
+        };
+        let Ok(first) = trial_scores(cfg, f, m) else {
+            continue;
+        };
+        if first.is_empty() {
+            continue;
+        }
+        let first_scored: BTreeSet<String> = first.into_keys().collect();
+        if first_scored != names {
+            return Err(UnusableScores::DifferentSet {
+                scored: names,
+                first: f.id.clone(),
+                first_scored,
+            });
+        }
+        break;
+    }
+    Ok(())
+}
+
+/// A trial's explicit `objective`, used only on the final scores and only when it has no
+/// benchmark scores (docs/ask-tell.md: "all benchmarks equally, or the trial's `objective`
+/// when it has no benchmarks").
+fn explicit_objective(
+    cfg: &SearchConfig,
+    metrics: &serde_json::Value,
+    scored: &BTreeMap<String, f64>,
+) -> Option<f64> {
+    (cfg.objective.curve.is_final() && scored.is_empty())
+        .then(|| metrics.get("objective").and_then(|v| v.as_f64()))
+        .flatten()
+}
+
+/// The objective of every trial under `spec` (the ask/tell commands and the search share
+/// it): a trial's explicit `objective` counts only when it has no benchmark scores (the
+/// documented precedence: benchmarks first), and without benchmark weights every trial with
+/// benchmark scores must have the same benchmarks ([`BenchmarkSetsError`] otherwise).
+pub fn evaluate(spec: &ObjectiveSpec, trials: &[Trial]) -> Result<Vec<f64>, ObservationError> {
+    if spec.weights.is_empty() {
+        let mut sets: Vec<(BTreeSet<String>, Vec<String>)> = Vec::new();
+        for t in trials.iter().filter(|t| !t.benchmarks.is_empty()) {
+            let set: BTreeSet<String> = t.benchmarks.keys().cloned().collect();
+            match sets.iter_mut().find(|(s, _)| *s == set) {
+                Some((_, ids)) => ids.push(t.id.clone()),
+                None => sets.push((set, vec![t.id.clone()])),
+            }
+        }
+        if sets.len() > 1 {
+            return Err(BenchmarkSetsError { sets }.into());
+        }
+    }
+    let own: Vec<Trial> = trials
+        .iter()
+        .map(|t| Trial {
+            objective: t.objective.filter(|_| t.benchmarks.is_empty()),
+            ..t.clone()
+        })
+        .collect();
+    Ok(spec.evaluate(&own)?)
 }
 
 /// The per-benchmark scores of a trial's metrics under `metric` (negative loss when the
@@ -201,7 +381,13 @@ fn trial_scores(
 ) -> Result<BTreeMap<String, f64>, ObservationError> {
     let curve = cfg.objective.curve;
     if curve.is_final() {
-        return Ok(scores(metrics, cfg.objective.metric)?);
+        return match scores(metrics, cfg.objective.metric) {
+            // An external trainer may report only an `objective` (docs/search.md).
+            Err(ScoresError::NoBenchmarks) if metrics.get("objective").is_some() => {
+                Ok(BTreeMap::new())
+            }
+            r => Ok(r?),
+        };
     }
     // The finished attempt's directory (`attempt::attempt_dir`, not imported: it imports
     // this file).
@@ -258,21 +444,19 @@ pub fn observations(
         let Status::Finished { metrics, .. } = &t.status else {
             continue;
         };
+        let benchmarks = trial_scores(cfg, t, metrics)?;
         trials.push(Trial {
             id: t.id.clone(),
             line: i + 1,
             mixture: trial_weights(space, t)?,
-            benchmarks: trial_scores(cfg, t, metrics)?,
-            // Along the curve, the scores are the curve's: a reported `objective` is ignored.
-            objective: if cfg.objective.curve.is_final() {
-                metrics.get("objective").and_then(|v| v.as_f64())
-            } else {
-                None
-            },
+            // Along the curve, the scores are the curve's: a reported `objective` is ignored;
+            // on the final scores it counts only for a trial without benchmark scores.
+            objective: explicit_objective(cfg, metrics, &benchmarks),
+            benchmarks,
             fidelity: t.fidelity.clone(),
         });
     }
-    let y = cfg.objective.spec().evaluate(&trials)?;
+    let y = evaluate(&cfg.objective.spec(), &trials)?;
     let mut obs = Observations::default();
     let mut ys = Vec::new();
     for (t, y) in trials.iter().zip(y) {

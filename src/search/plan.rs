@@ -23,7 +23,7 @@ use crate::train::TrainConfig;
 /// The resolved configuration file inside a search directory.
 pub const RESOLVED_FILE: &str = "search.json";
 /// The recipe inside a search directory.
-pub const RECIPE_FILE: &str = "recipe.json";
+pub const RECIPE_FILE: &str = super::recipe::RECIPE_FILE_NAME;
 /// Fitted GP state inside a search directory.
 pub const GP_FILE: &str = "gp.json";
 /// The built-in trainer's `[train]` table inside a search directory.
@@ -77,6 +77,12 @@ pub enum SearchProgress {
         /// Why.
         reason: String,
     },
+    /// Something the user should know that does not stop the search: a record repaired on
+    /// resume, a left-out trial tried again, a check skipped.
+    Warning {
+        /// The message.
+        message: String,
+    },
 }
 
 /// What a finished search reports.
@@ -99,35 +105,56 @@ pub struct SearchSummary {
     pub recipe: Option<Recipe>,
 }
 
-/// Writes `search.json` (the resolved `[search]` and `[train]`), first checking that an
-/// existing one was made with the same settings (the budget may grow on resume).
+/// Settings of `[search]` that may differ on resume: the budget may grow, and the trial time
+/// limit, the retries and the parallelism are how trials run, not what they compute (a rerun
+/// after a too-short `trial_timeout_s` must be able to raise it). `out` is where
+/// `search.json` lives, so it is the same directory however it is spelled.
+const MAY_CHANGE: &[&[&str]] = &[
+    &["budget", "max_trials"],
+    &["budget", "max_cost"],
+    &["budget", "trial_timeout_s"],
+    &["budget", "retries"],
+    &["executor", "parallel"],
+    &["out"],
+];
+
+/// Writes `search.json` (the resolved `[search]` and `[train]`, with the corpus and the
+/// search directory as absolute paths), first checking that an existing one was made with
+/// the same settings (see [`MAY_CHANGE`]; paths are compared canonicalised, so a relative
+/// and an absolute spelling of one directory are the same setting).
 pub fn write_resolved(plan: &SearchPlan) -> Result<(), SearchError> {
-    let resolved = serde_json::json!({
+    let mut resolved = serde_json::json!({
         "format": "mixatlas-search", "version": 1,
         "search": plan.search, "train": plan.train,
     });
+    for key in ["corpus", "out"] {
+        let p = canonical(&resolved["search"][key]);
+        resolved["search"][key] = p;
+    }
     let rpath = plan.search.out.join(RESOLVED_FILE);
     if rpath.exists() {
-        let old: serde_json::Value = serde_json::from_str(
+        let mut old: serde_json::Value = serde_json::from_str(
             &fs::read_to_string(&rpath).at("reading", &rpath)?,
         )
         .map_err(|source| SearchError::Resolved {
             path: rpath.clone(),
             source,
         })?;
+        old["search"]["corpus"] = canonical(&old["search"]["corpus"]);
         for key in ["search", "train"] {
             let (mut a, mut b) = (old[key].clone(), resolved[key].clone());
-            // The budget may grow on resume; everything else must match.
             if key == "search" {
-                for k in ["max_trials", "max_cost"] {
-                    a["budget"][k] = serde_json::Value::Null;
-                    b["budget"][k] = serde_json::Value::Null;
+                for path in MAY_CHANGE {
+                    forget(&mut a, path);
+                    forget(&mut b, path);
                 }
             }
-            if a != b {
+            let mut diffs = Vec::new();
+            differences(&a, &b, key, &mut diffs);
+            if !diffs.is_empty() {
                 return Err(SearchError::Mismatch {
                     path: rpath,
-                    what: format!("[{key}]"),
+                    what: diffs.join("; "),
                 });
             }
         }
@@ -139,6 +166,56 @@ pub fn write_resolved(plan: &SearchPlan) -> Result<(), SearchError> {
             .as_bytes(),
     )?;
     Ok(())
+}
+
+/// A path value made absolute and canonical when it names an existing file (else as it was).
+fn canonical(v: &serde_json::Value) -> serde_json::Value {
+    match v.as_str().map(fs::canonicalize) {
+        Some(Ok(p)) => serde_json::Value::String(p.display().to_string()),
+        _ => v.clone(),
+    }
+}
+
+/// Sets the value at `path` (object keys) to null.
+fn forget(v: &mut serde_json::Value, path: &[&str]) {
+    let mut cur = v;
+    for k in &path[..path.len() - 1] {
+        cur = &mut cur[*k];
+    }
+    if let Some(o) = cur.as_object_mut() {
+        o.insert(path[path.len() - 1].to_string(), serde_json::Value::Null);
+    }
+}
+
+/// The dotted keys where `old` and `new` differ, with both values (`[search].seed: 0 → 1`).
+fn differences(old: &serde_json::Value, new: &serde_json::Value, at: &str, out: &mut Vec<String>) {
+    match (old, new) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            let null = serde_json::Value::Null;
+            for k in keys {
+                let (x, y) = (a.get(k).unwrap_or(&null), b.get(k).unwrap_or(&null));
+                differences(x, y, &format!("{at}.{k}"), out);
+            }
+        }
+        (a, b) if a != b => {
+            let short = |v: &serde_json::Value| {
+                let t = v.to_string();
+                if t.chars().count() > 80 {
+                    format!("{}…", t.chars().take(80).collect::<String>())
+                } else {
+                    t
+                }
+            };
+            let (head, tail) = at.split_once('.').unwrap_or((at, ""));
+            out.push(format!(
+                "[{head}].{tail}: {} before, {} now",
+                short(a),
+                short(b)
+            ));
+        }
+        _ => {}
+    }
 }
 
 /// A whole configuration file holding `train` and every other table at its default: the

@@ -2,7 +2,9 @@
 //! blend string.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -10,7 +12,7 @@ use super::fidelity::Fidelity;
 use crate::acquisition::{Proposal, SearchSpace};
 use crate::data::corpus::Manifest;
 use crate::data::mixture::{by_name, megatron_blend};
-use crate::fsutil::{write_atomic, PathIoError};
+use crate::fsutil::{sync_parent, temp_sibling, write_atomic, IoContext, PathIoError};
 
 /// Current recipe format version.
 pub const RECIPE_VERSION: u32 = 1;
@@ -88,5 +90,118 @@ impl Recipe {
     pub fn save(&self, path: &Path) -> Result<(), PathIoError> {
         let text = serde_json::to_string_pretty(self).expect("recipe serialises");
         write_atomic(path, text.as_bytes())
+    }
+
+    /// Writes `dir/recipe.json` and its blend `dir/recipe.blend.txt` (and `extra` files,
+    /// e.g. `gp.json`) so that a failure can never leave a new recipe beside an old blend:
+    /// every file is first written to a temporary sibling and fsync'd (a full disk fails
+    /// here, with the old files untouched), then the old blend is removed, then the files
+    /// are renamed into place, recipe first. A crash between the renames leaves at worst the
+    /// new recipe without a blend, never a blend of another recipe.
+    pub fn save_with_blend(
+        &self,
+        dir: &Path,
+        blend: &str,
+        extra: &[(&str, String)],
+    ) -> Result<(), PathIoError> {
+        let recipe = serde_json::to_string_pretty(self).expect("recipe serialises");
+        let mut files = vec![
+            (dir.join(RECIPE_FILE_NAME), recipe),
+            (dir.join(BLEND_FILE_NAME), format!("{blend}\n")),
+        ];
+        files.extend(extra.iter().map(|(n, t)| (dir.join(n), t.clone())));
+        let mut written: Vec<PathBuf> = Vec::new();
+        let staged = files.iter().try_for_each(|(path, text)| {
+            let tmp = temp_sibling(path);
+            written.push(tmp.clone());
+            write_synced(&tmp, text.as_bytes())
+        });
+        if let Err(e) = staged {
+            for tmp in &written {
+                let _ = fs::remove_file(tmp);
+            }
+            return Err(e);
+        }
+        let blend_path = dir.join(BLEND_FILE_NAME);
+        match fs::remove_file(&blend_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).at("removing the old blend", &blend_path)?
+            }
+            _ => {}
+        }
+        for ((path, _), tmp) in files.iter().zip(&written) {
+            fs::rename(tmp, path).at("renaming into place", path)?;
+        }
+        sync_parent(&blend_path)
+    }
+}
+
+/// The recipe's file name in a search directory.
+pub const RECIPE_FILE_NAME: &str = "recipe.json";
+/// The recipe's Megatron blend's file name in a search directory.
+pub const BLEND_FILE_NAME: &str = "recipe.blend.txt";
+
+/// Creates `path` with `bytes` and fsyncs it.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), PathIoError> {
+    let mut f = fs::File::create(path).at("creating", path)?;
+    f.write_all(bytes).at("writing", path)?;
+    f.sync_all().at("syncing", path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recipe() -> Recipe {
+        Recipe {
+            format: "mixatlas-recipe".into(),
+            version: RECIPE_VERSION,
+            weights: [("c0/ocr".to_string(), 1.0)].into(),
+            concept_marginals: [("c0".to_string(), 1.0)].into(),
+            task_marginals: [("ocr".to_string(), 1.0)].into(),
+            source: RecipeSource {
+                method: "uniform".into(),
+                trials: 1,
+                trial: Some("t0000".into()),
+                target: vec![],
+                predicted_mean: None,
+                predicted_std: None,
+                reason: "best observed trial".into(),
+                fidelity: None,
+            },
+        }
+    }
+
+    /// Issue 18 row 21: a write that fails (a full disk, here a blocked temp file) leaves the
+    /// old recipe and its blend together, and no temporary file behind.
+    #[test]
+    fn a_failed_write_never_leaves_a_new_recipe_beside_an_old_blend() {
+        let dir = tempfile::tempdir().unwrap();
+        let (rp, bp) = (
+            dir.path().join(RECIPE_FILE_NAME),
+            dir.path().join(BLEND_FILE_NAME),
+        );
+        fs::write(&rp, "old recipe").unwrap();
+        fs::write(&bp, "old blend").unwrap();
+        let blocker = temp_sibling(&bp);
+        fs::create_dir(&blocker).unwrap();
+        assert!(recipe()
+            .save_with_blend(dir.path(), "1 cells/c0_ocr", &[])
+            .is_err());
+        assert_eq!(fs::read_to_string(&rp).unwrap(), "old recipe");
+        assert_eq!(fs::read_to_string(&bp).unwrap(), "old blend");
+        assert!(!temp_sibling(&rp).exists());
+        fs::remove_dir(&blocker).unwrap();
+        let extra = [("gp.json", "{}".to_string())];
+        recipe()
+            .save_with_blend(dir.path(), "1 cells/c0_ocr", &extra)
+            .unwrap();
+        let back: Recipe = serde_json::from_str(&fs::read_to_string(&rp).unwrap()).unwrap();
+        assert_eq!(back, recipe());
+        assert_eq!(fs::read_to_string(&bp).unwrap(), "1 cells/c0_ocr\n");
+        assert_eq!(
+            fs::read_to_string(dir.path().join("gp.json")).unwrap(),
+            "{}"
+        );
     }
 }

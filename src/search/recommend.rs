@@ -8,7 +8,7 @@ use std::path::Path;
 use super::config::SearchConfig;
 use super::error::SearchError;
 use super::objective::{observations, trial_point, trial_weights};
-use super::plan::{GP_FILE, RECIPE_FILE};
+use super::plan::GP_FILE;
 use super::recipe::{Recipe, RecipeSource};
 use super::state::{SearchState, Status, TrialState};
 use crate::acquisition::space::SearchSpace;
@@ -16,7 +16,6 @@ use crate::acquisition::ucb::{GpUcb, GpUcbConfig};
 use crate::acquisition::{Observations, Proposal};
 use crate::data::corpus::Manifest;
 use crate::data::mixture::Mixture;
-use crate::fsutil::write_atomic;
 use crate::surrogate::Posterior;
 
 /// The id of the candidate that is the method's recommendation rather than a trial.
@@ -155,7 +154,8 @@ fn best_observed(candidates: &[&TrialState], ys: &[(String, f64)]) -> Pick {
 }
 
 /// Writes `recipe.json`, `recipe.blend.txt` and `gp.json` into `out` (nothing before the
-/// first trial finishes).
+/// first trial finishes), never a new recipe beside an old blend
+/// ([`Recipe::save_with_blend`]).
 pub fn write_recipe(
     out: &Path,
     space: &SearchSpace,
@@ -164,20 +164,24 @@ pub fn write_recipe(
     manifest: &Manifest,
 ) -> Result<(), SearchError> {
     if let Some((r, gp)) = recipe(space, state, cfg)? {
-        r.save(&out.join(RECIPE_FILE))?;
-        let blend = r.megatron_blend(manifest, &cfg.corpus);
-        write_atomic(
-            &out.join("recipe.blend.txt"),
-            format!("{blend}\n").as_bytes(),
-        )?;
-        if let Some(gp) = gp {
-            write_atomic(
-                &out.join(GP_FILE),
-                serde_json::to_string_pretty(&gp)
-                    .expect("gp report")
-                    .as_bytes(),
-            )?;
-        }
+        save_recipe(out, &r, gp.as_ref(), manifest, cfg)?;
     }
+    Ok(())
+}
+
+/// Writes a search's recipe, its blend (prefixes under `cfg.corpus`) and the GP's report.
+pub fn save_recipe(
+    out: &Path,
+    r: &Recipe,
+    gp: Option<&serde_json::Value>,
+    manifest: &Manifest,
+    cfg: &SearchConfig,
+) -> Result<(), SearchError> {
+    let blend = r.megatron_blend(manifest, &cfg.corpus);
+    let gp: Vec<(&str, String)> = gp
+        .map(|g| (GP_FILE, serde_json::to_string_pretty(g).expect("gp report")))
+        .into_iter()
+        .collect();
+    r.save_with_blend(out, &blend, &gp)?;
     Ok(())
 }

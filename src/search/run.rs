@@ -21,13 +21,14 @@ use super::exec::mpi::{stop_workers, Groups, MpiExecutor};
 use super::exec::slurm::SlurmExecutor;
 use super::exec::Executor;
 use super::multifidelity::{at_target, trial_cost, MultiFidelity};
-use super::recommend::{recipe, write_recipe};
+use super::objective::check_finished;
+use super::recommend::{recipe, save_recipe, write_recipe};
 use super::state::{Event, EventLog, SearchState, Status, TrialState};
 use crate::acquisition::space::SearchSpace;
 use crate::acquisition::Proposer;
 use crate::data::corpus::Manifest;
 use crate::data::mixture::Mixture;
-use crate::fsutil::{write_atomic, IoContext};
+use crate::fsutil::IoContext;
 
 // Kept at their former paths (`search::run::…`) for callers outside `search`.
 pub use super::objective::observations;
@@ -74,11 +75,17 @@ struct Setup {
 impl Setup {
     /// Checks the plan, reads the corpus's manifest, builds the space and prepares the search
     /// directory (`trials/`, `search.json` checked against an earlier run, `train.toml`).
-    fn open(plan: &SearchPlan) -> Result<Self, SearchError> {
+    fn open(
+        plan: &SearchPlan,
+        progress: &mut dyn FnMut(SearchProgress),
+    ) -> Result<Self, SearchError> {
         let cfg = &plan.search;
         cfg.validate()?;
         let kind = cfg.executor.parse_kind()?;
         plan.train.validate().map_err(SearchError::Train)?;
+        for message in super::preflight::preflight(cfg, kind)?.notes {
+            progress(SearchProgress::Warning { message });
+        }
         let manifest = Manifest::load(&cfg.corpus)?;
         let space = SearchSpace::from_manifest(&manifest, cfg.space, &cfg.constraints)?;
         let mf = MultiFidelity::resolve(cfg, &manifest)?;
@@ -129,7 +136,7 @@ fn search_loop(
     progress: &mut dyn FnMut(SearchProgress),
 ) -> Result<SearchSummary, SearchError> {
     let cfg = &plan.search;
-    let setup = Setup::open(plan)?;
+    let setup = Setup::open(plan, progress)?;
     let max_attempts = cfg.budget.retries + 1;
     let (log, state) = EventLog::open(&cfg.out, max_attempts)?;
     let mut ledger = Ledger {
@@ -140,6 +147,8 @@ fn search_loop(
         cfg,
         progress,
     };
+    repair(&mut ledger)?;
+    reopen(&mut ledger)?;
     let mut proposer = cfg
         .method
         .proposer_on(cfg.seed, cfg.start, &setup.manifest, &cfg.chameleon)
@@ -170,6 +179,65 @@ fn search_loop(
         }
     }
     summary(&setup.space, setup.mf.as_ref(), &ledger)
+}
+
+/// Repairs the records of an earlier run that the objective cannot use (logged as warnings):
+/// `finished` lines without any usable score are already replayed as failed attempts
+/// ([`SearchState::repaired`]); a finished trial whose scores this search's objective cannot
+/// use (a weighted benchmark missing, other benchmarks than the trials before it, no curve
+/// for `last:K`/`auc`) gets a `failed` line that revokes it. Both are then retried like any
+/// failed attempt, so a directory written by an older version always resumes.
+fn repair(ledger: &mut Ledger<'_>) -> Result<(), SearchError> {
+    let path = ledger.cfg.out.join(super::state::TRIALS_FILE);
+    for (trial, reason) in std::mem::take(&mut ledger.state.repaired) {
+        (ledger.progress)(SearchProgress::Warning {
+            message: format!("{}: {trial} {reason}; retrying it", path.display()),
+        });
+    }
+    let mut accepted: Vec<TrialState> = Vec::new();
+    let finished: Vec<TrialState> = ledger.state.finished().into_iter().cloned().collect();
+    for t in finished {
+        let Status::Finished { metrics, .. } = &t.status else {
+            continue;
+        };
+        let before: Vec<&TrialState> = accepted.iter().collect();
+        match check_finished(ledger.cfg, &before, &t, metrics) {
+            Ok(()) => accepted.push(t),
+            Err(e) => {
+                let reason = format!("recorded as finished but {e}");
+                (ledger.progress)(SearchProgress::Warning {
+                    message: format!("{}: {} {reason}; retrying it", path.display(), t.id),
+                });
+                ledger.append(Event::Failed {
+                    trial: t.id.clone(),
+                    attempt: t.attempts,
+                    reason,
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Gives every trial an earlier run left out fresh attempts (a `reopened` line each): a
+/// rerun is how a user retries after fixing the cause (a trainer, a full disk, a time limit).
+fn reopen(ledger: &mut Ledger<'_>) -> Result<(), SearchError> {
+    let left_out: Vec<(String, String)> = ledger
+        .state
+        .trials
+        .iter()
+        .filter_map(|t| match &t.status {
+            Status::Abandoned { reason } => Some((t.id.clone(), reason.clone())),
+            _ => None,
+        })
+        .collect();
+    for (trial, reason) in left_out {
+        (ledger.progress)(SearchProgress::Warning {
+            message: format!("{trial} was left out ({reason}); trying it again"),
+        });
+        ledger.append(Event::Reopened { trial, reason })?;
+    }
+    Ok(())
 }
 
 /// Runs every pending trial on `exec` until none is pending or running: attempts an
@@ -306,14 +374,7 @@ fn write_mf_recipe(
     manifest: &Manifest,
 ) -> Result<(), SearchError> {
     if let Some((r, gp)) = mf.recipe(space, state, cfg)? {
-        r.save(&cfg.out.join(RECIPE_FILE))?;
-        let blend = r.megatron_blend(manifest, &cfg.corpus);
-        let path = cfg.out.join("recipe.blend.txt");
-        write_atomic(&path, format!("{blend}\n").as_bytes())?;
-        if let Some(gp) = gp {
-            let text = serde_json::to_string_pretty(&gp).expect("gp report");
-            write_atomic(&cfg.out.join(GP_FILE), text.as_bytes())?;
-        }
+        save_recipe(&cfg.out, &r, gp.as_ref(), manifest, cfg)?;
     }
     Ok(())
 }

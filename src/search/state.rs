@@ -66,7 +66,8 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         fidelity: Option<Fidelity>,
     },
-    /// An attempt failed.
+    /// An attempt failed (after a `finished` line of the same trial: that record is revoked,
+    /// see [`SearchState::apply`]).
     Failed {
         /// Trial id.
         trial: String,
@@ -75,6 +76,99 @@ pub enum Event {
         /// Why (exit status, timeout, invalid metrics …).
         reason: String,
     },
+    /// A trial left out by an earlier run is tried again (a rerun retries the trials it left
+    /// out, with `retries + 1` fresh attempts: the cause may have been fixed since).
+    Reopened {
+        /// Trial id.
+        trial: String,
+        /// Why it had been left out.
+        reason: String,
+    },
+}
+
+impl Event {
+    /// The trial the event is about.
+    pub fn trial(&self) -> &str {
+        match self {
+            Event::Proposed { trial, .. }
+            | Event::Running { trial, .. }
+            | Event::Finished { trial, .. }
+            | Event::Failed { trial, .. }
+            | Event::Reopened { trial, .. } => trial,
+        }
+    }
+}
+
+/// Whether `id` is a trial id as the search writes them: `t` and ASCII digits (`t0007`).
+/// Ids read back from `trials.jsonl` become directory names (`trials/<id>/a<n>`), so nothing
+/// else (`../x`, `/abs`, `a/b`) is accepted.
+pub fn is_trial_id(id: &str) -> bool {
+    id.strip_prefix('t')
+        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A `finished` record (or a trial's `metrics.json`) without any usable score.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordScoresError {
+    /// `benchmarks` or `benchmark_loss` is not a map of numbers.
+    #[error("metrics `{key}` is not a map of numbers: {source}")]
+    NotAMap {
+        /// The key.
+        key: String,
+        /// The parser's message.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A score is NaN or infinite.
+    #[error("benchmark {benchmark:?} has a non-finite score {value}")]
+    NonFinite {
+        /// The benchmark.
+        benchmark: String,
+        /// The score.
+        value: f64,
+    },
+    /// No score at all: `benchmarks` (and `benchmark_loss`) empty or missing, no `objective`.
+    #[error(
+        "metrics.json has no scores: `benchmarks` is empty or missing and there is no \
+         `objective` (expected {{\"benchmarks\": {{\"name\": score, …}}}})"
+    )]
+    Empty,
+    /// `objective` is not a finite number.
+    #[error("metrics.json `objective` is {0}; expected a finite number")]
+    BadObjective(String),
+}
+
+/// Checks that metrics hold some usable score, whatever the objective: `benchmarks` and
+/// `benchmark_loss`, where present, maps of finite numbers; `objective`, where present, a
+/// finite number; at least one score in all. `{"benchmarks": {}}` is refused.
+pub fn check_scores_present(metrics: &serde_json::Value) -> Result<(), RecordScoresError> {
+    let mut any = false;
+    for key in ["benchmarks", "benchmark_loss"] {
+        let Some(v) = metrics.get(key) else { continue };
+        let table: BTreeMap<String, f64> =
+            serde_json::from_value(v.clone()).map_err(|source| RecordScoresError::NotAMap {
+                key: key.to_string(),
+                source,
+            })?;
+        if let Some((k, v)) = table.iter().find(|(_, v)| !v.is_finite()) {
+            return Err(RecordScoresError::NonFinite {
+                benchmark: k.clone(),
+                value: *v,
+            });
+        }
+        any |= !table.is_empty();
+    }
+    if let Some(o) = metrics.get("objective") {
+        match o.as_f64() {
+            Some(x) if x.is_finite() => any = true,
+            _ => return Err(RecordScoresError::BadObjective(o.to_string())),
+        }
+    }
+    if any {
+        Ok(())
+    } else {
+        Err(RecordScoresError::Empty)
+    }
 }
 
 /// Where a trial stands after replaying the log.
@@ -129,6 +223,10 @@ pub struct SearchState {
     pub trials: Vec<TrialState>,
     /// Lines that could not be parsed (a torn last line after a crash), with line numbers.
     pub dropped: Vec<usize>,
+    /// Trials whose `finished` line carries no usable scores (written by a version that
+    /// accepted them, e.g. `{"benchmarks": {}}`): replayed as a failed attempt instead, with
+    /// the reason; the search reports them as repaired.
+    pub repaired: Vec<(String, String)>,
 }
 
 impl SearchState {
@@ -168,6 +266,9 @@ impl SearchState {
 
     /// Applies one event (with at most `max_attempts` attempts per trial).
     pub fn apply(&mut self, ev: Event, max_attempts: usize) -> Result<(), EventError> {
+        if !is_trial_id(ev.trial()) {
+            return Err(EventError::BadTrialId(ev.trial().to_string()));
+        }
         let find = |st: &SearchState, id: &str| -> Result<usize, EventError> {
             st.trials
                 .iter()
@@ -211,15 +312,24 @@ impl SearchState {
             }
             Event::Finished {
                 trial,
+                attempt,
                 metrics,
                 wall_s,
                 ..
             } => {
                 let k = find(self, &trial)?;
-                let t = &mut self.trials[k];
-                if matches!(t.status, Status::Finished { .. }) {
+                if matches!(self.trials[k].status, Status::Finished { .. }) {
                     return Err(EventError::FinishedTwice(trial));
                 }
+                if let Err(e) = check_scores_present(&metrics) {
+                    // A record of a version that took unusable metrics as a success.
+                    let reason = format!("recorded as finished but {e}");
+                    self.repaired.push((trial.clone(), reason.clone()));
+                    self.fail(k, attempt, reason, max_attempts);
+                    return Ok(());
+                }
+                let t = &mut self.trials[k];
+                t.attempts = t.attempts.max(attempt);
                 t.status = Status::Finished { metrics, wall_s };
                 t.job = None;
             }
@@ -229,17 +339,35 @@ impl SearchState {
                 reason,
             } => {
                 let k = find(self, &trial)?;
+                self.fail(k, attempt, reason, max_attempts);
+            }
+            Event::Reopened { trial, .. } => {
+                let k = find(self, &trial)?;
                 let t = &mut self.trials[k];
-                t.failures += 1;
-                t.attempts = t.attempts.max(attempt);
-                t.last_failure = Some(reason.clone());
-                t.job = None;
-                if t.failures >= max_attempts {
-                    t.status = Status::Abandoned { reason };
+                if !matches!(t.status, Status::Abandoned { .. }) {
+                    return Err(EventError::NotLeftOut(trial));
                 }
+                t.failures = 0;
+                t.status = Status::Pending;
             }
         }
         Ok(())
+    }
+
+    /// Records a failed attempt of trial `k`: back to pending while it has attempts left,
+    /// else left out. A failure after a `finished` record revokes it (the search's repair of
+    /// a trial whose scores turned out unusable).
+    fn fail(&mut self, k: usize, attempt: usize, reason: String, max_attempts: usize) {
+        let t = &mut self.trials[k];
+        t.failures += 1;
+        t.attempts = t.attempts.max(attempt);
+        t.last_failure = Some(reason.clone());
+        t.job = None;
+        t.status = if t.failures >= max_attempts {
+            Status::Abandoned { reason }
+        } else {
+            Status::Pending
+        };
     }
 
     /// Trials that still need an attempt, in order.
@@ -341,6 +469,15 @@ pub enum EventError {
     /// A second `finished` line for one trial.
     #[error("trial {0:?} finished twice")]
     FinishedTwice(String),
+    /// A trial id that the search does not write (it would become a path outside `trials/`).
+    #[error(
+        "trial id {0:?} is not one the search writes (`t` and digits, e.g. \"t0007\"); \
+         refusing to use it as a directory name"
+    )]
+    BadTrialId(String),
+    /// A `reopened` line for a trial that is not left out.
+    #[error("trial {0:?} reopened but it was not left out")]
+    NotLeftOut(String),
 }
 
 /// A line of `trials.jsonl` (other than a torn last one) that cannot be replayed.
@@ -388,7 +525,7 @@ mod tests {
         let fin = serde_json::to_string(&Event::Finished {
             trial: "t1".into(),
             attempt: 1,
-            metrics: serde_json::json!({"benchmarks": {}}),
+            metrics: serde_json::json!({"benchmarks": {"b": 0.5}}),
             wall_s: 1.0,
             fidelity: None,
         })
