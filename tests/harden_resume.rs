@@ -204,10 +204,7 @@ fn issue18_settings_that_would_fail_every_trial_are_refused_before_anything_runs
     std::fs::write(&file, "").unwrap();
     let under = file.join("search");
     let err = fails(&search_args(s(corpus), s(&under), &cmd, &[]));
-    assert!(
-        err.contains("not writable") && err.contains(s(&under)),
-        "{err}"
-    );
+    assert!(err.contains(s(&under)), "{err}");
 }
 
 /// Row 9: every attempt past its time limit → exit 2 naming the reason and the logs; a

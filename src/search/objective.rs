@@ -478,6 +478,45 @@ pub fn observations(
 mod tests {
     use super::*;
 
+    fn trial(id: &str, benchmarks: &[(&str, f64)], objective: Option<f64>) -> Trial {
+        Trial {
+            id: id.into(),
+            line: 1,
+            mixture: vec![1.0],
+            benchmarks: benchmarks
+                .iter()
+                .map(|(b, v)| (b.to_string(), *v))
+                .collect(),
+            objective,
+            fidelity: None,
+        }
+    }
+
+    /// Issue 18 row 18: benchmarks before an explicit objective (docs/ask-tell.md), and
+    /// different benchmark sets an error naming sets and trials unless weights pick them.
+    #[test]
+    fn benchmarks_win_over_objective_and_sets_must_agree() {
+        let spec = ObjectiveSpec::default();
+        let t = [
+            trial("a", &[("x", 0.2), ("y", 0.4)], Some(9.0)),
+            trial("b", &[], Some(0.7)),
+        ];
+        let y = evaluate(&spec, &t).unwrap();
+        assert!((y[0] - 0.3).abs() < 1e-12 && y[1] == 0.7, "{y:?}");
+        let mixed = [
+            trial("a", &[("x", 0.2), ("y", 0.4)], None),
+            trial("b", &[("x", 0.5)], None),
+            trial("c", &[("x", 0.1), ("y", 0.1)], None),
+        ];
+        let e = evaluate(&spec, &mixed).unwrap_err().to_string();
+        assert!(
+            e.contains("{x, y} (2 trial(s): a, c)") && e.contains("{x} (1 trial(s): b)"),
+            "{e}"
+        );
+        let only_x = ObjectiveSpec::targeting(&["x".into()]);
+        assert_eq!(evaluate(&only_x, &mixed).unwrap(), vec![0.2, 0.5, 0.1]);
+    }
+
     /// The built-in trainer's curve: the eval records of `train_log.jsonl` (step records
     /// skipped), negative loss or accuracy per benchmark; a `curve` in metrics.json wins.
     #[test]

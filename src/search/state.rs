@@ -305,6 +305,11 @@ impl SearchState {
                 attempt,
                 job,
             } => {
+                // Job ids go to `squeue`/`scancel` on re-attach: the executors' own spelling only.
+                let ok = |b: u8| b.is_ascii_alphanumeric() || b":_.-".contains(&b);
+                if job.is_empty() || !job.bytes().all(ok) {
+                    return Err(EventError::BadJobId { trial, job });
+                }
                 let k = find(self, &trial)?;
                 let t = &mut self.trials[k];
                 t.attempts = t.attempts.max(attempt);
@@ -475,6 +480,17 @@ pub enum EventError {
          refusing to use it as a directory name"
     )]
     BadTrialId(String),
+    /// An executor job id with characters no executor writes.
+    #[error(
+        "trial {trial:?}: job id {job:?} is not one an executor writes (letters, digits, \
+         `:_.-`, e.g. \"slurm:1234_0\")"
+    )]
+    BadJobId {
+        /// The trial.
+        trial: String,
+        /// The job id.
+        job: String,
+    },
     /// A `reopened` line for a trial that is not left out.
     #[error("trial {0:?} reopened but it was not left out")]
     NotLeftOut(String),
@@ -559,5 +575,85 @@ mod tests {
             .contains("line 2"));
         let twice = format!("{}\n{}\n", proposed("t1"), proposed("t1"));
         assert!(SearchState::replay(&twice, 1).is_err());
+    }
+
+    /// Issue 18 row 7: ids read back become paths and command arguments, so only the
+    /// search's own spelling is accepted, with the line and the value in the error.
+    #[test]
+    fn only_the_searchs_own_trial_and_job_ids_replay() {
+        for id in ["t0", "t0007", "t12345"] {
+            assert!(is_trial_id(id), "{id}");
+        }
+        for id in [
+            "",
+            "t",
+            "../../victim",
+            "t1/../x",
+            "/t1",
+            "T1",
+            "t-1",
+            "t1 ",
+        ] {
+            assert!(!is_trial_id(id), "{id}");
+            let e = SearchState::replay(&format!("{}\n", proposed(id)), 1)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("line 1") && e.contains(&format!("{id:?}")),
+                "{e}"
+            );
+        }
+        let running = |job: &str| {
+            let ev = Event::Running {
+                trial: "t1".into(),
+                attempt: 1,
+                job: job.into(),
+            };
+            format!(
+                "{}\n{}\n",
+                proposed("t1"),
+                serde_json::to_string(&ev).unwrap()
+            )
+        };
+        assert!(SearchState::replay(&running("slurm:12_3"), 1).is_ok());
+        let e = SearchState::replay(&running("1; rm -rf x"), 1).unwrap_err();
+        assert!(e.to_string().contains("line 2"), "{e}");
+    }
+
+    /// Issue 18 row 8: a `finished` line without any usable score replays as a failed
+    /// attempt (repaired), and a `failed` line after `finished` revokes it.
+    #[test]
+    fn finished_lines_without_scores_replay_as_failures() {
+        let fin = |metrics: serde_json::Value| {
+            serde_json::to_string(&Event::Finished {
+                trial: "t1".into(),
+                attempt: 1,
+                metrics,
+                wall_s: 1.0,
+                fidelity: None,
+            })
+            .unwrap()
+        };
+        for bad in [
+            serde_json::json!({"benchmarks": {}}),
+            serde_json::json!({"train_loss": 1.0}),
+            serde_json::json!({"benchmarks": {"a": "x"}}),
+        ] {
+            let st =
+                SearchState::replay(&format!("{}\n{}\n", proposed("t1"), fin(bad)), 2).unwrap();
+            assert_eq!(st.trials[0].status, Status::Pending);
+            assert_eq!(st.repaired.len(), 1);
+        }
+        let good = fin(serde_json::json!({"objective": 0.5}));
+        let revoke = serde_json::to_string(&Event::Failed {
+            trial: "t1".into(),
+            attempt: 1,
+            reason: "repaired".into(),
+        })
+        .unwrap();
+        let text = format!("{}\n{good}\n{revoke}\n{good}\n", proposed("t1"));
+        let st = SearchState::replay(&text, 2).unwrap();
+        assert!(matches!(st.trials[0].status, Status::Finished { .. }));
+        assert_eq!(st.trials[0].failures, 1);
     }
 }
