@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use mixatlas::data::corpus::Corpus;
 use mixatlas::train::trainer::read_mixture;
@@ -161,9 +161,8 @@ pub fn run_transfer(a: TransferArgs) -> Result<()> {
     Ok(())
 }
 
-/// What can be checked before training anything: at least one seed, a recipe that exists
-/// (when it is missing from a search directory, why: that search finished no trial yet), and
-/// an output directory that can be written.
+/// What can be checked before opening anything: at least one seed, and a recipe that exists
+/// (when it is missing from a search directory, why: that search finished no trial yet).
 fn preflight(a: &TransferArgs) -> Result<()> {
     if a.seeds == 0 {
         anyhow::bail!("--seeds 0: a transfer trains each arm once per seed; give at least 1");
@@ -184,12 +183,6 @@ fn preflight(a: &TransferArgs) -> Result<()> {
         }
         anyhow::bail!("{}: no such recipe file", a.recipe.display());
     }
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("creating the transfer directory {}", a.out.display()))?;
-    let probe = a.out.join(format!(".preflight.{}", std::process::id()));
-    std::fs::write(&probe, b"ok")
-        .and_then(|()| std::fs::remove_file(&probe))
-        .with_context(|| format!("the transfer directory {} is not writable", a.out.display()))?;
     Ok(())
 }
 

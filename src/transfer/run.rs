@@ -3,13 +3,13 @@
 //! baseline the steps-to-loss comparison of each seed's held-out curves and the figures of
 //! [`Comparison::compute`], in the summary that rank 0 writes as `transfer.json`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::bench::steps_to_loss::{read_series, steps_to_loss, LogColumns, StepsToLoss};
 use crate::dist::{Communicator, SingleProcess};
-use crate::fsutil::{write_atomic, IoContext};
+use crate::fsutil::{write_atomic, IoContext, PathIoError};
 use crate::train::trainer::METRICS_FILE;
 use crate::train::{train_with, TrainPlan};
 
@@ -42,6 +42,8 @@ pub fn run_transfers(
         .iter()
         .map(|b| b.baseline.weights(plan.corpus))
         .collect::<Result<Vec<_>, _>>()?;
+    // Every setting is checked: the output must be writable before hours of training.
+    check_writable(&plan.out)?;
     let order = run_order(plan, &weights);
     if plan.jobs > 1 && comm.size() == 1 {
         train_concurrently(plan, &order, progress)?;
@@ -72,6 +74,14 @@ pub fn run_transfers(
         )?;
     }
     Ok(summary)
+}
+
+/// Creates the transfer directory and writes (then removes) a probe file in it.
+fn check_writable(out: &Path) -> Result<(), PathIoError> {
+    std::fs::create_dir_all(out).at("creating the transfer directory", out)?;
+    let probe = out.join(format!(".preflight.{}", std::process::id()));
+    std::fs::write(&probe, b"ok").at("writing a probe file in", out)?;
+    std::fs::remove_file(&probe).at("removing", &probe)
 }
 
 /// Every run, seed by seed: each baseline in order, then the recipe (once per seed).
