@@ -466,7 +466,8 @@ mod tests {
                 Event::Finished {
                     trial: id,
                     attempt: 1,
-                    metrics: serde_json::json!({}),
+                    // Some score: a record without one replays as a failure.
+                    metrics: serde_json::json!({"objective": 0.0}),
                     wall_s,
                     fidelity: Some(f(fid)),
                 },

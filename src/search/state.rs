@@ -269,6 +269,8 @@ impl SearchState {
         if !is_trial_id(ev.trial()) {
             return Err(EventError::BadTrialId(ev.trial().to_string()));
         }
+        // A repaired trial that was run again since is no longer news.
+        self.repaired.retain(|(t, _)| t != ev.trial());
         let find = |st: &SearchState, id: &str| -> Result<usize, EventError> {
             st.trials
                 .iter()
@@ -639,10 +641,18 @@ mod tests {
             serde_json::json!({"train_loss": 1.0}),
             serde_json::json!({"benchmarks": {"a": "x"}}),
         ] {
-            let st =
-                SearchState::replay(&format!("{}\n{}\n", proposed("t1"), fin(bad)), 2).unwrap();
+            let st = SearchState::replay(&format!("{}\n{}\n", proposed("t1"), fin(bad.clone())), 2)
+                .unwrap();
             assert_eq!(st.trials[0].status, Status::Pending);
             assert_eq!(st.repaired.len(), 1);
+            let again = serde_json::to_string(&Event::Running {
+                trial: "t1".into(),
+                attempt: 2,
+                job: "local:1".into(),
+            })
+            .unwrap();
+            let text = format!("{}\n{}\n{again}\n", proposed("t1"), fin(bad));
+            assert!(SearchState::replay(&text, 2).unwrap().repaired.is_empty());
         }
         let good = fin(serde_json::json!({"objective": 0.5}));
         let revoke = serde_json::to_string(&Event::Failed {
