@@ -136,7 +136,7 @@ fn issue18_suggest_bounds_q_and_logs_progress_at_v() {
         "suggest", "--space", &space, "--trials", &trials, "-q", "10000",
     ]);
     assert!(
-        err.contains("-q 10000") && err.contains("1 to 1000"),
+        err.contains("-q 10000") && err.contains("1 to 512"),
         "{err}"
     );
     assert!(t.elapsed() < Duration::from_secs(5));

@@ -25,10 +25,12 @@ use serde::Deserialize;
 use super::chameleon::ChameleonArgs;
 use super::output;
 
-/// The most mixtures one `suggest` proposes (`-q`). Each batch point after the first
-/// conditions the GP on the pending ones and rescores the whole candidate pool, so the work
-/// grows with `q × (trials + q)²`; a larger batch is better asked for in several rounds.
-pub const MAX_Q: usize = 1000;
+/// The most mixtures one `suggest` proposes (`-q`): RegMix's 512 proxy runs fit in one call.
+/// An initial design of that size takes a second; a GP-UCB batch takes minutes (each batch
+/// point after the first conditions the GP on the pending ones and rescores the candidate
+/// pool, so the work grows with `q × (trials + q)²`; `-v` logs the point it is choosing). A
+/// larger batch is better asked for in several rounds.
+pub const MAX_Q: usize = 512;
 
 /// Where the search space comes from.
 #[derive(Debug, Args)]
@@ -148,7 +150,7 @@ pub struct SuggestArgs {
     /// The surrogate.
     #[command(flatten)]
     pub surrogate: SurrogateArgs,
-    /// Number of mixtures to propose (1 to 1000, see `MAX_Q`).
+    /// Number of mixtures to propose (1 to 512, see `MAX_Q`).
     #[arg(short, long, default_value_t = 1)]
     pub q: usize,
     /// Method.

@@ -168,7 +168,7 @@ pub fn check_sizes(
     let need = estimate.total();
     if need > limit.bytes as f64 {
         return Err(TrainError::Config(format!(
-            "batch_size {} × seq_len {} (micro_batch {}) needs at least {:.1} GiB of memory per \
+            "batch_size {} × seq_len {} ({} rows per forward pass) needs at least {:.1} GiB of memory per \
              rank (batch buffers {:.1} GiB, parameters and optimiser state {:.1} GiB, \
              activations {:.1} GiB) but {:.1} GiB is available ({}); lower batch_size, seq_len \
              or micro_batch, or set {MEMORY_LIMIT_ENV} (a size, or `off`)",
