@@ -8,6 +8,7 @@ mod dist;
 mod gp;
 mod gpu;
 mod harden_resume;
+mod harden_guards;
 mod megatron_compat;
 mod model;
 mod report;

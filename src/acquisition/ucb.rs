@@ -23,6 +23,7 @@ use super::design::{maximin, DesignStart};
 use super::proposer::{Observations, Proposal, ProposeError, Proposer};
 use super::space::SearchSpace;
 use crate::rng::SplitMix64;
+use crate::surrogate::fit::Heartbeat;
 use crate::surrogate::{Gp, GpConfig, GpError, LinearCombination, Posterior};
 
 /// The exploration weight β of `μ + √β σ`.
@@ -600,7 +601,11 @@ impl Proposer for GpUcb {
         let mut cond = gp.clone();
         let mut out: Vec<Proposal> = Vec::with_capacity(q);
         let mut chosen: Vec<Vec<f64>> = Vec::with_capacity(q);
+        let mut beat = Heartbeat::new(std::time::Instant::now());
         for j in 0..q {
+            beat.tick(|point, secs| {
+                tracing::debug!(point, q, secs, "GP-UCB: choosing batch point")
+            });
             let search = UcbSearch {
                 pool: &pool,
                 beta,

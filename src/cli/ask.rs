@@ -8,7 +8,9 @@ use clap::Args;
 use mixatlas::acquisition::design::DesignStart;
 use mixatlas::acquisition::multifidelity::{MfGpUcb, MfObservations};
 use mixatlas::acquisition::ucb::{GpUcb, GpUcbConfig};
-use mixatlas::acquisition::{Observations, Proposer, SearchSpace, SpaceConstraints, SpaceKind};
+use mixatlas::acquisition::{
+    Observations, Proposal, Proposer, SearchSpace, SpaceConstraints, SpaceKind,
+};
 use mixatlas::data::corpus::Manifest;
 use mixatlas::search::config::SearchConfig;
 use mixatlas::search::fidelity::Fidelity;
@@ -16,10 +18,19 @@ use mixatlas::search::methods::Method;
 use mixatlas::search::multifidelity::MultiFidelity;
 use mixatlas::search::recipe::{Recipe, RecipeSource};
 use mixatlas::search::trials::{load_trials, rescale_rounded, ObjectiveSpec, Trial};
+use mixatlas::surrogate::gp::MAX_ABS_OBJECTIVE;
 use mixatlas::surrogate::{InputWarp, Posterior};
 use serde::Deserialize;
 
 use super::chameleon::ChameleonArgs;
+use super::output;
+
+/// The most mixtures one `suggest` proposes (`-q`): RegMix's 512 proxy runs fit in one call.
+/// An initial design of that size takes a second; a GP-UCB batch takes minutes (each batch
+/// point after the first conditions the GP on the pending ones and rescores the candidate
+/// pool, so the work grows with `q × (trials + q)²`; `-v` logs the point it is choosing). A
+/// larger batch is better asked for in several rounds.
+pub const MAX_Q: usize = 512;
 
 /// Where the search space comes from.
 #[derive(Debug, Args)]
@@ -139,7 +150,7 @@ pub struct SuggestArgs {
     /// The surrogate.
     #[command(flatten)]
     pub surrogate: SurrogateArgs,
-    /// Number of mixtures to propose.
+    /// Number of mixtures to propose (1 to 512, see `MAX_Q`).
     #[arg(short, long, default_value_t = 1)]
     pub q: usize,
     /// Method.
@@ -189,6 +200,10 @@ pub struct PredictArgs {
     /// Predict at this fidelity instead of the target (one of --fidelities).
     #[arg(long)]
     pub at_fidelity: Option<String>,
+    /// The shape of `suggest --json`: also the method, the number of trials and, without
+    /// fidelities, each prediction's UCB value (`mean + √β std`, β of the next proposal).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `mixatlas recipe`.
@@ -345,12 +360,45 @@ fn observations(
     let y = mixatlas::search::objective::evaluate(spec, trials)?;
     let mut obs = Observations::default();
     for (t, y) in trials.iter().zip(y) {
+        if y.is_finite() && y.abs() > MAX_ABS_OBJECTIVE {
+            bail!(
+                "trial {} (line {}): objective is {y:e} (from its scores); the GP accepts \
+                 objectives within ±{MAX_ABS_OBJECTIVE:e}",
+                t.id,
+                t.line
+            );
+        }
         let x = space
             .from_mixture(&t.mixture)
             .with_context(|| format!("trial {} (line {})", t.id, t.line))?;
         obs.push(x, y);
     }
     Ok(obs)
+}
+
+/// Checks that the surrogate's figures of `what` are numbers: a posterior that is not (an
+/// overflow, a degenerate fit) is an error, never a `null` in the JSON output.
+fn check_finite(what: &str, figures: &[(&str, Option<f64>)]) -> Result<()> {
+    for (name, v) in figures {
+        if let Some(v) = v.filter(|v| !v.is_finite()) {
+            bail!(
+                "{what}: the GP's posterior {name} is {v}; the fit is unusable (check the \
+                 trials' scores for extreme values)"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// [`check_finite`] of each proposal's mean, std and acquisition value.
+fn check_proposals<'a>(proposals: impl IntoIterator<Item = &'a Proposal>) -> Result<()> {
+    for (i, p) in proposals.into_iter().enumerate() {
+        check_finite(
+            &format!("proposal {}", i + 1),
+            &[("mean", p.mean), ("std", p.std), ("ucb", p.acquisition)],
+        )?;
+    }
+    Ok(())
 }
 
 fn named(space: &SearchSpace, w: &[f64]) -> BTreeMap<String, f64> {
@@ -373,8 +421,12 @@ fn method_proposer(a: &SuggestArgs, manifest: Option<&Manifest>) -> Result<Box<d
 
 /// `suggest`: the next q mixtures.
 pub fn run_suggest(a: SuggestArgs) -> Result<()> {
-    if a.q == 0 {
-        bail!("-q must be at least 1");
+    if a.q == 0 || a.q > MAX_Q {
+        bail!(
+            "-q {}: expected 1 to {MAX_Q} mixtures per call (ask for a larger batch in \
+             several rounds)",
+            a.q
+        );
     }
     let (space, manifest) = load_space(&a.space)?;
     let trials = match &a.trials {
@@ -384,6 +436,13 @@ pub fn run_suggest(a: SuggestArgs) -> Result<()> {
     let spec = objective_spec(&a.objective, &[])?;
     let obs = observations(&space, &trials, &spec)?;
     let round = obs.len();
+    tracing::debug!(
+        trials = obs.len(),
+        dim = space.dim(),
+        q = a.q,
+        method = a.method.name(),
+        "suggest: proposing"
+    );
     if let Some(mf) = multi_fidelity(&a.fidelity, manifest.as_ref(), a.seed, a.start)? {
         if a.method != Method::GpUcb {
             bail!("--fidelities need --method gp-ucb (multi-fidelity GP-UCB)");
@@ -404,6 +463,7 @@ pub fn run_suggest(a: SuggestArgs) -> Result<()> {
             None,
         )
     };
+    check_proposals(&proposals)?;
     if a.json {
         let props: Vec<serde_json::Value> = proposals
             .iter()
@@ -418,13 +478,13 @@ pub fn run_suggest(a: SuggestArgs) -> Result<()> {
             "method": a.method.name(), "trials": obs.len(), "q": a.q,
             "proposals": props, "gp": gp,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        output::print(serde_json::to_string_pretty(&v)?)?;
     } else {
         let mixtures: Vec<_> = proposals
             .iter()
             .map(|p| named(&space, &p.mixture))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&mixtures)?);
+        output::print(serde_json::to_string_pretty(&mixtures)?)?;
     }
     Ok(())
 }
@@ -440,6 +500,7 @@ fn suggest_mf(
     let round = obs.len();
     let (mut p, mfobs) = mf_proposer(mf, space, trials, obs)?;
     let proposals = p.propose(space, &mfobs, a.q, round)?;
+    check_proposals(proposals.iter().map(|m| &m.proposal))?;
     let gp = if mfobs.obs.len() >= 2 {
         p.fit(&mfobs).ok().map(|post| post.gp().report())
     } else {
@@ -467,7 +528,7 @@ fn suggest_mf(
     } else {
         serde_json::Value::Array(out)
     };
-    println!("{}", serde_json::to_string_pretty(&v)?);
+    output::print(serde_json::to_string_pretty(&v)?)?;
     Ok(())
 }
 
@@ -513,25 +574,46 @@ pub fn run_predict(a: PredictArgs) -> Result<()> {
     if a.at_fidelity.is_some() {
         bail!("--at-fidelity needs --fidelities and --target-fidelity");
     }
-    let mut ucb = GpUcb::new(a.surrogate.config(a.seed));
-    let gp = ucb.fit(&obs).context("fitting the GP to the trials")?;
     let mixtures = read_mixtures(&a.at, &space)?;
+    tracing::debug!(
+        trials = obs.len(),
+        dim = space.dim(),
+        at = mixtures.len(),
+        "predict: fitting the GP"
+    );
+    let mut ucb = GpUcb::new(a.surrogate.config(a.seed));
+    let sqrt_beta = ucb
+        .config()
+        .beta
+        .value(space.dim(), obs.len())
+        .max(0.0)
+        .sqrt();
+    let gp = ucb.fit(&obs).context("fitting the GP to the trials")?;
     let mut flat = Vec::new();
     for w in &mixtures {
         flat.extend(space.from_mixture(w)?);
     }
     let (mean, var) = gp.predict(&flat);
-    let out: Vec<serde_json::Value> = mixtures
-        .iter()
-        .zip(mean.iter().zip(&var))
-        .map(|(w, (m, v))| {
-            serde_json::json!({"mixture": named(&space, w), "mean": m, "std": v.max(0.0).sqrt()})
+    let mut out: Vec<serde_json::Value> = Vec::with_capacity(mixtures.len());
+    for (i, (w, (&m, &v))) in mixtures.iter().zip(mean.iter().zip(&var)).enumerate() {
+        let std = v.max(0.0).sqrt();
+        let what = format!("{}: mixture {}", a.at.display(), i + 1);
+        check_finite(&what, &[("mean", Some(m)), ("variance", Some(v))])?;
+        let mut p = serde_json::json!({"mixture": named(&space, w), "mean": m, "std": std});
+        if a.json {
+            p["ucb"] = (m + sqrt_beta * std).into();
+        }
+        out.push(p);
+    }
+    let v = if a.json {
+        serde_json::json!({
+            "method": Method::GpUcb.name(), "trials": obs.len(), "predictions": out,
+            "gp": gp.report(),
         })
-        .collect();
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&serde_json::json!({"gp": gp.report(), "predictions": out}))?
-    );
+    } else {
+        serde_json::json!({"gp": gp.report(), "predictions": out})
+    };
+    output::print(serde_json::to_string_pretty(&v)?)?;
     Ok(())
 }
 
@@ -557,15 +639,22 @@ fn predict_mf(
     let u = p.levels()[at].features.clone();
     let out: Vec<serde_json::Value> = read_mixtures(&a.at, space)?
         .iter()
-        .map(|w| -> Result<serde_json::Value> {
+        .enumerate()
+        .map(|(i, w)| -> Result<serde_json::Value> {
             let (m, s) = post.mean_std_at(&space.from_mixture(w)?, &u);
+            let what = format!("{}: mixture {}", a.at.display(), i + 1);
+            check_finite(&what, &[("mean", Some(m)), ("std", Some(s))])?;
             Ok(serde_json::json!({"mixture": named(space, w), "mean": m, "std": s}))
         })
         .collect::<Result<_>>()?;
-    let v = serde_json::json!({
+    let mut v = serde_json::json!({
         "gp": post.gp().report(), "fidelity": mf.fidelities[at], "predictions": out,
     });
-    println!("{}", serde_json::to_string_pretty(&v)?);
+    if a.json {
+        v["method"] = Method::GpUcb.name().into();
+        v["trials"] = mfobs.obs.len().into();
+    }
+    output::print(serde_json::to_string_pretty(&v)?)?;
     Ok(())
 }
 
@@ -596,6 +685,7 @@ pub fn run_recipe(a: RecipeArgs) -> Result<()> {
     } else {
         a.method.proposer(a.seed).recommend(&space, &obs)?
     };
+    check_proposals([&p])?;
     // In a multi-fidelity recipe only a trial at the target fidelity is the recipe.
     let at_target = |t: &Trial| {
         mf.as_ref()
@@ -633,9 +723,9 @@ pub fn run_recipe(a: RecipeArgs) -> Result<()> {
                 (Some(m), Some(d)) => (m, d),
                 _ => bail!("--export megatron needs --corpus (the cells' file prefixes)"),
             };
-            println!("{}", recipe.megatron_blend(m, dir));
+            output::print(recipe.megatron_blend(m, dir))?;
         }
-        Some(_) => println!("{}", serde_json::to_string_pretty(&recipe)?),
+        Some(_) => output::print(serde_json::to_string_pretty(&recipe)?)?,
         None => {}
     }
     Ok(())

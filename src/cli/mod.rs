@@ -6,7 +6,8 @@
 //! presets into the library's typed configurations, and only those reach the library.
 //!
 //! The command files import the library, [`runtime`] (the shared runtime: `Dist`, the
-//! device, the model config of a corpus, progress bars) and [`chameleon`] (flags shared by
+//! device, the model config of a corpus, progress bars), [`output`] (stdout writes that return
+//! their failure, and how `main` ends on one) and [`chameleon`] (flags shared by
 //! `suggest` and `search`), never one another; only [`demo`],
 //! which drives the pipeline end to end, calls other commands' run functions.
 
@@ -16,6 +17,7 @@ pub mod chameleon;
 pub mod corpus;
 pub mod demo;
 pub mod gpu;
+pub mod output;
 pub mod regmix;
 pub mod report;
 pub mod runtime;

@@ -246,6 +246,18 @@ impl Qwen2Config {
         })
     }
 
+    /// Floats the forward pass keeps per token for the backward pass, at least: per layer
+    /// about `8H + 3I` (norm inputs and outputs, q/k/v, attention output, residuals, the MLP's
+    /// gate, up and activation), and `2V` for the logits and their gradient. Attention scores
+    /// are not counted (the fused kernel does not keep them), so this is a lower bound the
+    /// trainer's memory check (`train::limits`) compares with the memory available.
+    pub fn activation_floats_per_token(&self) -> usize {
+        let (h, i) = (self.hidden_size, self.intermediate_size);
+        self.num_hidden_layers
+            .saturating_mul(8 * h + 3 * i)
+            .saturating_add(2 * self.vocab_size)
+    }
+
     /// Head size `hidden_size / num_attention_heads`.
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads

@@ -21,7 +21,8 @@ pub enum GpError {
         /// The value.
         value: f64,
     },
-    /// A trial's coordinates are unusable (wrong length, NaN or infinite).
+    /// A trial's coordinates are unusable (wrong length, NaN or infinite), or its objective is
+    /// beyond [`super::gp::MAX_ABS_OBJECTIVE`].
     #[error("trial {index}: {reason}")]
     BadInput {
         /// Index of the trial.

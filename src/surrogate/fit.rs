@@ -20,6 +20,8 @@
 //! in parallel (rayon) and the best MAP value wins (ties to the earlier start), so the result
 //! does not depend on the thread count.
 
+use std::time::{Duration, Instant};
+
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -202,6 +204,40 @@ impl Layout {
     }
 }
 
+/// How often a long computation logs that it is still running (at debug level, `-v`).
+pub const HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// Counts the steps of a long computation and calls back every [`HEARTBEAT`] with the count
+/// and the seconds since `started`, so `-v` shows progress within seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Heartbeat {
+    started: Instant,
+    last: Instant,
+    count: u64,
+}
+
+impl Heartbeat {
+    /// A heartbeat of a computation that started at `started` (the first beat comes
+    /// [`HEARTBEAT`] after it).
+    pub fn new(started: Instant) -> Self {
+        Self {
+            started,
+            last: started,
+            count: 0,
+        }
+    }
+
+    /// Counts one step; calls `log(steps so far, seconds since the start)` when the last
+    /// beat was [`HEARTBEAT`] or longer ago.
+    pub fn tick(&mut self, log: impl FnOnce(u64, f64)) {
+        self.count += 1;
+        if self.last.elapsed() >= HEARTBEAT {
+            self.last = Instant::now();
+            log(self.count, self.started.elapsed().as_secs_f64());
+        }
+    }
+}
+
 /// Fits hyperparameters (internal units) to inputs `z` (`n × d` row-major) and standardised
 /// targets `ys`. `fixed_noise` is in standardised units.
 pub(crate) fn fit_hyperparameters(
@@ -224,11 +260,26 @@ pub(crate) fn fit_hyperparameters(
     };
     // Per start: (objective, parameters, iterations, converged), or None if it failed.
     type StartResult = Option<(f64, Vec<f64>, usize, bool)>;
+    let started = Instant::now();
+    tracing::debug!(
+        trials = ys.len(),
+        dim = d,
+        starts = cfg.restarts + 1,
+        max_iter = cfg.max_iter,
+        "GP fit: starting (each likelihood evaluation is O(trials³))"
+    );
     let results: Vec<StartResult> = (0..=cfg.restarts)
         .into_par_iter()
         .map(|r| {
             let p0 = layout.start(r, cfg.seed);
-            let res = minimize(|p| layout.objective(p, z, ys, cfg), p0, &lcfg)?;
+            let mut beat = Heartbeat::new(started);
+            let objective = |p: &[f64]| {
+                beat.tick(|evals, secs| {
+                    tracing::debug!(restart = r, evals, secs, "GP fit: start still running")
+                });
+                layout.objective(p, z, ys, cfg)
+            };
+            let res = minimize(objective, p0, &lcfg)?;
             Some((res.f, res.x, res.iterations, res.converged))
         })
         .collect();
@@ -243,7 +294,8 @@ pub(crate) fn fit_hyperparameters(
     }
     match best {
         Some((r, f, x)) => {
-            tracing::debug!(best_restart = r, neg_map = f, "GP fit");
+            let secs = started.elapsed().as_secs_f64();
+            tracing::debug!(best_restart = r, neg_map = f, secs, "GP fit");
             Ok(layout.hyp(&x))
         }
         None => Err(GpError::NotPositiveDefinite {

@@ -172,7 +172,15 @@ pub struct Gp {
     alpha: Vec<f64>,
 }
 
-/// Checks trials and returns `d`.
+/// The largest objective magnitude a GP accepts. Objectives are standardised by their mean
+/// and standard deviation, and posterior variances are returned in squared objective units:
+/// beyond `1e100` (squares of `1e200`, with room for the fitted outputscale) a variance could
+/// overflow to infinity and a prediction would not be a number. A larger value is an error
+/// naming the trial, never a `null` mean.
+pub const MAX_ABS_OBJECTIVE: f64 = 1e100;
+
+/// Checks trials (finite coordinates, finite objectives within [`MAX_ABS_OBJECTIVE`]) and
+/// returns `d`.
 fn validate(x: &[Vec<f64>], y: &[f64]) -> Result<usize, GpError> {
     assert_eq!(
         x.len(),
@@ -206,6 +214,15 @@ fn validate(x: &[Vec<f64>], y: &[f64]) -> Result<usize, GpError> {
             return Err(GpError::NonFiniteY {
                 index: i,
                 value: yi,
+            });
+        }
+        if yi.abs() > MAX_ABS_OBJECTIVE {
+            return Err(GpError::BadInput {
+                index: i,
+                reason: format!(
+                    "objective is {yi:e}; the GP accepts objectives within ±{MAX_ABS_OBJECTIVE:e} \
+                     (beyond it the posterior variance overflows)"
+                ),
             });
         }
     }
@@ -391,6 +408,12 @@ impl Gp {
         }
         if !y.is_finite() {
             return Err(GpError::NonFiniteY { index: n, value: y });
+        }
+        if y.abs() > MAX_ABS_OBJECTIVE {
+            return Err(GpError::BadInput {
+                index: n,
+                reason: format!("objective is {y:e}; expected within ±{MAX_ABS_OBJECTIVE:e}"),
+            });
         }
         let mut z = Vec::with_capacity(self.d);
         self.tf.z(x, &mut z);

@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod eval;
+pub mod limits;
 pub mod log;
 pub mod loss;
 pub mod optim;

@@ -16,6 +16,7 @@ use super::checkpoint::{self, TrainerState, CHECKPOINT_VERSION};
 use super::config::TrainConfig;
 use super::error::TrainError;
 use super::eval::{BenchScore, EvalSet};
+use super::limits::{self, check_eval_samples, check_sizes, MemoryEstimate};
 use super::log::{EvalRecord, StepRecord, TrainLog};
 use super::loss::{masked_loss, LossInput, Targets};
 use super::optim::{accumulate, clip_global_norm, flat_grads, AdamW};
@@ -400,6 +401,10 @@ impl<'p, 'a> Trainer<'p, 'a> {
         let lead = rank == 0;
         tc.validate()?;
         plan.model.validate()?;
+        // Sizes against limits before anything is allocated (docs/reliability.md).
+        let estimate = MemoryEstimate::of(tc, &plan.model, plan.device.is_cpu(), world);
+        check_sizes(tc, &plan.model, &estimate, limits::memory_limit()?.as_ref())?;
+        check_eval_samples(tc, plan.corpus.manifest.benchmarks.len())?;
         check_compatible(plan.corpus, &plan.model)?;
         // Read (and check the metric overrides) before anything is written.
         let evalset = EvalSet::from_corpus(plan.corpus, tc.eval_samples.max(tc.final_samples()))?
