@@ -169,7 +169,7 @@ fn issue18_row5_a_second_train_on_one_out_fails_naming_the_first() {
     let cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("train_config.json")).unwrap())
             .unwrap();
-    assert_eq!(cfg["seed"], 1, "{cfg}");
+    assert_eq!(cfg["train"]["seed"], 1, "{cfg}");
     assert!(out.join("metrics.json").is_file());
 }
 
@@ -244,4 +244,57 @@ fn issue18_a_sigkilled_holders_lock_is_taken_over() {
         &tmp.path().join("run2"),
         "1",
     )));
+}
+
+#[test]
+fn issue18_a_holder_whose_lock_is_taken_over_stops_and_a_remote_record_needs_force_unlock() {
+    let (_, _, corpus, _) = tiny_corpus();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("search");
+    let lock = out.join(LOCK_FILE);
+    let args = search_args(corpus, &out, &toy("0.5"));
+    let mut first = bin()
+        .args(&args)
+        .env("MIXATLAS_LOCK_HEARTBEAT", "0.1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_lock(&lock, &mut first);
+    // A writer on another node (a file system that shares no locks) replaces the record: the
+    // holder notices at its next heartbeat and stops rather than write beside it.
+    let remote = serde_json::json!({
+        "pid": 4_194_304u32, "host": "node-elsewhere", "command": "mixatlas search --out search",
+        "since": "2026-01-01T00:00:00Z",
+    });
+    std::fs::write(&lock, format!("{remote}\n")).unwrap();
+    let t0 = Instant::now();
+    let stopped = first.wait_with_output().unwrap();
+    assert_eq!(
+        stopped.status.code(),
+        Some(3),
+        "exit status of a fenced holder"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    let err = String::from_utf8_lossy(&stopped.stderr);
+    assert!(
+        err.contains("taken over by pid 4194304 on host node-elsewhere"),
+        "{err}"
+    );
+    // Its record is fresh, so a run here refuses, naming it, until told --force-unlock.
+    let err = fails(&str_args(&args));
+    for want in ["node-elsewhere", "heartbeat", "--force-unlock"] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    let mut forced = args.clone();
+    forced.push("--force-unlock".into());
+    ok(&str_args(&forced));
+    assert_eq!(
+        events(&out)
+            .iter()
+            .filter(|e| e["event"] == "finished")
+            .count(),
+        4
+    );
+    assert!(!lock.exists());
 }

@@ -39,8 +39,17 @@ use super::{IoContext, PathIoError};
 /// The lock file inside a locked directory.
 pub const LOCK_FILE: &str = ".mixatlas.lock";
 
-/// How often a holder refreshes its record's mtime.
+/// How often a holder refreshes its record's mtime (`MIXATLAS_LOCK_HEARTBEAT`, in seconds,
+/// overrides it: the tests use a fraction of a second).
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
+
+fn heartbeat() -> Duration {
+    std::env::var("MIXATLAS_LOCK_HEARTBEAT")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map_or(HEARTBEAT, Duration::from_secs_f64)
+}
 
 /// A record from another host whose mtime is older than this is taken as left by a dead
 /// process (8 missed heartbeats: tolerant of clock skew and slow metadata servers).
@@ -336,7 +345,8 @@ struct Beat {
 
 impl Beat {
     fn run(mut self, stop: mpsc::Receiver<()>) {
-        while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(HEARTBEAT) {
+        let every = heartbeat();
+        while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(every) {
             match read_record(&mut self.file) {
                 Some(h) if !h.same_process(&self.me) => {
                     tracing::error!(
