@@ -239,11 +239,9 @@ fn issue18_a_sigkilled_holders_lock_is_taken_over() {
     killed.kill().unwrap();
     killed.wait().unwrap();
     let _ = std::fs::remove_dir_all(run.join("checkpoints"));
-    ok(&str_args(&train_args(
-        corpus,
-        &tmp.path().join("run2"),
-        "1",
-    )));
+    ok(&str_args(&train_args(corpus, &run, "1")));
+    assert!(run.join("metrics.json").is_file());
+    assert!(!run.join(LOCK_FILE).exists());
 }
 
 #[test]

@@ -165,15 +165,19 @@ pub struct DirLock {
     file: File,
     path: PathBuf,
     me: Holder,
+    created: Option<PathBuf>,
     stop: Option<mpsc::Sender<()>>,
     heartbeat: Option<JoinHandle<()>>,
 }
 
 impl DirLock {
-    /// Locks `dir` (created if missing) through `dir/.mixatlas.lock`.
+    /// Locks `dir` through `dir/.mixatlas.lock`. A missing `dir` is created, and removed again
+    /// on release if nothing was written into it (a refused configuration leaves nothing).
     pub fn acquire(dir: &Path, force_unlock: bool) -> Result<Self, LockError> {
-        fs::create_dir_all(dir).at("creating", dir)?;
-        Self::acquire_file(&dir.join(LOCK_FILE), dir, force_unlock)
+        let existed = dir.is_dir();
+        let mut lock = Self::acquire_file(&dir.join(LOCK_FILE), dir, force_unlock)?;
+        lock.created = (!existed).then(|| dir.to_path_buf());
+        Ok(lock)
     }
 
     /// Locks a directory that is built elsewhere and renamed onto `target` (a corpus): the lock
@@ -183,7 +187,6 @@ impl DirLock {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        fs::create_dir_all(parent).at("creating", parent)?;
         let name = target
             .file_name()
             .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
@@ -204,14 +207,22 @@ impl DirLock {
         let mut attempts = 0;
         let (mut file, shared) = loop {
             attempts += 1;
-            let file = OpenOptions::new()
+            // Created on every attempt: a releasing holder may have removed an empty directory.
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fs::create_dir_all(parent).at("creating", parent)?;
+            }
+            let file = match OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(false)
                 .mode(0o644)
                 .open(path)
-                .at("opening lock file", path)?;
+            {
+                // The directory was removed between creating and opening: create it again.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 20 => continue,
+                r => r.at("opening lock file", path)?,
+            };
             let shared = match try_flock(&file) {
                 Ok(()) => true,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -263,6 +274,7 @@ impl DirLock {
             file,
             path: path.to_path_buf(),
             me,
+            created: None,
             stop: Some(stop),
             heartbeat: Some(heartbeat),
         })
@@ -280,6 +292,10 @@ impl Drop for DirLock {
         let ours = read_record(&mut self.file).is_some_and(|h| h.same_process(&self.me));
         if ours && same_file(&self.path, &self.file) {
             let _ = fs::remove_file(&self.path);
+            if let Some(dir) = &self.created {
+                // Fails, as it should, unless the directory is empty.
+                let _ = fs::remove_dir(dir);
+            }
         }
     }
 }
@@ -512,6 +528,18 @@ mod tests {
             "released locks leave no file"
         );
         drop(DirLock::acquire(dir.path(), false).unwrap());
+    }
+
+    #[test]
+    fn a_directory_the_lock_created_is_removed_only_if_empty() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("out");
+        drop(DirLock::acquire(&dir, false).unwrap());
+        assert!(!dir.exists(), "nothing written, nothing left");
+        let lock = DirLock::acquire(&dir, false).unwrap();
+        fs::write(dir.join("trials.jsonl"), b"{}").unwrap();
+        drop(lock);
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
     }
 
     fn plant(path: &Path, h: &Holder) {
