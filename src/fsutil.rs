@@ -2,7 +2,10 @@
 //!
 //! MixAtlas promises that bad input or a `kill -9` never leaves a half-written file: derived
 //! files are written to a temporary sibling, fsync'd and renamed over the target; corpora are
-//! built in a temporary directory that is renamed into place only when complete.
+//! built in a temporary directory that is renamed into place only when complete; [`lock`]
+//! keeps a second process from writing the same directory at the same time.
+
+pub mod lock;
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -84,6 +87,7 @@ pub fn sync_parent(path: &Path) -> Result<(), PathIoError> {
 pub struct StagingDir {
     tmp: PathBuf,
     target: PathBuf,
+    overwrite: bool,
     committed: bool,
 }
 
@@ -119,6 +123,7 @@ impl StagingDir {
         Ok(Self {
             tmp,
             target: target.to_path_buf(),
+            overwrite,
             committed: false,
         })
     }
@@ -133,9 +138,20 @@ impl StagingDir {
         &self.target
     }
 
-    /// Moves the finished directory into place (replacing an existing one).
+    /// Moves the finished directory into place, replacing an existing one only if it was
+    /// created with `overwrite` (another process may have written the target meanwhile).
     pub fn commit(mut self) -> Result<PathBuf, PathIoError> {
         sync_dir_tree(&self.tmp)?;
+        if self.target.exists() && !self.overwrite {
+            return Err(PathIoError {
+                action: "refusing to replace",
+                path: self.target.clone(),
+                source: io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "another process wrote this output while it was being built (pass --force to replace it)",
+                ),
+            });
+        }
         if self.target.exists() {
             let old = self.target.with_file_name(format!(
                 ".{}.old.{}",
@@ -247,6 +263,18 @@ mod tests {
         s.commit().unwrap();
         assert!(!target.join("x").exists());
         assert!(target.join("y").exists());
+    }
+
+    #[test]
+    fn a_target_written_meanwhile_is_not_replaced_without_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("corpus");
+        let s = StagingDir::new(&target, false).unwrap();
+        fs::create_dir(&target).unwrap();
+        fs::write(target.join("theirs"), b"1").unwrap();
+        let err = s.commit().unwrap_err().to_string();
+        assert!(err.contains("corpus") && err.contains("--force"), "{err}");
+        assert!(target.join("theirs").exists());
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod gp;
 mod gpu;
 mod harden_resume;
 mod harden_guards;
+mod harden_lock;
 mod megatron_compat;
 mod model;
 mod report;

@@ -12,6 +12,7 @@ use mixatlas::acquisition::{
     Observations, Proposal, Proposer, SearchSpace, SpaceConstraints, SpaceKind,
 };
 use mixatlas::data::corpus::Manifest;
+use mixatlas::fsutil::lock::DirLock;
 use mixatlas::search::config::SearchConfig;
 use mixatlas::search::fidelity::Fidelity;
 use mixatlas::search::methods::Method;
@@ -715,7 +716,11 @@ pub fn run_recipe(a: RecipeArgs) -> Result<()> {
             fidelity: mf.as_ref().map(|m| m.fidelities[m.target].clone()),
         },
     );
+    // The directory may be a search's: write only while no other process writes it.
+    let dir = a.out.parent().filter(|p| !p.as_os_str().is_empty());
+    let lock = DirLock::acquire(dir.unwrap_or(Path::new(".")), false)?;
     recipe.save(&a.out)?;
+    drop(lock);
     eprintln!("recipe written to {}", a.out.display());
     match a.export.as_deref() {
         Some("megatron") => {

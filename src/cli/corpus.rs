@@ -15,6 +15,8 @@ use mixatlas::data::prepare::{self, PrepareConfig, PrepareReport, Progress};
 use mixatlas::data::raw::OnError;
 use mixatlas::data::synth::{self, Composition, SynthConfig};
 
+use mixatlas::fsutil::lock::DirLock;
+
 use super::runtime::bar;
 
 /// `mixatlas synth`.
@@ -92,6 +94,10 @@ pub struct PrepareArgs {
     /// Replace the output directory if it exists.
     #[arg(long)]
     pub force: bool,
+    /// Take the output's lock even though its record names a writer that may still run
+    /// (never while another process holds the lock; docs/reliability.md).
+    #[arg(long)]
+    pub force_unlock: bool,
 }
 
 /// `mixatlas inspect`.
@@ -265,6 +271,8 @@ fn resolve_prepare(a: &PrepareArgs) -> Result<PrepareConfig> {
 /// `prepare`: the cell corpus from raw samples.
 pub fn run_prepare(a: PrepareArgs) -> Result<PrepareReport> {
     let cfg = resolve_prepare(&a)?;
+    // One writer per corpus, held until the finished corpus is renamed into place.
+    let _lock = DirLock::acquire_sibling(&a.out, a.force_unlock)?;
     prepare_with(&a.input, &a.out, &cfg, a.centroids.as_deref(), a.force)
 }
 

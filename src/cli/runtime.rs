@@ -10,7 +10,8 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use mixatlas::data::corpus::Corpus;
-use mixatlas::dist::{Communicator, LaunchEnv, SingleProcess};
+use mixatlas::dist::{broadcast_value, Communicator, LaunchEnv, SingleProcess};
+use mixatlas::fsutil::lock::DirLock;
 use mixatlas::model::weights::read_config;
 use mixatlas::model::Qwen2Config;
 
@@ -122,6 +123,28 @@ impl Dist {
             world: Box::new(SingleProcess),
         })
     }
+}
+
+/// Takes the writer lock of `dir` on rank 0, the rank that writes it, for as long as the
+/// returned guard lives; the other ranks learn whether it was taken, so that every rank fails
+/// at once rather than waiting in a collective for a rank 0 that has stopped.
+pub fn lock_on_lead(
+    world: &dyn Communicator,
+    dir: &Path,
+    force_unlock: bool,
+) -> Result<Option<DirLock>> {
+    let lead = world.rank() == 0;
+    let taken = lead.then(|| DirLock::acquire(dir, force_unlock));
+    if world.size() > 1 {
+        let failed = taken
+            .as_ref()
+            .map(|r| r.as_ref().err().map(|e| e.to_string()));
+        let failed: Option<String> = broadcast_value(world, failed.as_ref(), 0)?;
+        if let (false, Some(e)) = (lead, failed) {
+            bail!("rank 0 could not lock {}: {e}", dir.display());
+        }
+    }
+    Ok(taken.transpose()?)
 }
 
 /// A progress bar of `total` items (`unit` "bytes" shows bytes and byte rates).

@@ -9,6 +9,7 @@ use clap::Args;
 use mixatlas::acquisition::design::DesignStart;
 use mixatlas::config::Config;
 use mixatlas::dist::SingleProcess;
+use mixatlas::fsutil::lock::DirLock;
 use mixatlas::search::config::{ExecutorKind, FidelityCost, Metric, SearchConfig, TrainerConfig};
 use mixatlas::search::exec::mpi::{worker, Groups};
 use mixatlas::search::fidelity::Fidelity;
@@ -16,7 +17,7 @@ use mixatlas::search::methods::Method;
 use mixatlas::search::run::{run_search, run_search_on, SearchPlan, SearchProgress, SearchSummary};
 
 use super::chameleon::ChameleonArgs;
-use super::runtime::Dist;
+use super::runtime::{lock_on_lead, Dist};
 
 /// `mixatlas search`.
 #[derive(Debug, Args)]
@@ -103,6 +104,10 @@ pub struct SearchArgs {
     /// MF-GP-UCB's threshold factor ξ (default 0.2; larger sends trials to the target sooner).
     #[arg(long)]
     pub fidelity_xi: Option<f64>,
+    /// Take --out's lock even though its record names a writer that may still run (never
+    /// while another process holds the lock; docs/reliability.md).
+    #[arg(long)]
+    pub force_unlock: bool,
 }
 
 /// Parses a `<preset>:<steps>` flag value, naming the flag in errors.
@@ -261,6 +266,7 @@ pub fn run(a: SearchArgs) -> Result<()> {
     if matches!(plan.search.executor.parse_kind(), Ok(ExecutorKind::Mpi)) {
         mixatlas::train::tune_allocator();
         let mut dist = Dist::init(a.collective_timeout)?;
+        let _lock = lock_on_lead(dist.world.as_ref(), &plan.search.out, a.force_unlock)?;
         let world = std::mem::replace(&mut dist.world, Box::new(SingleProcess));
         let groups = Groups::split(world, plan.search.executor.ranks_per_trial)?;
         if groups.world.rank() != 0 {
@@ -276,6 +282,7 @@ pub fn run(a: SearchArgs) -> Result<()> {
         print_summary(&plan, &summary);
         return outcome(&plan, &summary);
     }
+    let _lock = DirLock::acquire(&plan.search.out, a.force_unlock)?;
     let summary = run_search(&plan, &mut printer(a.quiet))?;
     print_summary(&plan, &summary);
     outcome(&plan, &summary)

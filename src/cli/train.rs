@@ -18,7 +18,7 @@ use mixatlas::train::schedule::Schedule;
 use mixatlas::train::trainer::{read_mixture, train_with, Progress, TrainPlan};
 use mixatlas::train::TrainConfig;
 
-use super::runtime::{device, model_config_for, Dist};
+use super::runtime::{device, lock_on_lead, model_config_for, Dist};
 
 /// `mixatlas train`.
 #[derive(Debug, Args)]
@@ -114,6 +114,10 @@ pub struct TrainArgs {
     /// restarted fewer than this many times (`SLURM_RESTART_COUNT`).
     #[arg(long, default_value_t = 3)]
     pub max_requeues: u32,
+    /// Take --out's lock even though its record names a writer that may still run (never
+    /// while another process holds the lock; docs/reliability.md).
+    #[arg(long)]
+    pub force_unlock: bool,
 }
 
 fn parse_schedule(s: &str) -> Result<Schedule> {
@@ -176,6 +180,7 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
     let device = device(&a.device)?;
     let dist = Dist::init(a.collective_timeout)?;
     let lead = dist.world.rank() == 0;
+    let _lock = lock_on_lead(dist.world.as_ref(), &a.out, a.force_unlock)?;
     mixatlas::train::tune_allocator();
     let corpus = Corpus::open(&a.corpus)?;
     let weights = match &a.mixture {

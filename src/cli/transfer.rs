@@ -15,7 +15,7 @@ use mixatlas::transfer::{
     TransferSummary,
 };
 
-use super::runtime::{model_config_for, Dist};
+use super::runtime::{lock_on_lead, model_config_for, Dist};
 
 /// `mixatlas transfer`.
 #[derive(Debug, Args)]
@@ -84,6 +84,10 @@ pub struct TransferArgs {
     /// No per-step progress.
     #[arg(long)]
     pub quiet: bool,
+    /// Take --out's lock even though its record names a writer that may still run (never
+    /// while another process holds the lock; docs/reliability.md).
+    #[arg(long)]
+    pub force_unlock: bool,
 }
 
 /// `transfer`: baseline vs recipe on the larger model.
@@ -92,6 +96,7 @@ pub fn run_transfer(a: TransferArgs) -> Result<()> {
     preflight(&a)?;
     let dist = Dist::init(a.collective_timeout)?;
     let lead = dist.world.rank() == 0;
+    let _lock = lock_on_lead(dist.world.as_ref(), &a.out, a.force_unlock)?;
     let corpus = Corpus::open(&a.corpus)?;
     let recipe = read_mixture(&a.recipe, &corpus.manifest)?;
     let mut t = match &a.config {
