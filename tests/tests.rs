@@ -7,6 +7,7 @@ mod cli;
 mod dist;
 mod gp;
 mod gpu;
+mod harden_data;
 mod megatron_compat;
 mod model;
 mod report;

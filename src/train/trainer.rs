@@ -896,7 +896,8 @@ fn open_log(
 /// Reads a mixture file: a recipe (`{"weights": {cell: w}}`), a trial mixture
 /// (`{"mixture": {cell: w}}`) or a plain `{cell: w}` object, with cells named `concept/task`,
 /// checked once by [`Mixture`]. Returns the weights in manifest cell order (cells not named
-/// get 0), renormalised exactly (they must sum to 1 within 1e-6).
+/// get 0), renormalised exactly (they must sum to 1 within 0.01, the policy of every mixture
+/// file: see [`crate::data::mixture::Renormalised`]).
 pub fn read_mixture(
     path: &Path,
     manifest: &crate::data::corpus::Manifest,
@@ -906,6 +907,6 @@ pub fn read_mixture(
         source,
     };
     let text = std::fs::read_to_string(path).at("reading", path)?;
-    let m = Mixture::from_json(&text, &manifest_cells(manifest)).map_err(bad)?;
+    let m = Mixture::from_json(&text, path, &manifest_cells(manifest)).map_err(bad)?;
     m.normalised_in(manifest).map_err(|e| bad(e.into()))
 }
