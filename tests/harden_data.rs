@@ -287,6 +287,15 @@ fn issue18_row15_prefixes_stay_in_the_corpus_and_verify_checks_what_is_read() {
         err.contains(&format!("{prefix}.mask")) && err.contains("not listed"),
         "{err}"
     );
+    // The other paths of a manifest are confined the same way.
+    let mut m = good.clone();
+    m["vocab"] = "/etc/passwd".into();
+    write_manifest(&corpus, &m);
+    let err = fails(&["inspect", s(&corpus)]);
+    assert!(
+        err.contains("`vocab` is \"/etc/passwd\", not inside the corpus directory"),
+        "{err}"
+    );
     write_manifest(&corpus, &good);
     ok(&["inspect", s(&corpus), "--verify"]);
 }

@@ -270,6 +270,21 @@ impl Manifest {
         for e in m.datasets() {
             check_dataset_files(e, &path)?;
         }
+        let other_paths = [
+            ("vocab", m.vocab.as_deref()),
+            (
+                "clustering.centroids",
+                Some(m.clustering.centroids.as_str()),
+            ),
+        ];
+        for (field, p) in other_paths {
+            if let Some(p) = p.filter(|p| !plain_relative(p)) {
+                return Err(bad(format!(
+                    "`{field}` is {p:?}, not inside the corpus directory; expected a relative \
+                     path without '..'"
+                )));
+            }
+        }
         for c in &m.cells {
             if c.concept >= m.axes.concepts.len() || c.task >= m.axes.tasks.len() {
                 return Err(bad(format!(
@@ -391,14 +406,11 @@ pub const DATASET_EXTENSIONS: [&str; 4] = [".bin", ".idx", ".mask", ".img"];
 /// Checks a dataset entry's `prefix` (relative, only plain components: no `..`, `.`, root or
 /// drive) and that each of its `files` is one of the prefix's files, listed once.
 fn check_dataset_files(e: &DatasetEntry, manifest: &Path) -> Result<(), CorpusError> {
-    use std::path::Component;
     let bad = |problem: String| CorpusError::BadManifest {
         path: manifest.to_path_buf(),
         problem,
     };
-    let p = Path::new(&e.prefix);
-    let plain = p.components().all(|c| matches!(c, Component::Normal(_)));
-    if e.prefix.is_empty() || !plain || e.prefix.contains('\\') {
+    if !plain_relative(&e.prefix) {
         return Err(bad(format!(
             "{:?}: prefix {:?} is not inside the corpus directory; expected a relative path \
              without '..' (such as \"cells/c00_ocr\")",
@@ -427,6 +439,17 @@ fn check_dataset_files(e: &DatasetEntry, manifest: &Path) -> Result<(), CorpusEr
         }
     }
     Ok(())
+}
+
+/// Whether `p` is a non-empty relative path of plain components (no `..`, `.`, root, drive
+/// or backslash): a path that stays inside the directory it is joined to.
+fn plain_relative(p: &str) -> bool {
+    use std::path::Component;
+    !p.is_empty()
+        && !p.contains('\\')
+        && Path::new(p)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
 }
 
 /// The full path of a dataset's prefix inside the corpus at `root` (`canonical_root` is
