@@ -575,3 +575,58 @@ fn issue18_row21_prepare_messages_name_the_line() {
     );
     assert!(!out.exists());
 }
+
+/// Row 19 (the message): a run that diverges before writing any checkpoint says there is
+/// nothing to resume from, instead of "the last good checkpoint is kept"; with a checkpoint
+/// written it names that checkpoint's step, and the checkpoint is still there.
+#[test]
+fn issue18_row19_divergence_says_whether_a_checkpoint_was_kept() {
+    let (dir, corpus) = small_corpus();
+    let train = |out: &Path, every: &str| {
+        run(&[
+            "train",
+            "--corpus",
+            s(&corpus),
+            "--out",
+            s(out),
+            "--preset",
+            "tiny",
+            "--steps",
+            "30",
+            "--batch-size",
+            "2",
+            "--seq-len",
+            "16",
+            "--eval-samples",
+            "2",
+            "--lr",
+            "1e30",
+            "--checkpoint-every",
+            every,
+            "--quiet",
+        ])
+    };
+    let out = dir.path().join("none");
+    let o = train(&out, "0");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("loss is")
+            && err.contains("no checkpoint was written")
+            && !err.contains("last good checkpoint"),
+        "{err}"
+    );
+    assert!(out.join("failed.json").exists(), "{err}");
+    let out = dir.path().join("kept");
+    let o = train(&out, "1");
+    let err = String::from_utf8_lossy(&o.stderr);
+    let step: u64 = err
+        .split("the last good checkpoint, of step ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("names the kept checkpoint: {err}"));
+    assert!(!o.status.success() && step >= 1, "{err}");
+    let kept = out.join(format!("checkpoints/step-{step:08}"));
+    assert!(kept.is_dir(), "{} is kept: {err}", kept.display());
+}

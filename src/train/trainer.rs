@@ -351,6 +351,8 @@ struct Trainer<'p, 'a> {
     model: Qwen2Model,
     log: LeadLog,
     start_step: u64,
+    /// The step of the last checkpoint written or resumed from (`None`: none yet).
+    checkpointed: Option<u64>,
     tokens_seen: u64,
     bucket_elems: usize,
     /// The latest held-out evaluation of the curve, with its step.
@@ -446,6 +448,7 @@ impl<'p, 'a> Trainer<'p, 'a> {
             optim,
             log,
             start_step: start.step,
+            checkpointed: (start.step > 0).then_some(start.step),
             tokens_seen: start.tokens,
             bucket_elems: ((tc.bucket_mb * 1024.0 * 1024.0 / 4.0) as usize).max(1024),
             last_scores: None,
@@ -585,7 +588,11 @@ impl<'p, 'a> Trainer<'p, 'a> {
         if let Err(e) = self.log.sync() {
             return e;
         }
-        TrainError::NonFinite { step, value }
+        TrainError::NonFinite {
+            step,
+            value,
+            checkpoint: self.checkpointed,
+        }
     }
 
     /// After step `done` (1-based): counts its tokens, logs it, reports progress, and runs
@@ -627,6 +634,7 @@ impl<'p, 'a> Trainer<'p, 'a> {
         if tc.checkpoint_every > 0 && done % tc.checkpoint_every == 0 && done < tc.steps {
             self.log.sync()?;
             self.save(done)?;
+            self.checkpointed = Some(done);
         }
         Ok(())
     }
