@@ -10,6 +10,7 @@ mod gpu;
 mod harden_resume;
 mod harden_guards;
 mod harden_lock;
+mod harden_data;
 mod megatron_compat;
 mod model;
 mod report;

@@ -537,21 +537,15 @@ fn read_mixtures(path: &Path, space: &SearchSpace) -> Result<Vec<Vec<f64>>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut out = Vec::new();
+    let mut tally = mixatlas::data::mixture::Renormalised::default();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let v: serde_json::Value = serde_json::from_str(line)
-            .with_context(|| format!("{}:{}: invalid JSON", path.display(), i + 1))?;
-        let m = v.get("mixture").cloned().unwrap_or(v);
-        let mut m: BTreeMap<String, f64> = serde_json::from_value(m).with_context(|| {
-            format!(
-                "{}:{}: expected {{\"mixture\": {{cell: weight}}}}",
-                path.display(),
-                i + 1
-            )
-        })?;
-        rescale_rounded(&mut m).with_context(|| format!("{}:{}", path.display(), i + 1))?;
+        let mut m = mixatlas::data::mixture::parse_weights(line)
+            .with_context(|| format!("{}:{}", path.display(), i + 1))?;
+        rescale_rounded(&mut m, &mut tally)
+            .with_context(|| format!("{}:{}", path.display(), i + 1))?;
         let w = mixatlas::data::mixture::in_order(&m, &space.cells)
             .with_context(|| format!("{}:{}", path.display(), i + 1))?;
         space
@@ -559,6 +553,7 @@ fn read_mixtures(path: &Path, space: &SearchSpace) -> Result<Vec<Vec<f64>>> {
             .with_context(|| format!("{}:{}", path.display(), i + 1))?;
         out.push(w);
     }
+    tally.warn(path, out.len());
     Ok(out)
 }
 

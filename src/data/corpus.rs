@@ -6,6 +6,12 @@
 //! image features (`<prefix>.img`, little-endian f16, `documents × patches × dim`, row-major),
 //! the same for each held-out benchmark, the k-means centroids (safetensors) and
 //! `manifest.json` describing it all with a SHA-256 of every file.
+//!
+//! A manifest is checked when it is read as strictly as `prepare` checks its input: labels
+//! are [safe](super::label), cells and benchmarks are unique, and every `prefix` stays inside
+//! the corpus directory (relative, no `..`, no symlink leading out). The files
+//! [`Corpus::verify`] checksums are found by the same resolution ([`resolve_prefix`] and
+//! [`read_files`]) as the files [`Corpus::open`] maps, so a verified corpus is the corpus read.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -16,6 +22,7 @@ use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::label::check_label;
 use super::megatron::{prefix_paths, DType, IndexedDataset, MegatronError};
 use crate::fsutil::{IoContext, PathIoError};
 
@@ -50,6 +57,14 @@ pub enum CorpusError {
         path: PathBuf,
         /// What is wrong and what was expected.
         problem: String,
+    },
+    /// A file that readers open is not listed in the manifest, so it cannot be verified.
+    #[error("{}: read as part of {dataset:?} but not listed in the manifest's `files`, so its checksum cannot be verified (re-run prepare, or remove the file)", path.display())]
+    Unlisted {
+        /// The file.
+        path: PathBuf,
+        /// The cell or benchmark it belongs to.
+        dataset: String,
     },
     /// A file's content does not match the checksum recorded in the manifest.
     #[error("{}: checksum mismatch: manifest says sha256 {expected}, file has {actual} (corrupt or modified since prepare)", path.display())]
@@ -251,6 +266,25 @@ impl Manifest {
                 m.version
             )));
         }
+        m.check_names(&path)?;
+        for e in m.datasets() {
+            check_dataset_files(e, &path)?;
+        }
+        let other_paths = [
+            ("vocab", m.vocab.as_deref()),
+            (
+                "clustering.centroids",
+                Some(m.clustering.centroids.as_str()),
+            ),
+        ];
+        for (field, p) in other_paths {
+            if let Some(p) = p.filter(|p| !plain_relative(p)) {
+                return Err(bad(format!(
+                    "`{field}` is {p:?}, not inside the corpus directory; expected a relative \
+                     path without '..'"
+                )));
+            }
+        }
         for c in &m.cells {
             if c.concept >= m.axes.concepts.len() || c.task >= m.axes.tasks.len() {
                 return Err(bad(format!(
@@ -293,6 +327,50 @@ impl Manifest {
         Ok(m)
     }
 
+    /// Checks the labels and the uniqueness of axes, cells and benchmarks, and that there is at
+    /// least one cell.
+    fn check_names(&self, path: &Path) -> Result<(), CorpusError> {
+        let bad = |problem: String| CorpusError::BadManifest {
+            path: path.to_path_buf(),
+            problem,
+        };
+        if self.cells.is_empty() {
+            return Err(bad(
+                "the manifest lists no cells; expected at least one (prepare writes one per \
+                 non-empty concept/task cell: re-run it on a non-empty input)"
+                    .into(),
+            ));
+        }
+        let axes = [
+            ("axes.concepts", &self.axes.concepts),
+            ("axes.tasks", &self.axes.tasks),
+        ];
+        for (field, labels) in axes {
+            for l in labels {
+                check_label(l).map_err(|e| bad(format!("`{field}`: {e}")))?;
+            }
+            if let Some(d) = first_repeat(labels.iter().map(String::as_str)) {
+                return Err(bad(format!(
+                    "`{field}` lists {d:?} twice; expected every label once"
+                )));
+            }
+        }
+        for b in &self.benchmarks {
+            check_label(&b.name).map_err(|e| bad(format!("benchmark name {e}")))?;
+        }
+        if let Some(d) = first_repeat(self.cells.iter().map(|c| c.data.name.as_str())) {
+            return Err(bad(format!(
+                "cell {d:?} is listed twice in `cells`; expected every cell once"
+            )));
+        }
+        if let Some(d) = first_repeat(self.benchmarks.iter().map(|b| b.name.as_str())) {
+            return Err(bad(format!(
+                "benchmark {d:?} is listed twice in `benchmarks`; expected every benchmark once"
+            )));
+        }
+        Ok(())
+    }
+
     /// Every dataset of the corpus: the cells, then the benchmarks.
     pub fn datasets(&self) -> impl Iterator<Item = &DatasetEntry> {
         self.cells
@@ -314,6 +392,114 @@ impl Manifest {
             .map(|c| c.data.documents as f64 / total.max(1) as f64)
             .collect()
     }
+}
+
+/// The first name that occurs twice, if any.
+fn first_repeat<'a>(names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let mut seen = std::collections::HashSet::new();
+    names.into_iter().find(|n| !seen.insert(*n))
+}
+
+/// The file extensions of a dataset, in the order readers open them.
+pub const DATASET_EXTENSIONS: [&str; 4] = [".bin", ".idx", ".mask", ".img"];
+
+/// Checks a dataset entry's `prefix` (relative, only plain components: no `..`, `.`, root or
+/// drive) and that each of its `files` is one of the prefix's files, listed once.
+fn check_dataset_files(e: &DatasetEntry, manifest: &Path) -> Result<(), CorpusError> {
+    let bad = |problem: String| CorpusError::BadManifest {
+        path: manifest.to_path_buf(),
+        problem,
+    };
+    if !plain_relative(&e.prefix) {
+        return Err(bad(format!(
+            "{:?}: prefix {:?} is not inside the corpus directory; expected a relative path \
+             without '..' (such as \"cells/c00_ocr\")",
+            e.name, e.prefix
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for f in &e.files {
+        let ours = DATASET_EXTENSIONS
+            .iter()
+            .any(|ext| f.path.strip_suffix(ext) == Some(e.prefix.as_str()));
+        if !ours {
+            return Err(bad(format!(
+                "{:?}: file {:?} is not one of its prefix's files; expected {:?} + one of {}",
+                e.name,
+                f.path,
+                e.prefix,
+                DATASET_EXTENSIONS.join(" ")
+            )));
+        }
+        if !seen.insert(f.path.as_str()) {
+            return Err(bad(format!(
+                "{:?}: file {:?} is listed twice",
+                e.name, f.path
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `p` is a non-empty relative path of plain components (no `..`, `.`, root, drive
+/// or backslash): a path that stays inside the directory it is joined to.
+fn plain_relative(p: &str) -> bool {
+    use std::path::Component;
+    !p.is_empty()
+        && !p.contains('\\')
+        && Path::new(p)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+}
+
+/// The full path of a dataset's prefix inside the corpus at `root` (`canonical_root` is
+/// `root` canonicalised): the manifest's `prefix` was checked to be a plain relative path
+/// when the manifest was loaded; here every file of it that exists must also resolve, through
+/// any symlinks, to a path inside the corpus directory.
+pub fn resolve_prefix(
+    root: &Path,
+    canonical_root: &Path,
+    e: &DatasetEntry,
+) -> Result<PathBuf, CorpusError> {
+    let full = root.join(&e.prefix);
+    for ext in DATASET_EXTENSIONS {
+        let p = side_path(&full, ext);
+        if p.symlink_metadata().is_err() {
+            continue;
+        }
+        // A dangling link fails to open later, naming the file.
+        if let Ok(real) = p.canonicalize() {
+            if !real.starts_with(canonical_root) {
+                return Err(CorpusError::BadManifest {
+                    path: root.join(MANIFEST_FILE),
+                    problem: format!(
+                        "{:?}: {} resolves to {}, outside the corpus directory {}; expected \
+                         every file of a corpus inside it",
+                        e.name,
+                        p.display(),
+                        real.display(),
+                        canonical_root.display()
+                    ),
+                });
+            }
+        }
+    }
+    Ok(full)
+}
+
+/// The files of the dataset at `full` (a resolved prefix) that [`DocumentStore::open`]
+/// reads, with their extensions: `.bin` and `.idx`, `.mask` when present, `.img` when the
+/// corpus has image features.
+pub fn read_files(full: &Path, image: bool) -> Vec<(&'static str, PathBuf)> {
+    DATASET_EXTENSIONS
+        .iter()
+        .map(|&ext| (ext, side_path(full, ext)))
+        .filter(|(ext, p)| match *ext {
+            ".mask" => p.exists(),
+            ".img" => image,
+            _ => true,
+        })
+        .collect()
 }
 
 /// The canonical `concept/task` name of a cell.
@@ -460,8 +646,10 @@ impl Corpus {
     /// checksums: see [`Corpus::verify`]).
     pub fn open(dir: &Path) -> Result<Self, CorpusError> {
         let manifest = Manifest::load(dir)?;
+        let canonical_root = dir.canonicalize().at("resolving", dir)?;
         let open = |e: &DatasetEntry| -> Result<DocumentStore, CorpusError> {
-            let store = DocumentStore::open(&dir.join(&e.prefix), manifest.image.as_ref())?;
+            let prefix = resolve_prefix(dir, &canonical_root, e)?;
+            let store = DocumentStore::open(&prefix, manifest.image.as_ref())?;
             if store.documents() as u64 != e.documents || store.tokens.tokens() != e.tokens {
                 return Err(CorpusError::BadManifest {
                     path: dir.join(MANIFEST_FILE),
@@ -507,13 +695,34 @@ impl Corpus {
         })
     }
 
-    /// Recomputes the SHA-256 of every file listed in the manifest (and the centroids) and
-    /// compares; calls `progress(bytes)` as it goes. Returns the number of files checked.
+    /// Recomputes the SHA-256 of every file listed in the manifest and compares; calls
+    /// `progress(bytes)` as it goes. Returns the number of files checked.
+    ///
+    /// The files are found as [`Corpus::open`] finds them ([`resolve_prefix`], then the
+    /// prefix's files; the manifest's `files[].path` must be those, see [`Manifest::load`]),
+    /// and a file that is read but not listed is an error: what is verified is what is read.
     pub fn verify(&self, mut progress: impl FnMut(u64)) -> Result<usize, CorpusError> {
+        let canonical_root = self.root.canonicalize().at("resolving", &self.root)?;
+        let image = self.manifest.image.is_some();
         let mut n = 0;
         for e in self.manifest.datasets() {
-            for f in &e.files {
-                let path = self.root.join(&f.path);
+            let full = resolve_prefix(&self.root, &canonical_root, e)?;
+            let listed = |ext: &str| {
+                e.files
+                    .iter()
+                    .find(|f| f.path.strip_suffix(ext) == Some(e.prefix.as_str()))
+            };
+            for (ext, path) in read_files(&full, image) {
+                if listed(ext).is_none() {
+                    return Err(CorpusError::Unlisted {
+                        path,
+                        dataset: e.name.clone(),
+                    });
+                }
+            }
+            for ext in DATASET_EXTENSIONS {
+                let Some(f) = listed(ext) else { continue };
+                let path = side_path(&full, ext);
                 let actual = sha256_file(&path, &mut progress)?;
                 if actual != f.sha256 {
                     return Err(CorpusError::Checksum {

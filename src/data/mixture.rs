@@ -12,19 +12,35 @@
 //! - [`in_order`] and [`by_name`] are the two mappings between weights by name and weights in a
 //!   cell order; [`valid_weight`] and [`valid_sum`] are the tolerance policy the sampler shares.
 //! - [`megatron_blend`] writes Megatron's blend (`W1 PREFIX1 W2 PREFIX2 …`).
+//! - [`Renormalised`] is the one policy for mixtures **read from files** (`train --mixture`,
+//!   recipes and baselines of `transfer`, ask/tell trial files, `predict --at`): weights
+//!   summing to 1 within [`FILE_SUM_TOLERANCE`] (0.01: files print rounded weights, RegMix's
+//!   three decimals sum to 1 ± 0.005) are divided by their sum, and each file gets one
+//!   warning counting the mixtures so renormalised and the largest deviation; a sum further
+//!   off is an error naming the file, the row and the sum. Mixtures MixAtlas computes keep
+//!   the strict [`WEIGHT_SUM_TOLERANCE`].
+//! - [`UniqueMap`] reads a JSON object refusing a key given twice (serde_json would keep the
+//!   last one silently, and the mixture would then sum to less than 1 far from the cause).
 //!
 //! Floating point is kept exactly as the callers had it: sums run left to right in the order
 //! the check names, and [`Mixture::normalised_in`] divides by the manifest-order sum.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
 use std::path::Path;
 
+use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use serde::Serialize;
 
 use super::corpus::Manifest;
 
 /// How far a mixture's weights may sum from 1.
 pub const WEIGHT_SUM_TOLERANCE: f64 = 1e-6;
+
+/// How far from 1 the weights of a mixture read from a file may sum: within it they are
+/// divided by their sum (with a warning, see [`Renormalised`]); beyond it the file is refused.
+pub const FILE_SUM_TOLERANCE: f64 = 1e-2;
 
 /// A name that is not one of the cells a mixture is for.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -58,6 +74,18 @@ pub enum MixtureError {
         /// Their sum (in the cells' order).
         sum: f64,
     },
+    /// The weights of a mixture read from a file sum too far from 1 to be rounded weights.
+    #[error(
+        "weights sum to {sum}; expected 1 (within {FILE_SUM_TOLERANCE}: rounded weights are \
+         divided by their sum)"
+    )]
+    FileSum {
+        /// Their sum.
+        sum: f64,
+    },
+    /// A mixture read from a file names no cell.
+    #[error("no weights given; expected a weight for at least one concept/task cell")]
+    Empty,
     /// A weight vector and its cell list differ in length.
     #[error("{weights} weights given for {cells} cells; expected one weight per cell")]
     WeightCount {
@@ -75,9 +103,157 @@ pub enum MixtureError {
     /// A mixture file is not JSON.
     #[error("not valid JSON: {0}")]
     Json(#[source] serde_json::Error),
-    /// A mixture file is JSON of the wrong shape.
+    /// A mixture file is JSON of the wrong shape (or names a cell twice).
     #[error("expected {{\"weights\": {{\"concept/task\": weight, …}}}}: {0}")]
     Shape(#[source] serde_json::Error),
+}
+
+/// A JSON object read into a map, refusing a key given twice (serde_json keeps the last value
+/// of a repeated key silently). The error names the key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UniqueMap<V>(pub BTreeMap<String, V>);
+
+impl<V> Default for UniqueMap<V> {
+    fn default() -> Self {
+        Self(BTreeMap::new())
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for UniqueMap<V> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Unique<V>(PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for Unique<V> {
+            type Value = UniqueMap<V>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object with every key once")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let value = map.next_value::<V>()?;
+                    if out.contains_key(&key) {
+                        return Err(de::Error::custom(format!(
+                            "key {key:?} is given twice; expected every key once"
+                        )));
+                    }
+                    out.insert(key, value);
+                }
+                Ok(UniqueMap(out))
+            }
+        }
+        d.deserialize_map(Unique(PhantomData))
+    }
+}
+
+/// A mixture file's top level: `weights` or `mixture` (an object of weights by name, read with
+/// [`UniqueMap`]), or the whole object as weights when it has neither.
+struct MixtureFile(BTreeMap<String, f64>);
+
+impl<'de> Deserialize<'de> for MixtureFile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Top;
+        impl<'de> Visitor<'de> for Top {
+            type Value = MixtureFile;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let (mut weights, mut mixture) = (None, None);
+                let mut plain: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let twice = || de::Error::custom(format!("key {key:?} is given twice"));
+                    match key.as_str() {
+                        "weights" if weights.is_some() => return Err(twice()),
+                        "mixture" if mixture.is_some() => return Err(twice()),
+                        "weights" => weights = Some(map.next_value::<UniqueMap<f64>>()?.0),
+                        "mixture" => mixture = Some(map.next_value::<UniqueMap<f64>>()?.0),
+                        _ if plain.contains_key(&key) => return Err(twice()),
+                        _ => {
+                            let v = map.next_value()?;
+                            plain.insert(key, v);
+                        }
+                    }
+                }
+                if let Some(w) = weights.or(mixture) {
+                    return Ok(MixtureFile(w));
+                }
+                let mut out = BTreeMap::new();
+                for (k, v) in plain {
+                    let w = v.as_f64().ok_or_else(|| {
+                        de::Error::custom(format!("the weight of {k:?} is {v}, not a number"))
+                    })?;
+                    out.insert(k, w);
+                }
+                Ok(MixtureFile(out))
+            }
+        }
+        d.deserialize_map(Top)
+    }
+}
+
+/// The weights by name of one mixture as JSON text: `{"weights": {cell: w}}`,
+/// `{"mixture": {cell: w}}` (besides other keys) or a plain `{cell: w}` object. A key given
+/// twice at either level is an error naming it; values are not checked.
+pub fn parse_weights(text: &str) -> Result<BTreeMap<String, f64>, MixtureError> {
+    match serde_json::from_str::<MixtureFile>(text) {
+        Ok(m) => Ok(m.0),
+        Err(e) if e.is_syntax() || e.is_eof() => Err(MixtureError::Json(e)),
+        Err(e) => Err(MixtureError::Shape(e)),
+    }
+}
+
+/// The renormalisation policy for mixtures read from files, and its tally over one file (see
+/// the module documentation): [`Renormalised::apply`] to each mixture, then
+/// [`Renormalised::warn`] once.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Renormalised {
+    /// Mixtures divided by their sum.
+    pub rows: usize,
+    /// The largest `|sum − 1|` among them.
+    pub max_deviation: f64,
+}
+
+impl Renormalised {
+    /// Applies the policy to one mixture's weights by name: a sum within
+    /// [`WEIGHT_SUM_TOLERANCE`] of 1 is kept bit for bit; within [`FILE_SUM_TOLERANCE`] the
+    /// weights are divided by it (and counted); further off is [`MixtureError::FileSum`], and
+    /// no weight at all [`MixtureError::Empty`]. Weights that are negative or not finite are
+    /// left as they are, for [`Mixture::new`] to name.
+    pub fn apply(&mut self, named: &mut BTreeMap<String, f64>) -> Result<(), MixtureError> {
+        if named.is_empty() {
+            return Err(MixtureError::Empty);
+        }
+        if named.values().any(|&v| !valid_weight(v)) {
+            return Ok(());
+        }
+        let sum = named.values().fold(0.0, |a, &v| a + v);
+        let deviation = (sum - 1.0).abs();
+        if deviation > FILE_SUM_TOLERANCE {
+            return Err(MixtureError::FileSum { sum });
+        }
+        if deviation > WEIGHT_SUM_TOLERANCE {
+            named.values_mut().for_each(|v| *v /= sum);
+            self.rows += 1;
+            self.max_deviation = self.max_deviation.max(deviation);
+        }
+        Ok(())
+    }
+
+    /// Logs the file's one warning (nothing when no mixture was renormalised); `of` is the
+    /// number of mixtures the file holds.
+    pub fn warn(&self, file: &Path, of: usize) {
+        if self.rows > 0 {
+            tracing::warn!(
+                "{}: renormalised {} of {} mixture(s) whose weights sum to 1 only within {} \
+                 (largest deviation {:.3e}): each was divided by its sum",
+                file.display(),
+                self.rows,
+                of,
+                FILE_SUM_TOLERANCE,
+                self.max_deviation
+            );
+        }
+    }
 }
 
 /// Whether `w` may be a mixture weight: finite and non-negative.
@@ -227,18 +403,20 @@ impl Mixture {
         Self::new(named, cells)
     }
 
-    /// Reads a mixture file's text against `cells`: a recipe (`{"weights": {cell: w}}`), a
-    /// trial mixture (`{"mixture": {cell: w}}`, `{"trial": …, "weights": …}`) or a plain
-    /// `{cell: w}` object, then checks it as [`Mixture::new`] does.
-    pub fn from_json<S: AsRef<str>>(text: &str, cells: &[S]) -> Result<Self, MixtureError> {
-        let v: serde_json::Value = serde_json::from_str(text).map_err(MixtureError::Json)?;
-        let obj = v
-            .get("weights")
-            .or_else(|| v.get("mixture"))
-            .unwrap_or(&v)
-            .clone();
-        let named: BTreeMap<String, f64> =
-            serde_json::from_value(obj).map_err(MixtureError::Shape)?;
+    /// Reads the text of the mixture file `path` against `cells`: a recipe
+    /// (`{"weights": {cell: w}}`), a trial mixture (`{"mixture": {cell: w}}`,
+    /// `{"trial": …, "weights": …}`) or a plain `{cell: w}` object, a key given twice being an
+    /// error; applies the file policy ([`Renormalised`], warning under `path`'s name), then
+    /// checks it as [`Mixture::new`] does.
+    pub fn from_json<S: AsRef<str>>(
+        text: &str,
+        path: &Path,
+        cells: &[S],
+    ) -> Result<Self, MixtureError> {
+        let mut named = parse_weights(text)?;
+        let mut tally = Renormalised::default();
+        tally.apply(&mut named)?;
+        tally.warn(path, 1);
         Self::new(named, cells)
     }
 
@@ -345,14 +523,61 @@ mod tests {
             "{\"mixture\": {\"a/x\": 1.0}}",
             "{\"a/x\": 1.0}",
         ] {
-            let m = Mixture::from_json(text, &CELLS).unwrap();
+            let m = Mixture::from_json(text, Path::new("m.json"), &CELLS).unwrap();
             assert_eq!(m.to_order(&CELLS).unwrap(), vec![1.0, 0.0, 0.0], "{text}");
         }
-        let e = Mixture::from_json("{", &CELLS).unwrap_err().to_string();
+        let from = |text: &str| Mixture::from_json(text, Path::new("m.json"), &CELLS);
+        let e = from("{").unwrap_err().to_string();
         assert!(e.starts_with("not valid JSON"), "{e}");
-        let e = Mixture::from_json("{\"weights\": [1]}", &CELLS)
+        let e = from("{\"weights\": [1]}").unwrap_err().to_string();
+        assert!(e.contains("concept/task"), "{e}");
+        // A key given twice is refused, naming it, at any level.
+        for text in [
+            "{\"weights\": {\"a/x\": 0.5, \"a/x\": 0.5}}",
+            "{\"a/x\": 0.5, \"a/x\": 0.5}",
+            "{\"mixture\": {\"a/x\": 1.0}, \"mixture\": {\"a/y\": 1.0}}",
+        ] {
+            let e = from(text).unwrap_err().to_string();
+            assert!(
+                e.contains("\"a/x\" is given twice") || e.contains("\"mixture\" is given twice"),
+                "{text}: {e}"
+            );
+        }
+        // Rounded weights are renormalised; further off, or nothing, is refused.
+        let m = from("{\"a/x\": 0.333, \"a/y\": 0.333, \"b/x\": 0.333}").unwrap();
+        for w in m.to_order(&CELLS).unwrap() {
+            assert!((w - 1.0 / 3.0).abs() < 1e-15, "{w}");
+        }
+        let e = from("{\"a/x\": 0.5, \"a/y\": 0.48}")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("concept/task"), "{e}");
+        assert!(
+            e.contains("sum to 0.98") && e.contains("within 0.01"),
+            "{e}"
+        );
+        let e = from("{\"weights\": {}}").unwrap_err().to_string();
+        assert!(e.contains("no weights given"), "{e}");
+        assert!(!e.contains("-0"), "{e}");
+    }
+
+    #[test]
+    fn the_file_policy_counts_what_it_renormalises() {
+        let mut tally = Renormalised::default();
+        let mut exact = named(&[("a/x", 0.25), ("b/x", 0.75)]);
+        tally.apply(&mut exact).unwrap();
+        assert_eq!(
+            exact,
+            named(&[("a/x", 0.25), ("b/x", 0.75)]),
+            "kept bit for bit"
+        );
+        let mut rounded = named(&[("a/x", 0.5), ("b/x", 0.505)]);
+        tally.apply(&mut rounded).unwrap();
+        let mut rounded = named(&[("a/x", 0.5), ("b/x", 0.498)]);
+        tally.apply(&mut rounded).unwrap();
+        assert_eq!(tally.rows, 2);
+        assert!((tally.max_deviation - 0.005).abs() < 1e-12);
+        let mut off = named(&[("a/x", 0.5), ("b/x", 0.52)]);
+        let e = tally.apply(&mut off).unwrap_err();
+        assert!(matches!(e, MixtureError::FileSum { sum } if (sum - 1.02).abs() < 1e-12));
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! - [`synth`]: the built-in synthetic multimodal corpus (raw JSONL, the default data).
 //! - [`raw`]: the raw JSONL sample format users give to `prepare`.
+//! - [`label`]: the safe charset of task, concept, benchmark and cell names.
 //! - [`kmeans`] and [`cluster_metrics`]: concept discovery over CLIP embeddings.
 //! - [`prepare`]: raw samples → `corpus/` (manifest + Megatron `.bin`/`.idx` per cell).
 //! - [`megatron`]: Megatron-LM `MMapIndexedDataset` reader and writer.
@@ -12,6 +13,7 @@
 pub mod cluster_metrics;
 pub mod corpus;
 pub mod kmeans;
+pub mod label;
 pub mod megatron;
 pub mod mixture;
 pub mod prepare;

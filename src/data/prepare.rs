@@ -33,8 +33,9 @@ use super::corpus::{
     MANIFEST_FORMAT, MANIFEST_VERSION,
 };
 use super::kmeans::{KMeans, KMeansConfig, KMeansError, Metric};
+use super::label::{check_label, LabelError};
 use super::megatron::{DType, DatasetWriter, IndexedDataset, MegatronError};
-use super::raw::{self, ConceptLabel, OnError, RawError, RawSample, ReadStats, Shapes};
+use super::raw::{self, ConceptLabel, OnError, RawError, RawSample, ReadRules, ReadStats, Shapes};
 use super::synth::{SynthMeta, TASKS};
 use crate::fsutil::{write_atomic, IoContext, PathIoError, StagingDir};
 use crate::rng::SplitMix64;
@@ -145,15 +146,14 @@ pub enum PrepareError {
         /// Concepts asked for.
         k: usize,
     },
-    /// A benchmark token id is not below the corpus's vocabulary size.
-    #[error("{}: token id {token} is not below the vocabulary size {vocab_size}", path.display())]
-    BenchmarkToken {
+    /// A benchmark's file name is not a safe label (the name becomes a file name and a
+    /// benchmark key everywhere).
+    #[error("{}: benchmark name (the file name) {label}", path.display())]
+    BenchmarkName {
         /// The benchmark file.
         path: PathBuf,
-        /// The token id.
-        token: u32,
-        /// The corpus's vocabulary size.
-        vocab_size: u32,
+        /// The name and the rule (shown in the message, so not a `source`).
+        label: LabelError,
     },
 }
 
@@ -316,6 +316,13 @@ impl DatasetFiles {
             files: Vec::new(),
         }))
     }
+}
+
+/// A benchmark's name: its file's stem.
+fn benchmark_name(f: &Path) -> String {
+    f.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Canonical task order: the five known tasks first (in [`TASKS`] order), then others by name.
@@ -723,9 +730,15 @@ impl<'a> Prepare<'a> {
             seen: 0,
             rng: SplitMix64::derive(cfg.seed, 0x5E5E),
         };
+        let rules = ReadRules {
+            on_error: cfg.on_error,
+            vocab_size: cfg
+                .vocab_size
+                .or(self.synth_meta.as_ref().map(|m| m.vocab_size)),
+        };
         let stats = raw::read_samples::<PrepareError>(
             &self.files,
-            cfg.on_error,
+            &rules,
             &mut shapes,
             |s: RawSample| {
                 let (t, label) = labels.note(&s);
@@ -929,6 +942,12 @@ impl<'a> Prepare<'a> {
             return Ok(benchmarks);
         }
         let bench_files = raw::input_files(&bench_dir)?;
+        for f in &bench_files {
+            check_label(&benchmark_name(f)).map_err(|label| PrepareError::BenchmarkName {
+                path: f.clone(),
+                label,
+            })?;
+        }
         self.req
             .progress
             .stage("writing benchmarks", bench_files.len() as u64);
@@ -948,26 +967,21 @@ impl<'a> Prepare<'a> {
         shapes: &Shapes,
         vocab: &Vocab,
     ) -> Result<Option<DatasetEntry>, PrepareError> {
-        let name = f
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = benchmark_name(f);
         let prefix = self.root.join("benchmarks").join(&name);
         let mut w = DatasetFiles::create(prefix, vocab.dtype, shapes.image.is_some())?;
         let mut bench_shapes = Some(*shapes);
         let mut scratch: Vec<u8> = Vec::new(); // f16 image features
+                                               // Token ids at or above the corpus's vocabulary are refused line by line.
+        let rules = ReadRules {
+            on_error: self.req.cfg.on_error,
+            vocab_size: Some(vocab.size),
+        };
         raw::read_samples::<PrepareError>(
             &[f.to_path_buf()],
-            self.req.cfg.on_error,
+            &rules,
             &mut bench_shapes,
             |s| {
-                if let Some(&bad) = s.tokens.iter().find(|&&t| t >= vocab.size) {
-                    return Err(PrepareError::BenchmarkToken {
-                        path: f.to_path_buf(),
-                        token: bad,
-                        vocab_size: vocab.size,
-                    });
-                }
                 scratch.clear();
                 if let Some((img, _, _)) = &s.image {
                     push_f16(&mut scratch, img);

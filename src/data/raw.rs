@@ -7,16 +7,17 @@
 //!
 //! | field | required | meaning |
 //! | --- | --- | --- |
-//! | `tokens` | yes | token ids (non-negative integers below the vocabulary size) |
-//! | `task` | yes | task label (`captioning`, `ocr`, `grounding`, `detection`, `vqa` or any other) |
+//! | `tokens` | yes | token ids (non-negative integers below the vocabulary size, and below 2^31) |
+//! | `task` | yes | task label (`captioning`, `ocr`, `grounding`, `detection`, `vqa` or any other [safe label](super::label)) |
 //! | `clip` | yes | pooled image embedding; every sample must have the same length |
 //! | `prompt_len` *or* `loss_mask` | one of them | loss on `tokens[prompt_len..]`, or a 0/1 mask per token |
-//! | `image` | if any sample has it | image patch features, `patches × dim`, the same shape for all |
+//! | `image` | if any sample has it | image patch features, `patches × dim`, the same shape for all, each value within float16's ±65504 |
 //! | `concept` | no | ground-truth concept (string or integer), used only to score the clustering |
 //! | `id` | no | shown in error messages |
 //!
 //! Other fields are ignored, so users can keep their own metadata in the file. Errors name the
-//! file, the line and the field; `OnError::Skip` skips bad lines and counts them instead.
+//! file, the line and the field (never serde's internal type names); `OnError::Skip` skips bad
+//! lines and counts them instead.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -25,7 +26,34 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::label::{check_label, LABEL_RULE};
 use crate::fsutil::{IoContext, PathIoError};
+
+/// Token ids are stored at most as Megatron's int32: every id must be below 2^31.
+pub const TOKEN_LIMIT: u64 = 1 << 31;
+
+/// The largest finite float16 (image features are stored as float16).
+pub const F16_MAX: f32 = 65504.0;
+
+/// What a line is checked against besides its own shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadRules {
+    /// What to do with a malformed line.
+    pub on_error: OnError,
+    /// The vocabulary size, when known before reading: every token id must be below it
+    /// (always below [`TOKEN_LIMIT`]).
+    pub vocab_size: Option<u32>,
+}
+
+impl ReadRules {
+    /// The exclusive upper bound of token ids, and what it is.
+    fn token_limit(&self) -> (u64, &'static str) {
+        match self.vocab_size {
+            Some(v) if (v as u64) < TOKEN_LIMIT => (v as u64, "the vocabulary size"),
+            _ => (TOKEN_LIMIT, "2^31: Megatron stores tokens as int32"),
+        }
+    }
+}
 
 /// What to do with a malformed line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -125,9 +153,27 @@ impl std::fmt::Display for SampleId {
 /// [`SampleId`].
 #[derive(Debug, thiserror::Error)]
 pub enum LineError {
-    /// The line is not JSON of the expected shape.
+    /// The line is not JSON.
     #[error("invalid JSON: {0}")]
     Json(#[source] serde_json::Error),
+    /// The line is JSON but not an object.
+    #[error("the line is a JSON {found}; expected one sample per line as an object {{\"task\": …, \"tokens\": […], \"clip\": […], …}}")]
+    NotObject {
+        /// What was found (`array`, `number`, …).
+        found: &'static str,
+    },
+    /// A field has the wrong JSON type.
+    #[error("field `{field}` is {found}{id}; expected {expected}")]
+    FieldType {
+        /// The field.
+        field: &'static str,
+        /// The value found, shortened.
+        found: String,
+        /// What the field holds.
+        expected: &'static str,
+        /// The sample.
+        id: SampleId,
+    },
     /// The line is not UTF-8 text.
     #[error("line is not valid UTF-8")]
     NotUtf8,
@@ -139,8 +185,8 @@ pub enum LineError {
         /// The sample.
         id: SampleId,
     },
-    /// `task` is empty or contains a '/'.
-    #[error("field `task` is {task:?}{id}; expected a non-empty label without '/'")]
+    /// `task` is not a safe label ([`super::label`]).
+    #[error("field `task` is {task:?}{id}; expected {LABEL_RULE}")]
     Task {
         /// The label found.
         task: String,
@@ -154,12 +200,18 @@ pub enum LineError {
         id: SampleId,
     },
     /// A token id is negative or too large.
-    #[error("field `tokens`[{index}] is {value}{id}; expected a token id in 0..2^32")]
+    #[error(
+        "field `tokens`[{index}] is {value}{id}; expected a token id in 0..{limit} (below {of})"
+    )]
     Token {
         /// Position in `tokens`.
         index: usize,
         /// The value found.
         value: i64,
+        /// The exclusive upper bound.
+        limit: u64,
+        /// What the bound is.
+        of: &'static str,
         /// The sample.
         id: SampleId,
     },
@@ -243,13 +295,15 @@ pub enum LineError {
         /// The sample.
         id: SampleId,
     },
-    /// An `image` value is NaN or infinite.
-    #[error("field `image`[{row}][{col}] is not finite{id}")]
+    /// An `image` value is NaN, infinite or beyond float16's range.
+    #[error("field `image`[{row}][{col}] is {value}{id}; expected a finite number within ±65504 (image features are stored as float16)")]
     ImageNotFinite {
         /// The row.
         row: usize,
         /// The column.
         col: usize,
+        /// The value found.
+        value: f32,
         /// The sample.
         id: SampleId,
     },
@@ -275,20 +329,21 @@ fn show_image(x: Option<(usize, usize)>) -> String {
     x.map_or("no image".to_string(), |(p, d)| format!("{p} × {d}"))
 }
 
-/// Parses and validates one line (without cross-line shape checks).
-pub fn parse_line(text: &str) -> Result<RawSample, LineError> {
-    let w: Wire = serde_json::from_str(text).map_err(LineError::Json)?;
+/// Parses and validates one line (without cross-line shape checks); token ids must be below
+/// `token_limit` (see [`ReadRules`]).
+pub fn parse_line(text: &str, rules: &ReadRules) -> Result<RawSample, LineError> {
+    let w: Wire = serde_json::from_str(text).map_err(|e| shape_error(text, e))?;
     let id = SampleId(w.id);
     let missing = |field: &'static str| LineError::Missing {
         field,
         id: id.clone(),
     };
     let task = w.task.ok_or_else(|| missing("task"))?;
-    if task.is_empty() || task.contains('/') {
+    if check_label(&task).is_err() {
         return Err(LineError::Task { task, id });
     }
     let raw_tokens = w.tokens.ok_or_else(|| missing("tokens"))?;
-    let tokens = token_ids(&raw_tokens, &id)?;
+    let tokens = token_ids(&raw_tokens, rules.token_limit(), &id)?;
     let loss_mask = loss_mask(w.prompt_len, w.loss_mask, tokens.len(), &id)?;
     let clip = w.clip.ok_or_else(|| missing("clip"))?;
     if clip.is_empty() {
@@ -311,21 +366,102 @@ pub fn parse_line(text: &str) -> Result<RawSample, LineError> {
     })
 }
 
-/// `tokens` as ids: non-empty, each in `0..2^32`.
-fn token_ids(raw: &[i64], id: &SampleId) -> Result<Vec<u32>, LineError> {
+/// `tokens` as ids: non-empty, each in `0..limit` (`limit` ≤ 2^31, with what it is).
+fn token_ids(
+    raw: &[i64],
+    (limit, of): (u64, &'static str),
+    id: &SampleId,
+) -> Result<Vec<u32>, LineError> {
     if raw.is_empty() {
         return Err(LineError::NoTokens { id: id.clone() });
     }
     let mut tokens = Vec::with_capacity(raw.len());
     for (index, &value) in raw.iter().enumerate() {
-        let t = u32::try_from(value).map_err(|_| LineError::Token {
-            index,
-            value,
-            id: id.clone(),
-        })?;
-        tokens.push(t);
+        if value < 0 || value as u64 >= limit {
+            return Err(LineError::Token {
+                index,
+                value,
+                limit,
+                of,
+                id: id.clone(),
+            });
+        }
+        tokens.push(value as u32);
     }
     Ok(tokens)
+}
+
+/// A readable message for a line serde could not deserialise as a sample: the JSON error
+/// itself for text that is not JSON, else the shape that was expected or the field of the
+/// wrong type (serde's own message would name the private `Wire` struct).
+fn shape_error(text: &str, e: serde_json::Error) -> LineError {
+    use serde_json::Value;
+    let v: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(_) => return LineError::Json(e),
+    };
+    let Value::Object(map) = &v else {
+        return LineError::NotObject {
+            found: json_kind(&v),
+        };
+    };
+    let id = SampleId(map.get("id").cloned());
+    let fits = |field: &str, v: &Value| -> bool {
+        let v = v.clone();
+        match field {
+            "task" => serde_json::from_value::<Option<String>>(v).is_ok(),
+            "tokens" | "loss_mask" => serde_json::from_value::<Option<Vec<i64>>>(v).is_ok(),
+            "prompt_len" => serde_json::from_value::<Option<i64>>(v).is_ok(),
+            "clip" => serde_json::from_value::<Option<Vec<f32>>>(v).is_ok(),
+            "image" => serde_json::from_value::<Option<Vec<Vec<f32>>>>(v).is_ok(),
+            "concept" => serde_json::from_value::<Option<ConceptLabel>>(v).is_ok(),
+            _ => true,
+        }
+    };
+    const EXPECTED: [(&str, &str); 7] = [
+        ("task", "a string"),
+        ("tokens", "a list of integers"),
+        ("prompt_len", "an integer"),
+        ("loss_mask", "a list of 0/1 integers"),
+        ("clip", "a list of numbers"),
+        ("image", "a list of rows of numbers (patches × dim)"),
+        ("concept", "a string or a non-negative integer"),
+    ];
+    for (field, expected) in EXPECTED {
+        if let Some(value) = map.get(field) {
+            if !fits(field, value) {
+                return LineError::FieldType {
+                    field,
+                    found: short_json(value),
+                    expected,
+                    id,
+                };
+            }
+        }
+    }
+    LineError::Json(e)
+}
+
+/// The kind of a JSON value, for messages.
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// A JSON value for a message, cut to about 40 characters.
+fn short_json(v: &serde_json::Value) -> String {
+    let s = v.to_string();
+    match s.char_indices().nth(40) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s,
+    }
 }
 
 /// The 0/1 loss mask from exactly one of `prompt_len` and `loss_mask`.
@@ -388,10 +524,12 @@ fn image(rows: &[Vec<f32>], id: &SampleId) -> Result<(Vec<f32>, usize, usize), L
                 id: id.clone(),
             });
         }
-        if let Some(col) = r.iter().position(|x| !x.is_finite()) {
+        // Exactly the values float16 can hold without overflowing to infinity.
+        if let Some(col) = r.iter().position(|&x| !half::f16::from_f32(x).is_finite()) {
             return Err(LineError::ImageNotFinite {
                 row,
                 col,
+                value: r[col],
                 id: id.clone(),
             });
         }
@@ -449,15 +587,17 @@ pub struct ReadStats {
 
 /// Streams every sample of `files` in order, parsing batches of lines in parallel, and calls
 /// `sink` for each valid sample. `shapes` is fixed by the first valid sample if `None`, and
-/// every later sample must match it. `progress` receives bytes read.
+/// every later sample must match it; `rules` says what else is checked. `progress` receives
+/// bytes read.
 pub fn read_samples<E: From<RawError>>(
     files: &[PathBuf],
-    on_error: OnError,
+    rules: &ReadRules,
     shapes: &mut Option<Shapes>,
     mut sink: impl FnMut(RawSample) -> Result<(), E>,
     progress: &dyn Fn(u64),
 ) -> Result<ReadStats, E> {
     const BATCH: usize = 4096;
+    let on_error = rules.on_error;
     let mut stats = ReadStats::default();
     for path in files {
         let f = File::open(path)
@@ -514,8 +654,10 @@ pub fn read_samples<E: From<RawError>>(
             if lines.is_empty() {
                 break;
             }
-            let parsed: Vec<(u64, Result<RawSample, LineError>)> =
-                lines.par_iter().map(|(n, s)| (*n, parse_line(s))).collect();
+            let parsed: Vec<(u64, Result<RawSample, LineError>)> = lines
+                .par_iter()
+                .map(|(n, s)| (*n, parse_line(s, rules)))
+                .collect();
             for (line, r) in parsed {
                 let checked = r.and_then(|s| check_shapes(s, shapes));
                 match checked {
@@ -583,15 +725,21 @@ fn check_shapes(s: RawSample, shapes: &mut Option<Shapes>) -> Result<RawSample, 
 mod tests {
     use super::*;
 
+    const RULES: ReadRules = ReadRules {
+        on_error: OnError::Fail,
+        vocab_size: None,
+    };
+
     #[test]
     fn parses_prompt_len_and_mask() {
         let s = parse_line(
             r#"{"task":"ocr","tokens":[1,2,3,4],"prompt_len":2,"clip":[0.5,1],"extra":7}"#,
+            &RULES,
         )
         .unwrap();
         assert_eq!(s.loss_mask, vec![0, 0, 1, 1]);
         assert_eq!(s.image, None);
-        let s = parse_line(r#"{"task":"vqa","tokens":[1,2],"loss_mask":[1,0],"clip":[1],"image":[[1,2],[3,4]],"concept":3}"#).unwrap();
+        let s = parse_line(r#"{"task":"vqa","tokens":[1,2],"loss_mask":[1,0],"clip":[1],"image":[[1,2],[3,4]],"concept":3}"#, &RULES).unwrap();
         assert_eq!(s.loss_mask, vec![1, 0]);
         assert_eq!(s.image, Some((vec![1.0, 2.0, 3.0, 4.0], 2, 2)));
         assert_eq!(s.concept, Some(ConceptLabel::Id(3)));
@@ -638,12 +786,35 @@ mod tests {
             ),
             (
                 r#"{"task":"a/b","tokens":[1],"prompt_len":0,"clip":[1]}"#,
-                "without '/'",
+                "A-Z a-z 0-9",
+            ),
+            (
+                r#"{"task":"$(id)","tokens":[1],"prompt_len":0,"clip":[1]}"#,
+                "field `task` is \"$(id)\"",
+            ),
+            (
+                r#"{"task":"a","tokens":[4294967295],"prompt_len":0,"clip":[1]}"#,
+                "`tokens`[0] is 4294967295; expected a token id in 0..2147483648",
+            ),
+            (
+                r#"{"task":"a","tokens":[1],"prompt_len":0,"clip":[1],"image":[[1e10]]}"#,
+                "`image`[0][0] is 10000000000; expected a finite number within ±65504",
             ),
             (r#"{"task":"a","tokens":[1],"#, "invalid JSON"),
+            ("[1, 2, 3]", "the line is a JSON array; expected one sample"),
+            ("[]", "the line is a JSON array"),
+            (
+                r#"{"id":7,"task":"a","tokens":"1 2","prompt_len":0,"clip":[1]}"#,
+                "field `tokens` is \"1 2\" (id 7); expected a list of integers",
+            ),
+            (
+                r#"{"task":["a"],"tokens":[1],"prompt_len":0,"clip":[1]}"#,
+                "field `task` is [\"a\"]; expected a string",
+            ),
         ];
         for (line, want) in cases {
-            let e = parse_line(line).unwrap_err().to_string();
+            let e = parse_line(line, &RULES).unwrap_err().to_string();
+            assert!(!e.contains("Wire"), "{e}");
             assert!(e.contains(want), "{line}: {e:?} lacks {want:?}");
         }
     }
@@ -657,7 +828,7 @@ mod tests {
         std::fs::write(&p, format!("{good}\n\n{wrong_dim}\nnot json\n{good}\n")).unwrap();
         let files = input_files(dir.path()).unwrap();
         let mut shapes = None;
-        let err = read_samples::<RawError>(&files, OnError::Fail, &mut shapes, |_| Ok(()), &|_| {})
+        let err = read_samples::<RawError>(&files, &RULES, &mut shapes, |_| Ok(()), &|_| {})
             .unwrap_err()
             .to_string();
         assert!(
@@ -668,7 +839,10 @@ mod tests {
         let mut n = 0;
         let stats = read_samples::<RawError>(
             &files,
-            OnError::Skip,
+            &ReadRules {
+                on_error: OnError::Skip,
+                vocab_size: None,
+            },
             &mut shapes,
             |_| {
                 n += 1;
@@ -679,5 +853,22 @@ mod tests {
         .unwrap();
         assert_eq!((stats.samples, stats.skipped, stats.blank, n), (2, 2, 1, 2));
         assert!(stats.first_errors[1].contains("a.jsonl:4:"));
+    }
+
+    #[test]
+    fn a_known_vocabulary_bounds_tokens_per_line() {
+        let rules = ReadRules {
+            on_error: OnError::Fail,
+            vocab_size: Some(10),
+        };
+        let line = r#"{"task":"a","tokens":[1,9,10],"prompt_len":0,"clip":[1]}"#;
+        let e = parse_line(line, &rules).unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "`tokens`[2] is 10; expected a token id in 0..10 (below the vocabulary size)"
+            ),
+            "{e}"
+        );
+        parse_line(line, &RULES).unwrap();
     }
 }

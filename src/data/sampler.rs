@@ -118,6 +118,9 @@ pub enum SamplerError {
         /// The offending weight.
         value: f64,
     },
+    /// There are no cells to sample from.
+    #[error("no cells to sample from: the corpus has no non-empty concept/task cell (re-run prepare on an input with samples)")]
+    NoCells,
     /// The weights do not sum to 1.
     #[error("weights sum to {sum}; expected 1 (within {WEIGHT_SUM_TOLERANCE})")]
     WeightSum {
@@ -234,6 +237,9 @@ pub fn validate_weights(
                 value: w,
             });
         }
+    }
+    if weights.is_empty() {
+        return Err(SamplerError::NoCells);
     }
     let sum: f64 = weights.iter().sum();
     if !valid_sum(sum) {

@@ -13,9 +13,13 @@
 //!
 //! Rounded weights ([`rescale_rounded`]): a trial records a mixture that was already run, and
 //! files often print its weights rounded (RegMix's released runs have 3 decimals, so a row sums
-//! to 1 only within ±0.005). A mixture whose weights sum to 1 within [`TRIAL_SUM_TOLERANCE`]
-//! (0.01) is divided by its sum and then checked as every mixture is (sum 1 within 1e-6); one
-//! further off is an error naming its sum. The same rule applies to `predict --at` mixtures.
+//! to 1 only within ±0.005). This is the policy of every mixture file
+//! ([`crate::data::mixture::Renormalised`]): a mixture whose weights sum to 1 within
+//! [`TRIAL_SUM_TOLERANCE`] (0.01) is divided by its sum and then checked as every mixture is
+//! (sum 1 within 1e-6), with one warning per file counting such rows and the largest
+//! deviation; one further off is an error naming the file, line and sum. The same rule applies
+//! to `predict --at` mixtures. A key given twice (a cell, a benchmark, a CSV column) is an
+//! error naming it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::fidelity::Fidelity;
 use crate::acquisition::SearchSpace;
-use crate::data::mixture::{Mixture, MixtureError, WEIGHT_SUM_TOLERANCE};
+use crate::data::mixture::{Mixture, MixtureError, Renormalised, UniqueMap, FILE_SUM_TOLERANCE};
 
 /// A problem with a trials file.
 #[derive(Debug, thiserror::Error)]
@@ -54,9 +58,13 @@ pub enum TrialsError {
 /// What is wrong with one trial of a trials file.
 #[derive(Debug, thiserror::Error)]
 pub enum TrialProblem {
-    /// A JSONL line that is not a trial object.
+    /// A JSONL line that is not a trial object (serde's message, with its internal type
+    /// names replaced by the shape expected).
     #[error("invalid trial: {0}")]
-    Json(#[source] serde_json::Error),
+    Json(String),
+    /// A CSV header that names a column twice.
+    #[error("column {0:?} appears twice in the header; expected every column once")]
+    DuplicateColumn(String),
     /// A CSV row with the wrong number of values.
     #[error("{values} values for {columns} header columns")]
     Columns {
@@ -76,15 +84,6 @@ pub enum TrialProblem {
     /// The mixture is not one over the space's cells.
     #[error(transparent)]
     Mixture(#[from] MixtureError),
-    /// The weights sum too far from 1 to be a rounded mixture.
-    #[error(
-        "weights sum to {sum}; expected 1 (within {TRIAL_SUM_TOLERANCE}: rounded weights are \
-         divided by their sum)"
-    )]
-    WeightSum {
-        /// Their sum.
-        sum: f64,
-    },
     /// A benchmark score is NaN or infinite.
     #[error("benchmark {benchmark:?} score is {value}; expected a finite number")]
     BadScore {
@@ -180,9 +179,9 @@ pub struct Trial {
 struct WireTrial {
     #[serde(default)]
     id: Option<serde_json::Value>,
-    mixture: BTreeMap<String, f64>,
+    mixture: UniqueMap<f64>,
     #[serde(default)]
-    benchmarks: BTreeMap<String, f64>,
+    benchmarks: UniqueMap<f64>,
     #[serde(default)]
     objective: Option<f64>,
     #[serde(default)]
@@ -201,36 +200,47 @@ fn check_fidelity(f: &Option<Fidelity>) -> Result<(), TrialProblem> {
 }
 
 /// How far the weights of a mixture in a trials file (or a `predict --at` file) may sum from 1:
-/// such files record mixtures with rounded weights (see the module documentation).
-pub const TRIAL_SUM_TOLERANCE: f64 = 1e-2;
+/// such files record mixtures with rounded weights (see the module documentation). The one
+/// tolerance of every mixture file, [`FILE_SUM_TOLERANCE`].
+pub const TRIAL_SUM_TOLERANCE: f64 = FILE_SUM_TOLERANCE;
 
-/// Divides finite, non-negative weights by their sum when it is within
-/// [`TRIAL_SUM_TOLERANCE`] of 1 but not within [`WEIGHT_SUM_TOLERANCE`] (rounded weights of a
-/// mixture; exact ones are kept as given); a sum further off is an error
-/// naming it. Weights that are negative or not finite are left as they are, for
-/// [`Mixture::new`] to name.
-pub fn rescale_rounded(named: &mut BTreeMap<String, f64>) -> Result<(), TrialProblem> {
-    if named.values().any(|v| !v.is_finite() || *v < 0.0) {
-        return Ok(());
+/// Applies the mixture-file policy ([`Renormalised::apply`]) to one mixture of a file, counting
+/// it in `tally` (call [`Renormalised::warn`] once the file is read).
+pub fn rescale_rounded(
+    named: &mut BTreeMap<String, f64>,
+    tally: &mut Renormalised,
+) -> Result<(), TrialProblem> {
+    Ok(tally.apply(named)?)
+}
+
+/// serde's message for a trial line, without its internal type names: a line that is JSON
+/// but not an object says so.
+fn trial_json_error(line: &str, e: serde_json::Error) -> TrialProblem {
+    if !(e.is_syntax() || e.is_eof()) {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+            if !v.is_object() {
+                return TrialProblem::Json(format!(
+                    "the line is {v}; expected a trial object {{\"mixture\": {{\"concept/task\": \
+                     weight, …}}, \"benchmarks\": {{\"name\": score, …}}}}"
+                ));
+            }
+        }
     }
-    let sum: f64 = named.values().sum();
-    if (sum - 1.0).abs() > TRIAL_SUM_TOLERANCE {
-        return Err(TrialProblem::WeightSum { sum });
-    }
-    // Sums already within the strict tolerance are left bit-for-bit as given.
-    if (sum - 1.0).abs() > WEIGHT_SUM_TOLERANCE {
-        named.values_mut().for_each(|v| *v /= sum);
-    }
-    Ok(())
+    let msg = e.to_string();
+    let msg = msg
+        .replace("struct WireTrial", "a trial object")
+        .replace("struct Fidelity", "{\"preset\": name, \"steps\": n}");
+    TrialProblem::Json(msg)
 }
 
 /// The mixture of a trial in the space's cell order: rounded weights rescaled
-/// ([`rescale_rounded`]), then checked ([`Mixture::new`]).
+/// ([`rescale_rounded`], counted in `tally`), then checked ([`Mixture::new`]).
 fn check_mixture(
     space: &SearchSpace,
     mut named: BTreeMap<String, f64>,
+    tally: &mut Renormalised,
 ) -> Result<Vec<f64>, TrialProblem> {
-    rescale_rounded(&mut named)?;
+    rescale_rounded(&mut named, tally)?;
     let mixture = Mixture::new(named, &space.cells)?;
     Ok(mixture.to_order(&space.cells).map_err(MixtureError::from)?)
 }
@@ -281,6 +291,7 @@ pub fn parse_jsonl(
     space: &SearchSpace,
 ) -> Result<Vec<Trial>, TrialsError> {
     let mut out = Vec::new();
+    let mut tally = Renormalised::default();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
@@ -290,9 +301,11 @@ pub fn parse_jsonl(
             line: i + 1,
             problem,
         };
-        let w: WireTrial = serde_json::from_str(line).map_err(|e| err(TrialProblem::Json(e)))?;
-        let mixture = check_mixture(space, w.mixture).map_err(err)?;
-        check_scores(&w.benchmarks, w.objective).map_err(err)?;
+        let w: WireTrial =
+            serde_json::from_str(line).map_err(|e| err(trial_json_error(line, e)))?;
+        let mixture = check_mixture(space, w.mixture.0, &mut tally).map_err(err)?;
+        let benchmarks = w.benchmarks.0;
+        check_scores(&benchmarks, w.objective).map_err(err)?;
         check_fidelity(&w.fidelity).map_err(err)?;
         let id = match w.id {
             Some(serde_json::Value::String(s)) => s,
@@ -303,11 +316,12 @@ pub fn parse_jsonl(
             id,
             line: i + 1,
             mixture,
-            benchmarks: w.benchmarks,
+            benchmarks,
             objective: w.objective,
             fidelity: w.fidelity,
         });
     }
+    tally.warn(path, out.len());
     Ok(out)
 }
 
@@ -317,14 +331,23 @@ pub fn parse_csv(text: &str, path: &Path, space: &SearchSpace) -> Result<Vec<Tri
         .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty());
-    let Some((_, header)) = lines.next() else {
+    let Some((header_line, header)) = lines.next() else {
         return Ok(Vec::new());
     };
     let cols: Vec<String> = header
         .split(',')
         .map(|c| c.trim().trim_matches('"').to_string())
         .collect();
+    let mut seen = std::collections::HashSet::new();
+    if let Some(c) = cols.iter().find(|c| !seen.insert(c.as_str())) {
+        return Err(TrialsError::Trial {
+            path: path.to_path_buf(),
+            line: header_line + 1,
+            problem: TrialProblem::DuplicateColumn(c.clone()),
+        });
+    }
     let mut out = Vec::new();
+    let mut tally = Renormalised::default();
     for (i, line) in lines {
         let err = |problem: TrialProblem| TrialsError::Trial {
             path: path.to_path_buf(),
@@ -374,7 +397,7 @@ pub fn parse_csv(text: &str, path: &Path, space: &SearchSpace) -> Result<Vec<Tri
                 benchmarks.insert(c.clone(), x);
             }
         }
-        let mixture = check_mixture(space, mixture).map_err(err)?;
+        let mixture = check_mixture(space, mixture, &mut tally).map_err(err)?;
         check_scores(&benchmarks, objective).map_err(err)?;
         let fidelity = match (preset, steps) {
             (Some(preset), Some(steps)) => Some(Fidelity { preset, steps }),
@@ -395,6 +418,7 @@ pub fn parse_csv(text: &str, path: &Path, space: &SearchSpace) -> Result<Vec<Tri
             fidelity,
         });
     }
+    tally.warn(path, out.len());
     Ok(out)
 }
 
@@ -740,5 +764,45 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("t.csv:2") && e.contains("finite"), "{e}");
+    }
+
+    #[test]
+    fn repeated_keys_and_non_objects_are_named() {
+        let s = space();
+        for (text, want) in [
+            (
+                "{\"mixture\":{\"a/x\":0.5,\"a/x\":0.5},\"objective\":1}",
+                "\"a/x\" is given twice",
+            ),
+            (
+                "{\"mixture\":{\"a/x\":1},\"benchmarks\":{\"q\":1,\"q\":2}}",
+                "\"q\" is given twice",
+            ),
+            ("[1, 2]", "the line is [1,2]; expected a trial object"),
+            (
+                "{\"mixture\":{\"a/x\":1},\"objective\":1,\"fidelity\":3}",
+                "\"preset\"",
+            ),
+        ] {
+            let e = parse_jsonl(text, Path::new("t.jsonl"), &s)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("t.jsonl:1") && e.contains(want),
+                "{e} lacks {want}"
+            );
+            assert!(!e.contains("Wire") && !e.contains("struct"), "{e}");
+        }
+        let e = parse_csv("a/x,q,a/x\n0.5,1,0.5\n", Path::new("t.csv"), &s)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("t.csv:1") && e.contains("\"a/x\" appears twice"),
+            "{e}"
+        );
+        let e = parse_jsonl("{\"mixture\":{},\"objective\":1}", Path::new("t.jsonl"), &s)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no weights given") && !e.contains("-0"), "{e}");
     }
 }

@@ -64,14 +64,27 @@ pub enum TrainError {
     /// A collective failed.
     #[error("distributed: {0}")]
     Dist(#[from] DistError),
-    /// The loss became NaN or infinite; the run stopped and kept its last good checkpoint.
-    #[error("loss is {value} at step {step}; stopped (the last good checkpoint is kept)")]
+    /// The loss became NaN or infinite; the run stopped, keeping its last good checkpoint if
+    /// it had one.
+    #[error("loss is {value} at step {step}; stopped ({})", kept_checkpoint(*.checkpoint))]
     NonFinite {
         /// The step whose loss was not finite.
         step: u64,
         /// The value (`NaN`, `inf`).
         value: f64,
+        /// The step of the last checkpoint this run wrote or resumed from (`None`: none).
+        checkpoint: Option<u64>,
     },
+}
+
+/// What a diverged run leaves to resume from, for [`TrainError::NonFinite`].
+fn kept_checkpoint(checkpoint: Option<u64>) -> String {
+    match checkpoint {
+        Some(step) => format!("the last good checkpoint, of step {step}, is kept"),
+        None => "no checkpoint was written, so there is nothing to resume from: lower the \
+                 learning rate or check the data"
+            .into(),
+    }
 }
 
 impl From<candle_core::Error> for TrainError {

@@ -352,6 +352,8 @@ struct Trainer<'p, 'a> {
     model: Qwen2Model,
     log: LeadLog,
     start_step: u64,
+    /// The step of the last checkpoint written or resumed from (`None`: none yet).
+    checkpointed: Option<u64>,
     tokens_seen: u64,
     bucket_elems: usize,
     /// The latest held-out evaluation of the curve, with its step.
@@ -451,6 +453,7 @@ impl<'p, 'a> Trainer<'p, 'a> {
             optim,
             log,
             start_step: start.step,
+            checkpointed: (start.step > 0).then_some(start.step),
             tokens_seen: start.tokens,
             bucket_elems: ((tc.bucket_mb * 1024.0 * 1024.0 / 4.0) as usize).max(1024),
             last_scores: None,
@@ -590,7 +593,11 @@ impl<'p, 'a> Trainer<'p, 'a> {
         if let Err(e) = self.log.sync() {
             return e;
         }
-        TrainError::NonFinite { step, value }
+        TrainError::NonFinite {
+            step,
+            value,
+            checkpoint: self.checkpointed,
+        }
     }
 
     /// After step `done` (1-based): counts its tokens, logs it, reports progress, and runs
@@ -632,6 +639,7 @@ impl<'p, 'a> Trainer<'p, 'a> {
         if tc.checkpoint_every > 0 && done % tc.checkpoint_every == 0 && done < tc.steps {
             self.log.sync()?;
             self.save(done)?;
+            self.checkpointed = Some(done);
         }
         Ok(())
     }
@@ -901,7 +909,8 @@ fn open_log(
 /// Reads a mixture file: a recipe (`{"weights": {cell: w}}`), a trial mixture
 /// (`{"mixture": {cell: w}}`) or a plain `{cell: w}` object, with cells named `concept/task`,
 /// checked once by [`Mixture`]. Returns the weights in manifest cell order (cells not named
-/// get 0), renormalised exactly (they must sum to 1 within 1e-6).
+/// get 0), renormalised exactly (they must sum to 1 within 0.01, the policy of every mixture
+/// file: see [`crate::data::mixture::Renormalised`]).
 pub fn read_mixture(
     path: &Path,
     manifest: &crate::data::corpus::Manifest,
@@ -911,6 +920,6 @@ pub fn read_mixture(
         source,
     };
     let text = std::fs::read_to_string(path).at("reading", path)?;
-    let m = Mixture::from_json(&text, &manifest_cells(manifest)).map_err(bad)?;
+    let m = Mixture::from_json(&text, path, &manifest_cells(manifest)).map_err(bad)?;
     m.normalised_in(manifest).map_err(|e| bad(e.into()))
 }
