@@ -7,6 +7,7 @@ mod cli;
 mod dist;
 mod gp;
 mod gpu;
+mod harden_inject;
 mod megatron_compat;
 mod model;
 mod report;

@@ -9,6 +9,7 @@
 //! - [`plan`]: the resolved run, its files in the search directory, progress and summary;
 //! - [`state`]: `trials.jsonl`, the fsync'd event log, and its replay;
 //! - [`attempt`]: one attempt's directory and command, its metrics, its record in the log;
+//! - [`command`]: trainer command templates, split into arguments (no shell unless asked);
 //! - [`exec`]: where attempts run (local processes, MPI rank groups, Slurm arrays);
 //! - [`fidelity`], [`multifidelity`]: a trial's fidelity (model preset × steps), and the
 //!   multi-fidelity search's costs, proposals and target-fidelity recipe;
@@ -18,6 +19,7 @@
 //! - [`run`]: the loop; [`error`]: what stops a search or an executor.
 
 pub mod attempt;
+pub mod command;
 pub mod config;
 pub mod curve;
 pub mod error;
