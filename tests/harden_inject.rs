@@ -30,7 +30,11 @@ fn hostile(tmp: &Path) -> (PathBuf, PathBuf) {
 
 /// A two-trial search with `cmd` as the trainer, plus `extra` flags.
 fn search(out: &Path, cmd: &str, extra: &[&str]) -> String {
-    let (_, _, corpus, _) = tiny_corpus();
+    search_on(&tiny_corpus().2, out, cmd, extra)
+}
+
+/// [`search`] on `corpus`.
+fn search_on(corpus: &Path, out: &Path, cmd: &str, extra: &[&str]) -> String {
     let mut a = vec![
         "search",
         "--corpus",
@@ -76,14 +80,25 @@ fn finished(out: &Path) -> usize {
 fn issue18_row1_placeholder_values_never_reach_a_shell() {
     let tmp = tempfile::tempdir().unwrap();
     let (out, canary) = hostile(tmp.path());
+    // The corpus too (so every `{blend}` path holds the payload, as a hostile label would;
+    // labels themselves are refused at `prepare`).
+    let (corpus_dir, _) = hostile(&tmp.path().join("c"));
+    std::fs::create_dir_all(&corpus_dir).unwrap();
+    let corpus = corpus_dir.join("corpus");
+    let cp = Command::new("cp")
+        .arg("-a")
+        .args([&tiny_corpus().2, &corpus])
+        .status()
+        .unwrap();
+    assert!(cp.success(), "copying the corpus");
     let cmd = format!(
         "{} --record-argv --out {{trial_dir}} --mixture={{mixture}} --blend={{blend}} {{blend}}",
         toy()
     );
-    search(&out, &cmd, &[]);
+    search_on(&corpus, &out, &cmd, &[]);
     assert!(
-        !canary.exists(),
-        "a command in the search directory's name ran"
+        !canary.exists() && !tmp.path().join("c/CANARY").exists(),
+        "a command in the search directory's or the corpus's name ran"
     );
     assert_eq!(finished(&out), 2);
     let (mut argv, dir, blend) = received(&out);
@@ -99,8 +114,14 @@ fn issue18_row1_placeholder_values_never_reach_a_shell() {
         ],
         "every placeholder is exactly one argument (or part of one)"
     );
-    // `{blend}` as a whole word is Megatron's `--data-path W1 P1 …`: one argument each.
-    assert_eq!(extra, blend.split(' ').collect::<Vec<_>>());
+    // `{blend}` as a whole word is Megatron's `--data-path W1 P1 …`: one argument each
+    // (a path with spaces stays one argument).
+    assert_eq!(extra.join(" "), blend);
+    assert!(extra.len() >= 4 && extra.len() % 2 == 0, "{extra:?}");
+    for pair in extra.chunks(2) {
+        assert!(pair[0].parse::<f64>().is_ok(), "{pair:?}");
+        assert!(pair[1].starts_with(s(&corpus)), "{pair:?}");
+    }
 }
 
 #[test]
@@ -381,4 +402,56 @@ fn issue18_slurm_trial_lines_keep_each_value_one_argument() {
         want_shell
     );
     assert!(!canary.exists());
+}
+
+/// A search started before `--trainer-shell` existed (its `search.json` has no `shell`) with
+/// a template that needs a shell: a rerun without the flag is refused naming it, a rerun
+/// with it resumes the search (the shell mode may change on resume, nothing else).
+#[test]
+fn issue18_a_search_from_before_trainer_shell_resumes_with_the_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("old");
+    let cmd = format!(
+        "{} --out {{trial_dir}} --mixture {{mixture}} > {{trial_dir}}/stdout.txt",
+        toy()
+    );
+    let (_, _, corpus, _) = tiny_corpus();
+    let run = |max: &str, extra: &[&str]| {
+        let mut a = vec![
+            "search",
+            "--corpus",
+            s(corpus),
+            "--out",
+            s(&out),
+            "--trainer-command",
+            &cmd,
+            "-q",
+            "1",
+            "--max-trials",
+            max,
+            "--quiet",
+        ];
+        a.extend_from_slice(extra);
+        a.iter().map(|x| x.to_string()).collect::<Vec<_>>()
+    };
+    let args = run("1", &["--trainer-shell"]);
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(finished(&out), 1);
+    // What an older version wrote: no `shell` key.
+    let path = out.join("search.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(v["search"]["trainer"]["shell"], true);
+    v["search"]["trainer"]
+        .as_object_mut()
+        .unwrap()
+        .remove("shell");
+    std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    let args = run("2", &[]);
+    let e = fails(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(e.contains("--trainer-shell"), "{e}");
+    assert_eq!(finished(&out), 1, "nothing ran");
+    let args = run("2", &["--trainer-shell"]);
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(finished(&out), 2);
 }

@@ -117,11 +117,18 @@ pub fn write_resolved(plan: &SearchPlan) -> Result<(), SearchError> {
         })?;
         for key in ["search", "train"] {
             let (mut a, mut b) = (old[key].clone(), resolved[key].clone());
-            // The budget may grow on resume; everything else must match.
+            // The budget may grow on resume, and a command trainer may opt in to a shell
+            // (a search from before `shell` existed ran its template through `sh -c`);
+            // everything else must match.
             if key == "search" {
                 for k in ["max_trials", "max_cost"] {
                     a["budget"][k] = serde_json::Value::Null;
                     b["budget"][k] = serde_json::Value::Null;
+                }
+                for t in [&mut a, &mut b] {
+                    if let Some(t) = t["trainer"].as_object_mut() {
+                        t.remove("shell");
+                    }
                 }
             }
             if a != b {
