@@ -134,7 +134,15 @@ fn failed_trials_are_retried_then_left_out_with_their_reason() {
         s(corpus),
         s(&out),
         "echo 'CUDA out of memory' >&2; exit 3",
-        &["-q", "2", "--max-trials", "2", "--method", "random"],
+        &[
+            "-q",
+            "2",
+            "--max-trials",
+            "2",
+            "--method",
+            "random",
+            "--trainer-shell",
+        ],
     ));
     assert!(
         text.contains("left out t0000") && text.contains("exit status 3"),
@@ -647,6 +655,7 @@ fn an_external_trainer_gets_each_trials_preset_and_steps() {
             "mini:40",
             "--fidelity-xi",
             "10",
+            "--trainer-shell",
         ],
     ));
     let ev = events(&out);

@@ -10,7 +10,8 @@ must. The optimum is known: marginals equal to TARGET_CONCEPTS / TARGET_TASKS gi
 
 Options: --sleep S (pretend to train), --fail-once (exit 1 on the first attempt: the search must
 retry), --curve (also write a held-out `curve`: steps 10, 20, 40 with scores s - 0.3, s - 0.1,
-s), standard library only.
+s), --record-argv (write the arguments received to argv.json in the trial directory; --blend B
+and extra positional arguments, such as a blend's words, are accepted and ignored), standard library only.
 """
 
 import argparse
@@ -52,7 +53,13 @@ def main():
     ap.add_argument("--fail-once", action="store_true")
     ap.add_argument("--score-of", help="print the score of a mixture file and exit")
     ap.add_argument("--curve", action="store_true")
+    ap.add_argument("--record-argv", action="store_true")
+    ap.add_argument("--blend")
+    ap.add_argument("extra", nargs="*")
     a = ap.parse_args()
+    if a.record_argv:
+        with open(os.path.join(a.out, "argv.json"), "w") as f:
+            json.dump(sys.argv[1:], f)
     if a.score_of:
         with open(a.score_of) as f:
             m = json.load(f)

@@ -11,7 +11,8 @@ use clap::Args;
 pub struct SbatchArgs {
     /// search (the controller), trials (a job array over a manifest), transfer (multi-node).
     pub kind: String,
-    /// The command the job runs (default: this binary with --config for `search`).
+    /// The command the job runs, as shell text written into the script as it is (default:
+    /// this binary with --config for `search`, every word quoted).
     #[arg(long)]
     pub command: Option<String>,
     /// Config file passed to `mixatlas search --config` (search kind).
@@ -54,8 +55,11 @@ pub struct SbatchArgs {
 
 /// `sbatch`: render (and optionally submit) a job script.
 pub fn run_sbatch(a: SbatchArgs) -> Result<()> {
-    use mixatlas::slurm::sbatch::{render, JobCommon, SearchJob, TransferJob, TrialsArrayJob};
+    use mixatlas::slurm::sbatch::{
+        render, shell_join, shell_quote, JobCommon, SearchJob, TransferJob, TrialsArrayJob,
+    };
     let exe = std::env::current_exe()?;
+    let exe = exe.to_string_lossy();
     let mut common = JobCommon::new(&format!("mixatlas-{}", a.kind), &a.log_dir);
     common.partition = a.partition.clone();
     common.time_min = a.time;
@@ -69,19 +73,15 @@ pub fn run_sbatch(a: SbatchArgs) -> Result<()> {
     }
     let spec = match a.kind.as_str() {
         "search" => {
-            let cfg = a.config.as_ref().map_or(String::new(), |c| {
-                format!(
-                    " --config {}",
-                    std::fs::canonicalize(c).unwrap_or(c.clone()).display()
-                )
-            });
+            let mut words = vec![exe.to_string(), "search".into()];
+            if let Some(c) = &a.config {
+                let c = std::fs::canonicalize(c).unwrap_or(c.clone());
+                words.extend(["--config".into(), c.to_string_lossy().into_owned()]);
+            }
             SearchJob {
                 common,
                 workdir: std::env::current_dir()?,
-                command: a
-                    .command
-                    .clone()
-                    .unwrap_or_else(|| format!("{} search{cfg}", exe.display())),
+                command: a.command.clone().unwrap_or_else(|| shell_join(&words)),
                 max_requeues: 3,
             }
             .spec()
@@ -100,7 +100,7 @@ pub fn run_sbatch(a: SbatchArgs) -> Result<()> {
                 command: a.command.clone().unwrap_or_else(|| {
                     format!(
                         "{} train --mixture \"$MIXATLAS_MIXTURE\" --out \"$MIXATLAS_TRIAL_DIR\" --resume --quiet",
-                        exe.display()
+                        shell_quote(&exe)
                     )
                 }),
             }
@@ -115,11 +115,12 @@ pub fn run_sbatch(a: SbatchArgs) -> Result<()> {
             command: a
                 .command
                 .clone()
-                .unwrap_or_else(|| format!("{} transfer", exe.display())),
+                .unwrap_or_else(|| shell_join(&[exe.as_ref(), "transfer"])),
         }
         .spec(),
         other => bail!("sbatch {other:?}: expected search, trials or transfer"),
-    }?;
+    }
+    .context("sbatch: --partition, --extra, --log-dir and the job name go into #SBATCH lines")?;
     let script = render(&spec);
     if a.submit {
         std::fs::create_dir_all(&a.log_dir)?;

@@ -55,9 +55,14 @@ pub struct SearchArgs {
     /// Trials at once.
     #[arg(long)]
     pub parallel: Option<usize>,
-    /// External trainer command template ({trial_dir}, {mixture}, {blend}, {seed}).
+    /// External trainer command template ({trial_dir}, {mixture}, {blend}, {seed}): split
+    /// into arguments with shell-word rules and run directly, without a shell.
     #[arg(long)]
     pub trainer_command: Option<String>,
+    /// Run the trainer command through `sh -c` (pipes, redirections), every substituted
+    /// value shell-quoted.
+    #[arg(long)]
+    pub trainer_shell: bool,
     /// Built-in trainer preset.
     #[arg(long)]
     pub preset: Option<String>,
@@ -189,10 +194,21 @@ pub fn resolve(a: &SearchArgs) -> Result<SearchPlan> {
         s.executor.parallel = v;
     }
     if let Some(c) = &a.trainer_command {
-        s.trainer = TrainerConfig::Command { command: c.clone() };
+        s.trainer = TrainerConfig::Command {
+            command: c.clone(),
+            shell: false,
+        };
     }
     if let Some(p) = &a.preset {
         s.trainer = TrainerConfig::Builtin { preset: p.clone() };
+    }
+    if a.trainer_shell {
+        match &mut s.trainer {
+            TrainerConfig::Command { shell, .. } => *shell = true,
+            TrainerConfig::Builtin { .. } => anyhow::bail!(
+                "--trainer-shell needs a trainer command (--trainer-command, or [search.trainer] kind = \"command\"); the trainer is the built-in one"
+            ),
+        }
     }
     if let Some(v) = a.steps {
         t.steps = v;

@@ -7,7 +7,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::config::{SearchConfig, TrainerConfig};
+use super::command::Values;
+use super::config::{SearchConfig, SearchConfigError, TrainerConfig};
 use super::error::SearchError;
 use super::fidelity::Fidelity;
 use super::multifidelity::at_target;
@@ -53,16 +54,47 @@ pub fn attempt_dir(out: &Path, trial: &str, attempt: usize) -> PathBuf {
     out.join("trials").join(trial).join(format!("a{attempt}"))
 }
 
-/// Replaces `{trial_dir}`, `{mixture}`, `{blend}`, `{seed}` in a command template.
-pub fn render_command(template: &str, trial_dir: &Path, blend: &str, seed: u64) -> String {
-    template
-        .replace("{trial_dir}", &trial_dir.display().to_string())
-        .replace(
-            "{mixture}",
-            &trial_dir.join("mixture.json").display().to_string(),
-        )
-        .replace("{blend}", blend)
-        .replace("{seed}", &seed.to_string())
+/// The placeholder values of a command trainer's attempt in `dir`: `{trial_dir}`,
+/// `{mixture}`, `{blend}` (as a whole word, one argument per weight and per path:
+/// `blend_words`), `{seed}`, and at a fidelity `{preset}` and `{steps}` (see
+/// [`super::command`]).
+pub fn placeholder_values(
+    dir: &Path,
+    blend: (&str, Vec<String>),
+    seed: u64,
+    fidelity: Option<&Fidelity>,
+) -> Values {
+    let mut text = vec![
+        ("trial_dir", dir.display().to_string()),
+        ("mixture", dir.join("mixture.json").display().to_string()),
+        ("blend", blend.0.to_string()),
+        ("seed", seed.to_string()),
+    ];
+    if let Some(f) = fidelity {
+        text.push(("preset", f.preset.clone()));
+        text.push(("steps", f.steps.to_string()));
+    }
+    Values {
+        text,
+        words: vec![("blend", blend.1)],
+    }
+}
+
+/// The words of `mixture`'s Megatron blend (`W1 PREFIX1 W2 PREFIX2 …`, exactly the words of
+/// [`Mixture::megatron_blend`], but a prefix with a space stays one word).
+pub fn blend_words(mixture: &Mixture, manifest: &Manifest, corpus: &Path) -> Vec<String> {
+    let w = mixture.weights();
+    manifest
+        .cells
+        .iter()
+        .filter_map(|c| w.get(&c.data.name).filter(|&&x| x > 0.0).map(|x| (c, x)))
+        .flat_map(|(c, x)| {
+            [
+                format!("{x:.8}"),
+                corpus.join(&c.data.prefix).display().to_string(),
+            ]
+        })
+        .collect()
 }
 
 /// An attempt's `metrics.json` is missing or unusable (recorded as the attempt's failure).
@@ -170,11 +202,12 @@ impl Attempts<'_> {
             env.push(("MIXATLAS_PRESET".into(), f.preset.clone()));
             env.push(("MIXATLAS_STEPS".into(), f.steps.to_string()));
         }
+        let argv = self.argv(&dir, (&mixture, &blend), fidelity)?;
         Ok(TrialJob {
             trial: t.id.clone(),
             attempt,
             mixture,
-            argv: self.argv(&dir, &blend, fidelity),
+            argv,
             env,
             log: dir.join("trial.log"),
             timeout: self.timeout,
@@ -201,17 +234,23 @@ impl Attempts<'_> {
         ]
     }
 
-    /// The command of an attempt: the built-in trainer, or the user's template through `sh`;
-    /// at a fidelity (its `train.toml` beside), the built-in trainer runs its preset and
-    /// `train.toml`, and the template's `{preset}` and `{steps}` are its.
-    fn argv(&self, dir: &Path, blend: &str, fidelity: Option<(&Fidelity, &Path)>) -> Vec<String> {
+    /// The command of an attempt: the built-in trainer, or the user's template split into
+    /// words with the placeholders filled per word (through `sh -c`, values quoted, only with
+    /// `shell`); at a fidelity (its `train.toml` beside), the built-in trainer runs its preset
+    /// and `train.toml`, and the template's `{preset}` and `{steps}` are its.
+    fn argv(
+        &self,
+        dir: &Path,
+        (mixture, blend): (&Mixture, &str),
+        fidelity: Option<(&Fidelity, &Path)>,
+    ) -> Result<Vec<String>, SearchError> {
         let cfg = &self.plan.search;
         let (preset, train_toml) = match (&cfg.trainer, fidelity) {
             (_, Some((f, toml))) => (f.preset.as_str(), toml),
             (TrainerConfig::Builtin { preset }, None) => (preset.as_str(), self.train_toml),
             (TrainerConfig::Command { .. }, None) => ("", self.train_toml),
         };
-        match &cfg.trainer {
+        Ok(match &cfg.trainer {
             TrainerConfig::Builtin { .. } => vec![
                 self.plan.exe.display().to_string(),
                 "train".into(),
@@ -229,16 +268,19 @@ impl Attempts<'_> {
                 cfg.seed.to_string(),
                 "--quiet".into(),
             ],
-            TrainerConfig::Command { command } => {
-                let mut c = render_command(command, dir, blend, cfg.seed);
-                if let Some((f, _)) = fidelity {
-                    c = c
-                        .replace("{preset}", &f.preset)
-                        .replace("{steps}", &f.steps.to_string());
-                }
-                vec!["sh".into(), "-c".into(), c]
+            TrainerConfig::Command { command, shell } => {
+                let words = blend_words(mixture, self.manifest, self.corpus);
+                debug_assert_eq!(words.join(" "), blend);
+                let values =
+                    placeholder_values(dir, (blend, words), cfg.seed, fidelity.map(|f| f.0));
+                super::command::argv(command, *shell, &values).map_err(|problem| {
+                    SearchConfigError::TrainerCommand {
+                        command: command.clone(),
+                        problem,
+                    }
+                })?
             }
-        }
+        })
     }
 }
 

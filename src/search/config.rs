@@ -100,11 +100,35 @@ pub enum TrainerConfig {
         preset: String,
     },
     /// Any command honouring the trial protocol: a template with `{trial_dir}`, `{mixture}`,
-    /// `{blend}`, `{seed}` (also in `MIXATLAS_*` variables), run through `sh -c`.
+    /// `{blend}`, `{seed}` (also in `MIXATLAS_*` variables), split into words with shell-word
+    /// rules and run directly, each placeholder filled inside its word (`search::command`).
     Command {
         /// The command template.
         command: String,
+        /// Run the template through `sh -c` instead (pipes, redirections), every substituted
+        /// value shell-quoted (`--trainer-shell`).
+        #[serde(default, skip_serializing_if = "is_false")]
+        shell: bool,
     },
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl TrainerConfig {
+    /// Checks a command trainer's template (it splits into words, or is a non-empty shell
+    /// command with `shell`).
+    pub fn check(&self) -> Result<(), SearchConfigError> {
+        match self {
+            TrainerConfig::Builtin { .. } => Ok(()),
+            TrainerConfig::Command { command, shell } => super::command::check(command, *shell)
+                .map_err(|problem| SearchConfigError::TrainerCommand {
+                    command: command.clone(),
+                    problem,
+                }),
+        }
+    }
 }
 
 fn default_preset() -> String {
@@ -315,6 +339,14 @@ pub enum SearchConfigError {
     /// A threshold factor that is not a positive number.
     #[error("fidelity_xi = {0}: expected a finite number > 0")]
     FidelityXi(f64),
+    /// A trainer command that cannot be run.
+    #[error("[search.trainer] command (--trainer-command) {command:?}: {problem}")]
+    TrainerCommand {
+        /// The template.
+        command: String,
+        /// What is wrong (in the message, not a separate cause: printed once).
+        problem: super::command::CommandError,
+    },
     /// Fidelities with an executor that cannot run them.
     #[error("fidelities run on the local executor only; executor.kind is {0:?}")]
     FidelityExecutor(String),
@@ -349,6 +381,7 @@ impl SearchConfig {
         if !(c.is_finite() && c >= 0.0) {
             return Err(SearchConfigError::MaxCost(c));
         }
+        self.trainer.check()?;
         self.validate_fidelities()
     }
 

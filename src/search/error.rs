@@ -129,6 +129,10 @@ pub enum ExecError {
     /// The trials' job array script could not be built.
     #[error("search config: {0}")]
     ArrayJob(#[from] TemplateError),
+    /// The trainer command cannot be written into a job script (checked before a search
+    /// starts, so not expected here).
+    #[error("search config: {0}")]
+    TrainerCommand(#[from] SearchConfigError),
     /// A trial's mixture names a cell the corpus does not have.
     #[error("trial {trial}: {source}")]
     Mixture {

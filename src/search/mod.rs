@@ -10,6 +10,7 @@
 //! - [`preflight`]: the checks made before anything runs (corpus, preset, trainer, output);
 //! - [`state`]: `trials.jsonl`, the fsync'd event log, and its replay;
 //! - [`attempt`]: one attempt's directory and command, its metrics, its record in the log;
+//! - [`command`]: trainer command templates, split into arguments (no shell unless asked);
 //! - [`exec`]: where attempts run (local processes, MPI rank groups, Slurm arrays);
 //! - [`fidelity`], [`multifidelity`]: a trial's fidelity (model preset × steps), and the
 //!   multi-fidelity search's costs, proposals and target-fidelity recipe;
@@ -19,6 +20,7 @@
 //! - [`run`]: the loop; [`error`]: what stops a search or an executor.
 
 pub mod attempt;
+pub mod command;
 pub mod config;
 pub mod curve;
 pub mod error;

@@ -143,10 +143,18 @@ pub fn write_resolved(plan: &SearchPlan) -> Result<(), SearchError> {
         old["search"]["corpus"] = canonical(&old["search"]["corpus"]);
         for key in ["search", "train"] {
             let (mut a, mut b) = (old[key].clone(), resolved[key].clone());
+            // The budget may grow on resume, and a command trainer may opt in to a shell
+            // (a search from before `shell` existed ran its template through `sh -c`);
+            // everything else must match.
             if key == "search" {
                 for path in MAY_CHANGE {
                     forget(&mut a, path);
                     forget(&mut b, path);
+                }
+                for t in [&mut a, &mut b] {
+                    if let Some(t) = t["trainer"].as_object_mut() {
+                        t.remove("shell");
+                    }
                 }
             }
             let mut diffs = Vec::new();

@@ -71,10 +71,10 @@ pub fn preflight(cfg: &SearchConfig, kind: ExecutorKind) -> Result<Preflight, Pr
     if let TrainerConfig::Builtin { preset } = &cfg.trainer {
         Qwen2Config::preset(preset).map_err(PreflightError::Preset)?;
     }
-    if let (TrainerConfig::Command { command }, ExecutorKind::Local | ExecutorKind::Mpi) =
+    if let (TrainerConfig::Command { command, shell }, ExecutorKind::Local | ExecutorKind::Mpi) =
         (&cfg.trainer, kind)
     {
-        check_program(command)?;
+        check_program(command, *shell)?;
     }
     check_writable(&cfg.out).map_err(PreflightError::Out)?;
     Ok(out)
@@ -153,9 +153,18 @@ fn first_word(s: &str) -> Option<(String, &str)> {
     (quote.is_none() && !word.is_empty()).then_some((word, ""))
 }
 
-/// Checks that the program of `command` ([`program_of`]) is an executable file.
-fn check_program(command: &str) -> Result<(), PreflightError> {
-    let Some(program) = program_of(command) else {
+/// Checks that the program of `command` is an executable file: its first argument when it
+/// runs without a shell (a placeholder there is not looked up), [`program_of`] under `shell`.
+fn check_program(command: &str, shell: bool) -> Result<(), PreflightError> {
+    let program = if shell {
+        program_of(command)
+    } else {
+        super::command::split(command)
+            .ok()
+            .and_then(|w| w.into_iter().next())
+            .filter(|w| !w.contains('{'))
+    };
+    let Some(program) = program else {
         return Ok(());
     };
     let bad = |problem| PreflightError::Program {
@@ -221,15 +230,20 @@ mod tests {
 
     #[test]
     fn missing_and_non_executable_programs_are_named() {
-        assert!(check_program("sh -c true").is_ok());
-        let e = check_program("no-such-program-xyz {trial_dir}").unwrap_err();
+        assert!(check_program("sh -c true", false).is_ok());
+        let e = check_program("no-such-program-xyz {trial_dir}", false).unwrap_err();
         assert!(e.to_string().contains("not found on PATH"), "{e}");
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("t.sh");
         fs::write(&f, "#!/bin/sh\n").unwrap();
-        let e = check_program(&format!("{} x", f.display())).unwrap_err();
+        let e = check_program(&format!("{} x", f.display()), false).unwrap_err();
         assert!(e.to_string().contains("is not executable"), "{e}");
-        let e = check_program("/no/such/t.sh").unwrap_err();
+        let e = check_program("/no/such/t.sh", false).unwrap_err();
         assert!(e.to_string().contains("does not exist"), "{e}");
+        // Without a shell the program is the first argument, quotes removed.
+        let e = check_program("'/no/such dir/t.sh' {trial_dir}", false).unwrap_err();
+        assert!(e.to_string().contains("/no/such dir/t.sh"), "{e}");
+        // Under `--trainer-shell` a builtin's program is not looked up.
+        assert!(check_program("cd /tmp && ./t.sh", true).is_ok());
     }
 }

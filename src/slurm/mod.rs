@@ -13,6 +13,6 @@ pub use cmd::{JobState, SlurmError};
 pub use env::SlurmEnv;
 pub use hostlist::{compress_hostlist, expand_hostlist, HostlistError};
 pub use sbatch::{
-    render, ArraySpec, JobCommon, SbatchSpec, SearchJob, SignalSpec, TemplateKind, TransferJob,
-    TrialsArrayJob,
+    render, shell_join, shell_quote, ArraySpec, JobCommon, SbatchSpec, SearchJob, SignalSpec,
+    TemplateKind, TransferJob, TrialsArrayJob,
 };

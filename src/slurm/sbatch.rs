@@ -11,7 +11,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// A template that does not match its values.
+/// A job script that cannot be rendered: a template that does not match its values, or an
+/// `#SBATCH` option that cannot be written on one line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
     /// The template uses a placeholder no value was given for.
@@ -23,6 +24,18 @@ pub enum TemplateError {
     /// A `{{` without its `}}`.
     #[error("template has an unclosed {{{{ at byte {0}")]
     Unclosed(usize),
+    /// An `#SBATCH` option name that is not `[A-Za-z0-9_-]+`.
+    #[error("sbatch option name {0:?}: expected letters, digits, '-' or '_'")]
+    OptionName(String),
+    /// An `#SBATCH` value holding a line break or another control character, which would end
+    /// the `#SBATCH` line and become a line of the script.
+    #[error("sbatch option --{option} value {value:?}: a line break or control character cannot be written in an #SBATCH line")]
+    OptionValue {
+        /// The option.
+        option: String,
+        /// The value.
+        value: String,
+    },
 }
 
 /// `--array=INDICES[%THROTTLE]`.
@@ -113,16 +126,41 @@ pub struct SbatchSpec {
     pub teardown: Vec<String>,
 }
 
-/// `"…"` around a header value with spaces or quotes.
+/// A header value as sbatch reads it: bare when it is only safe characters, else in `"…"`
+/// with `\` and `"` escaped (sbatch's `#SBATCH` parser honours quotes and backslashes; an
+/// unquoted `#` would start a comment). Control characters, which could end the line, are
+/// refused by [`SbatchSpec::check`]; here they are replaced by `?` so that even an unchecked
+/// spec never renders a value onto a line of its own.
 fn header_value(v: &str) -> String {
-    if v.is_empty()
-        || v.chars()
-            .any(|c| c.is_whitespace() || c == '"' || c == '\'')
+    if !v.is_empty()
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%[]".contains(&b))
     {
-        format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
-    } else {
-        v.to_string()
+        return v.to_string();
     }
+    let v: String = v
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// An option name as written after `#SBATCH --` (anything else is dropped by [`render`] and
+/// refused by [`SbatchSpec::check`]).
+fn is_option_name(k: &str) -> bool {
+    !k.is_empty()
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Quotes words for the shell and joins them with spaces: a command line whose every word
+/// arrives as one argument.
+pub fn shell_join<S: AsRef<str>>(words: &[S]) -> String {
+    words
+        .iter()
+        .map(|w| shell_quote(w.as_ref()))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Quotes a word for the shell (single quotes; `'` as `'\''`).
@@ -138,6 +176,23 @@ pub fn shell_quote(s: &str) -> String {
 }
 
 impl SbatchSpec {
+    /// Checks that every option can be written as one `#SBATCH` line: option names are
+    /// `[A-Za-z0-9_-]+` and no value holds a line break or control character.
+    pub fn check(&self) -> Result<(), TemplateError> {
+        for (k, v) in self.options() {
+            if !is_option_name(&k) {
+                return Err(TemplateError::OptionName(k));
+            }
+            if let Some(v) = v.filter(|v| v.chars().any(char::is_control)) {
+                return Err(TemplateError::OptionValue {
+                    option: k,
+                    value: v,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The `#SBATCH` options, sorted by name.
     pub fn options(&self) -> BTreeMap<String, Option<String>> {
         let mut o = self.extra.clone();
@@ -202,6 +257,9 @@ pub fn render(spec: &SbatchSpec) -> String {
     let mut s = String::from("#!/bin/bash\n");
     s.push_str("# Rendered by mixatlas (src/slurm/sbatch.rs); edit the spec, not this file.\n");
     for (k, v) in spec.options() {
+        if !is_option_name(&k) {
+            continue;
+        }
         match v {
             Some(v) => s.push_str(&format!("#SBATCH --{k}={}\n", header_value(&v))),
             None => s.push_str(&format!("#SBATCH --{k}\n")),
@@ -408,6 +466,7 @@ impl SearchJob {
                 ("max_requeues", self.max_requeues.to_string()),
             ],
         )?];
+        s.check()?;
         Ok(s)
     }
 }
@@ -446,6 +505,7 @@ impl TrialsArrayJob {
                 ("command", self.command.clone()),
             ],
         )?];
+        s.check()?;
         Ok(s)
     }
 }
@@ -487,6 +547,7 @@ impl TransferJob {
                 ("command", self.command.clone()),
             ],
         )?];
+        s.check()?;
         Ok(s)
     }
 }

@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 
 use super::{Executor, Launched};
 use crate::fsutil::{write_atomic, IoContext};
-use crate::search::attempt::{attempt_dir, check_metrics, log_tail, render_command, TrialJob};
-use crate::search::config::TrainerConfig;
+use crate::search::attempt::{attempt_dir, check_metrics, log_tail, TrialJob};
+use crate::search::command::{shell_line, Values};
+use crate::search::config::{SearchConfigError, TrainerConfig};
 use crate::search::error::ExecError;
 use crate::search::plan::SearchPlan;
 use crate::search::state::{Event, TrialState};
 use crate::slurm::cmd::{sbatch_text, squeue, JobState};
-use crate::slurm::sbatch::{render, JobCommon, TrialsArrayJob};
+use crate::slurm::sbatch::{render, shell_quote, JobCommon, TrialsArrayJob};
 
 /// Whether array task `task` of `array` is covered by a pending-range entry such as
 /// `123_[4-9%2]` or `123_[4,6-7]`.
@@ -65,6 +66,21 @@ fn status_of(states: &BTreeMap<String, JobState>, job: &str) -> Seen {
         }
     }
     Seen::Ended(None)
+}
+
+/// A command trainer's placeholders in an array task's line: the trial's values from the
+/// variables the template exports (`{blend}` as a whole word: `$MIXATLAS_BLEND` split at its
+/// spaces, globbing off).
+pub fn slurm_values(seed: u64) -> Values {
+    Values {
+        text: vec![
+            ("trial_dir", "\"$MIXATLAS_TRIAL_DIR\"".to_string()),
+            ("mixture", "\"$MIXATLAS_MIXTURE\"".to_string()),
+            ("blend", "\"$MIXATLAS_BLEND\"".to_string()),
+            ("seed", seed.to_string()),
+        ],
+        words: vec![("blend", vec!["$MIXATLAS_BLEND".to_string()])],
+    }
 }
 
 /// An attempt handed to Slurm.
@@ -116,30 +132,34 @@ impl<'a> SlurmExecutor<'a> {
     }
 
     /// The shell command of one array task (run in the trial directory the task's line of
-    /// the array manifest names).
-    fn task_command(&self) -> String {
+    /// the array manifest names): every value a quoted shell word, the trial's own values
+    /// taken from the variables the template exports.
+    fn task_command(&self) -> Result<String, ExecError> {
         let cfg = &self.plan.search;
-        match &cfg.trainer {
+        let q = |p: &Path| shell_quote(&p.to_string_lossy());
+        Ok(match &cfg.trainer {
             TrainerConfig::Builtin { preset } => format!(
                 "{} train --corpus {} --mixture \"$MIXATLAS_MIXTURE\" --out \"$MIXATLAS_TRIAL_DIR\" --preset {} --config {} --seed {} --quiet --resume",
-                self.plan.exe.display(),
-                self.corpus.display(),
-                preset,
-                self.train_toml.display(),
+                q(&self.plan.exe),
+                q(self.corpus),
+                shell_quote(preset),
+                q(self.train_toml),
                 cfg.seed
             ),
-            TrainerConfig::Command { command } => render_command(
-                command,
-                Path::new("$MIXATLAS_TRIAL_DIR"),
-                "$MIXATLAS_BLEND",
-                cfg.seed,
-            )
-            .replace("$MIXATLAS_TRIAL_DIR/mixture.json", "$MIXATLAS_MIXTURE"),
-        }
+            TrainerConfig::Command { command, shell } => {
+                let values = slurm_values(cfg.seed);
+                shell_line(command, *shell, &values).map_err(|problem| {
+                    SearchConfigError::TrainerCommand {
+                        command: command.clone(),
+                        problem,
+                    }
+                })?
+            }
+        })
     }
 
     /// The job array of `tasks` trials listed in `manifest`.
-    fn array_job(&self, manifest: PathBuf, tasks: usize) -> TrialsArrayJob {
+    fn array_job(&self, manifest: PathBuf, tasks: usize) -> Result<TrialsArrayJob, ExecError> {
         let cfg = &self.plan.search;
         let mut common = JobCommon::new("mixatlas-trials", &self.slurm_dir);
         common.partition = cfg.executor.partition.clone();
@@ -158,16 +178,19 @@ impl<'a> SlurmExecutor<'a> {
             ),
             format!("export OMP_NUM_THREADS={}", cfg.executor.threads_per_trial),
             format!("export MIXATLAS_SEED={}", cfg.seed),
-            format!("export MIXATLAS_CORPUS={}", self.corpus.display()),
+            format!(
+                "export MIXATLAS_CORPUS={}",
+                shell_quote(&self.corpus.to_string_lossy())
+            ),
         ];
-        TrialsArrayJob {
+        Ok(TrialsArrayJob {
             common,
             manifest,
             tasks,
             throttle: cfg.executor.throttle,
             gpus_per_task: None,
-            command: self.task_command(),
-        }
+            command: self.task_command()?,
+        })
     }
 
     /// The event of an attempt Slurm reports ended (in state `st`, or forgotten: `None`).
@@ -238,7 +261,7 @@ impl Executor for SlurmExecutor<'_> {
             .collect();
         let manifest = self.slurm_dir.join(format!("array-{serial:05}.txt"));
         write_atomic(&manifest, lines.as_bytes())?;
-        let job = self.array_job(manifest.clone(), self.staged.len());
+        let job = self.array_job(manifest.clone(), self.staged.len())?;
         let script = render(&job.spec()?);
         write_atomic(&manifest.with_extension("sbatch"), script.as_bytes())?;
         let array = sbatch_text(&script, &[])?;
