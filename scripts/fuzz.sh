@@ -33,7 +33,7 @@ case "$engine" in
     input="$seeds"; [ -d "out/$target/afl/default/queue" ] && input=-
     # -m: a 2 GiB address-space limit turns an unbounded allocation into a crash.
     AFL_SKIP_CPUFREQ=1 AFL_NO_UI=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_AFFINITY=1 \
-      AFL_AUTORESUME=1 cargo afl fuzz -V "$secs" -m 2048 -t 2000 -i "$input" -o "out/$target/afl" \
+      AFL_AUTORESUME=1 cargo afl fuzz -V "$secs" -m 2048 -t 2000 -x mixatlas.dict -i "$input" -o "out/$target/afl" \
       -- "$CARGO_TARGET_DIR/release/afl_target" "$target" >"out/$target/afl.log" 2>&1 || true
     stats="out/$target/afl/default/fuzzer_stats"
     execs=$(awk -F: '/^execs_done/ {gsub(/ /, "", $2); print $2}' "$stats")

@@ -164,6 +164,15 @@ fn manifest_target(data: &[u8], scratch: &Scratch) -> Result<(), String> {
         Ok(m) => m,
         Err(e) => return said(e),
     };
+    let sums = m.cells.iter().try_fold((0u64, 0u64), |(d, t), c| {
+        Some((
+            d.checked_add(c.data.documents)?,
+            t.checked_add(c.data.tokens)?,
+        ))
+    });
+    if sums.is_none() {
+        return Err("accepted cells whose documents or tokens overflow u64 when summed".into());
+    }
     let natural = m.natural_weights();
     if natural.iter().any(|w| !w.is_finite() || *w < 0.0) {
         return Err(format!("natural weights {natural:?}"));
@@ -313,7 +322,27 @@ fn events_target(text: &str) -> Result<(), String> {
     for max_attempts in [1, 3] {
         match SearchState::replay(text, max_attempts) {
             Ok(st) => {
-                let _ = (st.pending().len(), st.finished().len(), st.next_round());
+                let _ = (st.pending().len(), st.finished().len());
+                if let Some(t) = st
+                    .trials
+                    .iter()
+                    .find(|t| t.round >= st.next_round() && t.round < usize::MAX)
+                {
+                    return Err(format!(
+                        "next round {} is not after trial {}'s round {}",
+                        st.next_round(),
+                        t.id,
+                        t.round
+                    ));
+                }
+                if st.trials.iter().any(|t| t.round == usize::MAX) && st.next_round() != usize::MAX
+                {
+                    return Err(format!(
+                        "next round {} after a trial of round {}",
+                        st.next_round(),
+                        usize::MAX
+                    ));
+                }
             }
             Err(e) => said(e)?,
         }
