@@ -1,7 +1,7 @@
 //! The self-written mutation fuzzer, for machines without AFL++: `mutfuzz TARGET SECONDS
-//! [SEED]` mutates the target's seed corpus (`corpus/TARGET`) and the inputs it has kept for
-//! new behaviour, catches panics with `catch_unwind`, and writes each crashing input to
-//! `out/TARGET/crashes/`. Prints the executions and crashes at the end.
+//! [SEED]` mutates the target's kept inputs (`corpus/TARGET` and `regressions/TARGET`; no
+//! coverage feedback, so nothing new is kept), catches panics with `catch_unwind`, and writes
+//! each crashing input to `out/TARGET/crashes/`. Prints the executions and crashes at the end.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -32,7 +32,9 @@ fn main() {
         for _ in 0..64 {
             let base = &pool[(rng.next_u64() % pool.len() as u64) as usize];
             let input = mutate::mutate(&target, base, &pool, &mut rng);
-            let r = std::panic::catch_unwind(|| targets::run(&target, &input, &scratch));
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                targets::run(&target, &input, &scratch)
+            }));
             execs += 1;
             let problem = match r {
                 Ok(Ok(())) => continue,
