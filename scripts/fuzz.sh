@@ -4,10 +4,10 @@
 # ENGINE is `afl` (coverage-guided AFL++ through cargo-afl, the default when `cargo afl` is
 # installed: `cargo install cargo-afl`) or `mut` (the self-written mutation fuzzer, no
 # instrumentation). Targets: raw manifest megatron trials_jsonl trials_csv events mixture space
-# config steps_log metrics (tests/fuzz/src/targets.rs). The fuzz crate builds in its own
-# target directory, tests/fuzz/target; findings go to tests/fuzz/out/TARGET/ (crashes in
-# .../crashes/). A crash, once fixed, is kept in tests/fuzz/regressions/TARGET/ so that the test
-# suite (tests/fuzz_smoke.rs) replays it. Appends a line to tests/fuzz/out/runs.log:
+# config steps_log metrics centroids model_config (tests/fuzz/src/targets.rs). The fuzz crate
+# builds in its own target directory, tests/fuzz/target; findings go to tests/fuzz/out/TARGET/
+# (crashes in .../crashes/). A crash, once fixed, is kept in tests/fuzz/regressions/TARGET/ so
+# that the test suite (tests/fuzz_smoke.rs) replays it. Appends a line to tests/fuzz/out/runs.log:
 # target, engine, seconds, executions, crashes.
 set -euo pipefail
 cd "$(dirname "$0")/../tests/fuzz"

@@ -125,4 +125,6 @@ smoke! {
     fuzz_config_toml => "config",
     fuzz_steps_to_loss_log => "steps_log",
     fuzz_metrics_json => "metrics",
+    fuzz_centroids_safetensors => "centroids",
+    fuzz_model_config_json => "model_config",
 }

@@ -13,9 +13,11 @@ use mixatlas::acquisition::{SearchSpace, SpaceCells, SpaceConstraints, SpaceKind
 use mixatlas::bench::steps_to_loss::{self, LogColumns, Smoothing};
 use mixatlas::config::Config;
 use mixatlas::data::corpus::Manifest;
+use mixatlas::data::kmeans::KMeans;
 use mixatlas::data::megatron::IndexedDataset;
 use mixatlas::data::mixture::{self, Mixture};
 use mixatlas::data::raw::{self, OnError};
+use mixatlas::model::weights;
 use mixatlas::rng::SplitMix64;
 use mixatlas::search::config::Metric;
 use mixatlas::search::curve::Curve;
@@ -36,6 +38,8 @@ pub const TARGETS: &[&str] = &[
     "config",
     "steps_log",
     "metrics",
+    "centroids",
+    "model_config",
 ];
 
 /// Inputs above this size are skipped: the formats are read whole, so a longer input only
@@ -91,6 +95,8 @@ pub fn run(target: &str, data: &[u8], scratch: &Scratch) -> Result<(), String> {
         "config" => config_target(&text),
         "steps_log" => steps_log_target(data, scratch),
         "metrics" => metrics_target(data, scratch),
+        "centroids" => centroids_target(data, scratch),
+        "model_config" => model_config_target(data, scratch),
         other => panic!("unknown fuzz target {other:?} (expected one of {TARGETS:?})"),
     }
 }
@@ -346,6 +352,48 @@ fn events_target(text: &str) -> Result<(), String> {
             }
             Err(e) => said(e)?,
         }
+    }
+    Ok(())
+}
+
+/// A corpus's `centroids.safetensors` (`KMeans::load_safetensors`): an accepted model has
+/// `k × dim` finite-or-not centroids and assigns a point to one of its `k` clusters.
+fn centroids_target(data: &[u8], scratch: &Scratch) -> Result<(), String> {
+    let path = scratch.write("centroids.safetensors", data);
+    let km = match KMeans::load_safetensors(&path) {
+        Ok(km) => km,
+        Err(e) => return said(e),
+    };
+    let (k, dim) = (km.k(), km.dim());
+    if k == 0 || dim == 0 || km.centroids().len() != k * dim {
+        return Err(format!(
+            "accepted k {k}, dim {dim} with {} centroid values",
+            km.centroids().len()
+        ));
+    }
+    let x: Vec<f32> = (0..dim).map(|i| (i % 3) as f32 - 1.0).collect();
+    match km.try_assign(&x) {
+        Ok(a) if a.labels.len() == 1 && (a.labels[0] as usize) < k => Ok(()),
+        Ok(a) => Err(format!(
+            "one point assigned to {:?} of {k} clusters",
+            a.labels
+        )),
+        Err(e) => said(e),
+    }
+}
+
+/// A checkpoint's `config.json` (`model::weights::read_config`, for `--init` and `transfer`):
+/// an accepted config lists its parameters without overflowing the count.
+fn model_config_target(data: &[u8], scratch: &Scratch) -> Result<(), String> {
+    scratch.write("config.json", data);
+    let cfg = match weights::read_config(&scratch.dir) {
+        Ok(cfg) => cfg,
+        Err(e) => return said(e),
+    };
+    if cfg.checked_num_params().is_none() {
+        return Err(format!(
+            "accepted a config whose parameter count overflows: {cfg:?}"
+        ));
     }
     Ok(())
 }
