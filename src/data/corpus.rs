@@ -285,6 +285,18 @@ impl Manifest {
                 )));
             }
         }
+        // Readers sum these counts (natural weights, token shares): they must not overflow.
+        let sums = m.cells.iter().try_fold((0u64, 0u64), |(d, t), c| {
+            Some((
+                d.checked_add(c.data.documents)?,
+                t.checked_add(c.data.tokens)?,
+            ))
+        });
+        if sums.is_none() {
+            return Err(bad(
+                "the cells' `documents` or `tokens` sum past 2^64 (corrupt counts)".into(),
+            ));
+        }
         for c in &m.cells {
             if c.concept >= m.axes.concepts.len() || c.task >= m.axes.tasks.len() {
                 return Err(bad(format!(
@@ -806,5 +818,23 @@ mod tests {
             sha256_file(&p, |_| {}).unwrap(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    /// Fuzz finding (issue 18): cell counts whose sum overflows u64 are a typed error naming
+    /// the manifest, not a wrapped total (or an overflow panic) in the readers that sum them.
+    #[test]
+    fn counts_summing_past_u64_are_rejected() {
+        for text in [
+            include_str!("../../tests/fuzz/regressions/manifest/documents_sum_overflow.json"),
+            include_str!("../../tests/fuzz/regressions/manifest/tokens_sum_overflow.json"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join(MANIFEST_FILE), text).unwrap();
+            let err = Manifest::load(dir.path()).unwrap_err();
+            let msg = err.to_string();
+            assert!(matches!(err, CorpusError::BadManifest { .. }), "{msg}");
+            assert!(msg.contains("sum past 2^64"), "{msg}");
+            assert!(msg.contains(MANIFEST_FILE), "{msg}");
+        }
     }
 }

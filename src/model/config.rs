@@ -84,6 +84,9 @@ struct Shape {
     max_position_embeddings: usize,
 }
 
+/// The most decoder layers a configuration may have (the largest Qwen2 has 80).
+pub const MAX_LAYERS: usize = 1024;
+
 /// Names accepted by [`Qwen2Config::preset`].
 pub const PRESETS: &[&str] = &[
     "tiny",
@@ -288,6 +291,16 @@ impl Qwen2Config {
                 format!(
                     "{} does not divide num_attention_heads {}",
                     self.num_key_value_heads, self.num_attention_heads
+                ),
+            ));
+        }
+        // `param_specs` lists every layer's tensors: a corrupt layer count must not size it.
+        if self.num_hidden_layers > MAX_LAYERS {
+            return Err(bad(
+                "num_hidden_layers",
+                format!(
+                    "{} is more than {MAX_LAYERS} layers (a corrupt config?)",
+                    self.num_hidden_layers
                 ),
             ));
         }

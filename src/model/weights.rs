@@ -104,6 +104,14 @@ impl Qwen2Config {
             .map(|s| s.shape.iter().product::<usize>())
             .sum()
     }
+
+    /// [`Qwen2Config::num_params`], or `None` when the count overflows `usize` (sizes no
+    /// real model has: a corrupt or hostile `config.json`).
+    pub fn checked_num_params(&self) -> Option<usize> {
+        param_specs(self).iter().try_fold(0usize, |n, s| {
+            n.checked_add(s.shape.iter().try_fold(1usize, |p, &d| p.checked_mul(d))?)
+        })
+    }
 }
 
 /// The model's parameters: named `Var`s in [`param_specs`] order.
@@ -411,6 +419,17 @@ pub fn read_config(dir: &Path) -> Result<Qwen2Config, ModelError> {
         }
     }
     cfg.validate()?;
+    if cfg.checked_num_params().is_none() {
+        return Err(bad(format!(
+            "vocab_size {}, hidden_size {}, intermediate_size {} and num_hidden_layers {} give \
+             more than {} parameters",
+            cfg.vocab_size,
+            cfg.hidden_size,
+            cfg.intermediate_size,
+            cfg.num_hidden_layers,
+            usize::MAX
+        )));
+    }
     Ok(cfg)
 }
 
@@ -451,4 +470,33 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
         }
     }
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fuzz findings (issue 18): a `config.json` whose layer count sizes the parameter list
+    /// without bound (it hung building it), or whose sizes overflow the parameter count, is a
+    /// typed error naming the field, not a hang or a wrapped count.
+    #[test]
+    fn huge_config_sizes_are_typed_errors() {
+        for (text, field) in [
+            (
+                include_str!("../../tests/fuzz/regressions/model_config/layers_1e18.json"),
+                "num_hidden_layers",
+            ),
+            (
+                include_str!("../../tests/fuzz/regressions/model_config/param_count_overflow.json"),
+                "vocab_size 1099511627776",
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            fs::write(dir.path().join("config.json"), text).unwrap();
+            let msg = read_config(dir.path()).unwrap_err().to_string();
+            assert!(msg.contains(field), "{msg}");
+        }
+        let preset = Qwen2Config::preset("qwen2-7b").unwrap();
+        assert_eq!(preset.checked_num_params(), Some(preset.num_params()));
+    }
 }

@@ -255,7 +255,7 @@ fn run_pending(
     loop {
         while exec.room() > 0 {
             let Some(t) = queue.pop() else { break };
-            let attempt = t.attempts + 1;
+            let attempt = t.attempts.saturating_add(1);
             let job = attempts.prepare(&t, attempt)?;
             if let Some(id) = exec.submit(job)? {
                 ledger.started(&t.id, attempt, id)?;

@@ -395,7 +395,11 @@ impl SearchState {
 
     /// The next proposal round.
     pub fn next_round(&self) -> usize {
-        self.trials.iter().map(|t| t.round + 1).max().unwrap_or(0)
+        self.trials
+            .iter()
+            .map(|t| t.round.saturating_add(1))
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -536,6 +540,15 @@ mod tests {
             fidelity: None,
         })
         .unwrap()
+    }
+
+    /// Fuzz finding (issue 18): a trial of round `usize::MAX` must not overflow `next_round`
+    /// (a panic with overflow checks, round 0 again without).
+    #[test]
+    fn next_round_saturates_at_usize_max() {
+        let text = include_str!("../../tests/fuzz/regressions/events/round_usize_max.jsonl");
+        let st = SearchState::replay(text, 3).unwrap();
+        assert_eq!(st.next_round(), usize::MAX);
     }
 
     #[test]
