@@ -821,6 +821,7 @@ fn write_manifest(dir: &Path, corpus: &TestCorpus) {
             },
         ],
         benchmarks: vec![],
+        benchmark_cells: Default::default(),
         vocab: None,
         source: BTreeMap::new(),
     };

@@ -50,6 +50,11 @@ pub enum DesignStart {
     /// factorized space), projected onto the bounds: the incumbent a user would otherwise
     /// train on, so the search knows its value from the first round.
     Natural,
+    /// The held-out benchmarks' own mixture (their documents' share of each cell, recorded
+    /// by `prepare`; [`SearchSpace::benchmarks`]) projected onto the bounds: the
+    /// target-matched mixture importance resampling would train on. The centre when the
+    /// corpus does not record it.
+    Benchmarks,
 }
 
 impl DesignStart {
@@ -65,6 +70,15 @@ impl DesignStart {
                 // Fixed values that the natural proportions contradict: fall back to the centre.
                 Err(_) => centre(space),
             },
+            DesignStart::Benchmarks => {
+                match space.benchmarks.as_ref().map(|w| space.from_mixture(w)) {
+                    Some(Ok(mut x)) => {
+                        space.project(&mut x);
+                        x
+                    }
+                    _ => centre(space),
+                }
+            }
         }
     }
 }
@@ -237,6 +251,37 @@ mod tests {
         assert!(floored.contains(&p, 1e-9));
         for (got, want) in p.iter().zip([0.7, 0.3, 0.6, 0.4]) {
             assert!((got - want).abs() < 1e-9, "{p:?}");
+        }
+    }
+
+    /// `Benchmarks` starts at the space's benchmark mixture (its marginals in a factorized
+    /// space, projected onto the bounds) and at the centre when the corpus has none.
+    #[test]
+    fn benchmarks_start_is_the_projected_benchmark_mixture() {
+        use super::super::space::{SpaceCells, SpaceConstraints, SpaceKind};
+        let cells = SpaceCells {
+            cells: vec!["c0/a".into(), "c0/b".into(), "c1/a".into(), "c1/b".into()],
+            cell_axes: vec![(0, 0), (0, 1), (1, 0), (1, 1)],
+            concepts: vec!["c0".into(), "c1".into()],
+            tasks: vec!["a".into(), "b".into()],
+            prior: vec![0.25; 4],
+        };
+        let mut space =
+            SearchSpace::new(SpaceKind::Factorized, cells, &SpaceConstraints::default()).unwrap();
+        assert_eq!(DesignStart::Benchmarks.point(&space), centre(&space));
+        space.benchmarks = Some(vec![0.6, 0.2, 0.15, 0.05]);
+        let p = DesignStart::Benchmarks.point(&space);
+        // Concept marginals 0.8 / 0.2, task marginals 0.75 / 0.25 (coordinates in the
+        // order concepts then tasks).
+        let want = [0.8, 0.2, 0.75, 0.25];
+        assert_eq!(p.len(), space.dim());
+        let names = &space.coord_names;
+        for (name, x) in names.iter().zip(&p) {
+            let k = ["c0", "c1", "a", "b"]
+                .iter()
+                .position(|n| n == name)
+                .unwrap();
+            assert!((x - want[k]).abs() < 1e-9, "{name}: {x} vs {}", want[k]);
         }
     }
 }

@@ -92,6 +92,9 @@ pub struct SearchSpace {
     pub tasks: Vec<String>,
     /// Natural proportions (token shares) of the cells: the prior of RegMix and `natural`.
     pub prior: Vec<f64>,
+    /// The held-out benchmarks' own mixture over the cells, when the corpus records it
+    /// ([`Manifest::benchmark_weights`]): where `--start benchmarks` begins a design.
+    pub benchmarks: Option<Vec<f64>>,
     /// Names of the coordinates (free cells, or axis entries).
     pub coord_names: Vec<String>,
     /// The simplex blocks partitioning the coordinates.
@@ -187,7 +190,7 @@ impl SearchSpace {
             .iter()
             .map(|c| c.data.tokens as f64 / total.max(1) as f64)
             .collect();
-        Self::new(
+        let mut space = Self::new(
             kind,
             SpaceCells {
                 cells,
@@ -197,7 +200,9 @@ impl SearchSpace {
                 prior,
             },
             constraints,
-        )
+        )?;
+        space.benchmarks = m.benchmark_weights(&BTreeMap::new());
+        Ok(space)
     }
 
     /// Builds a space from explicit cells (`cells.cell_axes[i]` = (concept, task) of cell i).
@@ -318,6 +323,7 @@ impl SearchSpace {
             concepts,
             tasks,
             prior,
+            benchmarks: None,
             coord_names,
             blocks,
             fixed,

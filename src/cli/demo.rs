@@ -386,11 +386,28 @@ impl SearchRun<'_> {
                 out: self.out.join(format!("search-{}", method.name())),
                 method,
                 seed: self.seed,
-                space: mixatlas::acquisition::space::SpaceKind::Factorized,
-                // GP-UCB's design starts at the incumbent (natural proportions); RegMix's
-                // random mixtures are drawn around the same prior.
-                start: mixatlas::acquisition::design::DesignStart::Natural,
-                constraints: demo_floors(self.manifest),
+                // GP-UCB searches the joint simplex over all cells, starting at the held-out
+                // benchmarks' own mixture (their images assigned to the training concepts by
+                // `prepare`, by task: the target-matched mixture). A concept share times a task
+                // share cannot express it: the benchmarks pair tasks with concepts, and that
+                // product loses to uniform (docs/transfer.md, "The ceiling on this corpus").
+                // RegMix and Chameleon keep the factorized space under the floors, their
+                // random mixtures drawn around the natural prior as RegMix publishes.
+                space: if mf {
+                    mixatlas::acquisition::space::SpaceKind::Joint
+                } else {
+                    mixatlas::acquisition::space::SpaceKind::Factorized
+                },
+                start: if mf {
+                    mixatlas::acquisition::design::DesignStart::Benchmarks
+                } else {
+                    mixatlas::acquisition::design::DesignStart::Natural
+                },
+                constraints: if mf {
+                    Default::default()
+                } else {
+                    demo_floors(self.manifest)
+                },
                 budget: Budget {
                     q: self.budget.q.min(trials),
                     // Under multi-fidelity the cost binds, not the trial count.

@@ -237,6 +237,12 @@ pub struct Manifest {
     pub cells: Vec<CellEntry>,
     /// Held-out evaluation benchmarks.
     pub benchmarks: Vec<DatasetEntry>,
+    /// Each benchmark's documents per cell (`concept/task` → count): its images assigned to
+    /// the same k-means concepts as the training data, by their task. Written by `prepare`
+    /// for benchmarks whose samples carry embeddings; the benchmarks' own mixture
+    /// ([`Manifest::benchmark_weights`], the search's `--start benchmarks`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub benchmark_cells: BTreeMap<String, BTreeMap<String, u64>>,
     /// Token-id → string table relative to the corpus (`vocab.json`), if known.
     pub vocab: Option<String>,
     /// Free-form provenance (source paths, tool version, seed).
@@ -403,6 +409,45 @@ impl Manifest {
             .iter()
             .map(|c| c.data.documents as f64 / total.max(1) as f64)
             .collect()
+    }
+
+    /// The held-out benchmarks' own mixture over the cells, in cell order: the mean over
+    /// benchmarks (weighted by `weights` by name, equal weights when it is empty or names
+    /// none of them) of each benchmark's share of documents per cell, counting only cells
+    /// the corpus has. `None` without [`Manifest::benchmark_cells`] or when no benchmark
+    /// document falls in a cell.
+    pub fn benchmark_weights(&self, weights: &BTreeMap<String, f64>) -> Option<Vec<f64>> {
+        let index: BTreeMap<&str, usize> = self
+            .cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.data.name.as_str(), i))
+            .collect();
+        let named = self
+            .benchmark_cells
+            .keys()
+            .any(|b| weights.get(b).is_some_and(|&w| w > 0.0));
+        let mut out = vec![0.0; self.cells.len()];
+        for (bench, counts) in &self.benchmark_cells {
+            let w = if named {
+                weights.get(bench).copied().unwrap_or(0.0).max(0.0)
+            } else {
+                1.0
+            };
+            let inside: Vec<(usize, u64)> = counts
+                .iter()
+                .filter_map(|(cell, &n)| index.get(cell.as_str()).map(|&i| (i, n)))
+                .collect();
+            let total: u64 = inside.iter().map(|x| x.1).sum();
+            if w == 0.0 || total == 0 {
+                continue;
+            }
+            for (i, n) in inside {
+                out[i] += w * n as f64 / total as f64;
+            }
+        }
+        let sum: f64 = out.iter().sum();
+        (sum > 0.0).then(|| out.iter().map(|x| x / sum).collect())
     }
 }
 

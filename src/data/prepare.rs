@@ -371,14 +371,51 @@ pub fn prepare(
     let vocab = job.vocabulary(&read)?;
     let clusters = job.clusters(&mut read)?;
     let mut cells = job.write_cells(&read, &clusters, &vocab)?;
-    let mut benchmarks = job.write_benchmarks(&read.shapes, &vocab)?;
-    job.checksum(&mut cells.entries, &mut benchmarks)?;
+    let mut benchmarks =
+        job.write_benchmarks(&read.shapes, &vocab, &clusters.model, &cells.axes)?;
+    job.checksum(&mut cells.entries, &mut benchmarks.entries)?;
     let report = job.write_manifest(read, vocab, clusters, cells, benchmarks)?;
     job.stage.commit()?;
     Ok(PrepareReport {
         seconds: started.elapsed().as_secs_f64(),
         ..report
     })
+}
+
+/// The written benchmarks and each one's documents per cell.
+#[derive(Default)]
+struct Benchmarks {
+    entries: Vec<DatasetEntry>,
+    cells: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+/// What a benchmark's documents are: their embeddings (row-major) and tasks.
+#[derive(Default)]
+struct BenchmarkSeen {
+    clips: Vec<f32>,
+    tasks: Vec<String>,
+}
+
+impl BenchmarkSeen {
+    /// Documents per `concept/task` cell: the embeddings assigned to `model`'s concepts, the
+    /// tasks by name; documents of a task the training data does not have are left out, and
+    /// so is everything when the embeddings do not match the model's dimension.
+    fn cells(&self, model: &KMeans, axes: &Axes) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        let Ok(assignment) = model.try_assign(&self.clips) else {
+            return out;
+        };
+        if assignment.labels.len() != self.tasks.len() {
+            return out;
+        }
+        for (&c, task) in assignment.labels.iter().zip(&self.tasks) {
+            if axes.tasks.contains(task) {
+                let name = format!("{}/{task}", axes.concepts[c as usize]);
+                *out.entry(name).or_insert(0) += 1;
+            }
+        }
+        out
+    }
 }
 
 /// The arguments of [`prepare`] that every stage reads.
@@ -935,9 +972,11 @@ impl<'a> Prepare<'a> {
         &self,
         shapes: &Shapes,
         vocab: &Vocab,
-    ) -> Result<Vec<DatasetEntry>, PrepareError> {
+        model: &KMeans,
+        axes: &Axes,
+    ) -> Result<Benchmarks, PrepareError> {
         let bench_dir = self.input_dir.join("benchmarks");
-        let mut benchmarks = Vec::new();
+        let mut benchmarks = Benchmarks::default();
         if !(self.req.input.is_dir() && bench_dir.is_dir()) {
             return Ok(benchmarks);
         }
@@ -952,20 +991,27 @@ impl<'a> Prepare<'a> {
             .progress
             .stage("writing benchmarks", bench_files.len() as u64);
         for (i, f) in bench_files.iter().enumerate() {
-            if let Some(entry) = self.write_benchmark(f, shapes, vocab)? {
-                benchmarks.push(entry);
+            let mut seen = BenchmarkSeen::default();
+            if let Some(entry) = self.write_benchmark(f, shapes, vocab, &mut seen)? {
+                let cells = seen.cells(model, axes);
+                if !cells.is_empty() {
+                    benchmarks.cells.insert(entry.name.clone(), cells);
+                }
+                benchmarks.entries.push(entry);
             }
             self.req.progress.advance(i as u64 + 1);
         }
         Ok(benchmarks)
     }
 
-    /// One benchmark file; `None` when it has no documents.
+    /// One benchmark file; `None` when it has no documents. Each document's embedding and
+    /// task go into `seen`.
     fn write_benchmark(
         &self,
         f: &Path,
         shapes: &Shapes,
         vocab: &Vocab,
+        seen: &mut BenchmarkSeen,
     ) -> Result<Option<DatasetEntry>, PrepareError> {
         let name = benchmark_name(f);
         let prefix = self.root.join("benchmarks").join(&name);
@@ -982,6 +1028,8 @@ impl<'a> Prepare<'a> {
             &rules,
             &mut bench_shapes,
             |s| {
+                seen.clips.extend_from_slice(&s.clip);
+                seen.tasks.push(s.task.clone());
                 scratch.clear();
                 if let Some((img, _, _)) = &s.image {
                     push_f16(&mut scratch, img);
@@ -1069,7 +1117,7 @@ impl<'a> Prepare<'a> {
         vocab: Vocab,
         clusters: Clusters,
         mut cells: Cells,
-        benchmarks: Vec<DatasetEntry>,
+        benchmarks: Benchmarks,
     ) -> Result<PrepareReport, PrepareError> {
         let clustering = self.clustering_info(&read, &clusters, &mut cells);
         let vocab_file = self.copy_vocab()?;
@@ -1090,7 +1138,8 @@ impl<'a> Prepare<'a> {
             image: cells.image_spec,
             clustering: clustering.clone(),
             cells: cells.entries,
-            benchmarks,
+            benchmarks: benchmarks.entries,
+            benchmark_cells: benchmarks.cells,
             vocab: vocab_file,
             source,
         };
@@ -1118,6 +1167,87 @@ impl<'a> Prepare<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Benchmarks are assigned to the training data's concepts: two clusters (near (10, 0)
+    /// → c00 with 4 samples, near (0, 10) → c01 with 2), benchmark `a` with 3 documents near
+    /// c00 (2 vqa, 1 ocr) and 1 near c01 (vqa), benchmark `b` with 2 near c01 (ocr) and one
+    /// of a task the training data lacks (left out). Its mixture is the mean of the two
+    /// benchmarks' shares, by hand.
+    #[test]
+    fn benchmarks_record_their_documents_per_cell() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = dir.path().join("raw");
+        fs::create_dir_all(raw.join("benchmarks")).unwrap();
+        let line = |c: [f32; 2], t: &str| {
+            format!(
+                "{{\"task\":\"{t}\",\"tokens\":[1,5,6,2],\"prompt_len\":2,\"clip\":[{},{}]}}\n",
+                c[0], c[1]
+            )
+        };
+        let train: String = [
+            ([10.0, 0.0], "ocr"),
+            ([11.0, 1.0], "vqa"),
+            ([9.0, -1.0], "ocr"),
+            ([10.5, 0.5], "vqa"),
+            ([0.0, 10.0], "ocr"),
+            ([1.0, 11.0], "vqa"),
+        ]
+        .iter()
+        .map(|(c, t)| line(*c, t))
+        .collect();
+        fs::write(raw.join("train-00000.jsonl"), train).unwrap();
+        let a: String = [
+            ([9.0, 0.5], "vqa"),
+            ([10.0, 1.0], "vqa"),
+            ([11.0, 0.0], "ocr"),
+            ([0.5, 9.0], "vqa"),
+        ]
+        .iter()
+        .map(|(c, t)| line(*c, t))
+        .collect();
+        fs::write(raw.join("benchmarks/a.jsonl"), a).unwrap();
+        let b: String = [
+            ([0.0, 11.0], "ocr"),
+            ([1.0, 10.0], "ocr"),
+            ([10.0, 0.0], "grounding"),
+        ]
+        .iter()
+        .map(|(c, t)| line(*c, t))
+        .collect();
+        fs::write(raw.join("benchmarks/b.jsonl"), b).unwrap();
+        let out = dir.path().join("corpus");
+        let cfg = PrepareConfig {
+            k: 2,
+            metric: Metric::Euclidean,
+            ..PrepareConfig::default()
+        };
+        prepare(&raw, &out, &cfg, None, false, &NoProgress).unwrap();
+        let m = Manifest::load(&out).unwrap();
+        let got = |b: &str, cell: &str| m.benchmark_cells[b].get(cell).copied().unwrap_or(0);
+        assert_eq!(got("a", "c00/vqa"), 2);
+        assert_eq!(got("a", "c00/ocr"), 1);
+        assert_eq!(got("a", "c01/vqa"), 1);
+        assert_eq!(got("b", "c01/ocr"), 2);
+        assert_eq!(m.benchmark_cells["b"].len(), 1, "{:?}", m.benchmark_cells);
+        // Equal weights: a gives c00/vqa 1/2, c00/ocr 1/4, c01/vqa 1/4; b gives c01/ocr 1.
+        let w = m.benchmark_weights(&BTreeMap::new()).unwrap();
+        let want = [
+            ("c00/ocr", 0.125),
+            ("c00/vqa", 0.25),
+            ("c01/ocr", 0.5),
+            ("c01/vqa", 0.125),
+        ];
+        for (cell, x) in want {
+            let i = m.cell_index(cell).unwrap();
+            assert!((w[i] - x).abs() < 1e-12, "{cell}: {} vs {x}", w[i]);
+        }
+        // Weights by name: only `a` counts.
+        let only_a = m
+            .benchmark_weights(&BTreeMap::from([("a".to_string(), 1.0)]))
+            .unwrap();
+        assert!((only_a[m.cell_index("c00/vqa").unwrap()] - 0.5).abs() < 1e-12);
+        assert_eq!(only_a[m.cell_index("c01/ocr").unwrap()], 0.0);
+    }
 
     /// Two well-separated clusters of 2-d embeddings (7 and 5 samples), two tasks: each
     /// cell's manifest embedding is the hand-computed mean of its samples' `clip`, and a

@@ -87,7 +87,9 @@ impl Setup {
             progress(SearchProgress::Warning { message });
         }
         let manifest = Manifest::load(&cfg.corpus)?;
-        let space = SearchSpace::from_manifest(&manifest, cfg.space, &cfg.constraints)?;
+        let mut space = SearchSpace::from_manifest(&manifest, cfg.space, &cfg.constraints)?;
+        // `--start benchmarks` begins at the benchmarks' mixture under the objective's weights.
+        space.benchmarks = manifest.benchmark_weights(&cfg.objective.weights);
         let mf = MultiFidelity::resolve(cfg, &manifest)?;
         if let Some(mf) = &mf {
             // Fidelities that cannot be told apart fail here, not after the first round.
