@@ -40,7 +40,8 @@ pub struct SearchArgs {
     /// Space: joint or factorized.
     #[arg(long)]
     pub space: Option<String>,
-    /// First mixture of GP-UCB's initial design: centre (uniform) or natural.
+    /// First mixture of GP-UCB's initial design: centre (uniform), natural, or benchmarks (the
+    /// held-out benchmarks' own mixture that `prepare` records).
     #[arg(long, value_enum)]
     pub start: Option<DesignStart>,
     /// Mixtures per round.
