@@ -533,7 +533,12 @@ fn children_of(pid: u32) -> usize {
         return 0;
     };
     dir.filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
         .filter(|e| {
             std::fs::read_to_string(e.path().join("stat"))
                 .ok()
@@ -650,7 +655,10 @@ fn issue19_a_200_task_array_is_polled_with_one_query_per_interval() {
     // One sbatch for the round's array, nothing per trial.
     assert_eq!(calls.count("sbatch"), 1, "{:?}", calls.calls());
     let queries = calls.queries_one_per_interval();
-    assert!(calls.count("squeue") > 3, "the failed squeue calls were retried");
+    assert!(
+        calls.count("squeue") > 3,
+        "the failed squeue calls were retried"
+    );
     // Every task stayed visible to squeue (MinJobAge) with metrics: sacct was never needed.
     assert_eq!(calls.count("sacct"), 0);
     assert!(
@@ -677,7 +685,11 @@ fn issue19_a_200_task_array_is_polled_with_one_query_per_interval() {
         .iter()
         .map(|e| {
             let job = e["job"].as_str().unwrap();
-            job.strip_prefix("slurm:").unwrap().split('_').next().unwrap()
+            job.strip_prefix("slurm:")
+                .unwrap()
+                .split('_')
+                .next()
+                .unwrap()
         })
         .collect();
     assert_eq!(arrays.len(), 1, "one array for the round: {arrays:?}");

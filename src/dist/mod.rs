@@ -17,7 +17,7 @@ pub mod single;
 pub mod watchdog;
 
 pub(crate) use communicator::check_chunks;
-pub use communicator::{broadcast_value, BufMut, Communicator, ReduceOp};
+pub use communicator::{broadcast_value, recv_bytes, BufMut, Communicator, ReduceOp};
 pub use env::LaunchEnv;
 pub use error::DistError;
 pub use single::SingleProcess;

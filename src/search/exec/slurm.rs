@@ -23,13 +23,13 @@ use std::time::{Duration, Instant};
 
 use super::{Executor, Launched};
 use crate::fsutil::{write_atomic, IoContext};
+use crate::rng::SplitMix64;
 use crate::search::attempt::{attempt_dir, check_metrics, log_tail, TrialJob};
 use crate::search::command::{shell_line, Values};
 use crate::search::config::{SearchConfigError, TrainerConfig};
 use crate::search::error::ExecError;
 use crate::search::plan::SearchPlan;
 use crate::search::state::{Event, TrialState};
-use crate::rng::SplitMix64;
 use crate::slurm::cmd::{sacct, sbatch_text, squeue, JobState};
 use crate::slurm::sbatch::{render, shell_quote, JobCommon, TrialsArrayJob};
 
