@@ -136,21 +136,9 @@ impl Groups {
     /// Splits `world` into groups of `ranks_per_trial` consecutive ranks: ranks 1… when
     /// `W - 1` is a multiple of it (rank 0 then only controls), else ranks 0….
     pub fn split(world: Box<dyn Communicator>, ranks_per_trial: usize) -> Result<Self, MpiError> {
-        let (w, r) = (world.size(), ranks_per_trial.max(1));
-        let dedicated = w > 1 && (w - 1) % r == 0;
-        if !dedicated && w % r != 0 {
-            return Err(MpiError::Uneven {
-                ranks_per_trial: r,
-                world: w,
-            });
-        }
-        let rank = world.rank();
-        let color = match (dedicated, rank) {
-            (true, 0) => 0,
-            (true, _) => 1 + (rank - 1) / r,
-            (false, _) => rank / r,
-        };
-        let group = world.split(color, rank)?;
+        let r = ranks_per_trial.max(1);
+        let (dedicated, color) = layout(world.size(), r, world.rank())?;
+        let group = world.split(color, world.rank())?;
         Ok(Self {
             world,
             group,
@@ -182,6 +170,24 @@ impl Groups {
             (false, _) => Some(rank / self.ranks_per_trial),
         }
     }
+}
+
+/// The layout of `w` ranks in groups of `r` (see the module docs): whether rank 0 is a
+/// dedicated controller, and the split colour of `rank` (rank 0 alone has colour 0 then).
+fn layout(w: usize, r: usize, rank: usize) -> Result<(bool, usize), MpiError> {
+    let dedicated = w > 1 && (w - 1) % r == 0;
+    if !dedicated && w % r != 0 {
+        return Err(MpiError::Uneven {
+            ranks_per_trial: r,
+            world: w,
+        });
+    }
+    let color = match (dedicated, rank) {
+        (true, 0) => 0,
+        (true, _) => 1 + (rank - 1) / r,
+        (false, _) => rank / r,
+    };
+    Ok((dedicated, color))
 }
 
 /// The model configuration a trial uses: the preset adapted to the corpus (as `mixatlas
@@ -443,7 +449,10 @@ impl Executor for MpiExecutor<'_> {
         if self.own_pending {
             // Reports already here are recorded before rank 0 starts training.
             let mut events = Vec::new();
-            while let Some((from, bytes)) = world.try_recv_bytes(None)? {
+            while let Some((from, bytes)) = match self.groups.count() {
+                1 => None,
+                _ => world.try_recv_bytes(None)?,
+            } {
                 events.push(self.take_report(from, &bytes)?);
             }
             if events.is_empty() {
@@ -453,5 +462,27 @@ impl Executor for MpiExecutor<'_> {
         }
         let (from, bytes) = recv_bytes(world, None)?;
         Ok(vec![self.take_report(from, &bytes)?])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rank_0_controls_alone_when_the_other_ranks_split_evenly() {
+        let colors = |w, r| -> Vec<usize> { (0..w).map(|k| layout(w, r, k).unwrap().1).collect() };
+        // -np 3: a controller and two one-rank groups.
+        assert!(layout(3, 1, 0).unwrap().0);
+        assert_eq!(colors(3, 1), [0, 1, 2]);
+        // -np 5 --ranks-per-trial 2: a controller and two groups of two.
+        assert_eq!(colors(5, 2), [0, 1, 1, 2, 2]);
+        // -np 4 --ranks-per-trial 2: rank 0 leads group 0 (inline).
+        assert!(!layout(4, 2, 0).unwrap().0);
+        assert_eq!(colors(4, 2), [0, 0, 1, 1]);
+        // One process trains inline.
+        assert_eq!(layout(1, 1, 0).unwrap(), (false, 0));
+        // Neither W nor W - 1 a multiple of R.
+        assert!(matches!(layout(6, 4, 0), Err(MpiError::Uneven { .. })));
     }
 }
