@@ -352,6 +352,9 @@ fn rank_pid(pattern: &str, rank: usize) -> Option<u32> {
         })
 }
 
+/// An event log line's `event` and `trial`.
+type KindTrial = (String, String);
+
 /// Sends SIGCONT to a stopped process when dropped (also when the test fails).
 struct Resume(u32);
 
@@ -397,7 +400,7 @@ fn issue19_rank_0_records_results_as_they_arrive_not_in_group_order() {
         .spawn()
         .unwrap();
     // The (kind, trial) of every complete line of the event log so far.
-    let log = || -> Vec<(String, String)> {
+    let log = || -> Vec<KindTrial> {
         std::fs::read_to_string(out.join("trials.jsonl"))
             .unwrap_or_default()
             .lines()
@@ -408,10 +411,9 @@ fn issue19_rank_0_records_results_as_they_arrive_not_in_group_order() {
             })
             .collect()
     };
-    let has = |l: &[(String, String)], kind: &str, trial: &str| {
-        l.iter().any(|(k, t)| k == kind && t == trial)
-    };
-    let wait = |what: &str, cond: &dyn Fn(&[(String, String)]) -> bool| {
+    let has =
+        |l: &[KindTrial], kind: &str, trial: &str| l.iter().any(|(k, t)| k == kind && t == trial);
+    let wait = |what: &str, cond: &dyn Fn(&[KindTrial]) -> bool| {
         let deadline = Instant::now() + Duration::from_secs(300);
         while !cond(&log()) {
             assert!(

@@ -565,6 +565,7 @@ struct Controller {
 
 /// Runs `mixatlas ARGS` with `path` as PATH to the end, sampling its children; reaps it with
 /// `wait4` for its peak RSS. Cancels the arrays it submitted if it runs past `limit`.
+#[allow(clippy::zombie_processes)] // reaped by `wait4` (std's `wait` gives no rusage)
 fn run_controller(args: &[&str], path: &str, stderr: &Path, limit: Duration) -> Controller {
     let t0 = Instant::now();
     let child = bin()
@@ -596,7 +597,7 @@ fn run_controller(args: &[&str], path: &str, stderr: &Path, limit: Duration) -> 
             // SAFETY: signalling our own child.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
             let _ = std::process::Command::new("scancel")
-                .args(["--name", "mixatlas-trials", "--user", "root"])
+                .args(["--me", "--name", "mixatlas-trials"])
                 .status();
             panic!(
                 "the search ran past {limit:?}:\n{}",
