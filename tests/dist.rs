@@ -334,3 +334,142 @@ fn killing_a_rank_mid_round_ends_the_job_and_the_search_resumes() {
     uniq.dedup();
     assert_eq!((finished.len(), uniq.len()), (4, 4), "{finished:?}");
 }
+
+/// The pid of world rank `rank` of an `mpirun` whose command line matches `pattern`.
+fn rank_pid(pattern: &str, rank: usize) -> Option<u32> {
+    let out = Command::new("pgrep").args(["-f", pattern]).output().ok()?;
+    String::from_utf8(out.stdout)
+        .ok()?
+        .lines()
+        .filter_map(|l| l.trim().parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| {
+                    env.split(|b| *b == 0)
+                        .any(|kv| kv == format!("OMPI_COMM_WORLD_RANK={rank}").as_bytes())
+                })
+                .unwrap_or(false)
+        })
+}
+
+/// An event log line's `event` and `trial`.
+type KindTrial = (String, String);
+
+/// Sends SIGCONT to a stopped process when dropped (also when the test fails).
+struct Resume(u32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        // SAFETY: signalling a rank this test stopped.
+        unsafe { libc::kill(self.0 as i32, libc::SIGCONT) };
+    }
+}
+
+/// Issue 19: rank 0 records results as they arrive, not in group order. Under `mpirun -np 3`
+/// rank 0 only controls and ranks 1 and 2 are one-rank trial groups. Rank 1 is stopped
+/// (SIGSTOP) while it trains its first trial: meanwhile rank 2's trial is recorded finished
+/// and rank 2 gets and finishes the round's other trials; the stopped trial is recorded last,
+/// once rank 1 continues. (The event log's order is asserted, not timings.)
+#[test]
+fn issue19_rank_0_records_results_as_they_arrive_not_in_group_order() {
+    let (_, _, corpus, _) = tiny_corpus();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write_train_toml(tmp.path(), 100);
+    let out = tmp.path().join("search");
+    let args = [
+        "search",
+        "--config",
+        s(&cfg),
+        "--corpus",
+        s(corpus),
+        "--out",
+        s(&out),
+        "-q",
+        "4",
+        "--max-trials",
+        "4",
+        "--executor",
+        "mpi",
+        "--collective-timeout",
+        "900",
+        "--quiet",
+    ];
+    let mut child = mpirun(3, &args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The (kind, trial) of every complete line of the event log so far.
+    let log = || -> Vec<KindTrial> {
+        std::fs::read_to_string(out.join("trials.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|e| {
+                let f = |k: &str| e[k].as_str().unwrap_or("").to_string();
+                (f("event"), f("trial"))
+            })
+            .collect()
+    };
+    let has =
+        |l: &[KindTrial], kind: &str, trial: &str| l.iter().any(|(k, t)| k == kind && t == trial);
+    let wait = |what: &str, cond: &dyn Fn(&[KindTrial]) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while !cond(&log()) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {:?}",
+                log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // Group 0 (rank 1) starts t0000: stop it there.
+    wait("t0000 to start", &|l| has(l, "running", "t0000"));
+    let pid = rank_pid(&format!("search.*{}", out.display()), 1).expect("rank 1 runs");
+    // SAFETY: signalling a rank of our own mpirun.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) }, 0);
+    let resume = Resume(pid);
+    // Rank 2 goes on alone: t0001, then t0002 and t0003 as it frees up.
+    wait("rank 2 to finish the other three trials", &|l| {
+        ["t0001", "t0002", "t0003"]
+            .iter()
+            .all(|t| has(l, "finished", t))
+    });
+    assert!(
+        !has(&log(), "finished", "t0000"),
+        "t0000 finished while its rank was stopped"
+    );
+    drop(resume);
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "{err}");
+    let ev = search_events(&out);
+    let at = |kind: &str, trial: &str| {
+        ev.iter()
+            .position(|e| e["event"] == kind && e["trial"] == trial)
+            .unwrap_or_else(|| panic!("no {kind} line for {trial}: {ev:?}"))
+    };
+    let fin0 = at("finished", "t0000");
+    for t in ["t0001", "t0002", "t0003"] {
+        assert!(at("finished", t) < fin0, "{t} recorded after t0000: {ev:?}");
+    }
+    for t in ["t0002", "t0003"] {
+        let run = &ev[at("running", t)];
+        assert_eq!(
+            run["job"], "mpi:group1",
+            "{t} went to the free group: {run}"
+        );
+        assert!(at("running", t) < fin0, "{t} waited for t0000: {ev:?}");
+    }
+    assert_eq!(ev[at("running", "t0000")]["job"], "mpi:group0");
+    let finished = ev.iter().filter(|e| e["event"] == "finished").count();
+    assert_eq!(finished, 4, "every result recorded once: {ev:?}");
+}

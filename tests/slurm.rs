@@ -13,7 +13,10 @@ use mixatlas::slurm::hostlist::{compress_hostlist, expand_hostlist, CASES, INVAL
 use mixatlas::slurm::sbatch::{render, JobCommon, SearchJob, TransferJob, TrialsArrayJob};
 use mixatlas::slurm::TemplateKind;
 
+use mixatlas::search::exec::slurm::MIN_INTERVAL;
+
 use crate::cli::{bin, ok, s, tiny_corpus};
+use crate::search::{events, search_args, toy};
 
 /// Whether a live cluster is available; prints why not.
 fn slurm_up(test: &str) -> bool {
@@ -434,4 +437,349 @@ fn the_transfer_template_starts_mpi_ranks_through_srun_pmix() {
         "{state:?}\n{text}"
     );
     assert!(text.contains("\"ranks\":2"), "{text}");
+}
+
+/// The scheduler commands a controller calls, as a wrapper directory logs them: each line of
+/// `calls.log` is `SECONDS.NANOS NAME`.
+struct CallLog {
+    dir: PathBuf,
+    log: PathBuf,
+}
+
+impl CallLog {
+    /// Writes `squeue`, `sacct` and `sbatch` wrappers into `root/bin` that log each call and
+    /// exec the real command (found on the current PATH). `squeue_body` replaces the exec of
+    /// the real `squeue` when given (fault injection: `$REAL` is the real command, `$N` the
+    /// number of this squeue call, from 1).
+    fn new(root: &Path, squeue_body: Option<&str>) -> Self {
+        let dir = root.join("bin");
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = root.join("calls.log");
+        for name in ["squeue", "sacct", "sbatch"] {
+            let out = std::process::Command::new("sh")
+                .args(["-c", &format!("command -v {name}")])
+                .output()
+                .unwrap();
+            let real = String::from_utf8(out.stdout).unwrap().trim().to_string();
+            assert!(!real.is_empty(), "{name} is not on PATH");
+            let body = match (name, squeue_body) {
+                ("squeue", Some(b)) => b.to_string(),
+                _ => "exec \"$REAL\" \"$@\"".to_string(),
+            };
+            let script = format!(
+                "#!/bin/bash\nREAL={real}\necho \"$(date +%s.%N) {name}\" >>{log}\nN=$(grep -c ' {name}$' {log})\n{body}\n",
+                log = log.display()
+            );
+            let path = dir.join(name);
+            std::fs::write(&path, script).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        Self { dir, log }
+    }
+
+    /// PATH with the wrappers first.
+    fn path(&self) -> String {
+        format!(
+            "{}:{}",
+            self.dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
+    }
+
+    /// Every call: (seconds since the epoch, command name), in order.
+    fn calls(&self) -> Vec<(f64, String)> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let (t, name) = l.split_once(' ').unwrap();
+                (t.parse().unwrap(), name.to_string())
+            })
+            .collect()
+    }
+
+    fn count(&self, name: &str) -> usize {
+        self.calls().iter().filter(|(_, n)| n == name).count()
+    }
+
+    /// The scheduler queries (`squeue` and `sacct`) in call order, checked against the poll
+    /// schedule: no two closer than the executor's shortest interval (less 0.1 s for the
+    /// wrappers' own start-up), i.e. at most one query per poll interval.
+    fn queries_one_per_interval(&self) -> Vec<f64> {
+        let q: Vec<f64> = self
+            .calls()
+            .into_iter()
+            .filter(|(_, n)| n == "squeue" || n == "sacct")
+            .map(|(t, _)| t)
+            .collect();
+        let min = MIN_INTERVAL.as_secs_f64() - 0.1;
+        for (i, w) in q.windows(2).enumerate() {
+            assert!(
+                w[1] - w[0] >= min,
+                "queries {i} and {} only {:.3} s apart (shortest interval {min} s): {:?}",
+                i + 1,
+                w[1] - w[0],
+                self.calls()
+            );
+        }
+        q
+    }
+}
+
+/// Children of process `pid` now (from `/proc/*/stat`).
+fn children_of(pid: u32) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("stat"))
+                .ok()
+                .and_then(|st| {
+                    // "PID (COMM) STATE PPID …": COMM may hold spaces and parentheses.
+                    let rest = &st[st.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .count()
+}
+
+/// What a controller run measured.
+struct Controller {
+    success: bool,
+    stderr: String,
+    /// Peak resident set size in KiB (`getrusage` of the reaped child: `ru_maxrss`).
+    max_rss_kib: i64,
+    /// Most child processes seen at once (sampled).
+    max_children: usize,
+    wall_s: f64,
+}
+
+/// Runs `mixatlas ARGS` with `path` as PATH to the end, sampling its children; reaps it with
+/// `wait4` for its peak RSS. Cancels the arrays it submitted if it runs past `limit`.
+#[allow(clippy::zombie_processes)] // reaped by `wait4` (std's `wait` gives no rusage)
+fn run_controller(args: &[&str], path: &str, stderr: &Path, limit: Duration) -> Controller {
+    let t0 = Instant::now();
+    let child = bin()
+        .args(args)
+        .env("PATH", path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut max_children = 0;
+    loop {
+        let mut status = 0;
+        // SAFETY: reaping our own child; `ru` is a plain C struct the call fills.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::wait4(pid as i32, &mut status, libc::WNOHANG, &mut ru) };
+        assert!(r >= 0, "wait4: {}", std::io::Error::last_os_error());
+        if r == pid as i32 {
+            return Controller {
+                success: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                stderr: std::fs::read_to_string(stderr).unwrap_or_default(),
+                max_rss_kib: ru.ru_maxrss,
+                max_children,
+                wall_s: t0.elapsed().as_secs_f64(),
+            };
+        }
+        max_children = max_children.max(children_of(pid));
+        if t0.elapsed() > limit {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            let _ = std::process::Command::new("scancel")
+                .args(["--me", "--name", "mixatlas-trials"])
+                .status();
+            panic!(
+                "the search ran past {limit:?}:\n{}",
+                std::fs::read_to_string(stderr).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Issue 19: a round of 200 trials is one job array; the controller polls it with at most
+/// one `squeue`/`sacct` call per poll interval (two `squeue` calls failing on the way, as a
+/// busy slurmctld's would, are retried, not fatal), keeps no process per trial, and records
+/// every task's result exactly once. Prints the figures (calls, intervals, peak RSS, wall).
+#[test]
+fn issue19_a_200_task_array_is_polled_with_one_query_per_interval() {
+    if !slurm_up("issue19_a_200_task_array_is_polled_with_one_query_per_interval") {
+        return;
+    }
+    const N: usize = 200;
+    let (_, _, corpus, _) = tiny_corpus();
+    let tmp = tempfile::tempdir().unwrap();
+    // squeue calls 2 and 3 fail as a busy slurmctld's do.
+    let calls = CallLog::new(
+        tmp.path(),
+        Some(
+            "if [ \"$N\" = 2 ] || [ \"$N\" = 3 ]; then\n  echo 'squeue: error: slurm_load_jobs error: Socket timed out on send/recv operation' >&2\n  exit 1\nfi\nexec \"$REAL\" \"$@\"",
+        ),
+    );
+    let out = tmp.path().join("search");
+    let trainer = toy("");
+    let n = N.to_string();
+    let args = search_args(
+        s(corpus),
+        s(&out),
+        &trainer,
+        &[
+            "--method",
+            "random",
+            "-q",
+            &n,
+            "--max-trials",
+            &n,
+            "--executor",
+            "slurm",
+        ],
+    );
+    let c = run_controller(
+        &args,
+        &calls.path(),
+        &tmp.path().join("controller.err"),
+        Duration::from_secs(900),
+    );
+    assert!(c.success, "the search failed:\n{}", c.stderr);
+
+    // One sbatch for the round's array, nothing per trial.
+    assert_eq!(calls.count("sbatch"), 1, "{:?}", calls.calls());
+    let queries = calls.queries_one_per_interval();
+    assert!(
+        calls.count("squeue") > 3,
+        "the failed squeue calls were retried"
+    );
+    // Every task stayed visible to squeue (MinJobAge) with metrics: sacct was never needed.
+    assert_eq!(calls.count("sacct"), 0);
+    assert!(
+        c.max_children <= 1,
+        "{} child processes at once",
+        c.max_children
+    );
+
+    let ev = events(&out);
+    let of = |kind: &str| -> Vec<&serde_json::Value> {
+        ev.iter().filter(|e| e["event"] == kind).collect()
+    };
+    let finished = of("finished");
+    assert_eq!(finished.len(), N, "one finished line per trial");
+    let ids: std::collections::BTreeSet<&str> = finished
+        .iter()
+        .map(|e| e["trial"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), N, "every trial finished exactly once");
+    assert!(of("failed").is_empty(), "{:?}", of("failed"));
+    let running = of("running");
+    assert_eq!(running.len(), N);
+    let arrays: std::collections::BTreeSet<&str> = running
+        .iter()
+        .map(|e| {
+            let job = e["job"].as_str().unwrap();
+            job.strip_prefix("slurm:")
+                .unwrap()
+                .split('_')
+                .next()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(arrays.len(), 1, "one array for the round: {arrays:?}");
+
+    let sbatch_at = calls.calls().iter().find(|(_, n)| n == "sbatch").unwrap().0;
+    let span = queries.last().unwrap() - sbatch_at;
+    eprintln!(
+        "issue19 figures: {N} tasks, 1 sbatch, {} squeue + {} sacct calls (2 squeue failures injected) = {} poll intervals over {span:.1} s after sbatch (one query each); controller peak RSS {} KiB ({:.1} MiB), at most {} child process(es) at once; wall {:.1} s",
+        calls.count("squeue"),
+        calls.count("sacct"),
+        queries.len(),
+        c.max_rss_kib,
+        c.max_rss_kib as f64 / 1024.0,
+        c.max_children,
+        c.wall_s,
+    );
+}
+
+/// Issue 19: tasks that leave `squeue` (here a wrapper hides ended tasks, as `MinJobAge`
+/// expiry would) are concluded from their trial directories; one whose directory has no
+/// metrics is asked of `sacct` in an interval of its own; a cluster without accounting
+/// (`sacct`: "accounting storage is disabled") concludes it failed from the directory, never
+/// asks `sacct` again, and the retry finishes.
+#[test]
+fn issue19_tasks_squeue_forgot_are_settled_by_one_sacct_call_or_their_directory() {
+    if !slurm_up("issue19_tasks_squeue_forgot_are_settled_by_one_sacct_call_or_their_directory") {
+        return;
+    }
+    let (_, _, corpus, _) = tiny_corpus();
+    let tmp = tempfile::tempdir().unwrap();
+    let calls = CallLog::new(
+        tmp.path(),
+        Some("set -o pipefail\n\"$REAL\" \"$@\" | { grep -v -E ' (COMPLETED|FAILED|CANCELLED|TIMEOUT)$' || true; }"),
+    );
+    let out = tmp.path().join("search");
+    // t0001's first attempt fails without metrics.
+    let trainer = format!(
+        "case \"$MIXATLAS_TRIAL_DIR\" in */t0001/a1) exit 3;; esac; {}",
+        toy("")
+    );
+    let args = search_args(
+        s(corpus),
+        s(&out),
+        &trainer,
+        &[
+            "--method",
+            "random",
+            "-q",
+            "4",
+            "--max-trials",
+            "4",
+            "--executor",
+            "slurm",
+            "--trainer-shell",
+        ],
+    );
+    let c = run_controller(
+        &args,
+        &calls.path(),
+        &tmp.path().join("controller.err"),
+        Duration::from_secs(300),
+    );
+    assert!(c.success, "the search failed:\n{}", c.stderr);
+    let accounting = std::process::Command::new("sacct")
+        .args(["-n", "-j", "1"])
+        .output()
+        .unwrap();
+    let disabled = String::from_utf8_lossy(&accounting.stderr).contains("disabled");
+    if disabled {
+        assert_eq!(calls.count("sacct"), 1, "{:?}", calls.calls());
+    } else {
+        assert!(calls.count("sacct") >= 1, "{:?}", calls.calls());
+    }
+    calls.queries_one_per_interval();
+    // The round's array, then the retry's.
+    assert_eq!(calls.count("sbatch"), 2, "{:?}", calls.calls());
+    let ev = events(&out);
+    let count = |kind: &str, id: &str| {
+        ev.iter()
+            .filter(|e| e["event"] == kind && e["trial"] == id)
+            .count()
+    };
+    for id in ["t0000", "t0001", "t0002", "t0003"] {
+        assert_eq!(count("finished", id), 1, "{id}: {ev:?}");
+    }
+    assert_eq!(count("failed", "t0001"), 1, "{ev:?}");
+    let failed = ev.iter().find(|e| e["event"] == "failed").unwrap();
+    assert!(
+        failed["reason"].as_str().unwrap().contains("Slurm job"),
+        "{failed}"
+    );
 }

@@ -290,10 +290,15 @@ pub fn run(a: SearchArgs) -> Result<()> {
             return Ok(worker(&plan, &groups)?);
         }
         eprintln!(
-            "MPI search: {} ranks in {} groups of {}",
+            "MPI search: {} ranks, {} trial groups of {}{}",
             groups.world.size(),
             groups.count(),
-            groups.ranks_per_trial
+            groups.ranks_per_trial,
+            if groups.dedicated {
+                " (rank 0 controls only)"
+            } else {
+                " (rank 0 also trains group 0)"
+            }
         );
         let summary = run_search_on(&plan, Some(&groups), &mut printer(a.quiet))?;
         print_summary(&plan, &summary);

@@ -71,6 +71,45 @@ pub trait Communicator: Send {
     fn barrier(&self) -> Result<(), DistError>;
     /// Splits into sub-groups: ranks with the same `color` form a group, ordered by `key`.
     fn split(&self, color: usize, key: usize) -> Result<Box<dyn Communicator>, DistError>;
+
+    /// Sends `bytes` to rank `dest` alone (point to point, for control messages such as the
+    /// MPI search's orders and results; not watched by a collective timeout). The default:
+    /// this backend has no point-to-point messages.
+    fn send_bytes(&self, _bytes: &[u8], _dest: usize) -> Result<(), DistError> {
+        Err(no_point_to_point("send", self.rank()))
+    }
+
+    /// The next message sent to this rank by `source` (any rank: `None`), if one has
+    /// arrived: `(sender, bytes)`; returns at once. The default: no point-to-point messages.
+    fn try_recv_bytes(
+        &self,
+        _source: Option<usize>,
+    ) -> Result<Option<(usize, Vec<u8>)>, DistError> {
+        Err(no_point_to_point("receive", self.rank()))
+    }
+}
+
+fn no_point_to_point(op: &'static str, rank: usize) -> DistError {
+    DistError::Backend {
+        op,
+        rank,
+        reason: "this backend has no point-to-point messages".into(),
+    }
+}
+
+/// Waits for the next message from `source` (any rank: `None`): `(sender, bytes)`. Polls
+/// with a 1 ms sleep instead of a blocking receive, so a rank that waits long (an idle
+/// trial group, the MPI search's controller) does not spin a core the trainers need.
+pub fn recv_bytes(
+    comm: &dyn Communicator,
+    source: Option<usize>,
+) -> Result<(usize, Vec<u8>), DistError> {
+    loop {
+        if let Some(m) = comm.try_recv_bytes(source)? {
+            return Ok(m);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 /// Broadcasts a serialisable value from `root` (JSON on the wire); every rank returns it.

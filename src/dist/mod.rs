@@ -16,8 +16,10 @@ pub mod mpi;
 pub mod single;
 pub mod watchdog;
 
+/// For the NCCL backend (`crate::gpu::nccl`, feature `cuda`).
+#[cfg(feature = "cuda")]
 pub(crate) use communicator::check_chunks;
-pub use communicator::{broadcast_value, BufMut, Communicator, ReduceOp};
+pub use communicator::{broadcast_value, recv_bytes, BufMut, Communicator, ReduceOp};
 pub use env::LaunchEnv;
 pub use error::DistError;
 pub use single::SingleProcess;

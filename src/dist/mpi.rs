@@ -4,12 +4,15 @@
 //! bf16/f16 buffers are reduced in f32 (converted, reduced, converted back), which is also
 //! what NCCL does internally for accuracy. Every collective is watched by the
 //! [`Watchdog`](super::watchdog::Watchdog): a rank that never arrives ends the job with an
-//! error naming the operation instead of a silent hang.
+//! error naming the operation instead of a silent hang. Point-to-point messages (the MPI
+//! search's orders and results) are not watched: a trial group may rightly wait for an order
+//! as long as other groups train.
 
 use std::time::Duration;
 
 use half::{bf16, f16};
 use mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
+use mpi::point_to_point::{Destination, MatchedReceiveVec, Source};
 use mpi::topology::{Color, Communicator as _, SimpleCommunicator};
 
 use super::communicator::{check_chunks, BufMut, Communicator, ReduceOp};
@@ -188,6 +191,25 @@ impl Communicator for MpiComm {
             watchdog: Watchdog::start(rank, self.timeout),
             timeout: self.timeout,
             scratch: Default::default(),
+        }))
+    }
+
+    fn send_bytes(&self, bytes: &[u8], dest: usize) -> Result<(), DistError> {
+        self.comm.process_at_rank(dest as i32).send(bytes);
+        Ok(())
+    }
+
+    fn try_recv_bytes(&self, source: Option<usize>) -> Result<Option<(usize, Vec<u8>)>, DistError> {
+        let probe = match source {
+            Some(r) => self
+                .comm
+                .process_at_rank(r as i32)
+                .immediate_matched_probe(),
+            None => self.comm.any_process().immediate_matched_probe(),
+        };
+        Ok(probe.map(|m| {
+            let (bytes, status) = m.matched_receive_vec::<u8>();
+            (status.source_rank() as usize, bytes)
         }))
     }
 }

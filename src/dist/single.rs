@@ -1,5 +1,6 @@
 //! The single-process communicator: rank 0 of 1, every collective a copy or a no-op. What the
-//! same binary uses on a laptop, so code paths are identical with and without MPI.
+//! same binary uses on a laptop, so code paths are identical with and without MPI. No
+//! point-to-point message ever arrives (there is no other rank).
 
 use super::communicator::{check_chunks, BufMut, Communicator, ReduceOp};
 use super::error::DistError;
@@ -41,5 +42,20 @@ impl Communicator for SingleProcess {
     }
     fn split(&self, _color: usize, _key: usize) -> Result<Box<dyn Communicator>, DistError> {
         Ok(Box::new(SingleProcess))
+    }
+    /// No other rank exists to send to.
+    fn send_bytes(&self, _bytes: &[u8], dest: usize) -> Result<(), DistError> {
+        Err(DistError::Backend {
+            op: "send",
+            rank: 0,
+            reason: format!("rank {dest} does not exist in a group of 1"),
+        })
+    }
+    /// No other rank sends: nothing ever arrives.
+    fn try_recv_bytes(
+        &self,
+        _source: Option<usize>,
+    ) -> Result<Option<(usize, Vec<u8>)>, DistError> {
+        Ok(None)
     }
 }

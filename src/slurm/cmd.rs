@@ -43,6 +43,20 @@ pub enum SlurmError {
     },
 }
 
+impl SlurmError {
+    /// `sacct` on a cluster without an accounting database (`AccountingStorageType=
+    /// accounting_storage/none`): it exits 1 saying "Slurm accounting storage is disabled".
+    pub fn is_accounting_disabled(&self) -> bool {
+        matches!(self, Self::Failed { stderr, .. } if stderr.contains("accounting storage is disabled"))
+    }
+
+    /// The command ran but failed or answered nonsense (slurmctld busy or restarting, a
+    /// timeout): worth asking again later, unlike a command that cannot be started.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Failed { .. } | Self::Parse { .. })
+    }
+}
+
 /// Runs `program args…` and returns its stdout.
 fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, SlurmError> {
     let cmd = std::iter::once(program)
@@ -338,7 +352,9 @@ pub fn requeue(id: &str) -> Result<(), SlurmError> {
 }
 
 /// `sacct -n -P -X -o JobID,State,ExitCode -j ID,…`: final states from the accounting
-/// database (a cluster without accounting answers nothing). Values: (state, exit code).
+/// database; an array id lists its tasks as `ARRAY_TASK`. A cluster without accounting
+/// (`accounting_storage/none`, as `scripts/slurm-local.sh` sets up) fails with an error for
+/// which [`SlurmError::is_accounting_disabled`] holds. Values: (state, exit code).
 pub fn sacct(ids: &[&str]) -> Result<BTreeMap<JobId, (JobState, String)>, SlurmError> {
     if ids.is_empty() {
         return Ok(BTreeMap::new());
