@@ -41,7 +41,7 @@ use crate::surrogate::{
 /// Ascent starts per batch point above [`SCALE_THRESHOLD`] trials.
 pub const SCALED_STARTS: usize = 2;
 /// Ascent steps per start above [`SCALE_THRESHOLD`] trials.
-pub const SCALED_STEPS: usize = 20;
+pub const SCALED_STEPS: usize = 12;
 
 /// The exploration weight β of `μ + √β σ`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -129,7 +129,7 @@ pub struct SurrogateArgs {
     /// 384 above), exact (all) or subset:M (see docs/scale.md).
     #[arg(long, default_value = "auto")]
     pub gp_fit: FitStrategy,
-    /// The GP's posterior: auto (exact up to 2048 trials, sparse with 512 inducing points
+    /// The GP's posterior: auto (exact up to 1024 trials, sparse with 512 inducing points
     /// above), exact, or sparse:M (M inducing points; see docs/scale.md).
     #[arg(long, default_value = "auto")]
     pub gp_posterior: PosteriorStrategy,

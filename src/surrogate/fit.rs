@@ -82,7 +82,7 @@ pub const SCALE_THRESHOLD: usize = 512;
 /// [`SCALE_THRESHOLD`].
 pub const DEFAULT_FIT_SUBSET: usize = 384;
 /// Above this many trials [`PosteriorStrategy::Auto`] builds a sparse posterior.
-pub const SPARSE_THRESHOLD: usize = 2048;
+pub const SPARSE_THRESHOLD: usize = 1024;
 /// Inducing points of the sparse posterior under [`PosteriorStrategy::Auto`].
 pub const DEFAULT_INDUCING: usize = 512;
 
@@ -542,5 +542,72 @@ pub(crate) fn fit_hyperparameters(
             n: ys.len(),
             jitter: 1e-2,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strategies_parse_print_and_resolve() {
+        for (text, fit) in [
+            ("auto", FitStrategy::Auto),
+            ("exact", FitStrategy::Exact),
+            ("subset:300", FitStrategy::Subset(300)),
+        ] {
+            assert_eq!(text.parse::<FitStrategy>().unwrap(), fit);
+            assert_eq!(fit.to_string(), text);
+            let json = serde_json::to_string(&fit).unwrap();
+            assert_eq!(json, format!("\"{text}\""));
+            assert_eq!(serde_json::from_str::<FitStrategy>(&json).unwrap(), fit);
+        }
+        assert_eq!(
+            "sparse:1024".parse::<PosteriorStrategy>().unwrap(),
+            PosteriorStrategy::Sparse(1024)
+        );
+        for bad in ["subset", "subset:1", "subset:x", "sparse:64", "fast"] {
+            let e = bad.parse::<FitStrategy>().unwrap_err();
+            assert!(e.contains("auto, exact or subset:M"), "{e}");
+        }
+        assert!("subset:64".parse::<PosteriorStrategy>().is_err());
+        // Auto: nothing changes up to the thresholds.
+        assert_eq!(FitStrategy::Auto.subset_size(SCALE_THRESHOLD), None);
+        assert_eq!(
+            FitStrategy::Auto.subset_size(SCALE_THRESHOLD + 1),
+            Some(DEFAULT_FIT_SUBSET)
+        );
+        assert_eq!(FitStrategy::Subset(100).subset_size(80), None);
+        assert_eq!(FitStrategy::Exact.subset_size(100_000), None);
+        assert_eq!(PosteriorStrategy::Auto.inducing(SPARSE_THRESHOLD), None);
+        assert_eq!(
+            PosteriorStrategy::Auto.inducing(SPARSE_THRESHOLD + 1),
+            Some(DEFAULT_INDUCING)
+        );
+        assert_eq!(PosteriorStrategy::Sparse(64).inducing(10), None);
+        // A config without the keys is the default; with them, they are read.
+        let c: GpConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(c, GpConfig::default());
+        let c: GpConfig =
+            serde_json::from_str(r#"{"fit": "subset:200", "posterior": "sparse:256"}"#).unwrap();
+        assert_eq!(
+            (c.fit, c.posterior),
+            (FitStrategy::Subset(200), PosteriorStrategy::Sparse(256))
+        );
+        assert!(serde_json::from_str::<GpConfig>(r#"{"fit": "some"}"#).is_err());
+    }
+
+    #[test]
+    fn fit_subset_keeps_the_best_quarter_and_is_deterministic() {
+        let y: Vec<f64> = (0..1000).map(|i| ((i * 7919) % 1000) as f64).collect();
+        let s = fit_subset(&y, 100, 3);
+        assert_eq!(s, fit_subset(&y, 100, 3));
+        assert_ne!(s, fit_subset(&y, 100, 4));
+        assert_eq!(s.len(), 100);
+        assert!(s.windows(2).all(|w| w[0] < w[1]), "sorted and distinct");
+        // The 25 best (y = 975..999) are all in.
+        let best: Vec<usize> = (0..1000).filter(|&i| y[i] >= 975.0).collect();
+        assert!(best.iter().all(|i| s.contains(i)));
+        assert_eq!(fit_subset(&y[..50], 100, 0), (0..50).collect::<Vec<_>>());
     }
 }

@@ -452,4 +452,84 @@ mod tests {
             assert!((gs - p.grad_std[k]).abs() < 1e-5 * (1.0 + gs.abs()), "{gs} {k}");
         }
     }
+
+    /// At or below the threshold a warm start is ignored: the fit is exactly `Gp::fit`'s, so
+    /// small searches (the search-quality benchmark) are unchanged.
+    #[test]
+    fn warm_start_is_ignored_at_small_n() {
+        use crate::acquisition::proposer::{Observations, Proposer};
+        use crate::acquisition::space::{SearchSpace, SpaceConstraints};
+        use crate::acquisition::ucb::{GpUcb, GpUcbConfig};
+        let (x, y) = data(40, 3, 5);
+        let cfg = GpConfig::default();
+        let cold = Gp::fit(&x, &y, &cfg).unwrap();
+        let odd = hyp(3, 0.7);
+        let warm = Gp::fit_warm(&x, &y, &cfg, Some(&odd)).unwrap();
+        assert_eq!(cold.hyperparameters(), warm.hyperparameters());
+        let space = SearchSpace::simplex(3, &SpaceConstraints::default()).unwrap();
+        let obs = Observations {
+            x: x.iter()
+                .map(|r| {
+                    let s: f64 = r.iter().sum();
+                    r.iter().map(|v| v / s).collect()
+                })
+                .collect(),
+            y,
+        };
+        let mut a = GpUcb::new(GpUcbConfig::seeded(2));
+        let mut b = GpUcb::new(GpUcbConfig::seeded(2));
+        b.seed_hyperparameters(odd);
+        let pa = a.propose(&space, &obs, 4, 1).unwrap();
+        let pb = b.propose(&space, &obs, 4, 1).unwrap();
+        assert_eq!(pa, pb);
+    }
+
+    /// Above the threshold: the batch is q distinct valid mixtures, the next round's fit is
+    /// warm-started from this one, and a sparse posterior serves the same way.
+    #[test]
+    fn scaled_rounds_propose_valid_batches() {
+        use crate::acquisition::proposer::{Observations, Proposer};
+        use crate::acquisition::space::{SearchSpace, SpaceConstraints};
+        use crate::acquisition::ucb::{GpUcb, GpUcbConfig};
+        use crate::surrogate::{FitStrategy, PosteriorStrategy};
+        let d = 4;
+        let space = SearchSpace::simplex(d, &SpaceConstraints::default()).unwrap();
+        let mut rng = crate::rng::SplitMix64::new(9);
+        let xs = space.sample(&mut rng, 600);
+        let f = |w: &[f64]| -(w[0] - 0.4).powi(2) - (w[1] - 0.3).powi(2) + 0.1 * w[2];
+        let obs = Observations {
+            y: xs.iter().map(|w| f(w)).collect(),
+            x: xs,
+        };
+        for posterior in [PosteriorStrategy::Exact, PosteriorStrategy::Sparse(60)] {
+            let mut cfg = GpUcbConfig::seeded(1);
+            cfg.candidates = 256;
+            cfg.gp.fit = FitStrategy::Subset(80);
+            cfg.gp.posterior = posterior;
+            let mut ucb = GpUcb::new(cfg);
+            let q = 12;
+            let props = ucb.propose(&space, &obs, q, 0).unwrap();
+            assert_eq!(props.len(), q);
+            for (i, p) in props.iter().enumerate() {
+                assert!(space.contains(&p.x, 1e-9), "{posterior}: {:?}", p.x);
+                assert!(p.mean.unwrap().is_finite() && p.std.unwrap() >= 0.0);
+                for o in &props[..i] {
+                    assert!(dist(&o.x, &p.x) >= 1e-3, "duplicate in the batch");
+                }
+            }
+            assert_eq!(ucb.gp().unwrap().exact().is_none(), posterior != PosteriorStrategy::Exact);
+            let h = ucb.warm_hyperparameters().unwrap().clone();
+            assert_eq!(h, ucb.gp().unwrap().hyperparameters());
+            // The next round starts from it and lands at (about) the same optimum.
+            let mut more = obs.clone();
+            more.x.push(props[0].x.clone());
+            more.y.push(f(&props[0].x));
+            let h2 = ucb.fit(&more).unwrap().hyperparameters();
+            assert!((h2.noise.ln() - h.noise.ln()).abs() < 1.0, "{h:?} {h2:?}");
+        }
+    }
+
+    fn dist(a: &[f64], b: &[f64]) -> f64 {
+        a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt()
+    }
 }
