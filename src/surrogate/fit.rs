@@ -25,8 +25,8 @@
 //! the hyperparameters are fitted on a deterministic subset of [`DEFAULT_FIT_SUBSET`] trials
 //! ([`fit_subset`]: the best quarter by objective, the rest drawn with the fit's seed), and
 //! a fit given the previous round's optimum (a warm start) runs from it plus
-//! `GpConfig::warm_restarts` of the usual starts instead of `1 + restarts`; a cold fit there
-//! runs `1 + min(restarts, warm_restarts)` starts (two by default, one per core).
+//! `GpConfig::warm_restarts` (default 0) of the usual starts instead of `1 + restarts`; a cold
+//! fit there runs `1 + min(restarts, SCALED_RESTARTS)` starts (two, one per core).
 
 use std::time::{Duration, Instant};
 
@@ -78,6 +78,8 @@ pub struct GpConfig {
 /// updates of the candidates' variances. At or below it everything runs as it always has
 /// (so the search-quality benchmark, n ≤ 128, is unchanged).
 pub const SCALE_THRESHOLD: usize = 512;
+/// Random restarts of a cold fit above [`SCALE_THRESHOLD`] trials (or on a subset), at most.
+pub const SCALED_RESTARTS: usize = 1;
 /// Trials in the hyperparameter fit's subset under [`FitStrategy::Auto`] above
 /// [`SCALE_THRESHOLD`].
 pub const DEFAULT_FIT_SUBSET: usize = 384;
@@ -265,7 +267,7 @@ impl Default for GpConfig {
             warp: InputWarp::None,
             fit: FitStrategy::Auto,
             posterior: PosteriorStrategy::Auto,
-            warm_restarts: 1,
+            warm_restarts: 0,
         }
     }
 }
@@ -463,7 +465,7 @@ impl Heartbeat {
 /// targets `ys`. `fixed_noise` is in standardised units. With `warm` (the previous optimum,
 /// internal units) the starts are `warm` then the first `cfg.warm_restarts` usual starts;
 /// `scaled` (a subset of more than [`SCALE_THRESHOLD`] trials) caps a cold fit's random
-/// restarts at `cfg.warm_restarts` too.
+/// restarts at [`SCALED_RESTARTS`].
 pub(crate) fn fit_hyperparameters(
     z: &[f64],
     ys: &[f64],
@@ -478,10 +480,10 @@ pub(crate) fn fit_hyperparameters(
         fixed_noise,
         linear: cfg.linear,
     };
-    // Above the threshold a cold fit also runs only 1 + warm_restarts starts (two by
-    // default, one per core): at scale each start costs seconds.
+    // Above the threshold a cold fit runs only 1 + SCALED_RESTARTS starts (two, one per
+    // core): at scale each start costs seconds.
     let restarts = if ys.len() > SCALE_THRESHOLD || scaled {
-        cfg.restarts.min(cfg.warm_restarts)
+        cfg.restarts.min(SCALED_RESTARTS)
     } else {
         cfg.restarts
     };

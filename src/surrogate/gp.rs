@@ -61,13 +61,14 @@ fn is_zero(v: &f64) -> bool {
     *v == 0.0
 }
 
-/// What was fitted, for logs and `suggest --json`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// What was fitted, for logs, `suggest --json` and the search's `gp.json` (read back with
+/// serde to warm-start a resumed search: [`GpReport::hyperparameters`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GpReport {
     /// Covariance function.
     pub kernel: Kernel,
     /// Input warp (omitted when none); the lengthscales are then in warped units.
-    #[serde(skip_serializing_if = "InputWarp::is_none")]
+    #[serde(default, skip_serializing_if = "InputWarp::is_none")]
     pub warp: InputWarp,
     /// One lengthscale per coordinate (coordinate units).
     pub lengthscales: Vec<f64>,
@@ -85,6 +86,20 @@ pub struct GpReport {
     pub n: usize,
     /// Input dimension.
     pub d: usize,
+}
+
+impl GpReport {
+    /// The hyperparameters of the report (e.g. of a saved `gp.json`), to warm-start the next
+    /// fit (`GpUcb::seed_hyperparameters`).
+    pub fn hyperparameters(&self) -> GpHyperparameters {
+        GpHyperparameters {
+            lengthscales: self.lengthscales.clone(),
+            outputscale: self.outputscale,
+            noise: self.noise,
+            mean: self.mean,
+            linear: self.linear,
+        }
+    }
 }
 
 /// The fixed maps between objective units / coordinates and internal units.

@@ -529,6 +529,23 @@ mod tests {
         }
     }
 
+    /// A saved `gp.json` (the serialised report) gives back the hyperparameters to seed a
+    /// resumed search with.
+    #[test]
+    fn gp_json_round_trips_to_hyperparameters() {
+        let (x, y) = data(20, 3, 4);
+        let gp = Gp::with_hyperparameters(&x, &y, Kernel::Matern52, &hyp(3, 0.2)).unwrap();
+        let text = serde_json::to_string_pretty(&gp.report()).unwrap();
+        let back: GpReport = serde_json::from_str(&text).unwrap();
+        let (h, want) = (back.hyperparameters(), gp.hyperparameters());
+        assert_eq!(h.lengthscales.len(), 3);
+        for (a, b) in h.lengthscales.iter().zip(&want.lengthscales) {
+            assert!(close(*a, *b, 1e-12));
+        }
+        assert!(close(h.outputscale, want.outputscale, 1e-12));
+        assert!(close(h.noise, want.noise, 1e-12) && close(h.linear, want.linear, 1e-12));
+    }
+
     fn dist(a: &[f64], b: &[f64]) -> f64 {
         a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt()
     }
