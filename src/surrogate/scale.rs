@@ -47,13 +47,21 @@ impl Surrogate {
         cfg: &GpConfig,
         warm: Option<&GpHyperparameters>,
     ) -> Result<Surrogate, GpError> {
-        match cfg.posterior.inducing(y.len()) {
+        let started = std::time::Instant::now();
+        let s = match cfg.posterior.inducing(y.len()) {
             None => Gp::fit_warm(x, y, cfg, warm).map(Surrogate::Exact),
             Some(m) => {
                 tracing::debug!(trials = y.len(), inducing = m, "GP: sparse posterior");
                 SparseGp::fit(x, y, cfg, m, warm).map(Surrogate::Sparse)
             }
-        }
+        }?;
+        tracing::debug!(
+            trials = y.len(),
+            sparse = s.exact().is_none(),
+            secs = started.elapsed().as_secs_f64(),
+            "GP: fitted and built"
+        );
+        Ok(s)
     }
 
     /// The exact GP, if this is one.
