@@ -34,8 +34,7 @@ use super::space::SearchSpace;
 use crate::rng::SplitMix64;
 use crate::surrogate::fit::{Heartbeat, SCALE_THRESHOLD};
 use crate::surrogate::{
-    FantasyPool, Gp, GpConfig, GpError, GpHyperparameters, LinearCombination, Posterior,
-    Surrogate,
+    FantasyPool, Gp, GpConfig, GpError, GpHyperparameters, LinearCombination, Posterior, Surrogate,
 };
 
 /// Ascent starts per batch point above [`SCALE_THRESHOLD`] trials.
@@ -503,17 +502,16 @@ impl GpUcb {
     }
 
     /// A batch of `q` above [`SCALE_THRESHOLD`] trials (see the module documentation).
-    #[allow(clippy::too_many_arguments)]
     fn propose_scaled(
         &self,
         space: &SearchSpace,
         obs: &Observations,
         gp: &Surrogate,
         q: usize,
-        beta: f64,
         rng: &mut SplitMix64,
     ) -> Vec<Proposal> {
         let started = std::time::Instant::now();
+        let beta = self.cfg.beta.value(space.dim(), obs.len());
         let pool = candidates(space, obs, self.cfg.candidates.max(q), rng);
         let flat: Vec<f64> = pool.iter().flatten().copied().collect();
         let mut fp = FantasyPool::new(gp, &flat);
@@ -742,7 +740,7 @@ impl Proposer for GpUcb {
         };
         let beta = self.cfg.beta.value(space.dim(), obs.len());
         if obs.len() > SCALE_THRESHOLD {
-            return Ok(self.propose_scaled(space, obs, &gp, q, beta, &mut rng));
+            return Ok(self.propose_scaled(space, obs, &gp, q, &mut rng));
         }
         let pool = candidates(space, obs, self.cfg.candidates.max(q), &mut rng);
         let mut cond = gp.clone();

@@ -75,7 +75,13 @@ pub fn run(a: GpScaleArgs) -> Result<()> {
         let s: f64 = w.iter().sum();
         w.into_iter().map(|v| v / s).collect::<Vec<f64>>()
     };
-    let truth = |w: &[f64]| -50.0 * w.iter().zip(&opt).map(|(a, b)| (a - b).powi(2)).sum::<f64>();
+    let truth = |w: &[f64]| {
+        -50.0
+            * w.iter()
+                .zip(&opt)
+                .map(|(a, b)| (a - b).powi(2))
+                .sum::<f64>()
+    };
     let test = dirichlet(&mut rng, a.test, d);
     let test_flat: Vec<f64> = test.iter().flatten().copied().collect();
     let test_y: Vec<f64> = test.iter().map(|w| truth(w)).collect();
@@ -170,10 +176,16 @@ pub fn run(a: GpScaleArgs) -> Result<()> {
                 spearman(&r.mean, &reference.mean),
             ));
         }
-        quality.push(format!("|  | (reference at n = {n}: {}) |  |  |  |  |  |", reference.name));
+        quality.push(format!(
+            "|  | (reference at n = {n}: {}) |  |  |  |  |  |",
+            reference.name
+        ));
         eprintln!("n = {n} done");
     }
-    println!("\n| n | auto strategy | fit (s) | batch q = {} (s) | round (s) | warm refit, n + q (s) |", a.q);
+    println!(
+        "\n| n | auto strategy | fit (s) | batch q = {} (s) | round (s) | warm refit, n + q (s) |",
+        a.q
+    );
     println!("| --- | --- | --- | --- | --- | --- |");
     timing.iter().for_each(|l| println!("{l}"));
     println!("\n| n | strategy | fit + build (s) | RMSE vs truth | ρ vs truth | RMSE vs reference | ρ vs reference |");

@@ -143,8 +143,21 @@ impl PosteriorStrategy {
     }
 }
 
+/// A `--gp-fit` / `--gp-posterior` value (or config string) that is not a strategy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?}: expected auto, exact or {prefix}:M (M ≥ 2 trials)")]
+pub struct StrategyError {
+    /// What was given.
+    pub text: String,
+    /// `subset` or `sparse`.
+    pub prefix: &'static str,
+}
+
+/// A parsed strategy: `None` for auto, `Some(None)` for exact, `Some(Some(M))` for `prefix:M`.
+type ParsedStrategy = Option<Option<usize>>;
+
 /// `"auto"`, `"exact"` or `"<prefix>:M"` with `M ≥ 2`.
-fn parse_strategy(s: &str, prefix: &str) -> Result<Option<Option<usize>>, String> {
+fn parse_strategy(s: &str, prefix: &'static str) -> Result<ParsedStrategy, StrategyError> {
     match s.trim() {
         "auto" => Ok(None),
         "exact" => Ok(Some(None)),
@@ -154,8 +167,9 @@ fn parse_strategy(s: &str, prefix: &str) -> Result<Option<Option<usize>>, String
                 .and_then(|r| r.strip_prefix(':'))
                 .and_then(|r| r.parse::<usize>().ok())
                 .filter(|&m| m >= 2)
-                .ok_or_else(|| {
-                    format!("{s:?}: expected auto, exact or {prefix}:M (M ≥ 2 trials)")
+                .ok_or_else(|| StrategyError {
+                    text: s.to_string(),
+                    prefix,
                 })?;
             Ok(Some(Some(m)))
         }
@@ -163,8 +177,8 @@ fn parse_strategy(s: &str, prefix: &str) -> Result<Option<Option<usize>>, String
 }
 
 impl std::str::FromStr for FitStrategy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = StrategyError;
+    fn from_str(s: &str) -> Result<Self, StrategyError> {
         Ok(match parse_strategy(s, "subset")? {
             None => FitStrategy::Auto,
             Some(None) => FitStrategy::Exact,
@@ -184,8 +198,8 @@ impl std::fmt::Display for FitStrategy {
 }
 
 impl TryFrom<String> for FitStrategy {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
+    type Error = StrategyError;
+    fn try_from(s: String) -> Result<Self, StrategyError> {
         s.parse()
     }
 }
@@ -197,8 +211,8 @@ impl From<FitStrategy> for String {
 }
 
 impl std::str::FromStr for PosteriorStrategy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = StrategyError;
+    fn from_str(s: &str) -> Result<Self, StrategyError> {
         Ok(match parse_strategy(s, "sparse")? {
             None => PosteriorStrategy::Auto,
             Some(None) => PosteriorStrategy::Exact,
@@ -218,8 +232,8 @@ impl std::fmt::Display for PosteriorStrategy {
 }
 
 impl TryFrom<String> for PosteriorStrategy {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
+    type Error = StrategyError;
+    fn try_from(s: String) -> Result<Self, StrategyError> {
         s.parse()
     }
 }
@@ -377,7 +391,13 @@ impl Layout {
     /// range the objective accepts; a missing linear variance starts at its prior's mode.
     fn params_of(&self, h: &Hyp) -> Vec<f64> {
         let d = self.d;
-        let clamp = |v: f64| if v.is_finite() { v.clamp(-39.0, 39.0) } else { 0.0 };
+        let clamp = |v: f64| {
+            if v.is_finite() {
+                v.clamp(-39.0, 39.0)
+            } else {
+                0.0
+            }
+        };
         let mut p: Vec<f64> = h.ls.iter().map(|v| clamp(v.ln())).collect();
         p.push(clamp(h.os.ln()));
         if self.fixed_noise.is_none() {
@@ -461,10 +481,18 @@ impl Heartbeat {
     }
 }
 
+/// Where a fit starts: from a previous optimum (`warm`, internal units), and whether it runs
+/// at scale (`scaled`: on a subset, so a cold fit caps its restarts at [`SCALED_RESTARTS`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct FitStart<'a> {
+    pub warm: Option<&'a Hyp>,
+    pub scaled: bool,
+}
+
 /// Fits hyperparameters (internal units) to inputs `z` (`n × d` row-major) and standardised
-/// targets `ys`. `fixed_noise` is in standardised units. With `warm` (the previous optimum,
+/// targets `ys`. `fixed_noise` is in standardised units. With `start.warm` (the previous optimum,
 /// internal units) the starts are `warm` then the first `cfg.warm_restarts` usual starts;
-/// `scaled` (a subset of more than [`SCALE_THRESHOLD`] trials) caps a cold fit's random
+/// more than [`SCALE_THRESHOLD`] trials or `scaled` (a subset) cap a cold fit's random
 /// restarts at [`SCALED_RESTARTS`].
 pub(crate) fn fit_hyperparameters(
     z: &[f64],
@@ -472,9 +500,9 @@ pub(crate) fn fit_hyperparameters(
     d: usize,
     cfg: &GpConfig,
     fixed_noise: Option<f64>,
-    warm: Option<&Hyp>,
-    scaled: bool,
+    start: FitStart,
 ) -> Result<Hyp, GpError> {
+    let FitStart { warm, scaled } = start;
     let layout = Layout {
         d,
         fixed_noise,
@@ -569,7 +597,7 @@ mod tests {
             PosteriorStrategy::Sparse(1024)
         );
         for bad in ["subset", "subset:1", "subset:x", "sparse:64", "fast"] {
-            let e = bad.parse::<FitStrategy>().unwrap_err();
+            let e = bad.parse::<FitStrategy>().unwrap_err().to_string();
             assert!(e.contains("auto, exact or subset:M"), "{e}");
         }
         assert!("subset:64".parse::<PosteriorStrategy>().is_err());

@@ -28,7 +28,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::error::GpError;
-use super::fit::{fit_hyperparameters, fit_subset, GpConfig, SCALE_THRESHOLD};
+use super::fit::{fit_hyperparameters, fit_subset, FitStart, GpConfig, SCALE_THRESHOLD};
 use super::kernel::{sq_dist, Kernel};
 use super::likelihood::{divide_ls, lml_grad, Hyp, LN_2PI};
 use super::linalg::{dot, factor_with_jitter, solve_l, solve_lt};
@@ -307,16 +307,30 @@ impl Fitted {
             .map(|h| tf.internal_hyp(h))
             .filter(|h| h.check().is_ok());
         let hyp = match cfg.fit.subset_size(n) {
-            None => fit_hyperparameters(&z, &ys, d, cfg, fixed_noise, warm.as_ref(), false)?,
+            None => {
+                let start = FitStart {
+                    warm: warm.as_ref(),
+                    scaled: false,
+                };
+                fit_hyperparameters(&z, &ys, d, cfg, fixed_noise, start)?
+            }
             Some(m) => {
                 let idx = fit_subset(y, m, cfg.seed);
-                tracing::debug!(trials = n, subset = m, "GP fit: hyperparameters on a subset");
+                tracing::debug!(
+                    trials = n,
+                    subset = m,
+                    "GP fit: hyperparameters on a subset"
+                );
                 let zs: Vec<f64> = idx
                     .iter()
                     .flat_map(|&i| z[i * d..(i + 1) * d].iter().copied())
                     .collect();
                 let yss: Vec<f64> = idx.iter().map(|&i| ys[i]).collect();
-                fit_hyperparameters(&zs, &yss, d, cfg, fixed_noise, warm.as_ref(), true)?
+                let start = FitStart {
+                    warm: warm.as_ref(),
+                    scaled: true,
+                };
+                fit_hyperparameters(&zs, &yss, d, cfg, fixed_noise, start)?
             }
         };
         Ok(Self { d, tf, z, ys, hyp })
@@ -342,7 +356,9 @@ impl Gp {
         warm: Option<&GpHyperparameters>,
     ) -> Result<Gp, GpError> {
         let fitted = Fitted::new(x, y, cfg, warm)?;
-        Self::build(cfg.kernel, fitted.d, fitted.tf, fitted.hyp, fitted.z, fitted.ys)
+        Self::build(
+            cfg.kernel, fitted.d, fitted.tf, fitted.hyp, fitted.z, fitted.ys,
+        )
     }
 
     /// A GP with given hyperparameters (objective units; no fitting), without an input warp.

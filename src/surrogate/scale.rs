@@ -171,12 +171,12 @@ impl FantasyPool {
         let p = pool.len() / d;
         // Per block: features (r × b), means and variances (internal units).
         type Block = (Mat<f64>, Vec<f64>, Vec<f64>);
+        let yt = post.exact().map(Gp::whitened_targets).unwrap_or_default();
         let blocks: Vec<Block> = pool
             .par_chunks(POOL_BLOCK * d)
             .map(|xb| match post {
                 Surrogate::Exact(g) => {
                     let (v, prior) = g.whitened_cross(xb);
-                    let yt = g.whitened_targets();
                     let m0 = g.hyp().mean;
                     let mean = (0..v.ncols())
                         .map(|j| m0 + dot(v.col_as_slice(j), &yt))
@@ -412,7 +412,11 @@ mod tests {
             let mut s = SparseGp::with_hyperparameters(&x, &y, kernel, &h, 30).unwrap();
             assert_eq!(s.inducing(), 30);
             let (re, rs) = (e.report(), s.report());
-            assert!(close(re.log_marginal_likelihood, rs.log_marginal_likelihood, 1e-8));
+            assert!(close(
+                re.log_marginal_likelihood,
+                rs.log_marginal_likelihood,
+                1e-8
+            ));
             for round in 0..2 {
                 let (me, ve) = e.predict(&flat);
                 let (ms, vs) = s.predict(&flat);
@@ -444,8 +448,7 @@ mod tests {
     fn sparse_gradients_match_finite_differences() {
         let d = 3;
         let (x, y) = data(40, d, 11);
-        let s = SparseGp::with_hyperparameters(&x, &y, Kernel::Matern52, &hyp(d, 0.2), 10)
-            .unwrap();
+        let s = SparseGp::with_hyperparameters(&x, &y, Kernel::Matern52, &hyp(d, 0.2), 10).unwrap();
         let x0 = vec![0.3, 0.6, 0.2];
         let p = s.predict_point(&x0);
         for k in 0..d {
@@ -456,8 +459,14 @@ mod tests {
             let (pa, pb) = (s.predict_point(&a), s.predict_point(&b));
             let gm = (pa.mean - pb.mean) / (2.0 * h);
             let gs = (pa.std - pb.std) / (2.0 * h);
-            assert!((gm - p.grad_mean[k]).abs() < 1e-5 * (1.0 + gm.abs()), "{gm} {k}");
-            assert!((gs - p.grad_std[k]).abs() < 1e-5 * (1.0 + gs.abs()), "{gs} {k}");
+            assert!(
+                (gm - p.grad_mean[k]).abs() < 1e-5 * (1.0 + gm.abs()),
+                "{gm} {k}"
+            );
+            assert!(
+                (gs - p.grad_std[k]).abs() < 1e-5 * (1.0 + gs.abs()),
+                "{gs} {k}"
+            );
         }
     }
 
@@ -525,7 +534,10 @@ mod tests {
                     assert!(dist(&o.x, &p.x) >= 1e-3, "duplicate in the batch");
                 }
             }
-            assert_eq!(ucb.gp().unwrap().exact().is_none(), posterior != PosteriorStrategy::Exact);
+            assert_eq!(
+                ucb.gp().unwrap().exact().is_none(),
+                posterior != PosteriorStrategy::Exact
+            );
             let h = ucb.warm_hyperparameters().unwrap().clone();
             assert_eq!(h, ucb.gp().unwrap().hyperparameters());
             // The next round starts from it and lands at (about) the same optimum.
@@ -555,6 +567,10 @@ mod tests {
     }
 
     fn dist(a: &[f64], b: &[f64]) -> f64 {
-        a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt()
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).powi(2))
+            .sum::<f64>()
+            .sqrt()
     }
 }

@@ -29,8 +29,7 @@ use rayon::prelude::*;
 use super::error::GpError;
 use super::fit::GpConfig;
 use super::gp::{
-    cross_kernel, point_posterior, Basis, Fitted, GpHyperparameters, GpReport,
-    Transform,
+    cross_kernel, point_posterior, Basis, Fitted, GpHyperparameters, GpReport, Transform,
 };
 use super::kernel::{sq_dist, Kernel};
 use super::likelihood::{divide_ls, Hyp, LN_2PI};
