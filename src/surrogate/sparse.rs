@@ -194,9 +194,14 @@ impl SparseGp {
         let (lb, _) = factor_with_jitter(&bmat)?;
         // c = L_B⁻¹ A r / σ, v̄ = L_B⁻ᵀ c, β = L_m⁻ᵀ v̄.
         let r: Vec<f64> = ys.iter().map(|v| v - hyp.mean).collect();
-        let mut c: Vec<f64> = (0..m)
-            .map(|i| (0..n).map(|j| a[(i, j)] * r[j]).sum::<f64>() / sigma)
-            .collect();
+        // Column by column (A is column-major).
+        let mut c = vec![0.0; m];
+        for (j, rj) in r.iter().enumerate() {
+            c.iter_mut()
+                .zip(a.col_as_slice(j))
+                .for_each(|(ci, aij)| *ci += aij * rj);
+        }
+        c.iter_mut().for_each(|v| *v /= sigma);
         solve_l(&lb, &mut c);
         // DTC log likelihood: log N(r | 0, Q + σ²I) by Woodbury and the determinant lemma.
         let quad = dot(&r, &r) / noise - dot(&c, &c);
