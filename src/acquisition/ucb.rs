@@ -13,6 +13,15 @@
 //! leaves μ unchanged and shrinks σ around the pick, so the next maximiser goes elsewhere.
 //! Picks closer than `min_distance` to an earlier pick are skipped.
 //!
+//! Above [`SCALE_THRESHOLD`] trials (and only there, so smaller searches are unchanged) a
+//! batch is chosen at a cost nearly independent of `q`: the candidate pool is scored once
+//! ([`FantasyPool`]: blocked, parallel), each pick updates every candidate's variance by a
+//! rank-1 fantasy update instead of rescoring the pool, and only the best
+//! [`SCALED_STARTS`] candidates are refined by [`SCALED_STEPS`] ascent steps on the
+//! fantasized posterior. The surrogate there is a [`Surrogate`] (exact, or sparse past
+//! [`crate::surrogate::fit::SPARSE_THRESHOLD`] trials), and its fit is warm-started from the
+//! previous round's hyperparameters ([`GpUcb::seed_hyperparameters`] seeds them on resume).
+//!
 //! Before `initial_design` trials exist (and whenever the GP cannot be fitted) the proposals
 //! are a maximin space-filling design ([`super::design`]).
 
@@ -23,8 +32,15 @@ use super::design::{maximin, DesignStart};
 use super::proposer::{Observations, Proposal, ProposeError, Proposer};
 use super::space::SearchSpace;
 use crate::rng::SplitMix64;
-use crate::surrogate::fit::Heartbeat;
-use crate::surrogate::{Gp, GpConfig, GpError, LinearCombination, Posterior};
+use crate::surrogate::fit::{Heartbeat, SCALE_THRESHOLD};
+use crate::surrogate::{
+    FantasyPool, Gp, GpConfig, GpError, GpHyperparameters, LinearCombination, Posterior, Surrogate,
+};
+
+/// Ascent starts per batch point above [`SCALE_THRESHOLD`] trials.
+pub const SCALED_STARTS: usize = 2;
+/// Ascent steps per start above [`SCALE_THRESHOLD`] trials.
+pub const SCALED_STEPS: usize = 12;
 
 /// The exploration weight β of `μ + √β σ`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -139,7 +155,9 @@ impl GpUcbConfig {
 pub struct GpUcb {
     cfg: GpUcbConfig,
     /// The last fitted GP and the observations it was fitted to.
-    last: Option<(Observations, Gp)>,
+    last: Option<(Observations, Surrogate)>,
+    /// Hyperparameters to warm-start the next fit from (the last fit's, or seeded).
+    warm: Option<GpHyperparameters>,
 }
 
 /// One maximiser of the acquisition.
@@ -442,7 +460,23 @@ pub fn recommend_lcb<P: Posterior>(
 impl GpUcb {
     /// A proposer with these settings.
     pub fn new(cfg: GpUcbConfig) -> Self {
-        Self { cfg, last: None }
+        Self {
+            cfg,
+            last: None,
+            warm: None,
+        }
+    }
+
+    /// Warm-starts the next fit from `h` (e.g. the `gp.json` of an interrupted search):
+    /// above [`SCALE_THRESHOLD`] trials the fit then runs from `h` plus
+    /// `GpConfig::warm_restarts` starts; at or below it `h` is ignored.
+    pub fn seed_hyperparameters(&mut self, h: GpHyperparameters) {
+        self.warm = Some(h);
+    }
+
+    /// The hyperparameters the next fit is warm-started from, if any.
+    pub fn warm_hyperparameters(&self) -> Option<&GpHyperparameters> {
+        self.warm.as_ref()
     }
 
     /// The settings.
@@ -451,18 +485,126 @@ impl GpUcb {
     }
 
     /// The GP of the last `propose`/`recommend`/`fit` call, if one was fitted.
-    pub fn gp(&self) -> Option<&Gp> {
+    pub fn gp(&self) -> Option<&Surrogate> {
         self.last.as_ref().map(|(_, gp)| gp)
     }
 
-    /// Fits the GP to `obs` (reusing the last fit when `obs` is unchanged).
-    pub fn fit(&mut self, obs: &Observations) -> Result<&Gp, GpError> {
+    /// Fits the GP to `obs` (reusing the last fit when `obs` is unchanged; warm-started
+    /// from the previous fit above [`SCALE_THRESHOLD`] trials).
+    pub fn fit(&mut self, obs: &Observations) -> Result<&Surrogate, GpError> {
         let fresh = !matches!(&self.last, Some((o, _)) if o == obs);
         if fresh {
-            let gp = Gp::fit(&obs.x, &obs.y, &self.cfg.gp)?;
+            let gp = Surrogate::fit(&obs.x, &obs.y, &self.cfg.gp, self.warm.as_ref())?;
+            self.warm = Some(gp.hyperparameters());
             self.last = Some((obs.clone(), gp));
         }
         Ok(&self.last.as_ref().expect("just fitted").1)
+    }
+
+    /// A batch of `q` above [`SCALE_THRESHOLD`] trials (see the module documentation).
+    fn propose_scaled(
+        &self,
+        space: &SearchSpace,
+        obs: &Observations,
+        gp: &Surrogate,
+        q: usize,
+        rng: &mut SplitMix64,
+    ) -> Vec<Proposal> {
+        let started = std::time::Instant::now();
+        let beta = self.cfg.beta.value(space.dim(), obs.len());
+        let pool = candidates(space, obs, self.cfg.candidates.max(q), rng);
+        let flat: Vec<f64> = pool.iter().flatten().copied().collect();
+        let mut fp = FantasyPool::new(gp, &flat);
+        tracing::debug!(
+            candidates = pool.len(),
+            secs = started.elapsed().as_secs_f64(),
+            "GP-UCB: scored the candidate pool"
+        );
+        let sb = beta.max(0.0).sqrt();
+        let md2 = self.cfg.min_distance * self.cfg.min_distance;
+        let mut cond = gp.clone();
+        let mut out: Vec<Proposal> = Vec::with_capacity(q);
+        let mut chosen: Vec<Vec<f64>> = Vec::with_capacity(q);
+        let mut beat = Heartbeat::new(started);
+        for j in 0..q {
+            beat.tick(|point, secs| {
+                tracing::debug!(point, q, secs, "GP-UCB: choosing batch point")
+            });
+            let score: Vec<f64> = fp
+                .mean()
+                .iter()
+                .zip(fp.var())
+                .map(|(m, v)| m + sb * v.max(0.0).sqrt())
+                .collect();
+            let free = |x: &[f64]| chosen.iter().all(|e| dist2(x, e) >= md2);
+            let mut order: Vec<usize> = (0..pool.len()).filter(|&i| free(&pool[i])).collect();
+            order.sort_by(|&a, &b| score[b].total_cmp(&score[a]).then(a.cmp(&b)));
+            let mut starts: Vec<usize> = Vec::with_capacity(SCALED_STARTS);
+            for &i in &order {
+                if starts.len() == SCALED_STARTS.min(self.cfg.starts.max(1)) {
+                    break;
+                }
+                if starts.iter().all(|&k| dist2(&pool[i], &pool[k]) >= md2) {
+                    starts.push(i);
+                }
+            }
+            let steps = SCALED_STEPS.min(self.cfg.ascent_steps);
+            let refined: Vec<UcbPoint> = starts
+                .par_iter()
+                .map(|&i| ascend(&cond, space, pool[i].clone(), sb, steps))
+                .collect();
+            let mut best: Option<UcbPoint> = None;
+            for p in refined.into_iter().filter(|p| free(&p.x)) {
+                if best.as_ref().is_none_or(|b| p.value > b.value) {
+                    best = Some(p);
+                }
+            }
+            let best = best.or_else(|| {
+                order.first().map(|&i| UcbPoint {
+                    x: pool[i].clone(),
+                    value: score[i],
+                    mean: fp.mean()[i],
+                    std: fp.var()[i].max(0.0).sqrt(),
+                })
+            });
+            let Some(p) = best else {
+                let mut existing = obs.x.clone();
+                existing.extend(chosen.iter().cloned());
+                let extra = Observations {
+                    x: existing,
+                    y: Vec::new(),
+                };
+                out.append(&mut self.design(space, &extra, q - j, rng, "space-filling"));
+                break;
+            };
+            let pp = gp.predict_point(&p.x);
+            out.push(Proposal {
+                mixture: space.to_mixture(&p.x),
+                x: p.x.clone(),
+                mean: Some(pp.mean),
+                std: Some(pp.std),
+                acquisition: Some(p.value),
+                reason: if j == 0 {
+                    format!("ucb (beta {beta:.3})")
+                } else {
+                    format!(
+                        "ucb (beta {beta:.3}), batch point {} given {j} pending",
+                        j + 1
+                    )
+                },
+            });
+            if j + 1 < q {
+                cond.fantasize(&p.x);
+                fp.condition(gp, &p.x);
+            }
+            chosen.push(p.x);
+        }
+        tracing::debug!(
+            q,
+            secs = started.elapsed().as_secs_f64(),
+            "GP-UCB: batch chosen"
+        );
+        out
     }
 
     /// The recommendation for the objective `Σ_b w_b y_b` from one GP per component: each
@@ -597,6 +739,9 @@ impl Proposer for GpUcb {
             }
         };
         let beta = self.cfg.beta.value(space.dim(), obs.len());
+        if obs.len() > SCALE_THRESHOLD {
+            return Ok(self.propose_scaled(space, obs, &gp, q, &mut rng));
+        }
         let pool = candidates(space, obs, self.cfg.candidates.max(q), &mut rng);
         let mut cond = gp.clone();
         let mut out: Vec<Proposal> = Vec::with_capacity(q);

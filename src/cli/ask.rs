@@ -20,7 +20,7 @@ use mixatlas::search::multifidelity::MultiFidelity;
 use mixatlas::search::recipe::{Recipe, RecipeSource};
 use mixatlas::search::trials::{load_trials, rescale_rounded, ObjectiveSpec, Trial};
 use mixatlas::surrogate::gp::MAX_ABS_OBJECTIVE;
-use mixatlas::surrogate::{InputWarp, Posterior};
+use mixatlas::surrogate::{FitStrategy, InputWarp, Posterior, PosteriorStrategy};
 use serde::Deserialize;
 
 use super::chameleon::ChameleonArgs;
@@ -125,6 +125,14 @@ pub struct SurrogateArgs {
     /// whose weights span orders of magnitude (see docs/search-quality.md, RegMix's runs).
     #[arg(long, default_value = "none")]
     pub input_warp: InputWarp,
+    /// Trials the GP's hyperparameters are fitted on: auto (all up to 512 trials, a subset of
+    /// 384 above), exact (all) or subset:M (see docs/scale.md).
+    #[arg(long, default_value = "auto")]
+    pub gp_fit: FitStrategy,
+    /// The GP's posterior: auto (exact up to 1024 trials, sparse with 512 inducing points
+    /// above), exact, or sparse:M (M inducing points; see docs/scale.md).
+    #[arg(long, default_value = "auto")]
+    pub gp_posterior: PosteriorStrategy,
 }
 
 impl SurrogateArgs {
@@ -132,6 +140,8 @@ impl SurrogateArgs {
     fn config(&self, seed: u64) -> GpUcbConfig {
         let mut cfg = GpUcbConfig::seeded(seed);
         cfg.gp.warp = self.input_warp;
+        cfg.gp.fit = self.gp_fit;
+        cfg.gp.posterior = self.gp_posterior;
         cfg
     }
 }

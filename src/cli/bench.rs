@@ -2,7 +2,8 @@
 //! real processes (under `mpirun` or `srun`), where criterion cannot run: every collective of
 //! the communicator against closed forms, and the all-reduce bandwidth of the bucketed gradient
 //! path against a raw all-reduce of the same bytes, in the same job; `regmix-predict` (in
-//! [`super::regmix`]) scores `predict`'s GP on RegMix's released proxy runs.
+//! [`super::regmix`]) scores `predict`'s GP on RegMix's released proxy runs; `gp-scale` (in
+//! [`super::gp_scale`]) measures the surrogate's scalable strategies.
 
 use std::time::Instant;
 
@@ -35,6 +36,9 @@ pub enum BenchKind {
     /// Held-out Spearman/Pearson/RMSE of `predict`'s GP on RegMix's released proxy runs
     /// (peer: benches/peers/regmix_lgbm.py).
     RegmixPredict(super::regmix::RegmixArgs),
+    /// The GP surrogate at scale: fit and batch times of the default strategy, and held-out
+    /// RMSE / Spearman of the scalable strategies against the exact GP and the truth.
+    GpScale(super::gp_scale::GpScaleArgs),
 }
 
 /// `mixatlas bench steps-to-loss`.
@@ -86,6 +90,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         BenchKind::Collectives => collectives(),
         BenchKind::StepsToLoss(a) => steps(a),
         BenchKind::RegmixPredict(a) => super::regmix::run(a),
+        BenchKind::GpScale(a) => super::gp_scale::run(a),
     }
 }
 

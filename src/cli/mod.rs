@@ -16,6 +16,7 @@ pub mod bench;
 pub mod chameleon;
 pub mod corpus;
 pub mod demo;
+pub mod gp_scale;
 pub mod gpu;
 pub mod output;
 pub mod regmix;

@@ -19,6 +19,14 @@
 //! outputscale ~ N(0, 0.5²), noise log-uniform in `[1e-4, 0.2]`, mean ~ N(0, 0.25²)). Starts run
 //! in parallel (rayon) and the best MAP value wins (ties to the earlier start), so the result
 //! does not depend on the thread count.
+//!
+//! At scale (more than [`SCALE_THRESHOLD`] trials; below it nothing here changes) each
+//! likelihood evaluation of all `n` trials costs O(n³), so by default ([`FitStrategy::Auto`])
+//! the hyperparameters are fitted on a deterministic subset of [`DEFAULT_FIT_SUBSET`] trials
+//! ([`fit_subset`]: the best quarter by objective, the rest drawn with the fit's seed), and
+//! a fit given the previous round's optimum (a warm start) runs from it plus
+//! `GpConfig::warm_restarts` (default 0) of the usual starts instead of `1 + restarts`; a cold
+//! fit there runs `1 + min(restarts, SCALED_RESTARTS)` starts (two, one per core).
 
 use std::time::{Duration, Instant};
 
@@ -54,6 +62,211 @@ pub struct GpConfig {
     /// Warp applied to every input coordinate before the kernel (`u = ln(x + ε)` with
     /// [`InputWarp::Log`]; see [`super::warp`]); none by default.
     pub warp: InputWarp,
+    /// Which trials the hyperparameters are fitted on (`auto`: all of them up to
+    /// [`SCALE_THRESHOLD`] trials, a subset of [`DEFAULT_FIT_SUBSET`] above).
+    pub fit: FitStrategy,
+    /// Which posterior is built with the fitted hyperparameters (`auto`: exact up to
+    /// [`SPARSE_THRESHOLD`] trials, sparse with [`DEFAULT_INDUCING`] inducing points above).
+    pub posterior: PosteriorStrategy,
+    /// Starts besides the previous optimum when a fit is warm-started (above
+    /// [`SCALE_THRESHOLD`] trials only).
+    pub warm_restarts: usize,
+}
+
+/// Above this many trials the scalable strategies switch on: hyperparameters fitted on a
+/// subset ([`FitStrategy::Auto`]), warm starts, and GP-UCB's batch selection by rank-1
+/// updates of the candidates' variances. At or below it everything runs as it always has
+/// (so the search-quality benchmark, n ≤ 128, is unchanged).
+pub const SCALE_THRESHOLD: usize = 512;
+/// Random restarts of a cold fit above [`SCALE_THRESHOLD`] trials (or on a subset), at most.
+pub const SCALED_RESTARTS: usize = 1;
+/// Trials in the hyperparameter fit's subset under [`FitStrategy::Auto`] above
+/// [`SCALE_THRESHOLD`].
+pub const DEFAULT_FIT_SUBSET: usize = 384;
+/// Above this many trials [`PosteriorStrategy::Auto`] builds a sparse posterior.
+pub const SPARSE_THRESHOLD: usize = 1024;
+/// Inducing points of the sparse posterior under [`PosteriorStrategy::Auto`].
+pub const DEFAULT_INDUCING: usize = 512;
+
+/// Which trials the hyperparameters are fitted on. Written `auto`, `exact` or `subset:M`
+/// (configs and `--gp-fit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum FitStrategy {
+    /// All trials up to [`SCALE_THRESHOLD`], [`DEFAULT_FIT_SUBSET`] of them above.
+    #[default]
+    Auto,
+    /// Always all trials (each likelihood evaluation O(n³)).
+    Exact,
+    /// A subset of this many trials whenever there are more ([`fit_subset`]).
+    Subset(usize),
+}
+
+impl FitStrategy {
+    /// How many trials the fit uses out of `n`: `None` for all of them.
+    pub fn subset_size(self, n: usize) -> Option<usize> {
+        let m = match self {
+            FitStrategy::Exact => return None,
+            FitStrategy::Auto if n <= SCALE_THRESHOLD => return None,
+            FitStrategy::Auto => DEFAULT_FIT_SUBSET,
+            FitStrategy::Subset(m) => m,
+        };
+        (m < n).then_some(m)
+    }
+}
+
+/// Which posterior is built. Written `auto`, `exact` or `sparse:M` (configs and
+/// `--gp-posterior`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum PosteriorStrategy {
+    /// Exact up to [`SPARSE_THRESHOLD`] trials, sparse with [`DEFAULT_INDUCING`] above.
+    #[default]
+    Auto,
+    /// Always exact (a Cholesky factor of all `n` trials, O(n³)).
+    Exact,
+    /// Sparse (DTC, see [`super::sparse`]) with this many inducing points whenever there are
+    /// more trials.
+    Sparse(usize),
+}
+
+impl PosteriorStrategy {
+    /// The number of inducing points for `n` trials: `None` for the exact posterior.
+    pub fn inducing(self, n: usize) -> Option<usize> {
+        let m = match self {
+            PosteriorStrategy::Exact => return None,
+            PosteriorStrategy::Auto if n <= SPARSE_THRESHOLD => return None,
+            PosteriorStrategy::Auto => DEFAULT_INDUCING,
+            PosteriorStrategy::Sparse(m) => m,
+        };
+        (m < n).then_some(m)
+    }
+}
+
+/// A `--gp-fit` / `--gp-posterior` value (or config string) that is not a strategy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?}: expected auto, exact or {prefix}:M (M ≥ 2 trials)")]
+pub struct StrategyError {
+    /// What was given.
+    pub text: String,
+    /// `subset` or `sparse`.
+    pub prefix: &'static str,
+}
+
+/// A parsed strategy: `None` for auto, `Some(None)` for exact, `Some(Some(M))` for `prefix:M`.
+type ParsedStrategy = Option<Option<usize>>;
+
+/// `"auto"`, `"exact"` or `"<prefix>:M"` with `M ≥ 2`.
+fn parse_strategy(s: &str, prefix: &'static str) -> Result<ParsedStrategy, StrategyError> {
+    match s.trim() {
+        "auto" => Ok(None),
+        "exact" => Ok(Some(None)),
+        t => {
+            let m = t
+                .strip_prefix(prefix)
+                .and_then(|r| r.strip_prefix(':'))
+                .and_then(|r| r.parse::<usize>().ok())
+                .filter(|&m| m >= 2)
+                .ok_or_else(|| StrategyError {
+                    text: s.to_string(),
+                    prefix,
+                })?;
+            Ok(Some(Some(m)))
+        }
+    }
+}
+
+impl std::str::FromStr for FitStrategy {
+    type Err = StrategyError;
+    fn from_str(s: &str) -> Result<Self, StrategyError> {
+        Ok(match parse_strategy(s, "subset")? {
+            None => FitStrategy::Auto,
+            Some(None) => FitStrategy::Exact,
+            Some(Some(m)) => FitStrategy::Subset(m),
+        })
+    }
+}
+
+impl std::fmt::Display for FitStrategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FitStrategy::Auto => f.write_str("auto"),
+            FitStrategy::Exact => f.write_str("exact"),
+            FitStrategy::Subset(m) => write!(f, "subset:{m}"),
+        }
+    }
+}
+
+impl TryFrom<String> for FitStrategy {
+    type Error = StrategyError;
+    fn try_from(s: String) -> Result<Self, StrategyError> {
+        s.parse()
+    }
+}
+
+impl From<FitStrategy> for String {
+    fn from(s: FitStrategy) -> String {
+        s.to_string()
+    }
+}
+
+impl std::str::FromStr for PosteriorStrategy {
+    type Err = StrategyError;
+    fn from_str(s: &str) -> Result<Self, StrategyError> {
+        Ok(match parse_strategy(s, "sparse")? {
+            None => PosteriorStrategy::Auto,
+            Some(None) => PosteriorStrategy::Exact,
+            Some(Some(m)) => PosteriorStrategy::Sparse(m),
+        })
+    }
+}
+
+impl std::fmt::Display for PosteriorStrategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PosteriorStrategy::Auto => f.write_str("auto"),
+            PosteriorStrategy::Exact => f.write_str("exact"),
+            PosteriorStrategy::Sparse(m) => write!(f, "sparse:{m}"),
+        }
+    }
+}
+
+impl TryFrom<String> for PosteriorStrategy {
+    type Error = StrategyError;
+    fn try_from(s: String) -> Result<Self, StrategyError> {
+        s.parse()
+    }
+}
+
+impl From<PosteriorStrategy> for String {
+    fn from(s: PosteriorStrategy) -> String {
+        s.to_string()
+    }
+}
+
+/// The trials of a hyperparameter fit on a subset of `m` of the `y.len()` trials: the best
+/// `m/4` by objective (ties to the earlier trial), then the rest drawn uniformly without
+/// replacement with `seed`. Sorted indices; deterministic.
+pub fn fit_subset(y: &[f64], m: usize, seed: u64) -> Vec<usize> {
+    let n = y.len();
+    if m >= n {
+        return (0..n).collect();
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| y[b].total_cmp(&y[a]).then(a.cmp(&b)));
+    let top = m / 4;
+    let mut rest: Vec<usize> = order[top..].to_vec();
+    rest.sort_unstable();
+    let mut rng = SplitMix64::derive(seed, 0x5_0B5E7);
+    // Partial Fisher–Yates: the first m − top of `rest` become a uniform draw.
+    for i in 0..m - top {
+        let j = i + rng.below((rest.len() - i) as u64) as usize;
+        rest.swap(i, j);
+    }
+    let mut out: Vec<usize> = order[..top].to_vec();
+    out.extend_from_slice(&rest[..m - top]);
+    out.sort_unstable();
+    out
 }
 
 impl Default for GpConfig {
@@ -66,6 +279,9 @@ impl Default for GpConfig {
             fixed_noise: None,
             linear: true,
             warp: InputWarp::None,
+            fit: FitStrategy::Auto,
+            posterior: PosteriorStrategy::Auto,
+            warm_restarts: 0,
         }
     }
 }
@@ -171,6 +387,33 @@ impl Layout {
         Some((-f, grad.into_iter().map(|v| -v).collect()))
     }
 
+    /// The optimisation variables of `h` (the inverse of [`Layout::hyp`]), clamped to the
+    /// range the objective accepts; a missing linear variance starts at its prior's mode.
+    fn params_of(&self, h: &Hyp) -> Vec<f64> {
+        let d = self.d;
+        let clamp = |v: f64| {
+            if v.is_finite() {
+                v.clamp(-39.0, 39.0)
+            } else {
+                0.0
+            }
+        };
+        let mut p: Vec<f64> = h.ls.iter().map(|v| clamp(v.ln())).collect();
+        p.push(clamp(h.os.ln()));
+        if self.fixed_noise.is_none() {
+            p.push(clamp((h.noise - NOISE_FLOOR).max(1e-12).ln()));
+        }
+        p.push(clamp(h.mean));
+        if self.linear {
+            p.push(if h.lin > 0.0 {
+                clamp(h.lin.ln())
+            } else {
+                linear_prior_loc(d) - LIN_SIGMA * LIN_SIGMA
+            });
+        }
+        p
+    }
+
     fn start(&self, restart: usize, seed: u64) -> Vec<f64> {
         let d = self.d;
         let mode = lengthscale_prior_loc(d) - LS_SIGMA * LS_SIGMA;
@@ -238,19 +481,45 @@ impl Heartbeat {
     }
 }
 
+/// Where a fit starts: from a previous optimum (`warm`, internal units), and whether it runs
+/// at scale (`scaled`: on a subset, so a cold fit caps its restarts at [`SCALED_RESTARTS`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct FitStart<'a> {
+    pub warm: Option<&'a Hyp>,
+    pub scaled: bool,
+}
+
 /// Fits hyperparameters (internal units) to inputs `z` (`n × d` row-major) and standardised
-/// targets `ys`. `fixed_noise` is in standardised units.
+/// targets `ys`. `fixed_noise` is in standardised units. With `start.warm` (the previous optimum,
+/// internal units) the starts are `warm` then the first `cfg.warm_restarts` usual starts;
+/// more than [`SCALE_THRESHOLD`] trials or `scaled` (a subset) cap a cold fit's random
+/// restarts at [`SCALED_RESTARTS`].
 pub(crate) fn fit_hyperparameters(
     z: &[f64],
     ys: &[f64],
     d: usize,
     cfg: &GpConfig,
     fixed_noise: Option<f64>,
+    start: FitStart,
 ) -> Result<Hyp, GpError> {
+    let FitStart { warm, scaled } = start;
     let layout = Layout {
         d,
         fixed_noise,
         linear: cfg.linear,
+    };
+    // Above the threshold a cold fit runs only 1 + SCALED_RESTARTS starts (two, one per
+    // core): at scale each start costs seconds.
+    let restarts = if ys.len() > SCALE_THRESHOLD || scaled {
+        cfg.restarts.min(SCALED_RESTARTS)
+    } else {
+        cfg.restarts
+    };
+    let starts: Vec<Vec<f64>> = match warm {
+        Some(h) if h.ls.len() == d => std::iter::once(layout.params_of(h))
+            .chain((0..cfg.warm_restarts).map(|r| layout.start(r, cfg.seed)))
+            .collect(),
+        _ => (0..=restarts).map(|r| layout.start(r, cfg.seed)).collect(),
     };
     let lcfg = LbfgsConfig {
         max_iter: cfg.max_iter,
@@ -264,14 +533,15 @@ pub(crate) fn fit_hyperparameters(
     tracing::debug!(
         trials = ys.len(),
         dim = d,
-        starts = cfg.restarts + 1,
+        starts = starts.len(),
+        warm = warm.is_some(),
         max_iter = cfg.max_iter,
         "GP fit: starting (each likelihood evaluation is O(trials³))"
     );
-    let results: Vec<StartResult> = (0..=cfg.restarts)
+    let results: Vec<StartResult> = starts
         .into_par_iter()
-        .map(|r| {
-            let p0 = layout.start(r, cfg.seed);
+        .enumerate()
+        .map(|(r, p0)| {
             let mut beat = Heartbeat::new(started);
             let objective = |p: &[f64]| {
                 beat.tick(|evals, secs| {
@@ -302,5 +572,72 @@ pub(crate) fn fit_hyperparameters(
             n: ys.len(),
             jitter: 1e-2,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strategies_parse_print_and_resolve() {
+        for (text, fit) in [
+            ("auto", FitStrategy::Auto),
+            ("exact", FitStrategy::Exact),
+            ("subset:300", FitStrategy::Subset(300)),
+        ] {
+            assert_eq!(text.parse::<FitStrategy>().unwrap(), fit);
+            assert_eq!(fit.to_string(), text);
+            let json = serde_json::to_string(&fit).unwrap();
+            assert_eq!(json, format!("\"{text}\""));
+            assert_eq!(serde_json::from_str::<FitStrategy>(&json).unwrap(), fit);
+        }
+        assert_eq!(
+            "sparse:1024".parse::<PosteriorStrategy>().unwrap(),
+            PosteriorStrategy::Sparse(1024)
+        );
+        for bad in ["subset", "subset:1", "subset:x", "sparse:64", "fast"] {
+            let e = bad.parse::<FitStrategy>().unwrap_err().to_string();
+            assert!(e.contains("auto, exact or subset:M"), "{e}");
+        }
+        assert!("subset:64".parse::<PosteriorStrategy>().is_err());
+        // Auto: nothing changes up to the thresholds.
+        assert_eq!(FitStrategy::Auto.subset_size(SCALE_THRESHOLD), None);
+        assert_eq!(
+            FitStrategy::Auto.subset_size(SCALE_THRESHOLD + 1),
+            Some(DEFAULT_FIT_SUBSET)
+        );
+        assert_eq!(FitStrategy::Subset(100).subset_size(80), None);
+        assert_eq!(FitStrategy::Exact.subset_size(100_000), None);
+        assert_eq!(PosteriorStrategy::Auto.inducing(SPARSE_THRESHOLD), None);
+        assert_eq!(
+            PosteriorStrategy::Auto.inducing(SPARSE_THRESHOLD + 1),
+            Some(DEFAULT_INDUCING)
+        );
+        assert_eq!(PosteriorStrategy::Sparse(64).inducing(10), None);
+        // A config without the keys is the default; with them, they are read.
+        let c: GpConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(c, GpConfig::default());
+        let c: GpConfig =
+            serde_json::from_str(r#"{"fit": "subset:200", "posterior": "sparse:256"}"#).unwrap();
+        assert_eq!(
+            (c.fit, c.posterior),
+            (FitStrategy::Subset(200), PosteriorStrategy::Sparse(256))
+        );
+        assert!(serde_json::from_str::<GpConfig>(r#"{"fit": "some"}"#).is_err());
+    }
+
+    #[test]
+    fn fit_subset_keeps_the_best_quarter_and_is_deterministic() {
+        let y: Vec<f64> = (0..1000).map(|i| ((i * 7919) % 1000) as f64).collect();
+        let s = fit_subset(&y, 100, 3);
+        assert_eq!(s, fit_subset(&y, 100, 3));
+        assert_ne!(s, fit_subset(&y, 100, 4));
+        assert_eq!(s.len(), 100);
+        assert!(s.windows(2).all(|w| w[0] < w[1]), "sorted and distinct");
+        // The 25 best (y = 975..999) are all in.
+        let best: Vec<usize> = (0..1000).filter(|&i| y[i] >= 975.0).collect();
+        assert!(best.iter().all(|i| s.contains(i)));
+        assert_eq!(fit_subset(&y[..50], 100, 0), (0..50).collect::<Vec<_>>());
     }
 }

@@ -28,7 +28,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::error::GpError;
-use super::fit::{fit_hyperparameters, GpConfig};
+use super::fit::{fit_hyperparameters, fit_subset, FitStart, GpConfig, SCALE_THRESHOLD};
 use super::kernel::{sq_dist, Kernel};
 use super::likelihood::{divide_ls, lml_grad, Hyp, LN_2PI};
 use super::linalg::{dot, factor_with_jitter, solve_l, solve_lt};
@@ -61,13 +61,14 @@ fn is_zero(v: &f64) -> bool {
     *v == 0.0
 }
 
-/// What was fitted, for logs and `suggest --json`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// What was fitted, for logs, `suggest --json` and the search's `gp.json` (read back with
+/// serde to warm-start a resumed search: [`GpReport::hyperparameters`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GpReport {
     /// Covariance function.
     pub kernel: Kernel,
     /// Input warp (omitted when none); the lengthscales are then in warped units.
-    #[serde(skip_serializing_if = "InputWarp::is_none")]
+    #[serde(default, skip_serializing_if = "InputWarp::is_none")]
     pub warp: InputWarp,
     /// One lengthscale per coordinate (coordinate units).
     pub lengthscales: Vec<f64>,
@@ -87,6 +88,20 @@ pub struct GpReport {
     pub d: usize,
 }
 
+impl GpReport {
+    /// The hyperparameters of the report (e.g. of a saved `gp.json`), to warm-start the next
+    /// fit (`GpUcb::seed_hyperparameters`).
+    pub fn hyperparameters(&self) -> GpHyperparameters {
+        GpHyperparameters {
+            lengthscales: self.lengthscales.clone(),
+            outputscale: self.outputscale,
+            noise: self.noise,
+            mean: self.mean,
+            linear: self.linear,
+        }
+    }
+}
+
 /// The fixed maps between objective units / coordinates and internal units.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Transform {
@@ -103,7 +118,7 @@ pub(crate) struct Transform {
 }
 
 impl Transform {
-    fn from_data(x: &[Vec<f64>], y: &[f64], warp: InputWarp) -> Self {
+    pub(crate) fn from_data(x: &[Vec<f64>], y: &[f64], warp: InputWarp) -> Self {
         let (n, d) = (x.len(), x[0].len());
         let nf = n as f64;
         let u = |r: &[f64], k: usize| warp.apply(r[k]);
@@ -142,7 +157,31 @@ impl Transform {
         }
     }
 
-    fn z(&self, x: &[f64], out: &mut Vec<f64>) {
+    /// `h` (objective units) in the internal units of this transform.
+    pub(crate) fn internal_hyp(&self, h: &GpHyperparameters) -> Hyp {
+        let v2 = self.y_std * self.y_std;
+        Hyp {
+            ls: h.lengthscales.iter().map(|l| l * self.x_scale).collect(),
+            os: h.outputscale / v2,
+            noise: h.noise / v2,
+            mean: (h.mean - self.y_mean) / self.y_std,
+            lin: h.linear / (v2 * self.x_scale * self.x_scale),
+        }
+    }
+
+    /// `h` (internal units) in objective units.
+    pub(crate) fn external_hyp(&self, h: &Hyp) -> GpHyperparameters {
+        let v2 = self.y_std * self.y_std;
+        GpHyperparameters {
+            lengthscales: h.ls.iter().map(|l| l / self.x_scale).collect(),
+            outputscale: h.os * v2,
+            noise: h.noise * v2,
+            mean: self.y_mean + self.y_std * h.mean,
+            linear: h.lin * v2 * self.x_scale * self.x_scale,
+        }
+    }
+
+    pub(crate) fn z(&self, x: &[f64], out: &mut Vec<f64>) {
         out.extend(
             x.iter()
                 .zip(&self.x_center)
@@ -181,7 +220,7 @@ pub const MAX_ABS_OBJECTIVE: f64 = 1e100;
 
 /// Checks trials (finite coordinates, finite objectives within [`MAX_ABS_OBJECTIVE`]) and
 /// returns `d`.
-fn validate(x: &[Vec<f64>], y: &[f64]) -> Result<usize, GpError> {
+pub(crate) fn validate(x: &[Vec<f64>], y: &[f64]) -> Result<usize, GpError> {
     assert_eq!(
         x.len(),
         y.len(),
@@ -229,10 +268,23 @@ fn validate(x: &[Vec<f64>], y: &[f64]) -> Result<usize, GpError> {
     Ok(d)
 }
 
-impl Gp {
-    /// Fits the hyperparameters to trials `x` (`n` points of length `d`) with objectives `y`
-    /// (MAP, L-BFGS, `1 + cfg.restarts` starts; see [`super::fit`]).
-    pub fn fit(x: &[Vec<f64>], y: &[f64], cfg: &GpConfig) -> Result<Gp, GpError> {
+/// Trials in internal units with hyperparameters fitted to them (all trials, or the subset of
+/// `GpConfig::fit`), shared by the exact and the sparse posterior.
+pub(crate) struct Fitted {
+    pub d: usize,
+    pub tf: Transform,
+    pub z: Vec<f64>,
+    pub ys: Vec<f64>,
+    pub hyp: Hyp,
+}
+
+impl Fitted {
+    pub(crate) fn new(
+        x: &[Vec<f64>],
+        y: &[f64],
+        cfg: &GpConfig,
+        warm: Option<&GpHyperparameters>,
+    ) -> Result<Self, GpError> {
         let d = validate(x, y)?;
         let warp = cfg
             .warp
@@ -249,8 +301,64 @@ impl Gp {
             Some(v) => Some(v / (tf.y_std * tf.y_std)),
             None => None,
         };
-        let hyp = fit_hyperparameters(&z, &ys, d, cfg, fixed_noise)?;
-        Self::build(cfg.kernel, d, tf, hyp, z, ys)
+        let n = y.len();
+        let warm = warm
+            .filter(|h| n > SCALE_THRESHOLD && h.lengthscales.len() == d)
+            .map(|h| tf.internal_hyp(h))
+            .filter(|h| h.check().is_ok());
+        let hyp = match cfg.fit.subset_size(n) {
+            None => {
+                let start = FitStart {
+                    warm: warm.as_ref(),
+                    scaled: false,
+                };
+                fit_hyperparameters(&z, &ys, d, cfg, fixed_noise, start)?
+            }
+            Some(m) => {
+                let idx = fit_subset(y, m, cfg.seed);
+                tracing::debug!(
+                    trials = n,
+                    subset = m,
+                    "GP fit: hyperparameters on a subset"
+                );
+                let zs: Vec<f64> = idx
+                    .iter()
+                    .flat_map(|&i| z[i * d..(i + 1) * d].iter().copied())
+                    .collect();
+                let yss: Vec<f64> = idx.iter().map(|&i| ys[i]).collect();
+                let start = FitStart {
+                    warm: warm.as_ref(),
+                    scaled: true,
+                };
+                fit_hyperparameters(&zs, &yss, d, cfg, fixed_noise, start)?
+            }
+        };
+        Ok(Self { d, tf, z, ys, hyp })
+    }
+}
+
+impl Gp {
+    /// Fits the hyperparameters to trials `x` (`n` points of length `d`) with objectives `y`
+    /// (MAP, L-BFGS, `1 + cfg.restarts` starts; see [`super::fit`]; above
+    /// [`super::fit::SCALE_THRESHOLD`] trials on the subset of `cfg.fit`).
+    pub fn fit(x: &[Vec<f64>], y: &[f64], cfg: &GpConfig) -> Result<Gp, GpError> {
+        Self::fit_warm(x, y, cfg, None)
+    }
+
+    /// [`Gp::fit`], warm-started from `warm` (e.g. the previous round's hyperparameters, in
+    /// objective units) when there are more than [`super::fit::SCALE_THRESHOLD`] trials: the
+    /// fit then runs from `warm` plus `cfg.warm_restarts` starts. At or below the threshold
+    /// `warm` is ignored, so small fits are exactly [`Gp::fit`]'s.
+    pub fn fit_warm(
+        x: &[Vec<f64>],
+        y: &[f64],
+        cfg: &GpConfig,
+        warm: Option<&GpHyperparameters>,
+    ) -> Result<Gp, GpError> {
+        let fitted = Fitted::new(x, y, cfg, warm)?;
+        Self::build(
+            cfg.kernel, fitted.d, fitted.tf, fitted.hyp, fitted.z, fitted.ys,
+        )
     }
 
     /// A GP with given hyperparameters (objective units; no fitting), without an input warp.
@@ -269,14 +377,7 @@ impl Gp {
         }
         let tf = Transform::from_data(x, y, InputWarp::None);
         let (z, ys) = internal_data(&tf, x, y);
-        let v2 = tf.y_std * tf.y_std;
-        let hyp = Hyp {
-            ls: h.lengthscales.iter().map(|l| l * tf.x_scale).collect(),
-            os: h.outputscale / v2,
-            noise: h.noise / v2,
-            mean: (h.mean - tf.y_mean) / tf.y_std,
-            lin: h.linear / (v2 * tf.x_scale * tf.x_scale),
-        };
+        let hyp = tf.internal_hyp(h);
         hyp.check()?;
         Self::build(kernel, d, tf, hyp, z, ys)
     }
@@ -336,14 +437,7 @@ impl Gp {
     /// input warp the lengthscales and the linear variance are in warped units, and
     /// `with_hyperparameters` (which builds an unwarped GP) does not rebuild it.
     pub fn hyperparameters(&self) -> GpHyperparameters {
-        let v2 = self.tf.y_std * self.tf.y_std;
-        GpHyperparameters {
-            lengthscales: self.hyp.ls.iter().map(|l| l / self.tf.x_scale).collect(),
-            outputscale: self.hyp.os * v2,
-            noise: self.hyp.noise * v2,
-            mean: self.tf.y_mean + self.tf.y_std * self.hyp.mean,
-            linear: self.hyp.lin * v2 * self.tf.x_scale * self.tf.x_scale,
-        }
+        self.tf.external_hyp(&self.hyp)
     }
 
     /// What was fitted, in objective units.
@@ -473,70 +567,249 @@ impl Gp {
 
     /// Posterior mean and variance of a block of query points (standardised units).
     fn predict_block(&self, x: &[f64], mean: &mut [f64], var: &mut [f64]) {
-        let (n, d) = (self.n(), self.d);
-        let m = mean.len();
-        let mut zq = Vec::with_capacity(m * d);
-        for xr in x.chunks_exact(d) {
+        let mut zq = Vec::with_capacity(x.len());
+        for xr in x.chunks_exact(self.d) {
             self.tf.z(xr, &mut zq);
         }
-        let lin = self.hyp.lin;
-        // Linear term: c zᵢᵀz* through one product, and the prior variances c |z*|².
-        let (klin, qlin) = if lin > 0.0 {
-            let a = Mat::from_fn(n, d, |i, k| self.z[i * d + k]);
-            let b = Mat::from_fn(d, m, |k, j| zq[j * d + k]);
-            let mut kl = Mat::<f64>::zeros(n, m);
-            matmul(
-                kl.as_mut(),
-                Accum::Replace,
-                a.as_ref(),
-                b.as_ref(),
-                lin,
-                Par::Seq,
-            );
-            let q: Vec<f64> = zq.chunks_exact(d).map(|r| lin * dot(r, r)).collect();
-            (Some(kl), q)
-        } else {
-            (None, vec![0.0; m])
-        };
-        for r in zq.chunks_exact_mut(d) {
-            r.iter_mut().zip(&self.hyp.ls).for_each(|(v, l)| *v /= l);
-        }
-        // Cross-distances through one product: r² = |a|² + |b|² − 2 a·b.
-        let a = Mat::from_fn(n, d, |i, k| self.zl[i * d + k]);
-        let b = Mat::from_fn(d, m, |k, j| zq[j * d + k]);
-        let mut kq = Mat::<f64>::zeros(n, m);
-        matmul(
-            kq.as_mut(),
-            Accum::Replace,
-            a.as_ref(),
-            b.as_ref(),
-            -2.0,
-            Par::Seq,
-        );
-        let sq_norm = |r: &[f64]| r.iter().map(|v| v * v).sum::<f64>();
-        let na: Vec<f64> = self.zl.chunks_exact(d).map(sq_norm).collect();
-        for j in 0..m {
-            let nb = sq_norm(&zq[j * d..(j + 1) * d]);
-            let col = kq.col_as_slice_mut(j);
-            for (v, &ni) in col.iter_mut().zip(&na) {
-                *v = self.hyp.os * self.kernel.phi(*v + ni + nb);
-            }
-            if let Some(kl) = klin.as_ref() {
-                for (v, &t) in col.iter_mut().zip(kl.col_as_slice(j)) {
-                    *v += t;
-                }
-            }
-            mean[j] = self.hyp.mean + dot(col, &self.alpha);
+        let (mut kq, prior) = cross_kernel(self.kernel, &self.hyp, &self.zl, &self.z, &zq);
+        for (j, mj) in mean.iter_mut().enumerate() {
+            *mj = self.hyp.mean + dot(kq.col_as_slice(j), &self.alpha);
         }
         solve_lower_triangular_in_place(self.l.as_ref(), kq.as_mut(), Par::Seq);
         for (j, v) in var.iter_mut().enumerate() {
             let s: f64 = kq.col_as_slice(j).iter().map(|t| t * t).sum();
-            *v = (self.hyp.os + qlin[j] - s).max(0.0);
+            *v = (prior[j] - s).max(0.0);
         }
+    }
+
+    /// `L⁻¹ K(X, x)` of query points `x` (`m × d` row-major, coordinates) as an `n × m`
+    /// matrix, and their prior variances (internal units): the features of the covariance
+    /// `k(a, b) − vₐᵀv_b` that [`super::scale::FantasyPool`] keeps current.
+    pub(crate) fn whitened_cross(&self, x: &[f64]) -> (Mat<f64>, Vec<f64>) {
+        let mut zq = Vec::with_capacity(x.len());
+        for xr in x.chunks_exact(self.d) {
+            self.tf.z(xr, &mut zq);
+        }
+        let (mut kq, prior) = cross_kernel(self.kernel, &self.hyp, &self.zl, &self.z, &zq);
+        solve_lower_triangular_in_place(self.l.as_ref(), kq.as_mut(), Par::Seq);
+        (kq, prior)
+    }
+
+    /// `L⁻¹ (ys − m)`: the mean at query points is `m + vᵀ` this, `v` from
+    /// [`Gp::whitened_cross`].
+    pub(crate) fn whitened_targets(&self) -> Vec<f64> {
+        let mut a: Vec<f64> = self.ys.iter().map(|v| v - self.hyp.mean).collect();
+        solve_l(&self.l, &mut a);
+        a
+    }
+
+    /// The prior covariance `k(a, b)` of points given in internal units (`za`, `zb`).
+    pub(crate) fn prior_cov_internal(&self, za: &[f64], zb: &[f64]) -> f64 {
+        prior_cov(self.kernel, &self.hyp, za, zb)
+    }
+
+    /// The transform to internal units.
+    pub(crate) fn transform(&self) -> &Transform {
+        &self.tf
+    }
+
+    /// The hyperparameters in internal units.
+    pub(crate) fn hyp(&self) -> &Hyp {
+        &self.hyp
     }
 }
 
-fn internal_data(tf: &Transform, x: &[Vec<f64>], y: &[f64]) -> (Vec<f64>, Vec<f64>) {
+/// The prior covariance `s² φ(r²) + c zₐᵀz_b` of two points in internal units (not divided by
+/// the lengthscales).
+pub(crate) fn prior_cov(kernel: Kernel, hyp: &Hyp, za: &[f64], zb: &[f64]) -> f64 {
+    let r2: f64 = za
+        .iter()
+        .zip(zb)
+        .zip(&hyp.ls)
+        .map(|((a, b), l)| {
+            let t = (a - b) / l;
+            t * t
+        })
+        .sum();
+    let mut v = hyp.os * kernel.phi(r2);
+    if hyp.lin > 0.0 {
+        v += hyp.lin * dot(za, zb);
+    }
+    v
+}
+
+/// The cross-covariance `K(P, Q)` (`n × m`, internal units) between points `P` (`zl`: over the
+/// lengthscales, `z`: not, both `n × d` row-major) and query points `zq` (`m × d`, internal
+/// units, not over the lengthscales), and the prior variances of the queries.
+pub(crate) fn cross_kernel(
+    kernel: Kernel,
+    hyp: &Hyp,
+    zl: &[f64],
+    z: &[f64],
+    zq: &[f64],
+) -> (Mat<f64>, Vec<f64>) {
+    let d = hyp.ls.len();
+    let n = zl.len() / d;
+    let m = zq.len() / d;
+    let lin = hyp.lin;
+    // Linear term: c zᵢᵀz* through one product, and the prior variances c |z*|².
+    let (klin, qlin) = if lin > 0.0 {
+        let a = Mat::from_fn(n, d, |i, k| z[i * d + k]);
+        let b = Mat::from_fn(d, m, |k, j| zq[j * d + k]);
+        let mut kl = Mat::<f64>::zeros(n, m);
+        matmul(
+            kl.as_mut(),
+            Accum::Replace,
+            a.as_ref(),
+            b.as_ref(),
+            lin,
+            Par::Seq,
+        );
+        let q: Vec<f64> = zq.chunks_exact(d).map(|r| lin * dot(r, r)).collect();
+        (Some(kl), q)
+    } else {
+        (None, vec![0.0; m])
+    };
+    let zql = divide_ls(zq, &hyp.ls);
+    // Cross-distances through one product: r² = |a|² + |b|² − 2 a·b.
+    let a = Mat::from_fn(n, d, |i, k| zl[i * d + k]);
+    let b = Mat::from_fn(d, m, |k, j| zql[j * d + k]);
+    let mut kq = Mat::<f64>::zeros(n, m);
+    matmul(
+        kq.as_mut(),
+        Accum::Replace,
+        a.as_ref(),
+        b.as_ref(),
+        -2.0,
+        Par::Seq,
+    );
+    let sq_norm = |r: &[f64]| r.iter().map(|v| v * v).sum::<f64>();
+    let na: Vec<f64> = zl.chunks_exact(d).map(sq_norm).collect();
+    for j in 0..m {
+        let nb = sq_norm(&zql[j * d..(j + 1) * d]);
+        let col = kq.col_as_slice_mut(j);
+        for (v, &ni) in col.iter_mut().zip(&na) {
+            *v = hyp.os * kernel.phi(*v + ni + nb);
+        }
+        if let Some(kl) = klin.as_ref() {
+            for (v, &t) in col.iter_mut().zip(kl.col_as_slice(j)) {
+                *v += t;
+            }
+        }
+    }
+    let prior = qlin.iter().map(|q| hyp.os + q).collect();
+    (kq, prior)
+}
+
+/// The basis of a posterior mean `m + k(x)ᵀα` over points `P` (internal units): what
+/// [`point_posterior`] needs besides the query.
+pub(crate) struct Basis<'a> {
+    /// Covariance function.
+    pub kernel: Kernel,
+    /// The transform from coordinates to internal units.
+    pub tf: &'a Transform,
+    /// Hyperparameters (internal units).
+    pub hyp: &'a Hyp,
+    /// Points over the lengthscales (`n × d`).
+    pub zl: &'a [f64],
+    /// Points (`n × d`).
+    pub z: &'a [f64],
+    /// Weights of the mean.
+    pub alpha: &'a [f64],
+}
+
+/// Mean, standard deviation and their gradients at `x` (objective units) of a posterior with
+/// mean `m + k(x)ᵀα` and variance `k(x, x) − k(x)ᵀW k(x)`: `explain(k)` replaces `k` by
+/// `W k` and returns `k(x)ᵀW k(x)`.
+pub(crate) fn point_posterior(
+    b: &Basis,
+    x: &[f64],
+    explain: impl FnOnce(&mut Vec<f64>) -> f64,
+) -> PointPosterior {
+    let Basis {
+        kernel,
+        tf,
+        hyp,
+        zl,
+        z,
+        alpha,
+    } = *b;
+    let d = hyp.ls.len();
+    assert_eq!(x.len(), d, "query point of the wrong dimension");
+    let mut zq = Vec::with_capacity(d);
+    tf.z(x, &mut zq);
+    let zraw = zq.clone();
+    let lin = hyp.lin;
+    zq.iter_mut().zip(&hyp.ls).for_each(|(v, l)| *v /= l);
+    let n = alpha.len();
+    let mut k = vec![0.0; n];
+    // c_i = ∂k_i/∂r² (times 2, the derivative of r² being 2Δ/ℓ in zl units).
+    let mut c = vec![0.0; n];
+    for (i, zi) in zl.chunks_exact(d).enumerate() {
+        let (phi, slope) = kernel.phi_and_slope(sq_dist(zi, &zq));
+        k[i] = hyp.os * phi;
+        c[i] = 2.0 * hyp.os * slope;
+    }
+    if lin > 0.0 {
+        for (ki, zi) in k.iter_mut().zip(z.chunks_exact(d)) {
+            *ki += lin * dot(zi, &zraw);
+        }
+    }
+    let mean_s = hyp.mean + dot(&k, alpha);
+    let mut w = k;
+    let explained = explain(&mut w); // w = W k*
+    let prior_var = hyp.os + lin * dot(&zraw, &zraw);
+    let var_s = (prior_var - explained).max(0.0);
+    // ∂k_i/∂zq_j = c_i (zq_j − zl_ij); chain to x: × x_scale / ℓ_j.
+    let mut gm = vec![0.0; d];
+    let mut gv = vec![0.0; d];
+    let (mut sa, mut sw) = (0.0, 0.0);
+    for (i, zi) in zl.chunks_exact(d).enumerate() {
+        let (a, b) = (alpha[i] * c[i], w[i] * c[i]);
+        sa += a;
+        sw += b;
+        for ((gmj, gvj), &zij) in gm.iter_mut().zip(gv.iter_mut()).zip(zi) {
+            *gmj -= a * zij;
+            *gvj -= b * zij;
+        }
+    }
+    let (ym, ysd) = (tf.y_mean, tf.y_std);
+    let std_s = var_s.sqrt();
+    // Linear term: ∂k_i/∂z*_j = c z_ij, and the prior variance's 2c z*_j.
+    let (mut lm, mut lv) = (vec![0.0; d], vec![0.0; d]);
+    if lin > 0.0 {
+        for (i, zi) in z.chunks_exact(d).enumerate() {
+            let (a, b) = (lin * alpha[i], lin * w[i]);
+            for ((lmj, lvj), &zij) in lm.iter_mut().zip(lv.iter_mut()).zip(zi) {
+                *lmj += a * zij;
+                *lvj += b * zij;
+            }
+        }
+    }
+    let mut grad_mean = vec![0.0; d];
+    let mut grad_std = vec![0.0; d];
+    for j in 0..d {
+        // x → warped u → z: dz/dx = x_scale · du/dx.
+        let xs = tf.x_scale * tf.warp.slope(x[j]);
+        let chain = xs / hyp.ls[j];
+        let dm = (gm[j] + sa * zq[j]) * chain + lm[j] * xs;
+        let dv = -2.0 * (gv[j] + sw * zq[j]) * chain + 2.0 * (lin * zraw[j] - lv[j]) * xs;
+        grad_mean[j] = ysd * dm;
+        grad_std[j] = if std_s > 1e-12 * hyp.os.sqrt() {
+            ysd * dv / (2.0 * std_s)
+        } else {
+            0.0
+        };
+    }
+    PointPosterior {
+        mean: ym + ysd * mean_s,
+        std: ysd * std_s,
+        grad_mean,
+        grad_std,
+    }
+}
+
+pub(crate) fn internal_data(tf: &Transform, x: &[Vec<f64>], y: &[f64]) -> (Vec<f64>, Vec<f64>) {
     let mut z = Vec::with_capacity(x.len() * x[0].len());
     for xi in x {
         tf.z(xi, &mut z);
@@ -567,80 +840,20 @@ impl Posterior for Gp {
     }
 
     fn predict_point(&self, x: &[f64]) -> PointPosterior {
-        let d = self.d;
-        assert_eq!(x.len(), d, "query point of the wrong dimension");
-        let mut zq = Vec::with_capacity(d);
-        self.tf.z(x, &mut zq);
-        let zraw = zq.clone();
-        let lin = self.hyp.lin;
-        zq.iter_mut().zip(&self.hyp.ls).for_each(|(v, l)| *v /= l);
-        let n = self.n();
-        let mut k = vec![0.0; n];
-        // c_i = ∂k_i/∂r² (times 2, the derivative of r² being 2Δ/ℓ in zl units).
-        let mut c = vec![0.0; n];
-        for (i, zi) in self.zl.chunks_exact(d).enumerate() {
-            let (phi, slope) = self.kernel.phi_and_slope(sq_dist(zi, &zq));
-            k[i] = self.hyp.os * phi;
-            c[i] = 2.0 * self.hyp.os * slope;
-        }
-        if lin > 0.0 {
-            for (ki, zi) in k.iter_mut().zip(self.z.chunks_exact(d)) {
-                *ki += lin * dot(zi, &zraw);
-            }
-        }
-        let mean_s = self.hyp.mean + dot(&k, &self.alpha);
-        let mut w = k;
-        solve_l(&self.l, &mut w);
-        let prior_var = self.hyp.os + lin * dot(&zraw, &zraw);
-        let var_s = (prior_var - w.iter().map(|v| v * v).sum::<f64>()).max(0.0);
-        solve_lt(&self.l, &mut w); // w = K⁻¹ k*
-                                   // ∂k_i/∂zq_j = c_i (zq_j − zl_ij); chain to x: × x_scale / ℓ_j.
-        let mut gm = vec![0.0; d];
-        let mut gv = vec![0.0; d];
-        let (mut sa, mut sw) = (0.0, 0.0);
-        for (i, zi) in self.zl.chunks_exact(d).enumerate() {
-            let (a, b) = (self.alpha[i] * c[i], w[i] * c[i]);
-            sa += a;
-            sw += b;
-            for ((gmj, gvj), &zij) in gm.iter_mut().zip(gv.iter_mut()).zip(zi) {
-                *gmj -= a * zij;
-                *gvj -= b * zij;
-            }
-        }
-        let (ym, ysd) = (self.tf.y_mean, self.tf.y_std);
-        let std_s = var_s.sqrt();
-        // Linear term: ∂k_i/∂z*_j = c z_ij, and the prior variance's 2c z*_j.
-        let (mut lm, mut lv) = (vec![0.0; d], vec![0.0; d]);
-        if lin > 0.0 {
-            for (i, zi) in self.z.chunks_exact(d).enumerate() {
-                let (a, b) = (lin * self.alpha[i], lin * w[i]);
-                for ((lmj, lvj), &zij) in lm.iter_mut().zip(lv.iter_mut()).zip(zi) {
-                    *lmj += a * zij;
-                    *lvj += b * zij;
-                }
-            }
-        }
-        let mut grad_mean = vec![0.0; d];
-        let mut grad_std = vec![0.0; d];
-        for j in 0..d {
-            // x → warped u → z: dz/dx = x_scale · du/dx.
-            let xs = self.tf.x_scale * self.tf.warp.slope(x[j]);
-            let chain = xs / self.hyp.ls[j];
-            let dm = (gm[j] + sa * zq[j]) * chain + lm[j] * xs;
-            let dv = -2.0 * (gv[j] + sw * zq[j]) * chain + 2.0 * (lin * zraw[j] - lv[j]) * xs;
-            grad_mean[j] = ysd * dm;
-            grad_std[j] = if std_s > 1e-12 * self.hyp.os.sqrt() {
-                ysd * dv / (2.0 * std_s)
-            } else {
-                0.0
-            };
-        }
-        PointPosterior {
-            mean: ym + ysd * mean_s,
-            std: ysd * std_s,
-            grad_mean,
-            grad_std,
-        }
+        let basis = Basis {
+            kernel: self.kernel,
+            tf: &self.tf,
+            hyp: &self.hyp,
+            zl: &self.zl,
+            z: &self.z,
+            alpha: &self.alpha,
+        };
+        point_posterior(&basis, x, |w| {
+            solve_l(&self.l, w);
+            let s = w.iter().map(|v| v * v).sum::<f64>();
+            solve_lt(&self.l, w); // w = K⁻¹ k*
+            s
+        })
     }
 
     fn fantasize(&mut self, x: &[f64]) {

@@ -110,3 +110,47 @@ pub(crate) fn cholesky_inverse(l: &Mat<f64>, par: Par) -> Mat<f64> {
 pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
+
+/// `L ← chol(LLᵀ + vvᵀ)`: the rank-1 update of a lower Cholesky factor in place (O(n²);
+/// `v` is overwritten).
+pub(crate) fn cholesky_update(l: &mut Mat<f64>, v: &mut [f64]) {
+    let n = l.nrows();
+    assert_eq!(v.len(), n, "update vector of the wrong length");
+    for k in 0..n {
+        let lkk = l[(k, k)];
+        let r = lkk.hypot(v[k]);
+        let (c, s) = (r / lkk, v[k] / lkk);
+        l[(k, k)] = r;
+        for i in k + 1..n {
+            let lik = (l[(i, k)] + s * v[i]) / c;
+            v[i] = c * v[i] - s * lik;
+            l[(i, k)] = lik;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rank_one_update_matches_a_fresh_factor() {
+        for n in [1, 2, 5, 17] {
+            let a = Mat::<f64>::from_fn(n, n, |i, j| {
+                let (x, y) = (i as f64, j as f64);
+                (-(x - y).powi(2) / 8.0).exp() + if i == j { 0.5 } else { 0.0 }
+            });
+            let v: Vec<f64> = (0..n).map(|i| (i as f64 * 0.7).sin()).collect();
+            let (mut l, _) = factor_with_jitter(&a).unwrap();
+            let mut w = v.clone();
+            cholesky_update(&mut l, &mut w);
+            let b = Mat::<f64>::from_fn(n, n, |i, j| a[(i, j)] + v[i] * v[j]);
+            let (lb, _) = factor_with_jitter(&b).unwrap();
+            for i in 0..n {
+                for j in 0..=i {
+                    assert!((l[(i, j)] - lb[(i, j)]).abs() < 1e-12, "n {n} ({i}, {j})");
+                }
+            }
+        }
+    }
+}

@@ -14,6 +14,10 @@
 //!   restarts.
 //! - [`fidelity`]: [`AtFidelity`], a GP over mixtures × fidelity features seen at one
 //!   fidelity (multi-fidelity search).
+//! - [`sparse`]: [`SparseGp`], the DTC sparse posterior with inducing points among the trials
+//!   (past a few thousand trials).
+//! - [`scale`]: [`Surrogate`] (exact or sparse by the number of trials) and [`FantasyPool`],
+//!   a candidate pool's variances kept current under fantasies by rank-1 updates.
 //! - [`error`]: the error type, [`GpError`].
 //! - [`lbfgs`]: the L-BFGS optimiser used by the fit.
 //! - [`warp`]: [`InputWarp`], a fixed per-coordinate input warp (`ln(x + ε)`) of the GP.
@@ -30,13 +34,17 @@ pub mod lbfgs;
 mod likelihood;
 mod linalg;
 pub mod posterior;
+pub mod scale;
+pub mod sparse;
 pub mod warp;
 
 pub use combination::LinearCombination;
 pub use error::GpError;
 pub use fidelity::AtFidelity;
-pub use fit::GpConfig;
+pub use fit::{FitStrategy, GpConfig, PosteriorStrategy};
 pub use gp::{Gp, GpHyperparameters, GpReport};
 pub use kernel::Kernel;
 pub use posterior::{PointPosterior, Posterior};
+pub use scale::{FantasyPool, Surrogate};
+pub use sparse::SparseGp;
 pub use warp::InputWarp;
