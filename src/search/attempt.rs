@@ -12,7 +12,7 @@ use super::config::{SearchConfig, SearchConfigError, TrainerConfig};
 use super::error::SearchError;
 use super::fidelity::Fidelity;
 use super::multifidelity::at_target;
-use super::objective::{check_finished, observations};
+use super::objective::{check_finished, objective_of, observations};
 use super::plan::{write_fidelity_train_toml, SearchPlan, SearchProgress};
 use super::state::{
     check_scores_present, Event, EventLog, RecordScoresError, SearchState, Status, TrialState,
@@ -299,6 +299,31 @@ pub struct Ledger<'a> {
     pub cfg: &'a SearchConfig,
     /// Where progress goes.
     pub progress: &'a mut dyn FnMut(SearchProgress),
+    /// The best objective at the target fidelity so far, once computed (kept up to date as
+    /// trials finish, so a progress report does not re-score every finished trial).
+    best: Option<Option<f64>>,
+}
+
+impl<'a> Ledger<'a> {
+    /// The ledger of `log` and its replayed `state`.
+    pub fn new(
+        log: EventLog,
+        state: SearchState,
+        max_attempts: usize,
+        space: &'a SearchSpace,
+        cfg: &'a SearchConfig,
+        progress: &'a mut dyn FnMut(SearchProgress),
+    ) -> Self {
+        Self {
+            log,
+            state,
+            max_attempts,
+            space,
+            cfg,
+            progress,
+            best: None,
+        }
+    }
 }
 
 impl Ledger<'_> {
@@ -323,7 +348,7 @@ impl Ledger<'_> {
         else {
             return ev;
         };
-        let Some(t) = self.state.trials.iter().find(|t| t.id == *trial) else {
+        let Some(t) = self.state.get(trial) else {
             return ev;
         };
         let mut t = t.clone();
@@ -363,7 +388,7 @@ impl Ledger<'_> {
             trial, fidelity, ..
         } = &mut ev
         {
-            if let Some(t) = self.state.trials.iter().find(|t| t.id == *trial) {
+            if let Some(t) = self.state.get(trial) {
                 fidelity.clone_from(&t.fidelity);
             }
         }
@@ -382,29 +407,55 @@ impl Ledger<'_> {
                 trial: trial.clone(),
                 reason,
             });
-            if let Some(t) = self.state.trials.iter().find(|t| t.id == trial) {
+            if let Some(t) = self.state.get(&trial) {
                 if t.status == Status::Pending {
                     queue.insert(0, t.clone());
                 }
             }
+            // A revoked record may have been the best: score everything again when needed.
+            self.best = None;
         } else {
-            let finished = self.state.finished();
-            let (_, ys) = observations(self.space, &finished, self.cfg)?;
-            let objective = ys.iter().find(|(id, _)| *id == trial).map(|x| x.1);
-            let best = ys
-                .iter()
-                .zip(&finished)
-                .filter(|(_, t)| at_target(self.cfg, t))
-                .map(|x| x.0 .1)
-                .fold(None, |b: Option<f64>, y| Some(b.map_or(y, |b| b.max(y))));
+            let (objective, best) = self.best_after(&trial)?;
             (self.progress)(SearchProgress::Finished {
                 trial,
                 objective,
                 best,
-                done: self.state.finished().len(),
+                done: self.state.finished_count(),
                 total: self.cfg.budget.max_trials,
             });
         }
         Ok(())
+    }
+
+    /// The objective of `trial` (just recorded as finished) and the best objective at the
+    /// target fidelity so far. The first call scores every finished trial; later ones score
+    /// only `trial` (its objective depends on its own scores and the reference trial's, see
+    /// [`objective_of`]), so a search of n trials costs O(n) here, not O(n²).
+    fn best_after(&mut self, trial: &str) -> Result<(Option<f64>, Option<f64>), SearchError> {
+        let max = |b: Option<f64>, y: f64| Some(b.map_or(y, |b: f64| b.max(y)));
+        if let Some(best) = self.best {
+            let Some(t) = self.state.get(trial) else {
+                return Ok((None, best));
+            };
+            let y = objective_of(self.space, self.cfg, &self.state, t)?;
+            let best = if at_target(self.cfg, t) {
+                max(best, y)
+            } else {
+                best
+            };
+            self.best = Some(best);
+            return Ok((Some(y), best));
+        }
+        let finished = self.state.finished();
+        let (_, ys) = observations(self.space, &finished, self.cfg)?;
+        let objective = ys.iter().find(|(id, _)| *id == trial).map(|x| x.1);
+        let best = ys
+            .iter()
+            .zip(&finished)
+            .filter(|(_, t)| at_target(self.cfg, t))
+            .map(|x| x.0 .1)
+            .fold(None, max);
+        self.best = Some(best);
+        Ok((objective, best))
     }
 }

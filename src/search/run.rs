@@ -10,7 +10,7 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::attempt::{Attempts, Ledger};
 use super::config::ExecutorKind;
@@ -21,11 +21,11 @@ use super::exec::mpi::{stop_workers, Groups, MpiExecutor};
 use super::exec::slurm::SlurmExecutor;
 use super::exec::Executor;
 use super::multifidelity::{at_target, trial_cost, MultiFidelity};
-use super::objective::check_finished;
+use super::objective::{check_finished, trial_point};
 use super::recommend::{recipe, save_recipe, write_recipe};
 use super::state::{Event, EventLog, SearchState, Status, TrialState};
 use crate::acquisition::space::SearchSpace;
-use crate::acquisition::Proposer;
+use crate::acquisition::{Proposal, Proposer};
 use crate::data::corpus::Manifest;
 use crate::data::mixture::Mixture;
 use crate::fsutil::IoContext;
@@ -33,7 +33,7 @@ use crate::fsutil::IoContext;
 // Kept at their former paths (`search::run::…`) for callers outside `search`.
 pub use super::objective::observations;
 pub use super::plan::{
-    SearchPlan, SearchProgress, SearchSummary, GP_FILE, RECIPE_FILE, RESOLVED_FILE,
+    RoundTimes, SearchPlan, SearchProgress, SearchSummary, GP_FILE, RECIPE_FILE, RESOLVED_FILE,
 };
 
 /// Runs (or resumes) the search of `plan`.
@@ -52,7 +52,7 @@ pub fn run_search_on(
     groups: Option<&Groups>,
     progress: &mut dyn FnMut(SearchProgress),
 ) -> Result<SearchSummary, SearchError> {
-    let result = search_loop(plan, groups, progress);
+    let result = search_loop(plan, Exec::Configured(groups), None, progress);
     if let Some(g) = groups {
         let stop = stop_workers(g);
         if let (Ok(_), Err(e)) = (&result, stop) {
@@ -60,6 +60,83 @@ pub fn run_search_on(
         }
     }
     result
+}
+
+/// [`run_search`] on `exec` instead of the executor the configuration names (the simulated
+/// executor of `mixatlas bench scale`, tests), and with `proposer` instead of the configured
+/// method's when one is given (e.g. GP-UCB with cheaper fit settings). Everything else is
+/// the real search: the same state, records, resume and recipe.
+pub fn run_search_with<'a>(
+    plan: &'a SearchPlan,
+    exec: Box<dyn Executor + 'a>,
+    proposer: Option<Box<dyn Proposer>>,
+    progress: &mut dyn FnMut(SearchProgress),
+) -> Result<SearchSummary, SearchError> {
+    search_loop(plan, Exec::Given(exec), proposer, progress)
+}
+
+/// Where the attempts of a search run.
+enum Exec<'a> {
+    /// The configured executor (with the rank groups of an MPI job, if any).
+    Configured(Option<&'a Groups>),
+    /// One the caller built.
+    Given(Box<dyn Executor + 'a>),
+}
+
+/// What reopening a search directory costs (a rerun before it runs anything), in seconds.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct ResumeTimes {
+    /// Checking the plan and the corpus, building the space ([`Setup`]).
+    pub setup_s: f64,
+    /// Reading `trials.jsonl` and replaying it.
+    pub replay_s: f64,
+    /// The loop's repairs of earlier records and reopening of left-out trials.
+    pub repair_s: f64,
+    /// Building the observations of every finished trial (what the first proposal needs).
+    pub observations_s: f64,
+    /// Events replayed (lines of `trials.jsonl`).
+    pub events: usize,
+    /// Trials in the state.
+    pub trials: usize,
+    /// Finished trials.
+    pub finished: usize,
+}
+
+impl ResumeTimes {
+    /// The whole reopening.
+    pub fn total_s(&self) -> f64 {
+        self.setup_s + self.replay_s + self.repair_s + self.observations_s
+    }
+}
+
+/// Reopens the search directory of `plan` exactly as a rerun does before it runs anything
+/// (setup, replay of `trials.jsonl`, repairs, observations) and reports what each step took
+/// (`mixatlas bench scale`'s resume time). Repairs a rerun would append are appended.
+pub fn reopen_search(
+    plan: &SearchPlan,
+    progress: &mut dyn FnMut(SearchProgress),
+) -> Result<ResumeTimes, SearchError> {
+    let cfg = &plan.search;
+    let mut times = ResumeTimes::default();
+    let t = Instant::now();
+    let setup = Setup::open(plan, progress)?;
+    times.setup_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let max_attempts = cfg.budget.retries + 1;
+    let (log, state) = EventLog::open(&cfg.out, max_attempts)?;
+    times.replay_s = t.elapsed().as_secs_f64();
+    times.events = log.lines();
+    let mut ledger = Ledger::new(log, state, max_attempts, &setup.space, cfg, progress);
+    let t = Instant::now();
+    repair(&mut ledger)?;
+    reopen(&mut ledger)?;
+    times.repair_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let (obs, _) = observations(&setup.space, &ledger.state.finished(), cfg)?;
+    times.observations_s = t.elapsed().as_secs_f64();
+    times.trials = ledger.state.trials.len();
+    times.finished = obs.len();
+    Ok(times)
 }
 
 /// What a search works on, set up once (the directory, its resolved config, the space).
@@ -115,6 +192,15 @@ impl Setup {
         })
     }
 
+    /// Writes the recipe of the search so far (of a multi-fidelity search: at the target
+    /// fidelity).
+    fn write_recipe(&self, state: &SearchState, cfg: &SearchConfig) -> Result<(), SearchError> {
+        match &self.mf {
+            Some(mf) => write_mf_recipe(mf, &self.space, state, cfg, &self.manifest),
+            None => write_recipe(&cfg.out, &self.space, state, cfg, &self.manifest),
+        }
+    }
+
     /// The executor of the search: Slurm when configured, else the rank groups of an MPI
     /// job when there are any (only under `--executor mpi`), else local child processes.
     fn executor<'a>(
@@ -134,31 +220,31 @@ impl Setup {
 
 fn search_loop(
     plan: &SearchPlan,
-    groups: Option<&Groups>,
+    exec: Exec<'_>,
+    proposer: Option<Box<dyn Proposer>>,
     progress: &mut dyn FnMut(SearchProgress),
 ) -> Result<SearchSummary, SearchError> {
     let cfg = &plan.search;
     let setup = Setup::open(plan, progress)?;
     let max_attempts = cfg.budget.retries + 1;
     let (log, state) = EventLog::open(&cfg.out, max_attempts)?;
-    let mut ledger = Ledger {
-        log,
-        state,
-        max_attempts,
-        space: &setup.space,
-        cfg,
-        progress,
-    };
+    let mut ledger = Ledger::new(log, state, max_attempts, &setup.space, cfg, progress);
     repair(&mut ledger)?;
     reopen(&mut ledger)?;
-    let mut proposer = cfg
-        .method
-        .proposer_on(cfg.seed, cfg.start, &setup.manifest, &cfg.chameleon)
-        .map_err(|source| SearchError::Chameleon {
-            manifest: setup.corpus.join(crate::data::corpus::MANIFEST_FILE),
-            source,
-        })?;
-    let mut exec = setup.executor(plan, groups)?;
+    let mut proposer = match proposer {
+        Some(p) => p,
+        None => cfg
+            .method
+            .proposer_on(cfg.seed, cfg.start, &setup.manifest, &cfg.chameleon)
+            .map_err(|source| SearchError::Chameleon {
+                manifest: setup.corpus.join(crate::data::corpus::MANIFEST_FILE),
+                source,
+            })?,
+    };
+    let mut exec = match exec {
+        Exec::Configured(groups) => setup.executor(plan, groups)?,
+        Exec::Given(e) => e,
+    };
     let attempts = Attempts {
         plan,
         space: &setup.space,
@@ -168,19 +254,181 @@ fn search_loop(
         timeout: (cfg.budget.trial_timeout_s > 0.0)
             .then(|| Duration::from_secs_f64(cfg.budget.trial_timeout_s)),
     };
-    loop {
-        // 1. Run every pending trial (interrupted attempts and retries first, in order).
-        run_pending(exec.as_mut(), &attempts, &mut ledger)?;
-        match &setup.mf {
-            Some(mf) => write_mf_recipe(mf, &setup.space, &ledger.state, cfg, &setup.manifest)?,
-            None => write_recipe(&cfg.out, &setup.space, &ledger.state, cfg, &setup.manifest)?,
-        }
-        // 2. Propose the next round, or stop.
-        if !propose_round(proposer.as_mut(), setup.mf.as_ref(), &mut ledger)? {
-            break;
+    let mut clock = Clock::new();
+    if cfg.budget.asynchronous {
+        run_async(
+            exec.as_mut(),
+            &attempts,
+            proposer.as_mut(),
+            &setup,
+            &mut ledger,
+            &mut clock,
+        )?;
+    } else {
+        loop {
+            // 1. Run every pending trial (interrupted attempts and retries first, in order).
+            run_pending(exec.as_mut(), &attempts, &mut ledger, &mut clock)?;
+            let t = Instant::now();
+            setup.write_recipe(&ledger.state, cfg)?;
+            clock.recipe += t.elapsed();
+            // 2. Propose the next round, or stop.
+            let t = Instant::now();
+            let q = cfg.budget.q;
+            let proposed = propose_round(proposer.as_mut(), setup.mf.as_ref(), &mut ledger, q, None)?;
+            clock.propose += t.elapsed();
+            let Some((round, n)) = proposed else { break };
+            clock.report(&mut ledger, round, n, exec.running());
         }
     }
     summary(&setup.space, setup.mf.as_ref(), &ledger)
+}
+
+/// Rank 0's time since the last reported round, by component (see [`RoundTimes`]).
+struct Clock {
+    since: Instant,
+    propose: Duration,
+    recipe: Duration,
+    exec: Duration,
+}
+
+impl Clock {
+    fn new() -> Self {
+        Self {
+            since: Instant::now(),
+            propose: Duration::ZERO,
+            recipe: Duration::ZERO,
+            exec: Duration::ZERO,
+        }
+    }
+
+    /// Times one executor call.
+    fn exec<T>(&mut self, f: impl FnOnce() -> T) -> T {
+        let t = Instant::now();
+        let out = f();
+        self.exec += t.elapsed();
+        out
+    }
+
+    /// Reports round `round` (`proposed` trials) and starts the next one.
+    fn report(&mut self, ledger: &mut Ledger<'_>, round: usize, proposed: usize, running: usize) {
+        let total = self.since.elapsed();
+        let known = self.propose + self.recipe + self.exec;
+        let times = RoundTimes {
+            round,
+            proposed,
+            finished: ledger.state.finished_count(),
+            running,
+            propose_s: self.propose.as_secs_f64(),
+            recipe_s: self.recipe.as_secs_f64(),
+            exec_s: self.exec.as_secs_f64(),
+            record_s: total.saturating_sub(known).as_secs_f64(),
+        };
+        (ledger.progress)(SearchProgress::Timing(times));
+        *self = Clock::new();
+    }
+}
+
+/// Asynchronous scheduling (`budget.asynchronous`): keeps the executor full. Whenever it
+/// has free slots and no attempt waits in the queue, the method proposes at most `q` more
+/// trials (one round in the log) with [`Proposer::propose_pending`], given the points of the
+/// trials proposed and not yet finished; then the loop waits for the next attempts to end.
+/// The recipe is rewritten after every `q` finished trials and when the search stops. A
+/// rerun resumes like a synchronous one: unfinished trials of earlier rounds run first.
+fn run_async(
+    exec: &mut dyn Executor,
+    attempts: &Attempts<'_>,
+    proposer: &mut dyn Proposer,
+    setup: &Setup,
+    ledger: &mut Ledger<'_>,
+    clock: &mut Clock,
+) -> Result<(), SearchError> {
+    let cfg = ledger.cfg;
+    let mut queue: Vec<TrialState> = ledger.state.pending().into_iter().cloned().collect();
+    queue.reverse();
+    queue.retain(|t| !clock.exec(|| exec.reattach(t)));
+    let mut exhausted = false;
+    let mut unwritten = 0usize;
+    loop {
+        submit_queued(exec, attempts, ledger, &mut queue, clock)?;
+        let room = exec.room();
+        if room > 0 && queue.is_empty() && !exhausted {
+            let t = Instant::now();
+            let pending = pending_points(ledger)?;
+            let q = cfg.budget.q.min(room);
+            let proposed = propose_round(proposer, None, ledger, q, Some(&pending))?;
+            clock.propose += t.elapsed();
+            match proposed {
+                Some((round, 0)) => {
+                    // Everything it proposed is already running (a fixed mixture): wait.
+                    clock.report(ledger, round, 0, exec.running());
+                    exhausted = true;
+                }
+                Some((round, n)) => {
+                    let new = ledger.state.trials[ledger.state.trials.len() - n..].to_vec();
+                    queue.splice(0..0, new.into_iter().rev());
+                    submit_queued(exec, attempts, ledger, &mut queue, clock)?;
+                    clock.report(ledger, round, n, exec.running());
+                    continue;
+                }
+                None => exhausted = true,
+            }
+        }
+        if exec.running() == 0 {
+            // Nothing runs and nothing more can start (an executor without room when idle
+            // would otherwise spin): the search is over.
+            break;
+        }
+        for ev in clock.exec(|| exec.poll())? {
+            unwritten += usize::from(matches!(ev, Event::Finished { .. }));
+            ledger.ended(ev, &mut queue)?;
+        }
+        if unwritten >= cfg.budget.q {
+            let t = Instant::now();
+            setup.write_recipe(&ledger.state, cfg)?;
+            clock.recipe += t.elapsed();
+            unwritten = 0;
+        }
+    }
+    let t = Instant::now();
+    setup.write_recipe(&ledger.state, cfg)?;
+    clock.recipe += t.elapsed();
+    Ok(())
+}
+
+/// The points (space coordinates) of the trials proposed and not yet finished or left out:
+/// what an asynchronous proposal must account for.
+fn pending_points(ledger: &Ledger<'_>) -> Result<Vec<Vec<f64>>, SearchError> {
+    ledger
+        .state
+        .trials
+        .iter()
+        .filter(|t| t.status == Status::Pending)
+        .map(|t| trial_point(ledger.space, t).map_err(SearchError::from))
+        .collect()
+}
+
+/// Prepares and submits queued attempts while the executor has room, then starts what it
+/// took (recording every start).
+fn submit_queued(
+    exec: &mut dyn Executor,
+    attempts: &Attempts<'_>,
+    ledger: &mut Ledger<'_>,
+    queue: &mut Vec<TrialState>,
+    clock: &mut Clock,
+) -> Result<(), SearchError> {
+    while clock.exec(|| exec.room()) > 0 {
+        let Some(t) = queue.pop() else { break };
+        let attempt = t.attempts.saturating_add(1);
+        let job = attempts.prepare(&t, attempt)?;
+        if let Some(id) = clock.exec(|| exec.submit(job))? {
+            ledger.started(&t.id, attempt, id)?;
+        }
+    }
+    let serial = ledger.state.trials.iter().map(|t| t.attempts).sum();
+    for l in clock.exec(|| exec.launch(serial))? {
+        ledger.started(&l.trial, l.attempt, l.job)?;
+    }
+    Ok(())
 }
 
 /// Repairs the records of an earlier run that the objective cannot use (logged as warnings):
@@ -196,14 +444,13 @@ fn repair(ledger: &mut Ledger<'_>) -> Result<(), SearchError> {
             message: format!("{}: {trial} {reason}; retrying it", path.display()),
         });
     }
-    let mut accepted: Vec<TrialState> = Vec::new();
     let finished: Vec<TrialState> = ledger.state.finished().into_iter().cloned().collect();
-    for t in finished {
+    let mut accepted: Vec<&TrialState> = Vec::with_capacity(finished.len());
+    for t in &finished {
         let Status::Finished { metrics, .. } = &t.status else {
             continue;
         };
-        let before: Vec<&TrialState> = accepted.iter().collect();
-        match check_finished(ledger.cfg, &before, &t, metrics) {
+        match check_finished(ledger.cfg, &accepted, t, metrics) {
             Ok(()) => accepted.push(t),
             Err(e) => {
                 let reason = format!("recorded as finished but {e}");
@@ -250,75 +497,76 @@ fn run_pending(
     exec: &mut dyn Executor,
     attempts: &Attempts<'_>,
     ledger: &mut Ledger<'_>,
+    clock: &mut Clock,
 ) -> Result<(), SearchError> {
     let mut queue: Vec<TrialState> = ledger.state.pending().into_iter().cloned().collect();
     queue.reverse();
-    queue.retain(|t| !exec.reattach(t));
+    queue.retain(|t| !clock.exec(|| exec.reattach(t)));
     loop {
-        while exec.room() > 0 {
-            let Some(t) = queue.pop() else { break };
-            let attempt = t.attempts.saturating_add(1);
-            let job = attempts.prepare(&t, attempt)?;
-            if let Some(id) = exec.submit(job)? {
-                ledger.started(&t.id, attempt, id)?;
-            }
-        }
-        let serial = ledger.state.trials.iter().map(|t| t.attempts).sum();
-        for l in exec.launch(serial)? {
-            ledger.started(&l.trial, l.attempt, l.job)?;
-        }
+        submit_queued(exec, attempts, ledger, &mut queue, clock)?;
         if exec.running() == 0 {
             return Ok(());
         }
-        for ev in exec.poll()? {
+        for ev in clock.exec(|| exec.poll())? {
             ledger.ended(ev, &mut queue)?;
         }
     }
 }
 
 /// Proposes the next round (at most `q` trials, within the budget) and records it; returns
-/// false when the budget is spent or the method has nothing more to propose (a fixed
-/// mixture already tried: Chameleon). A multi-fidelity search (`mf`) proposes with MF-GP-UCB,
-/// each trial with its fidelity; under `max_cost` the round keeps the proposals (in order)
-/// that fit the cost left and the search stops when none does.
+/// the round and how many trials it proposed, or `None` when the budget is spent or the
+/// method has nothing more to propose (a fixed mixture already tried: Chameleon). With
+/// `pending` (asynchronous scheduling) the method is asked with
+/// [`Proposer::propose_pending`], given those points. A multi-fidelity search (`mf`)
+/// proposes with MF-GP-UCB, each trial with its fidelity; under `max_cost` the round keeps
+/// the proposals (in order) that fit the cost left and the search stops when none does.
 fn propose_round(
     proposer: &mut dyn Proposer,
     mf: Option<&MultiFidelity>,
     ledger: &mut Ledger<'_>,
-) -> Result<bool, SearchError> {
+    q: usize,
+    pending: Option<&[Vec<f64>]>,
+) -> Result<Option<(usize, usize)>, SearchError> {
     let cfg = ledger.cfg;
     let space = ledger.space;
     let used = ledger.state.trials.len();
     if used >= cfg.budget.max_trials {
-        return Ok(false);
+        return Ok(None);
     }
-    let q = cfg.budget.q.min(cfg.budget.max_trials - used);
+    let q = q.min(cfg.budget.max_trials - used);
     let round = ledger.state.next_round();
     let (obs, _) = observations(space, &ledger.state.finished(), cfg)?;
-    let proposals = proposer
-        .propose(space, &obs, q, round)
-        .map_err(|source| SearchError::Propose { round, source })?;
-    if proposals.is_empty() {
-        return Ok(false);
+    let first = match pending {
+        Some(pending) => proposer.propose_pending(space, &obs, pending, q, round),
+        None => proposer.propose(space, &obs, q, round),
+    }
+    .map_err(|source| SearchError::Propose { round, source })?;
+    if first.is_empty() {
+        return Ok(None);
+    }
+    // Asynchronously, a method that ignores the running trials may propose one again (a
+    // fixed mixture): never run a mixture twice at once.
+    let first: Vec<Proposal> = match pending {
+        Some(pending) => first
+            .into_iter()
+            .filter(|p| !pending.iter().any(|x| same_point(x, &p.x)))
+            .collect(),
+        None => first,
+    };
+    if first.is_empty() {
+        return Ok(Some((round, 0)));
     }
     let costs = mf.map_or_else(Vec::new, |m| m.costs(&ledger.state));
     let spent = spent_cost(mf, &costs, &ledger.state);
     let max_cost = cfg.budget.max_cost;
     let cheapest = costs.iter().copied().fold(1.0f64, f64::min);
     if max_cost > 0.0 && spent + cheapest > max_cost * (1.0 + 1e-9) {
-        return Ok(false);
+        return Ok(None);
     }
     let mut proposals = match mf {
         Some(m) => m.propose(space, &ledger.state, cfg, q, round)?,
-        None => {
-            let (obs, _) = observations(space, &ledger.state.finished(), cfg)?;
-            proposer
-                .propose(space, &obs, q, round)
-                .map_err(|source| SearchError::Propose { round, source })?
-                .into_iter()
-                .map(|p| (p, None))
-                .collect()
-        }
+        // The proposal is deterministic in (observations, q, round): use the one made.
+        None => first.into_iter().map(|p| (p, None)).collect(),
     };
     if max_cost > 0.0 {
         let mut total = spent;
@@ -333,7 +581,7 @@ fn propose_round(
         let keep = fits.count();
         proposals.truncate(keep);
         if proposals.is_empty() {
-            return Ok(false);
+            return Ok(None);
         }
     }
     let mut ids = Vec::new();
@@ -356,8 +604,14 @@ fn propose_round(
         })?;
         ids.push(id);
     }
+    let n = ids.len();
     (ledger.progress)(SearchProgress::Proposed { round, trials: ids });
-    Ok(true)
+    Ok(Some((round, n)))
+}
+
+/// Whether two points of the space are the same mixture (up to rounding).
+fn same_point(a: &[f64], b: &[f64]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-9)
 }
 
 /// The cost of every trial proposed so far (run, running or left out), in target-trial
