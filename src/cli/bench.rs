@@ -2,7 +2,8 @@
 //! real processes (under `mpirun` or `srun`), where criterion cannot run: every collective of
 //! the communicator against closed forms, and the all-reduce bandwidth of the bucketed gradient
 //! path against a raw all-reduce of the same bytes, in the same job; `regmix-predict` (in
-//! [`super::regmix`]) scores `predict`'s GP on RegMix's released proxy runs.
+//! [`super::regmix`]) scores `predict`'s GP on RegMix's released proxy runs; `scale` (in
+//! [`super::scale`]) measures the search controller at 1,000 slots and 10,000 trials.
 
 use std::time::Instant;
 
@@ -35,6 +36,9 @@ pub enum BenchKind {
     /// Held-out Spearman/Pearson/RMSE of `predict`'s GP on RegMix's released proxy runs
     /// (peer: benches/peers/regmix_lgbm.py).
     RegmixPredict(super::regmix::RegmixArgs),
+    /// The search controller at scale: the real loop driven by a simulated executor with N
+    /// slots (rank-0 time per round, proposals/s, CPU, RSS, state size, resume time).
+    Scale(super::scale::ScaleArgs),
 }
 
 /// `mixatlas bench steps-to-loss`.
@@ -86,6 +90,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         BenchKind::Collectives => collectives(),
         BenchKind::StepsToLoss(a) => steps(a),
         BenchKind::RegmixPredict(a) => super::regmix::run(a),
+        BenchKind::Scale(a) => super::scale::run(a),
     }
 }
 

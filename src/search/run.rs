@@ -52,7 +52,7 @@ pub fn run_search_on(
     groups: Option<&Groups>,
     progress: &mut dyn FnMut(SearchProgress),
 ) -> Result<SearchSummary, SearchError> {
-    let result = search_loop(plan, Exec::Configured(groups), None, progress);
+    let result = search_loop(plan, Exec::Configured(groups), Hooks::default(), progress);
     if let Some(g) = groups {
         let stop = stop_workers(g);
         if let (Ok(_), Err(e)) = (&result, stop) {
@@ -69,10 +69,22 @@ pub fn run_search_on(
 pub fn run_search_with<'a>(
     plan: &'a SearchPlan,
     exec: Box<dyn Executor + 'a>,
-    proposer: Option<Box<dyn Proposer>>,
+    hooks: Hooks,
     progress: &mut dyn FnMut(SearchProgress),
 ) -> Result<SearchSummary, SearchError> {
-    search_loop(plan, Exec::Given(exec), proposer, progress)
+    search_loop(plan, Exec::Given(exec), hooks, progress)
+}
+
+/// What a caller of [`run_search_with`] may change in the loop (all `None`: the search as
+/// configured).
+#[derive(Default)]
+pub struct Hooks {
+    /// The proposer instead of the configured method's.
+    pub proposer: Option<Box<dyn Proposer>>,
+    /// Asynchronous scheduling: rewrite the recipe after every this many finished trials
+    /// instead of every `q` (`Some(0)`: never, not even at the end; `mixatlas bench scale`
+    /// measures the controller without the recipe's GP fit this way).
+    pub recipe_every: Option<usize>,
 }
 
 /// Where the attempts of a search run.
@@ -221,7 +233,7 @@ impl Setup {
 fn search_loop(
     plan: &SearchPlan,
     exec: Exec<'_>,
-    proposer: Option<Box<dyn Proposer>>,
+    hooks: Hooks,
     progress: &mut dyn FnMut(SearchProgress),
 ) -> Result<SearchSummary, SearchError> {
     let cfg = &plan.search;
@@ -231,7 +243,7 @@ fn search_loop(
     let mut ledger = Ledger::new(log, state, max_attempts, &setup.space, cfg, progress);
     repair(&mut ledger)?;
     reopen(&mut ledger)?;
-    let mut proposer = match proposer {
+    let mut proposer = match hooks.proposer {
         Some(p) => p,
         None => cfg
             .method
@@ -256,10 +268,11 @@ fn search_loop(
     };
     let mut clock = Clock::new();
     if cfg.budget.asynchronous {
+        let recipe_every = hooks.recipe_every.unwrap_or(cfg.budget.q);
         run_async(
             exec.as_mut(),
             &attempts,
-            proposer.as_mut(),
+            (proposer.as_mut(), recipe_every),
             &setup,
             &mut ledger,
             &mut clock,
@@ -332,12 +345,13 @@ impl Clock {
 /// has free slots and no attempt waits in the queue, the method proposes at most `q` more
 /// trials (one round in the log) with [`Proposer::propose_pending`], given the points of the
 /// trials proposed and not yet finished; then the loop waits for the next attempts to end.
-/// The recipe is rewritten after every `q` finished trials and when the search stops. A
-/// rerun resumes like a synchronous one: unfinished trials of earlier rounds run first.
+/// The recipe is rewritten after every `recipe_every` (normally `q`) finished trials and
+/// when the search stops (never with 0). A rerun resumes like a synchronous one: unfinished
+/// trials of earlier rounds run first.
 fn run_async(
     exec: &mut dyn Executor,
     attempts: &Attempts<'_>,
-    proposer: &mut dyn Proposer,
+    (proposer, recipe_every): (&mut dyn Proposer, usize),
     setup: &Setup,
     ledger: &mut Ledger<'_>,
     clock: &mut Clock,
@@ -382,16 +396,18 @@ fn run_async(
             unwritten += usize::from(matches!(ev, Event::Finished { .. }));
             ledger.ended(ev, &mut queue)?;
         }
-        if unwritten >= cfg.budget.q {
+        if recipe_every > 0 && unwritten >= recipe_every {
             let t = Instant::now();
             setup.write_recipe(&ledger.state, cfg)?;
             clock.recipe += t.elapsed();
             unwritten = 0;
         }
     }
-    let t = Instant::now();
-    setup.write_recipe(&ledger.state, cfg)?;
-    clock.recipe += t.elapsed();
+    if recipe_every > 0 {
+        let t = Instant::now();
+        setup.write_recipe(&ledger.state, cfg)?;
+        clock.recipe += t.elapsed();
+    }
     Ok(())
 }
 
@@ -673,4 +689,253 @@ fn summary(
         cost: spent_cost(mf, &costs, state),
         recipe: recipe.map(|r| r.0),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use super::*;
+    use crate::acquisition::{Observations, ProposeError};
+    use crate::baselines::RandomSearch;
+    use crate::search::error::ExecError;
+    use crate::search::exec::sim::{write_corpus, SimConfig, SimExecutor, SimObjective};
+    use crate::search::methods::Method;
+
+    fn plan(corpus: &Path, out: &Path, q: usize, trials: usize) -> SearchPlan {
+        let mut search = SearchConfig {
+            corpus: corpus.to_path_buf(),
+            out: out.to_path_buf(),
+            method: Method::Random,
+            seed: 3,
+            ..SearchConfig::default()
+        };
+        search.budget.q = q;
+        search.budget.max_trials = trials;
+        search.budget.retries = 2;
+        search.budget.asynchronous = true;
+        SearchPlan {
+            search,
+            train: crate::train::TrainConfig::default(),
+            exe: "mixatlas".into(),
+        }
+    }
+
+    fn sim(cells: &[String], slots: usize, seed: u64) -> SimExecutor {
+        let cfg = SimConfig {
+            slots,
+            fail_rate: 0.15,
+            poll_s: 0.0,
+            seed,
+            ..SimConfig::default()
+        };
+        SimExecutor::new(cfg, SimObjective::new(cells, 2, 0.01, 1))
+    }
+
+    /// Each line of `trials.jsonl`, parsed as plain JSON (not through `SearchState`).
+    fn lines(out: &Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(out.join(super::super::state::TRIALS_FILE))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Random search that records, per call, how many pending points it was given and `q`.
+    struct Recording {
+        inner: RandomSearch,
+        calls: std::rc::Rc<std::cell::RefCell<Vec<(usize, usize)>>>,
+    }
+
+    impl Proposer for Recording {
+        fn name(&self) -> &str {
+            "recording"
+        }
+
+        fn propose(
+            &mut self,
+            space: &SearchSpace,
+            obs: &Observations,
+            q: usize,
+            round: usize,
+        ) -> Result<Vec<Proposal>, ProposeError> {
+            self.inner.propose(space, obs, q, round)
+        }
+
+        fn propose_pending(
+            &mut self,
+            space: &SearchSpace,
+            obs: &Observations,
+            pending: &[Vec<f64>],
+            q: usize,
+            round: usize,
+        ) -> Result<Vec<Proposal>, ProposeError> {
+            for x in pending {
+                assert!(space.contains(x, 1e-6));
+            }
+            self.calls.borrow_mut().push((pending.len(), q));
+            self.propose(space, obs, q, round)
+        }
+    }
+
+    /// Issue 19: asynchronous scheduling keeps the slots full without ever exceeding them,
+    /// proposes while trials run (given their points), and records every trial exactly once:
+    /// each proposed once, finished at most once, every failure retried or left out.
+    #[test]
+    fn asynchronous_search_records_every_trial_once_within_the_slots() {
+        let dir = tempfile::tempdir().unwrap();
+        let corpus = dir.path().join("corpus");
+        let cells = write_corpus(&corpus, 6).unwrap();
+        let out = dir.path().join("search");
+        let p = plan(&corpus, &out, 3, 40);
+        let mut exec = sim(&cells, 5, 9);
+        let calls = std::rc::Rc::default();
+        let proposer = Recording {
+            inner: RandomSearch::new(3),
+            calls: std::rc::Rc::clone(&calls),
+        };
+        let mut timings = Vec::new();
+        let mut reported = BTreeMap::new();
+        let hooks = Hooks {
+            proposer: Some(Box::new(proposer)),
+            ..Hooks::default()
+        };
+        let summary = run_search_with(&p, Box::new(&mut exec), hooks, &mut |e| {
+            match e {
+                SearchProgress::Timing(t) => timings.push(t),
+                SearchProgress::Finished {
+                    trial, objective, ..
+                } => {
+                    reported.insert(trial, objective.unwrap());
+                }
+                _ => {}
+            }
+        })
+        .unwrap();
+        let st = exec.stats().clone();
+        assert_eq!((st.max_running, st.oversubscribed), (5, 0), "{st:?}");
+        // The log, read independently: 40 proposals, a `running` line per submission, at
+        // most one `finished` per trial, and every trial finished or out of attempts.
+        let log = lines(&out);
+        let count = |ev: &str, trial: &str| {
+            log.iter()
+                .filter(|l| l["event"] == ev && l["trial"] == trial)
+                .count()
+        };
+        let ids: Vec<String> = log
+            .iter()
+            .filter(|l| l["event"] == "proposed")
+            .map(|l| l["trial"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(ids.len(), 40);
+        let running = log.iter().filter(|l| l["event"] == "running").count();
+        assert_eq!(running, st.submitted);
+        let mut finished = 0;
+        for id in &ids {
+            let (f, failed) = (count("finished", id), count("failed", id));
+            assert!(f <= 1, "{id} finished {f} times");
+            assert!(f == 1 || failed == 3, "{id}: {f} finished, {failed} failed");
+            assert_eq!(count("running", id), f + failed, "{id}");
+            finished += f;
+        }
+        assert_eq!(summary.finished, finished);
+        assert_eq!(finished, st.finished);
+        // Rounds of at most q, proposed with the running trials' points while they ran.
+        let calls = calls.borrow();
+        assert!(calls.iter().all(|&(pending, q)| q <= 3 && pending + q <= 5));
+        assert!(calls.iter().filter(|c| c.0 > 0).count() > 5, "{calls:?}");
+        assert!(timings.iter().filter(|t| t.running > 0).count() > 5);
+        assert_eq!(timings.len(), calls.len());
+        // The progress objectives (scored one trial at a time) are the summary's (all at once).
+        let all: BTreeMap<String, f64> = summary.objectives.iter().cloned().collect();
+        assert_eq!(reported, all);
+        assert!(summary.recipe.is_some());
+    }
+
+    /// An executor that fails its `poll` number `stop_at` (an interrupted controller: every
+    /// event before it is on disk, as after `kill -9`).
+    struct Interrupted<'a> {
+        inner: &'a mut SimExecutor,
+        polls: usize,
+        stop_at: usize,
+    }
+
+    impl Executor for Interrupted<'_> {
+        fn room(&self) -> usize {
+            self.inner.room()
+        }
+        fn submit(
+            &mut self,
+            job: super::super::attempt::TrialJob,
+        ) -> Result<Option<String>, ExecError> {
+            self.inner.submit(job)
+        }
+        fn running(&self) -> usize {
+            self.inner.running()
+        }
+        fn poll(&mut self) -> Result<Vec<Event>, ExecError> {
+            self.polls += 1;
+            if self.polls == self.stop_at {
+                let e = std::io::Error::other("interrupted");
+                return Err(ExecError::Io(crate::fsutil::PathIoError {
+                    action: "polling",
+                    path: "sim".into(),
+                    source: e,
+                }));
+            }
+            self.inner.poll()
+        }
+    }
+
+    /// Issue 19: an asynchronous search interrupted mid-run (with a torn last line, as
+    /// `kill -9` can leave) resumes: finished trials are never run again, the ones running
+    /// at the interruption are re-run, and the budget ends exactly spent.
+    #[test]
+    fn asynchronous_search_resumes_after_an_interruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let corpus = dir.path().join("corpus");
+        let cells = write_corpus(&corpus, 4).unwrap();
+        let out = dir.path().join("search");
+        let p = plan(&corpus, &out, 2, 30);
+        let mut first = sim(&cells, 4, 1);
+        let interrupted = Interrupted {
+            inner: &mut first,
+            polls: 0,
+            stop_at: 9,
+        };
+        assert!(run_search_with(&p, Box::new(interrupted), Hooks::default(), &mut |_| {}).is_err());
+        let before = lines(&out);
+        let done: Vec<String> = before
+            .iter()
+            .filter(|l| l["event"] == "finished")
+            .map(|l| l["trial"].as_str().unwrap().to_string())
+            .collect();
+        assert!(!done.is_empty() && before.len() > 10);
+        // A torn line after the last complete one.
+        let path = out.join(super::super::state::TRIALS_FILE);
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("{\"event\":\"fin");
+        std::fs::write(&path, text).unwrap();
+        let mut second = sim(&cells, 4, 2);
+        let summary = run_search_with(&p, Box::new(&mut second), Hooks::default(), &mut |_| {}).unwrap();
+        let rerun: Vec<&String> = second.stats().submissions.iter().map(|s| &s.0).collect();
+        for id in &done {
+            assert!(!rerun.contains(&id), "{id} finished before and ran again");
+        }
+        let log = lines(&out);
+        let proposed = log.iter().filter(|l| l["event"] == "proposed").count();
+        assert_eq!(proposed, 30);
+        let mut finished: Vec<&str> = log
+            .iter()
+            .filter(|l| l["event"] == "finished")
+            .map(|l| l["trial"].as_str().unwrap())
+            .collect();
+        let n = finished.len();
+        finished.sort();
+        finished.dedup();
+        assert_eq!(finished.len(), n, "a trial finished twice");
+        assert_eq!(summary.finished, n);
+        assert_eq!(summary.finished + summary.abandoned.len(), 30);
+    }
 }

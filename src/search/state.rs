@@ -578,6 +578,65 @@ mod tests {
         .unwrap()
     }
 
+    /// Issue 19: the id index (what keeps replay linear at 10,000 trials) changes nothing:
+    /// random event streams (ids in no particular order, events for unknown trials,
+    /// duplicates, retries, reopenings) replay to the same state and the same errors as
+    /// with every lookup a scan of the trials (the index dropped before each event).
+    #[test]
+    fn indexed_replay_matches_replay_by_scanning() {
+        use crate::rng::SplitMix64;
+        for seed in 0..20u64 {
+            let mut rng = SplitMix64::new(seed);
+            let mut indexed = SearchState::default();
+            let mut scanned = SearchState::default();
+            let mut ids: Vec<String> = Vec::new();
+            for _ in 0..600 {
+                let id = if ids.is_empty() || rng.chance(0.3) {
+                    let id = format!("t{}", rng.below(400));
+                    ids.push(id.clone());
+                    id
+                } else {
+                    ids[rng.below(ids.len() as u64) as usize].clone()
+                };
+                let attempt = 1 + rng.below(3) as usize;
+                let ev = match rng.below(6) {
+                    0 | 1 => serde_json::from_str(&proposed(&id)).unwrap(),
+                    2 => Event::Running {
+                        trial: id,
+                        attempt,
+                        job: format!("sim:{attempt}"),
+                    },
+                    3 => Event::Finished {
+                        trial: id,
+                        attempt,
+                        metrics: serde_json::json!({"objective": rng.next_f64()}),
+                        wall_s: 1.0,
+                        fidelity: None,
+                    },
+                    4 => Event::Failed {
+                        trial: id,
+                        attempt,
+                        reason: "x".into(),
+                    },
+                    _ => Event::Reopened {
+                        trial: id,
+                        reason: "x".into(),
+                    },
+                };
+                scanned.index.clear();
+                let a = indexed.apply(ev.clone(), 2);
+                let b = scanned.apply(ev, 2);
+                assert_eq!(a, b);
+                assert_eq!(indexed.trials, scanned.trials);
+            }
+            assert!(indexed.trials.len() > 100);
+            for t in &indexed.trials {
+                assert_eq!(indexed.get(&t.id), Some(t));
+            }
+            assert_eq!(indexed.get("t999999"), None);
+        }
+    }
+
     /// Fuzz finding (issue 18): a trial of round `usize::MAX` must not overflow `next_round`
     /// (a panic with overflow checks, round 0 again without).
     #[test]
