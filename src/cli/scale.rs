@@ -81,7 +81,7 @@ pub struct ScaleArgs {
     /// GP fit over every trial is the surrogate's cost, measured apart).
     #[arg(long, default_value_t = 0)]
     pub recipe_every: usize,
-    /// Print every this many rounds (0 = about 25 lines).
+    /// Print every this many rounds (0 = the first three, then every 4 % of the trials).
     #[arg(long, default_value_t = 0)]
     pub every: usize,
 }
@@ -265,11 +265,10 @@ pub fn run(a: ScaleArgs) -> Result<()> {
             a.ascent_steps
         );
     }
-    let every = if a.every > 0 {
-        a.every
-    } else {
-        (a.trials / a.q.max(1) / 25).max(1)
-    };
+    // Print every `every`-th round, or (by default) the first three rounds and then each
+    // time another 4 % of the trials have finished.
+    let step = (a.trials / 25).max(1);
+    let mut next_print = 0usize;
     println!(
         "{:>6} {:>6} {:>6} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}",
         "round",
@@ -297,7 +296,15 @@ pub fn run(a: ScaleArgs) -> Result<()> {
         };
         let (cpu, rss) = usage();
         let rank0 = t.controller_s() + t.exec_s;
-        if rounds.len() % every == 0 {
+        let show = if a.every > 0 {
+            rounds.len() % a.every == 0
+        } else {
+            rounds.len() < 3 || t.finished >= next_print
+        };
+        if show {
+            if a.every == 0 && t.finished >= next_print {
+                next_print = (t.finished / step + 1) * step;
+            }
             println!(
                 "{:>6} {:>6} {:>6} {:>6} {:>9.4} {:>9.4} {:>9.4} {:>9.4} {:>9.4} {:>8.1} {:>8.1}",
                 t.round,

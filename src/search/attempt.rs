@@ -3,6 +3,7 @@
 //! reading what it left behind ([`check_metrics`], [`log_tail`]), and recording its start and
 //! end in the event log and the state ([`Ledger`]). Shared by every executor.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,12 +13,13 @@ use super::config::{SearchConfig, SearchConfigError, TrainerConfig};
 use super::error::SearchError;
 use super::fidelity::Fidelity;
 use super::multifidelity::at_target;
-use super::objective::{check_finished, objective_of, observations};
+use super::objective::{check_finished, objective_of, observations, trial_point};
 use super::plan::{write_fidelity_train_toml, SearchPlan, SearchProgress};
 use super::state::{
     check_scores_present, Event, EventLog, RecordScoresError, SearchState, Status, TrialState,
 };
 use crate::acquisition::space::SearchSpace;
+use crate::acquisition::Observations;
 use crate::data::corpus::Manifest;
 use crate::data::mixture::Mixture;
 use crate::fsutil::{write_atomic, IoContext};
@@ -302,6 +304,11 @@ pub struct Ledger<'a> {
     /// The best objective at the target fidelity so far, once computed (kept up to date as
     /// trials finish, so a progress report does not re-score every finished trial).
     best: Option<Option<f64>>,
+    /// The observations of the finished trials (point, objective) by position in
+    /// `state.trials`, once built: each finished trial adds its own, so a round at 10,000
+    /// trials does not re-read every trial's metrics and mixture. Dropped when a record is
+    /// revoked.
+    obs: Option<BTreeMap<usize, (Vec<f64>, f64)>>,
 }
 
 impl<'a> Ledger<'a> {
@@ -322,6 +329,7 @@ impl<'a> Ledger<'a> {
             cfg,
             progress,
             best: None,
+            obs: None,
         }
     }
 }
@@ -330,8 +338,64 @@ impl Ledger<'_> {
     /// Appends `ev` to the log, then applies it to the state.
     pub fn append(&mut self, ev: Event) -> Result<(), SearchError> {
         self.log.append(&ev)?;
+        let finished = |st: &SearchState, id: &str| {
+            st.get(id)
+                .is_some_and(|t| matches!(t.status, Status::Finished { .. }))
+        };
+        let revokes = matches!(ev, Event::Failed { .. } | Event::Reopened { .. })
+            && finished(&self.state, ev.trial());
+        let adds = matches!(ev, Event::Finished { .. }).then(|| ev.trial().to_string());
         self.state.apply(ev, self.max_attempts)?;
+        if revokes {
+            self.obs = None;
+        }
+        if let (Some(id), Some(_)) = (adds, &self.obs) {
+            self.observe(&id)?;
+        }
         Ok(())
+    }
+
+    /// Adds finished trial `id` to the cached observations.
+    fn observe(&mut self, id: &str) -> Result<(), SearchError> {
+        let Some(t) = self.state.get(id) else {
+            return Ok(());
+        };
+        if !matches!(t.status, Status::Finished { .. }) {
+            return Ok(());
+        }
+        let k = self.state.position(id);
+        let x = trial_point(self.space, t)?;
+        let y = objective_of(self.space, self.cfg, &self.state, t)?;
+        if let (Some(obs), Some(k)) = (self.obs.as_mut(), k) {
+            obs.insert(k, (x, y));
+        }
+        Ok(())
+    }
+
+    /// The observations of every finished trial, in trial order: what
+    /// [`observations`] gives for `state.finished()`, kept up to date as trials finish.
+    pub fn observations(&mut self) -> Result<Observations, SearchError> {
+        if self.obs.is_none() {
+            let finished = self.state.finished();
+            let (obs, _) = observations(self.space, &finished, self.cfg)?;
+            let mut by_pos = BTreeMap::new();
+            let mut ix = self
+                .state
+                .trials
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| matches!(t.status, Status::Finished { .. }))
+                .map(|(k, _)| k);
+            for (x, y) in obs.x.into_iter().zip(obs.y) {
+                by_pos.insert(ix.next().expect("one per finished trial"), (x, y));
+            }
+            self.obs = Some(by_pos);
+        }
+        let mut out = Observations::default();
+        for (x, y) in self.obs.as_ref().expect("built").values() {
+            out.push(x.clone(), *y);
+        }
+        Ok(out)
     }
 
     /// `ev`, or for a `finished` event whose scores the objective cannot use (none, a

@@ -293,7 +293,7 @@ fn search_loop(
             clock.report(&mut ledger, round, n, exec.running());
         }
     }
-    summary(&setup.space, setup.mf.as_ref(), &ledger)
+    summary(&setup.space, setup.mf.as_ref(), &ledger, hooks.recipe_every != Some(0))
 }
 
 /// Rank 0's time since the last reported round, by component (see [`RoundTimes`]).
@@ -551,7 +551,7 @@ fn propose_round(
     }
     let q = q.min(cfg.budget.max_trials - used);
     let round = ledger.state.next_round();
-    let (obs, _) = observations(space, &ledger.state.finished(), cfg)?;
+    let obs = ledger.observations()?;
     let first = match pending {
         Some(pending) => proposer.propose_pending(space, &obs, pending, q, round),
         None => proposer.propose(space, &obs, q, round),
@@ -652,11 +652,12 @@ fn write_mf_recipe(
 }
 
 /// The summary of a search that stopped: its objectives, best-so-far curve (at the target
-/// fidelity in a multi-fidelity search), abandoned trials and recipe.
+/// fidelity in a multi-fidelity search), abandoned trials and recipe (`with_recipe`).
 fn summary(
     space: &SearchSpace,
     mf: Option<&MultiFidelity>,
     ledger: &Ledger<'_>,
+    with_recipe: bool,
 ) -> Result<SearchSummary, SearchError> {
     let (cfg, state) = (ledger.cfg, &ledger.state);
     let finished = state.finished();
@@ -671,6 +672,7 @@ fn summary(
     }
     let costs = mf.map_or_else(Vec::new, |m| m.costs(state));
     let recipe = match mf {
+        _ if !with_recipe => None,
         Some(m) => m.recipe(space, state, cfg)?,
         None => recipe(space, state, cfg)?,
     };

@@ -383,7 +383,7 @@ impl SearchState {
 
     /// Position of trial `id` in `trials`: from the index, checked, else (a state whose
     /// `trials` were edited directly, so the index no longer covers them) by a scan.
-    fn position(&self, id: &str) -> Option<usize> {
+    pub fn position(&self, id: &str) -> Option<usize> {
         match self.index.get(id) {
             Some(&k) if self.trials.get(k).is_some_and(|t| t.id == id) => Some(k),
             None if self.index.len() == self.trials.len() => None,

@@ -324,6 +324,16 @@ pub fn write_corpus(dir: &std::path::Path, cells: usize) -> Result<Vec<String>, 
         let mut w = DatasetWriter::create(&dir.join(&prefix), DType::U16)?;
         w.add_document(&[1, 2, 3, 4])?;
         let written = w.finish()?;
+        let mut files = Vec::new();
+        for ext in ["bin", "idx"] {
+            let rel = format!("{prefix}.{ext}");
+            let path = dir.join(&rel);
+            files.push(crate::data::corpus::FileEntry {
+                bytes: std::fs::metadata(&path).at("reading", &path)?.len(),
+                sha256: crate::data::corpus::sha256_file(&path, |_| {})?,
+                path: rel,
+            });
+        }
         entries.push(CellEntry {
             concept: c,
             task: t,
@@ -333,7 +343,7 @@ pub fn write_corpus(dir: &std::path::Path, cells: usize) -> Result<Vec<String>, 
                 documents: written.documents,
                 tokens: written.tokens,
                 loss_tokens: written.tokens,
-                files: vec![],
+                files,
             },
             embedding: None,
         });
