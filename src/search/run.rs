@@ -285,10 +285,14 @@ fn search_loop(
             setup.write_recipe(&ledger.state, cfg)?;
             clock.recipe += t.elapsed();
             // 2. Propose the next round, or stop.
-            let t = Instant::now();
             let q = cfg.budget.q;
-            let proposed = propose_round(proposer.as_mut(), setup.mf.as_ref(), &mut ledger, q, None)?;
-            clock.propose += t.elapsed();
+            let proposed = propose_round(
+                proposer.as_mut(),
+                setup.mf.as_ref(),
+                &mut ledger,
+                (q, None),
+                &mut clock.propose,
+            )?;
             let Some((round, n)) = proposed else { break };
             clock.report(&mut ledger, round, n, exec.running());
         }
@@ -366,11 +370,10 @@ fn run_async(
         submit_queued(exec, attempts, ledger, &mut queue, clock)?;
         let room = exec.room();
         if room > 0 && queue.is_empty() && !exhausted {
-            let t = Instant::now();
             let pending = pending_points(ledger)?;
             let q = cfg.budget.q.min(room);
-            let proposed = propose_round(proposer, None, ledger, q, Some(&pending))?;
-            clock.propose += t.elapsed();
+            let proposed =
+                propose_round(proposer, None, ledger, (q, Some(&pending)), &mut clock.propose)?;
             match proposed {
                 Some((round, 0)) => {
                     // Everything it proposed is already running (a fixed mixture): wait.
@@ -536,12 +539,13 @@ fn run_pending(
 /// [`Proposer::propose_pending`], given those points. A multi-fidelity search (`mf`)
 /// proposes with MF-GP-UCB, each trial with its fidelity; under `max_cost` the round keeps
 /// the proposals (in order) that fit the cost left and the search stops when none does.
+/// The time spent in the method itself is added to `in_method`.
 fn propose_round(
     proposer: &mut dyn Proposer,
     mf: Option<&MultiFidelity>,
     ledger: &mut Ledger<'_>,
-    q: usize,
-    pending: Option<&[Vec<f64>]>,
+    (q, pending): (usize, Option<&[Vec<f64>]>),
+    in_method: &mut Duration,
 ) -> Result<Option<(usize, usize)>, SearchError> {
     let cfg = ledger.cfg;
     let space = ledger.space;
@@ -552,11 +556,14 @@ fn propose_round(
     let q = q.min(cfg.budget.max_trials - used);
     let round = ledger.state.next_round();
     let obs = ledger.observations()?;
+    let t = Instant::now();
     let first = match pending {
         Some(pending) => proposer.propose_pending(space, &obs, pending, q, round),
         None => proposer.propose(space, &obs, q, round),
     }
-    .map_err(|source| SearchError::Propose { round, source })?;
+    .map_err(|source| SearchError::Propose { round, source });
+    *in_method += t.elapsed();
+    let first = first?;
     if first.is_empty() {
         return Ok(None);
     }
@@ -580,7 +587,12 @@ fn propose_round(
         return Ok(None);
     }
     let mut proposals = match mf {
-        Some(m) => m.propose(space, &ledger.state, cfg, q, round)?,
+        Some(m) => {
+            let t = Instant::now();
+            let p = m.propose(space, &ledger.state, cfg, q, round);
+            *in_method += t.elapsed();
+            p?
+        }
         // The proposal is deterministic in (observations, q, round): use the one made.
         None => first.into_iter().map(|p| (p, None)).collect(),
     };
