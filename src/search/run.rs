@@ -952,4 +952,63 @@ mod tests {
         assert_eq!(summary.finished, n);
         assert_eq!(summary.finished + summary.abandoned.len(), 30);
     }
+
+    /// Issue 19: the ledger's cached observations (each finished trial adding its own) are
+    /// those built from scratch from the replayed state, also after a record is revoked.
+    #[test]
+    fn cached_observations_match_a_full_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        let corpus = dir.path().join("corpus");
+        let cells = write_corpus(&corpus, 5).unwrap();
+        let out = dir.path().join("search");
+        let p = plan(&corpus, &out, 4, 24);
+        let mut exec = sim(&cells, 6, 4);
+        run_search_with(&p, Box::new(&mut exec), Hooks::default(), &mut |_| {}).unwrap();
+        let manifest = Manifest::load(&corpus).unwrap();
+        let cfg = &p.search;
+        let space = SearchSpace::from_manifest(&manifest, cfg.space, &cfg.constraints).unwrap();
+        let (log, state) = EventLog::open(&out, 3).unwrap();
+        let mut progress = |_: SearchProgress| {};
+        let mut ledger = Ledger::new(log, state, 3, &space, cfg, &mut progress);
+        let full = |l: &Ledger<'_>| observations(&space, &l.state.finished(), cfg).unwrap().0;
+        assert_eq!(ledger.observations().unwrap(), full(&ledger));
+        // New finished trials are added in trial order; a revoked record leaves.
+        let id = format!("t{:04}", ledger.state.trials.len());
+        let w = 1.0 / cells.len() as f64;
+        ledger
+            .append(Event::Proposed {
+                trial: id.clone(),
+                round: 99,
+                mixture: cells.iter().map(|c| (c.clone(), w)).collect(),
+                reason: "test".into(),
+                mean: None,
+                std: None,
+                fidelity: None,
+            })
+            .unwrap();
+        let metrics = serde_json::json!({"benchmarks": {"sim0": 0.25, "sim1": 0.5}});
+        ledger
+            .append(Event::Finished {
+                trial: id,
+                attempt: 1,
+                metrics,
+                wall_s: 1.0,
+                fidelity: None,
+            })
+            .unwrap();
+        let grown = ledger.observations().unwrap();
+        assert_eq!(grown, full(&ledger));
+        assert_eq!(grown.y.last(), Some(&0.375));
+        let first = ledger.state.finished()[0].id.clone();
+        ledger
+            .append(Event::Failed {
+                trial: first,
+                attempt: 1,
+                reason: "revoked".into(),
+            })
+            .unwrap();
+        let fewer = ledger.observations().unwrap();
+        assert_eq!(fewer, full(&ledger));
+        assert_eq!(fewer.len() + 1, grown.len());
+    }
 }
