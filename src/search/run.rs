@@ -82,8 +82,8 @@ pub struct Hooks {
     /// The proposer instead of the configured method's.
     pub proposer: Option<Box<dyn Proposer>>,
     /// Asynchronous scheduling: rewrite the recipe after every this many finished trials
-    /// instead of every `q` (`Some(0)`: never, not even at the end; `mixatlas bench scale`
-    /// measures the controller without the recipe's GP fit this way).
+    /// instead of every `q`. `Some(0)`, in either mode: never, not even at the end
+    /// (`mixatlas bench scale` measures the controller without the recipe's GP fit this way).
     pub recipe_every: Option<usize>,
 }
 
@@ -281,9 +281,11 @@ fn search_loop(
         loop {
             // 1. Run every pending trial (interrupted attempts and retries first, in order).
             run_pending(exec.as_mut(), &attempts, &mut ledger, &mut clock)?;
-            let t = Instant::now();
-            setup.write_recipe(&ledger.state, cfg)?;
-            clock.recipe += t.elapsed();
+            if hooks.recipe_every != Some(0) {
+                let t = Instant::now();
+                setup.write_recipe(&ledger.state, cfg)?;
+                clock.recipe += t.elapsed();
+            }
             // 2. Propose the next round, or stop.
             let q = cfg.budget.q;
             let proposed = propose_round(
@@ -365,11 +367,13 @@ fn run_async(
     queue.reverse();
     queue.retain(|t| !clock.exec(|| exec.reattach(t)));
     let mut exhausted = false;
+    // Everything the method proposed last was already running: ask again after a trial ends.
+    let mut stalled = false;
     let mut unwritten = 0usize;
     loop {
         submit_queued(exec, attempts, ledger, &mut queue, clock)?;
         let room = exec.room();
-        if room > 0 && queue.is_empty() && !exhausted {
+        if room > 0 && queue.is_empty() && !exhausted && !stalled {
             let pending = pending_points(ledger)?;
             let q = cfg.budget.q.min(room);
             let proposed =
@@ -378,7 +382,7 @@ fn run_async(
                 Some((round, 0)) => {
                     // Everything it proposed is already running (a fixed mixture): wait.
                     clock.report(ledger, round, 0, exec.running());
-                    exhausted = true;
+                    stalled = true;
                 }
                 Some((round, n)) => {
                     let new = ledger.state.trials[ledger.state.trials.len() - n..].to_vec();
@@ -398,6 +402,7 @@ fn run_async(
         for ev in clock.exec(|| exec.poll())? {
             unwritten += usize::from(matches!(ev, Event::Finished { .. }));
             ledger.ended(ev, &mut queue)?;
+            stalled = false;
         }
         if recipe_every > 0 && unwritten >= recipe_every {
             let t = Instant::now();
