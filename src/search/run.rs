@@ -299,7 +299,12 @@ fn search_loop(
             clock.report(&mut ledger, round, n, exec.running());
         }
     }
-    summary(&setup.space, setup.mf.as_ref(), &ledger, hooks.recipe_every != Some(0))
+    summary(
+        &setup.space,
+        setup.mf.as_ref(),
+        &ledger,
+        hooks.recipe_every != Some(0),
+    )
 }
 
 /// Rank 0's time since the last reported round, by component (see [`RoundTimes`]).
@@ -376,8 +381,13 @@ fn run_async(
         if room > 0 && queue.is_empty() && !exhausted && !stalled {
             let pending = pending_points(ledger)?;
             let q = cfg.budget.q.min(room);
-            let proposed =
-                propose_round(proposer, None, ledger, (q, Some(&pending)), &mut clock.propose)?;
+            let proposed = propose_round(
+                proposer,
+                None,
+                ledger,
+                (q, Some(&pending)),
+                &mut clock.propose,
+            )?;
             match proposed {
                 Some((round, 0)) => {
                     // Everything it proposed is already running (a fixed mixture): wait.
@@ -468,26 +478,29 @@ fn repair(ledger: &mut Ledger<'_>) -> Result<(), SearchError> {
             message: format!("{}: {trial} {reason}; retrying it", path.display()),
         });
     }
-    let finished: Vec<TrialState> = ledger.state.finished().into_iter().cloned().collect();
-    let mut accepted: Vec<&TrialState> = Vec::with_capacity(finished.len());
-    for t in &finished {
+    // First judge every finished trial against the ones accepted before it (no copies of
+    // the state: this runs on every resume, at 10,000 trials too), then revoke.
+    let mut revoked: Vec<(String, usize, String)> = Vec::new();
+    let mut accepted: Vec<&TrialState> = Vec::new();
+    for t in &ledger.state.trials {
         let Status::Finished { metrics, .. } = &t.status else {
             continue;
         };
         match check_finished(ledger.cfg, &accepted, t, metrics) {
             Ok(()) => accepted.push(t),
-            Err(e) => {
-                let reason = format!("recorded as finished but {e}");
-                (ledger.progress)(SearchProgress::Warning {
-                    message: format!("{}: {} {reason}; retrying it", path.display(), t.id),
-                });
-                ledger.append(Event::Failed {
-                    trial: t.id.clone(),
-                    attempt: t.attempts,
-                    reason,
-                })?;
-            }
+            Err(e) => revoked.push((t.id.clone(), t.attempts, e.to_string())),
         }
+    }
+    for (trial, attempt, e) in revoked {
+        let reason = format!("recorded as finished but {e}");
+        (ledger.progress)(SearchProgress::Warning {
+            message: format!("{}: {trial} {reason}; retrying it", path.display()),
+        });
+        ledger.append(Event::Failed {
+            trial,
+            attempt,
+            reason,
+        })?;
     }
     Ok(())
 }
@@ -820,16 +833,14 @@ mod tests {
             proposer: Some(Box::new(proposer)),
             ..Hooks::default()
         };
-        let summary = run_search_with(&p, Box::new(&mut exec), hooks, &mut |e| {
-            match e {
-                SearchProgress::Timing(t) => timings.push(t),
-                SearchProgress::Finished {
-                    trial, objective, ..
-                } => {
-                    reported.insert(trial, objective.unwrap());
-                }
-                _ => {}
+        let summary = run_search_with(&p, Box::new(&mut exec), hooks, &mut |e| match e {
+            SearchProgress::Timing(t) => timings.push(t),
+            SearchProgress::Finished {
+                trial, objective, ..
+            } => {
+                reported.insert(trial, objective.unwrap());
             }
+            _ => {}
         })
         .unwrap();
         let st = exec.stats().clone();
@@ -937,7 +948,8 @@ mod tests {
         text.push_str("{\"event\":\"fin");
         std::fs::write(&path, text).unwrap();
         let mut second = sim(&cells, 4, 2);
-        let summary = run_search_with(&p, Box::new(&mut second), Hooks::default(), &mut |_| {}).unwrap();
+        let summary =
+            run_search_with(&p, Box::new(&mut second), Hooks::default(), &mut |_| {}).unwrap();
         let rerun: Vec<&String> = second.stats().submissions.iter().map(|s| &s.0).collect();
         for id in &done {
             assert!(!rerun.contains(&id), "{id} finished before and ran again");

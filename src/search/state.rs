@@ -466,7 +466,10 @@ impl EventLog {
             file.sync_all().at("syncing", &path)?;
         }
         let kept = text.rfind('\n').map_or(0, |i| i + 1);
-        let lines = text.as_bytes()[..kept].iter().filter(|&&b| b == b'\n').count();
+        let lines = text.as_bytes()[..kept]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
         Ok((Self { path, file, lines }, state))
     }
 

@@ -71,10 +71,7 @@ impl SimObjective {
         let mut rng = SplitMix64::derive(seed, 0x5349_4d4f_424a);
         let targets = (0..benchmarks)
             .map(|b| {
-                let g: Vec<f64> = cells
-                    .iter()
-                    .map(|_| -(1.0 - rng.next_f64()).ln())
-                    .collect();
+                let g: Vec<f64> = cells.iter().map(|_| -(1.0 - rng.next_f64()).ln()).collect();
                 let sum: f64 = g.iter().sum();
                 let t = cells.iter().cloned().zip(g.iter().map(|x| x / sum));
                 (format!("sim{b}"), t.collect())
@@ -389,8 +386,8 @@ mod tests {
 
     fn job(dir: &std::path::Path, trial: &str, w: f64) -> TrialJob {
         let cells = vec!["a/x".to_string(), "b/x".to_string()];
-        let mixture = Mixture::new([("a/x".into(), w), ("b/x".into(), 1.0 - w)].into(), &cells)
-            .unwrap();
+        let mixture =
+            Mixture::new([("a/x".into(), w), ("b/x".into(), 1.0 - w)].into(), &cells).unwrap();
         let d = dir.join(trial);
         std::fs::create_dir_all(&d).unwrap();
         TrialJob {
@@ -410,19 +407,31 @@ mod tests {
         let cells = vec!["a/x".to_string(), "b/x".to_string()];
         let o = SimObjective {
             targets: vec![
-                ("p".into(), [("a/x".into(), 0.8), ("b/x".into(), 0.2)].into()),
-                ("q".into(), [("a/x".into(), 0.4), ("b/x".into(), 0.6)].into()),
+                (
+                    "p".into(),
+                    [("a/x".into(), 0.8), ("b/x".into(), 0.2)].into(),
+                ),
+                (
+                    "q".into(),
+                    [("a/x".into(), 0.4), ("b/x".into(), 0.6)].into(),
+                ),
             ],
             noise: 0.0,
         };
         let w: BTreeMap<String, f64> = [("a/x".into(), 0.5), ("b/x".into(), 0.5)].into();
         let s = o.scores(&w);
-        assert!((s["p"] - 0.7).abs() < 1e-12 && (s["q"] - 0.9).abs() < 1e-12, "{s:?}");
+        assert!(
+            (s["p"] - 0.7).abs() < 1e-12 && (s["q"] - 0.9).abs() < 1e-12,
+            "{s:?}"
+        );
         assert!((o.value(&w) - 0.8).abs() < 1e-12);
         let drawn = SimObjective::new(&cells, 3, 0.0, 7);
         for (_, t) in &drawn.targets {
             assert!((t.values().sum::<f64>() - 1.0).abs() < 1e-12);
-            assert_eq!(drawn.scores(t).values().cloned().fold(f64::MIN, f64::max), 1.0);
+            assert_eq!(
+                drawn.scores(t).values().cloned().fold(f64::MIN, f64::max),
+                1.0
+            );
         }
     }
 
