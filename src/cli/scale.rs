@@ -180,6 +180,144 @@ fn percentiles(v: &[f64]) -> [f64; 4] {
     [at(0.5), at(0.9), at(0.99), s[s.len() - 1]]
 }
 
+/// The bench's GP-UCB (cheap fit settings, the window) or, for other methods, `None` (the
+/// configured method's own proposer).
+fn proposer_for(a: &ScaleArgs) -> Option<Box<dyn Proposer>> {
+    match a.method {
+        Method::GpUcb => Some(Box::new(Windowed {
+            inner: GpUcb::new(GpUcbConfig {
+                gp: GpConfig {
+                    restarts: a.gp_restarts,
+                    max_iter: a.gp_iters,
+                    seed: a.seed,
+                    ..GpConfig::default()
+                },
+                candidates: a.candidates,
+                ascent_steps: a.ascent_steps,
+                ..GpUcbConfig::seeded(a.seed)
+            }),
+            window: a.gp_window,
+        })),
+        _ => None,
+    }
+}
+
+/// What the run left for the report.
+struct Finished<'a> {
+    plan: &'a SearchPlan,
+    mode: &'a str,
+    dim: usize,
+    summary: &'a mixatlas::search::run::SearchSummary,
+    exec: &'a SimExecutor,
+    wall: f64,
+    cpu0: f64,
+}
+
+/// Prints the totals, reopens the final state twice (resume time) and writes `scale.json`.
+fn report(a: &ScaleArgs, f: &Finished<'_>, rounds: &[(RoundTimes, f64, u64)]) -> Result<()> {
+    let (plan, mode, summary, exec, wall, cpu0) =
+        (f.plan, f.mode, f.summary, f.exec, f.wall, f.cpu0);
+    let out = &a.out;
+    let search_dir = &plan.search.out;
+    let (cpu, rss) = usage();
+    let cpu = cpu - cpu0;
+    let st = exec.stats().clone();
+    let rank0: Vec<f64> = rounds
+        .iter()
+        .map(|(t, ..)| t.controller_s() + t.exec_s)
+        .collect();
+    let propose: Vec<f64> = rounds.iter().map(|(t, ..)| t.propose_s).collect();
+    let record: Vec<f64> = rounds.iter().map(|(t, ..)| t.record_s).collect();
+    let sum = |v: &[f64]| v.iter().sum::<f64>();
+    let proposals: usize = rounds.iter().map(|(t, ..)| t.proposed).sum();
+    let log = search_dir.join(mixatlas::search::state::TRIALS_FILE);
+    let log_bytes = std::fs::metadata(&log).map_or(0, |m| m.len());
+    let (trial_bytes, trial_files) = du(&search_dir.join("trials"));
+    // Resume: reopen the final state as a rerun would (twice: the second is warm).
+    let resume = reopen_search(&plan, &mut |_| {}).context("reopening the final state")?;
+    let resume_warm = reopen_search(&plan, &mut |_| {}).context("reopening the final state")?;
+    let [p50, p90, p99, max] = percentiles(&rank0);
+    let [pp50, _, _, pmax] = percentiles(&propose);
+    let [r50, _, _, rmax] = percentiles(&record);
+    println!();
+    println!(
+        "{} rounds, {} proposals, {} finished, {} failed attempts, {} abandoned; simulated \
+         campaign {:.1} h on {} slots ({:.0} % busy)",
+        rounds.len(),
+        proposals,
+        summary.finished,
+        st.failed,
+        summary.abandoned.len(),
+        exec.now() / 3600.0,
+        a.slots,
+        100.0 * st.busy_s / (exec.now().max(1e-9) * a.slots as f64)
+    );
+    println!(
+        "rank-0 time per round (s): p50 {p50:.4}  p90 {p90:.4}  p99 {p99:.4}  max {max:.4}  \
+         (propose p50 {pp50:.4} max {pmax:.4}; record p50 {r50:.4} max {rmax:.4})"
+    );
+    println!(
+        "rank-0 total {:.1} s wall = propose {:.1} + record {:.1} + executor (simulated) {:.1} \
+         + recipe {:.1}; {:.0} proposals/s; CPU {:.1} s; peak RSS {:.1} MiB",
+        wall,
+        sum(&propose),
+        sum(&record),
+        rounds.iter().map(|(t, ..)| t.exec_s).sum::<f64>(),
+        rounds.iter().map(|(t, ..)| t.recipe_s).sum::<f64>(),
+        proposals as f64 / wall.max(1e-9),
+        cpu,
+        rss as f64 / (1 << 20) as f64
+    );
+    println!(
+        "state: trials.jsonl {:.1} MiB; trials/ {:.1} MiB in {} files",
+        log_bytes as f64 / (1 << 20) as f64,
+        trial_bytes as f64 / (1 << 20) as f64,
+        trial_files
+    );
+    for (name, r) in [("resume", &resume), ("resume (warm)", &resume_warm)] {
+        println!(
+            "{name}: {:.3} s for {} events / {} trials = setup {:.3} + replay {:.3} + repair \
+             {:.3} + observations {:.3}",
+            r.total_s(),
+            r.events,
+            r.trials,
+            r.setup_s,
+            r.replay_s,
+            r.repair_s,
+            r.observations_s
+        );
+    }
+    let json = serde_json::json!({
+        "slots": a.slots, "trials": a.trials, "q": a.q, "dim": f.dim,
+        "method": a.method.name(), "mode": mode, "seed": a.seed,
+        "gp": {"window": a.gp_window, "iters": a.gp_iters, "restarts": a.gp_restarts,
+               "candidates": a.candidates, "ascent_steps": a.ascent_steps},
+        "recipe_every": a.recipe_every,
+        "rounds": rounds.len(), "proposals": proposals, "finished": summary.finished,
+        "failed_attempts": st.failed, "abandoned": summary.abandoned.len(),
+        "max_running": st.max_running, "oversubscribed": st.oversubscribed,
+        "simulated_hours": exec.now() / 3600.0,
+        "rank0_s": {"p50": p50, "p90": p90, "p99": p99, "max": max, "total": wall},
+        "propose_s": {"total": sum(&propose), "p50": pp50, "max": pmax},
+        "record_s": {"total": sum(&record), "p50": r50, "max": rmax},
+        "proposals_per_s": proposals as f64 / wall.max(1e-9),
+        "cpu_s": cpu, "peak_rss_bytes": rss,
+        "state": {"trials_jsonl_bytes": log_bytes, "trials_dir_bytes": trial_bytes,
+                  "trials_dir_files": trial_files},
+        "resume": resume, "resume_warm": resume_warm,
+        "per_round": rounds.iter().map(|(t, cpu, rss)| serde_json::json!({
+            "round": t.round, "proposed": t.proposed, "finished": t.finished,
+            "running": t.running, "propose_s": t.propose_s, "record_s": t.record_s,
+            "exec_s": t.exec_s, "recipe_s": t.recipe_s, "cpu_s": cpu, "rss_bytes": rss,
+        })).collect::<Vec<_>>(),
+    });
+    let path = out.join("scale.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&json)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
 /// Runs the benchmark.
 pub fn run(a: ScaleArgs) -> Result<()> {
     let out = a.out.clone();
@@ -220,23 +358,7 @@ pub fn run(a: ScaleArgs) -> Result<()> {
     };
     let objective = SimObjective::new(&cells, 2, 0.01, a.seed);
     let mut exec = SimExecutor::new(sim, objective);
-    let proposer: Option<Box<dyn Proposer>> = match a.method {
-        Method::GpUcb => Some(Box::new(Windowed {
-            inner: GpUcb::new(GpUcbConfig {
-                gp: GpConfig {
-                    restarts: a.gp_restarts,
-                    max_iter: a.gp_iters,
-                    seed: a.seed,
-                    ..GpConfig::default()
-                },
-                candidates: a.candidates,
-                ascent_steps: a.ascent_steps,
-                ..GpUcbConfig::seeded(a.seed)
-            }),
-            window: a.gp_window,
-        })),
-        _ => None,
-    };
+    let proposer = proposer_for(&a);
     let mode = if a.synchronous {
         "synchronous"
     } else {
@@ -324,101 +446,15 @@ pub fn run(a: ScaleArgs) -> Result<()> {
     })
     .context("running the simulated search")?;
     let wall = started.elapsed().as_secs_f64();
-    let (cpu, rss) = usage();
-    let cpu = cpu - cpu0;
-    let st = exec.stats().clone();
-    let rank0: Vec<f64> = rounds
-        .iter()
-        .map(|(t, ..)| t.controller_s() + t.exec_s)
-        .collect();
-    let propose: Vec<f64> = rounds.iter().map(|(t, ..)| t.propose_s).collect();
-    let record: Vec<f64> = rounds.iter().map(|(t, ..)| t.record_s).collect();
-    let sum = |v: &[f64]| v.iter().sum::<f64>();
-    let proposals: usize = rounds.iter().map(|(t, ..)| t.proposed).sum();
-    let log = search_dir.join(mixatlas::search::state::TRIALS_FILE);
-    let log_bytes = std::fs::metadata(&log).map_or(0, |m| m.len());
-    let (trial_bytes, trial_files) = du(&search_dir.join("trials"));
-    // Resume: reopen the final state as a rerun would (twice: the second is warm).
-    let resume = reopen_search(&plan, &mut |_| {}).context("reopening the final state")?;
-    let resume_warm = reopen_search(&plan, &mut |_| {}).context("reopening the final state")?;
-    let [p50, p90, p99, max] = percentiles(&rank0);
-    let [pp50, _, _, pmax] = percentiles(&propose);
-    let [r50, _, _, rmax] = percentiles(&record);
-    println!();
-    println!(
-        "{} rounds, {} proposals, {} finished, {} failed attempts, {} abandoned; simulated \
-         campaign {:.1} h on {} slots ({:.0} % busy)",
-        rounds.len(),
-        proposals,
-        summary.finished,
-        st.failed,
-        summary.abandoned.len(),
-        exec.now() / 3600.0,
-        a.slots,
-        100.0 * st.busy_s / (exec.now().max(1e-9) * a.slots as f64)
-    );
-    println!(
-        "rank-0 time per round (s): p50 {p50:.4}  p90 {p90:.4}  p99 {p99:.4}  max {max:.4}  \
-         (propose p50 {pp50:.4} max {pmax:.4}; record p50 {r50:.4} max {rmax:.4})"
-    );
-    println!(
-        "rank-0 total {:.1} s wall = propose {:.1} + record {:.1} + executor (simulated) {:.1} \
-         + recipe {:.1}; {:.0} proposals/s; CPU {:.1} s; peak RSS {:.1} MiB",
+    let ctx = Finished {
+        plan: &plan,
+        mode,
+        dim: cells.len(),
+        summary: &summary,
+        exec: &exec,
         wall,
-        sum(&propose),
-        sum(&record),
-        rounds.iter().map(|(t, ..)| t.exec_s).sum::<f64>(),
-        rounds.iter().map(|(t, ..)| t.recipe_s).sum::<f64>(),
-        proposals as f64 / wall.max(1e-9),
-        cpu,
-        rss as f64 / (1 << 20) as f64
-    );
-    println!(
-        "state: trials.jsonl {:.1} MiB; trials/ {:.1} MiB in {} files",
-        log_bytes as f64 / (1 << 20) as f64,
-        trial_bytes as f64 / (1 << 20) as f64,
-        trial_files
-    );
-    for (name, r) in [("resume", &resume), ("resume (warm)", &resume_warm)] {
-        println!(
-            "{name}: {:.3} s for {} events / {} trials = setup {:.3} + replay {:.3} + repair \
-             {:.3} + observations {:.3}",
-            r.total_s(),
-            r.events,
-            r.trials,
-            r.setup_s,
-            r.replay_s,
-            r.repair_s,
-            r.observations_s
-        );
-    }
-    let json = serde_json::json!({
-        "slots": a.slots, "trials": a.trials, "q": a.q, "dim": cells.len(),
-        "method": a.method.name(), "mode": mode, "seed": a.seed,
-        "gp": {"window": a.gp_window, "iters": a.gp_iters, "restarts": a.gp_restarts,
-               "candidates": a.candidates, "ascent_steps": a.ascent_steps},
-        "recipe_every": a.recipe_every,
-        "rounds": rounds.len(), "proposals": proposals, "finished": summary.finished,
-        "failed_attempts": st.failed, "abandoned": summary.abandoned.len(),
-        "max_running": st.max_running, "oversubscribed": st.oversubscribed,
-        "simulated_hours": exec.now() / 3600.0,
-        "rank0_s": {"p50": p50, "p90": p90, "p99": p99, "max": max, "total": wall},
-        "propose_s": {"total": sum(&propose), "p50": pp50, "max": pmax},
-        "record_s": {"total": sum(&record), "p50": r50, "max": rmax},
-        "proposals_per_s": proposals as f64 / wall.max(1e-9),
-        "cpu_s": cpu, "peak_rss_bytes": rss,
-        "state": {"trials_jsonl_bytes": log_bytes, "trials_dir_bytes": trial_bytes,
-                  "trials_dir_files": trial_files},
-        "resume": resume, "resume_warm": resume_warm,
-        "per_round": rounds.iter().map(|(t, cpu, rss)| serde_json::json!({
-            "round": t.round, "proposed": t.proposed, "finished": t.finished,
-            "running": t.running, "propose_s": t.propose_s, "record_s": t.record_s,
-            "exec_s": t.exec_s, "recipe_s": t.recipe_s, "cpu_s": cpu, "rss_bytes": rss,
-        })).collect::<Vec<_>>(),
-    });
-    let path = out.join("scale.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&json)?)
-        .with_context(|| format!("writing {}", path.display()))?;
-    println!("wrote {}", path.display());
+        cpu0,
+    };
+    report(&a, &ctx, &rounds)?;
     Ok(())
 }
