@@ -234,8 +234,8 @@ fn report(a: &ScaleArgs, f: &Finished<'_>, rounds: &[(RoundTimes, f64, u64)]) ->
     let log_bytes = std::fs::metadata(&log).map_or(0, |m| m.len());
     let (trial_bytes, trial_files) = du(&search_dir.join("trials"));
     // Resume: reopen the final state as a rerun would (twice: the second is warm).
-    let resume = reopen_search(&plan, &mut |_| {}).context("reopening the final state")?;
-    let resume_warm = reopen_search(&plan, &mut |_| {}).context("reopening the final state")?;
+    let resume = reopen_search(plan, &mut |_| {}).context("reopening the final state")?;
+    let resume_warm = reopen_search(plan, &mut |_| {}).context("reopening the final state")?;
     let [p50, p90, p99, max] = percentiles(&rank0);
     let [pp50, _, _, pmax] = percentiles(&propose);
     let [r50, _, _, rmax] = percentiles(&record);
