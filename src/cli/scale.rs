@@ -81,6 +81,10 @@ pub struct ScaleArgs {
     /// GP fit over every trial is the surrogate's cost, measured apart).
     #[arg(long, default_value_t = 0)]
     pub recipe_every: usize,
+    /// Only reopen the state an earlier run with the same flags left in `--out` and print
+    /// the resume time (nothing is run).
+    #[arg(long)]
+    pub resume_only: bool,
     /// Print every this many rounds (0 = the first three, then every 4 % of the trials).
     #[arg(long, default_value_t = 0)]
     pub every: usize,
@@ -318,11 +322,49 @@ fn report(a: &ScaleArgs, f: &Finished<'_>, rounds: &[(RoundTimes, f64, u64)]) ->
     Ok(())
 }
 
+/// `--resume-only`: reopens `search_dir` as a rerun of the same flags would, three times.
+fn resume_only(a: &ScaleArgs, corpus: &Path, search_dir: &Path) -> Result<()> {
+    let mut search = SearchConfig {
+        corpus: corpus.to_path_buf(),
+        out: search_dir.to_path_buf(),
+        method: a.method,
+        seed: a.seed,
+        ..SearchConfig::default()
+    };
+    search.budget.q = a.q;
+    search.budget.max_trials = a.trials;
+    search.budget.asynchronous = !a.synchronous;
+    search.executor.parallel = a.slots;
+    let plan = SearchPlan {
+        search,
+        train: mixatlas::train::TrainConfig::default(),
+        exe: std::env::current_exe().context("locating the mixatlas executable")?,
+    };
+    for _ in 0..3 {
+        let r = reopen_search(&plan, &mut |_| {}).context("reopening the state")?;
+        println!(
+            "resume: {:.3} s for {} events / {} trials = setup {:.3} + replay {:.3} + repair \
+             {:.3} + observations {:.3}",
+            r.total_s(),
+            r.events,
+            r.trials,
+            r.setup_s,
+            r.replay_s,
+            r.repair_s,
+            r.observations_s
+        );
+    }
+    Ok(())
+}
+
 /// Runs the benchmark.
 pub fn run(a: ScaleArgs) -> Result<()> {
     let out = a.out.clone();
     let corpus = out.join("corpus");
     let search_dir = out.join("search");
+    if a.resume_only {
+        return resume_only(&a, &corpus, &search_dir);
+    }
     if search_dir.exists() {
         std::fs::remove_dir_all(&search_dir)
             .with_context(|| format!("clearing {}", search_dir.display()))?;
