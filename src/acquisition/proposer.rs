@@ -158,6 +158,20 @@ pub trait Proposer {
         round: usize,
     ) -> Result<Vec<Proposal>, ProposeError>;
 
+    /// The next `q` proposals given `pending` points (proposed, not finished: running
+    /// trials) that the batch must account for; the default ignores `pending`.
+    fn propose_pending(
+        &mut self,
+        space: &SearchSpace,
+        obs: &Observations,
+        pending: &[Vec<f64>],
+        q: usize,
+        round: usize,
+    ) -> Result<Vec<Proposal>, ProposeError> {
+        let _ = pending;
+        self.propose(space, obs, q, round)
+    }
+
     /// The method's final recommendation from the trials so far (the recipe). The default is
     /// the best evaluated trial; model-based methods override it (GP-UCB: the highest lower
     /// confidence bound μ − σ; RegMix: the mean of the top predicted candidates).

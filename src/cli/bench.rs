@@ -3,7 +3,8 @@
 //! the communicator against closed forms, and the all-reduce bandwidth of the bucketed gradient
 //! path against a raw all-reduce of the same bytes, in the same job; `regmix-predict` (in
 //! [`super::regmix`]) scores `predict`'s GP on RegMix's released proxy runs; `gp-scale` (in
-//! [`super::gp_scale`]) measures the surrogate's scalable strategies.
+//! [`super::gp_scale`]) measures the surrogate's scalable strategies; `scale` (in
+//! [`super::scale`]) measures the search controller at 1,000 slots and 10,000 trials.
 
 use std::time::Instant;
 
@@ -39,6 +40,9 @@ pub enum BenchKind {
     /// The GP surrogate at scale: fit and batch times of the default strategy, and held-out
     /// RMSE / Spearman of the scalable strategies against the exact GP and the truth.
     GpScale(super::gp_scale::GpScaleArgs),
+    /// The search controller at scale: the real loop driven by a simulated executor with N
+    /// slots (rank-0 time per round, proposals/s, CPU, RSS, state size, resume time).
+    Scale(super::scale::ScaleArgs),
 }
 
 /// `mixatlas bench steps-to-loss`.
@@ -91,6 +95,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         BenchKind::StepsToLoss(a) => steps(a),
         BenchKind::RegmixPredict(a) => super::regmix::run(a),
         BenchKind::GpScale(a) => super::gp_scale::run(a),
+        BenchKind::Scale(a) => super::scale::run(a),
     }
 }
 

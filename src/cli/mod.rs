@@ -23,6 +23,7 @@ pub mod regmix;
 pub mod report;
 pub mod runtime;
 pub mod sbatch;
+pub mod scale;
 pub mod search;
 pub mod train;
 pub mod transfer;

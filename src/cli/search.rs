@@ -50,6 +50,11 @@ pub struct SearchArgs {
     /// Total trials.
     #[arg(long)]
     pub max_trials: Option<usize>,
+    /// Asynchronous scheduling: propose (at most q at a time) whenever a slot is free,
+    /// conditioning on the running trials, instead of in synchronous rounds
+    /// (`[search.budget] asynchronous = true`).
+    #[arg(long)]
+    pub asynchronous: bool,
     /// Per-trial time limit in seconds.
     #[arg(long)]
     pub trial_timeout: Option<f64>,
@@ -182,6 +187,9 @@ pub fn resolve(a: &SearchArgs) -> Result<SearchPlan> {
     if let Some(v) = a.max_trials {
         s.budget.max_trials = v;
     }
+    if a.asynchronous {
+        s.budget.asynchronous = true;
+    }
     if let Some(v) = a.trial_timeout {
         s.budget.trial_timeout_s = v;
     }
@@ -272,7 +280,7 @@ pub fn printer(quiet: bool) -> impl FnMut(SearchProgress) {
             SearchProgress::Failed { trial, reason } => {
                 eprintln!("[{t:6.1}s] {trial} failed: {reason}")
             }
-            SearchProgress::Warning { .. } => {}
+            SearchProgress::Warning { .. } | SearchProgress::Timing(_) => {}
         }
     }
 }

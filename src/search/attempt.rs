@@ -3,6 +3,7 @@
 //! reading what it left behind ([`check_metrics`], [`log_tail`]), and recording its start and
 //! end in the event log and the state ([`Ledger`]). Shared by every executor.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,12 +13,13 @@ use super::config::{SearchConfig, SearchConfigError, TrainerConfig};
 use super::error::SearchError;
 use super::fidelity::Fidelity;
 use super::multifidelity::at_target;
-use super::objective::{check_finished, observations};
+use super::objective::{check_finished, objective_of, observations, trial_point};
 use super::plan::{write_fidelity_train_toml, SearchPlan, SearchProgress};
 use super::state::{
     check_scores_present, Event, EventLog, RecordScoresError, SearchState, Status, TrialState,
 };
 use crate::acquisition::space::SearchSpace;
+use crate::acquisition::Observations;
 use crate::data::corpus::Manifest;
 use crate::data::mixture::Mixture;
 use crate::fsutil::{write_atomic, IoContext};
@@ -299,14 +301,101 @@ pub struct Ledger<'a> {
     pub cfg: &'a SearchConfig,
     /// Where progress goes.
     pub progress: &'a mut dyn FnMut(SearchProgress),
+    /// The best objective at the target fidelity so far, once computed (kept up to date as
+    /// trials finish, so a progress report does not re-score every finished trial).
+    best: Option<Option<f64>>,
+    /// The observations of the finished trials (point, objective) by position in
+    /// `state.trials`, once built: each finished trial adds its own, so a round at 10,000
+    /// trials does not re-read every trial's metrics and mixture. Dropped when a record is
+    /// revoked.
+    obs: Option<BTreeMap<usize, (Vec<f64>, f64)>>,
+}
+
+impl<'a> Ledger<'a> {
+    /// The ledger of `log` and its replayed `state`.
+    pub fn new(
+        log: EventLog,
+        state: SearchState,
+        max_attempts: usize,
+        space: &'a SearchSpace,
+        cfg: &'a SearchConfig,
+        progress: &'a mut dyn FnMut(SearchProgress),
+    ) -> Self {
+        Self {
+            log,
+            state,
+            max_attempts,
+            space,
+            cfg,
+            progress,
+            best: None,
+            obs: None,
+        }
+    }
 }
 
 impl Ledger<'_> {
     /// Appends `ev` to the log, then applies it to the state.
     pub fn append(&mut self, ev: Event) -> Result<(), SearchError> {
         self.log.append(&ev)?;
+        let finished = |st: &SearchState, id: &str| {
+            st.get(id)
+                .is_some_and(|t| matches!(t.status, Status::Finished { .. }))
+        };
+        let revokes = matches!(ev, Event::Failed { .. } | Event::Reopened { .. })
+            && finished(&self.state, ev.trial());
+        let adds = matches!(ev, Event::Finished { .. }).then(|| ev.trial().to_string());
         self.state.apply(ev, self.max_attempts)?;
+        if revokes {
+            self.obs = None;
+        }
+        if let (Some(id), Some(_)) = (adds, &self.obs) {
+            self.observe(&id)?;
+        }
         Ok(())
+    }
+
+    /// Adds finished trial `id` to the cached observations.
+    fn observe(&mut self, id: &str) -> Result<(), SearchError> {
+        let Some(t) = self.state.get(id) else {
+            return Ok(());
+        };
+        if !matches!(t.status, Status::Finished { .. }) {
+            return Ok(());
+        }
+        let k = self.state.position(id);
+        let x = trial_point(self.space, t)?;
+        let y = objective_of(self.space, self.cfg, &self.state, t)?;
+        if let (Some(obs), Some(k)) = (self.obs.as_mut(), k) {
+            obs.insert(k, (x, y));
+        }
+        Ok(())
+    }
+
+    /// The observations of every finished trial, in trial order: what
+    /// [`observations`] gives for `state.finished()`, kept up to date as trials finish.
+    pub fn observations(&mut self) -> Result<Observations, SearchError> {
+        if self.obs.is_none() {
+            let finished = self.state.finished();
+            let (obs, _) = observations(self.space, &finished, self.cfg)?;
+            let mut by_pos = BTreeMap::new();
+            let mut ix = self
+                .state
+                .trials
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| matches!(t.status, Status::Finished { .. }))
+                .map(|(k, _)| k);
+            for (x, y) in obs.x.into_iter().zip(obs.y) {
+                by_pos.insert(ix.next().expect("one per finished trial"), (x, y));
+            }
+            self.obs = Some(by_pos);
+        }
+        let mut out = Observations::default();
+        for (x, y) in self.obs.as_ref().expect("built").values() {
+            out.push(x.clone(), *y);
+        }
+        Ok(out)
     }
 
     /// `ev`, or for a `finished` event whose scores the objective cannot use (none, a
@@ -323,7 +412,7 @@ impl Ledger<'_> {
         else {
             return ev;
         };
-        let Some(t) = self.state.trials.iter().find(|t| t.id == *trial) else {
+        let Some(t) = self.state.get(trial) else {
             return ev;
         };
         let mut t = t.clone();
@@ -363,7 +452,7 @@ impl Ledger<'_> {
             trial, fidelity, ..
         } = &mut ev
         {
-            if let Some(t) = self.state.trials.iter().find(|t| t.id == *trial) {
+            if let Some(t) = self.state.get(trial) {
                 fidelity.clone_from(&t.fidelity);
             }
         }
@@ -382,29 +471,55 @@ impl Ledger<'_> {
                 trial: trial.clone(),
                 reason,
             });
-            if let Some(t) = self.state.trials.iter().find(|t| t.id == trial) {
+            if let Some(t) = self.state.get(&trial) {
                 if t.status == Status::Pending {
                     queue.insert(0, t.clone());
                 }
             }
+            // A revoked record may have been the best: score everything again when needed.
+            self.best = None;
         } else {
-            let finished = self.state.finished();
-            let (_, ys) = observations(self.space, &finished, self.cfg)?;
-            let objective = ys.iter().find(|(id, _)| *id == trial).map(|x| x.1);
-            let best = ys
-                .iter()
-                .zip(&finished)
-                .filter(|(_, t)| at_target(self.cfg, t))
-                .map(|x| x.0 .1)
-                .fold(None, |b: Option<f64>, y| Some(b.map_or(y, |b| b.max(y))));
+            let (objective, best) = self.best_after(&trial)?;
             (self.progress)(SearchProgress::Finished {
                 trial,
                 objective,
                 best,
-                done: self.state.finished().len(),
+                done: self.state.finished_count(),
                 total: self.cfg.budget.max_trials,
             });
         }
         Ok(())
+    }
+
+    /// The objective of `trial` (just recorded as finished) and the best objective at the
+    /// target fidelity so far. The first call scores every finished trial; later ones score
+    /// only `trial` (its objective depends on its own scores and the reference trial's, see
+    /// [`objective_of`]), so a search of n trials costs O(n) here, not O(n²).
+    fn best_after(&mut self, trial: &str) -> Result<(Option<f64>, Option<f64>), SearchError> {
+        let max = |b: Option<f64>, y: f64| Some(b.map_or(y, |b: f64| b.max(y)));
+        if let Some(best) = self.best {
+            let Some(t) = self.state.get(trial) else {
+                return Ok((None, best));
+            };
+            let y = objective_of(self.space, self.cfg, &self.state, t)?;
+            let best = if at_target(self.cfg, t) {
+                max(best, y)
+            } else {
+                best
+            };
+            self.best = Some(best);
+            return Ok((Some(y), best));
+        }
+        let finished = self.state.finished();
+        let (_, ys) = observations(self.space, &finished, self.cfg)?;
+        let objective = ys.iter().find(|(id, _)| *id == trial).map(|x| x.1);
+        let best = ys
+            .iter()
+            .zip(&finished)
+            .filter(|(_, t)| at_target(self.cfg, t))
+            .map(|x| x.0 .1)
+            .fold(None, max);
+        self.best = Some(best);
+        Ok((objective, best))
     }
 }

@@ -71,6 +71,12 @@ pub struct Budget {
     /// the search stops before a round would exceed it (a single-fidelity trial costs 1).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub max_cost: f64,
+    /// Asynchronous scheduling: propose (at most `q` at a time) whenever the executor has a
+    /// free slot, conditioning on the trials still running, instead of waiting for the whole
+    /// round to finish (docs/search.md). The executor's slots are then `executor.parallel`,
+    /// not capped at `q`. Single-fidelity searches only.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub asynchronous: bool,
 }
 
 fn is_zero(v: &f64) -> bool {
@@ -85,6 +91,7 @@ impl Default for Budget {
             trial_timeout_s: 0.0,
             retries: 1,
             max_cost: 0.0,
+            asynchronous: false,
         }
     }
 }
@@ -307,6 +314,12 @@ pub enum SearchConfigError {
     /// A negative or non-finite cost budget.
     #[error("budget.max_cost = {0}: expected a finite number ≥ 0 (0 = no limit)")]
     MaxCost(f64),
+    /// Asynchronous scheduling asked for in a multi-fidelity search.
+    #[error(
+        "budget.asynchronous: a multi-fidelity search proposes in synchronous rounds only \
+         (drop `fidelities` or `asynchronous`)"
+    )]
+    AsyncMultiFidelity,
     /// A fidelity that cannot be run.
     #[error("{key}: {source}")]
     Fidelity {
@@ -382,6 +395,9 @@ impl SearchConfig {
             return Err(SearchConfigError::MaxCost(c));
         }
         self.trainer.check()?;
+        if self.budget.asynchronous && self.is_multi_fidelity() {
+            return Err(SearchConfigError::AsyncMultiFidelity);
+        }
         self.validate_fidelities()
     }
 
@@ -460,7 +476,7 @@ impl SearchConfig {
         Ok(())
     }
 
-    /// Trials run at once.
+    /// Trials run at once (at most `q` in synchronous rounds).
     pub fn parallel(&self) -> usize {
         let p = if self.executor.parallel > 0 {
             self.executor.parallel
@@ -468,6 +484,9 @@ impl SearchConfig {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             (cores / self.executor.threads_per_trial).max(1)
         };
+        if self.budget.asynchronous {
+            return p;
+        }
         p.min(self.budget.q).max(1)
     }
 }

@@ -474,6 +474,29 @@ pub fn observations(
     Ok((obs, ys))
 }
 
+/// The objective of finished trial `t` alone: the same value [`observations`] gives it among
+/// all finished trials of `state` (a trial's objective depends only on its own scores and,
+/// with `[search.objective] reference`, on the reference trial's), at the cost of one trial.
+pub fn objective_of(
+    space: &SearchSpace,
+    cfg: &SearchConfig,
+    state: &super::state::SearchState,
+    t: &TrialState,
+) -> Result<f64, ObservationError> {
+    let mut pair: Vec<&TrialState> = Vec::with_capacity(2);
+    if let Some(r) = cfg.objective.reference.as_deref().filter(|r| *r != t.id) {
+        if let Some(r) = state
+            .get(r)
+            .filter(|r| matches!(r.status, Status::Finished { .. }))
+        {
+            pair.push(r);
+        }
+    }
+    pair.push(t);
+    let (_, ys) = observations(space, &pair, cfg)?;
+    Ok(ys.last().map_or(f64::NAN, |y| y.1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -83,6 +83,39 @@ pub enum SearchProgress {
         /// The message.
         message: String,
     },
+    /// Where the controller's (rank 0's) time went since the previous round, reported right
+    /// after a round was proposed and recorded.
+    Timing(RoundTimes),
+}
+
+/// Rank 0's time between two proposal rounds, by component (seconds of wall time).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RoundTimes {
+    /// The round just proposed.
+    pub round: usize,
+    /// Trials it proposed.
+    pub proposed: usize,
+    /// Trials finished so far.
+    pub finished: usize,
+    /// Attempts running when it was proposed.
+    pub running: usize,
+    /// In the method's proposer (the surrogate's fit and the acquisition).
+    pub propose_s: f64,
+    /// Writing the recipe (its GP fit included).
+    pub recipe_s: f64,
+    /// In the executor's calls (submitting, polling; for a real executor this includes
+    /// waiting for trials to end).
+    pub exec_s: f64,
+    /// Everything else: preparing attempt directories, appending and fsyncing events,
+    /// scoring finished trials, building the observations.
+    pub record_s: f64,
+}
+
+impl RoundTimes {
+    /// Rank 0's time for the round, waiting on the executor excluded.
+    pub fn controller_s(&self) -> f64 {
+        self.propose_s + self.recipe_s + self.record_s
+    }
 }
 
 /// What a finished search reports.
@@ -114,6 +147,7 @@ const MAY_CHANGE: &[&[&str]] = &[
     &["budget", "max_cost"],
     &["budget", "trial_timeout_s"],
     &["budget", "retries"],
+    &["budget", "asynchronous"],
     &["executor", "parallel"],
     &["out"],
 ];

@@ -6,7 +6,7 @@
 //! leave a torn last line, which replay drops (and [`EventLog::open`] cuts off), so a trial is
 //! never half-recorded: it is finished only once its `finished` line is complete on disk.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -227,6 +227,9 @@ pub struct SearchState {
     /// accepted them, e.g. `{"benchmarks": {}}`): replayed as a failed attempt instead, with
     /// the reason; the search reports them as repaired.
     pub repaired: Vec<(String, String)>,
+    /// Position in `trials` of every trial id (derived by [`SearchState::apply`], so that
+    /// replaying and recording stay linear in the number of events at 10,000 trials).
+    index: HashMap<String, usize>,
 }
 
 impl SearchState {
@@ -270,11 +273,11 @@ impl SearchState {
             return Err(EventError::BadTrialId(ev.trial().to_string()));
         }
         // A repaired trial that was run again since is no longer news.
-        self.repaired.retain(|(t, _)| t != ev.trial());
+        if !self.repaired.is_empty() {
+            self.repaired.retain(|(t, _)| t != ev.trial());
+        }
         let find = |st: &SearchState, id: &str| -> Result<usize, EventError> {
-            st.trials
-                .iter()
-                .position(|t| t.id == id)
+            st.position(id)
                 .ok_or_else(|| EventError::NeverProposed(id.to_string()))
         };
         match ev {
@@ -286,9 +289,10 @@ impl SearchState {
                 fidelity,
                 ..
             } => {
-                if self.trials.iter().any(|t| t.id == trial) {
+                if self.position(&trial).is_some() {
                     return Err(EventError::ProposedTwice(trial));
                 }
+                self.index.insert(trial.clone(), self.trials.len());
                 self.trials.push(TrialState {
                     id: trial,
                     round,
@@ -377,6 +381,21 @@ impl SearchState {
         };
     }
 
+    /// Position of trial `id` in `trials`: from the index, checked, else (a state whose
+    /// `trials` were edited directly, so the index no longer covers them) by a scan.
+    pub fn position(&self, id: &str) -> Option<usize> {
+        match self.index.get(id) {
+            Some(&k) if self.trials.get(k).is_some_and(|t| t.id == id) => Some(k),
+            None if self.index.len() == self.trials.len() => None,
+            _ => self.trials.iter().position(|t| t.id == id),
+        }
+    }
+
+    /// Trial `id`, if it was proposed.
+    pub fn get(&self, id: &str) -> Option<&TrialState> {
+        self.position(id).map(|k| &self.trials[k])
+    }
+
     /// Trials that still need an attempt, in order.
     pub fn pending(&self) -> Vec<&TrialState> {
         self.trials
@@ -391,6 +410,14 @@ impl SearchState {
             .iter()
             .filter(|t| matches!(t.status, Status::Finished { .. }))
             .collect()
+    }
+
+    /// Number of finished trials.
+    pub fn finished_count(&self) -> usize {
+        self.trials
+            .iter()
+            .filter(|t| matches!(t.status, Status::Finished { .. }))
+            .count()
     }
 
     /// The next proposal round.
@@ -408,6 +435,7 @@ impl SearchState {
 pub struct EventLog {
     path: PathBuf,
     file: File,
+    lines: usize,
 }
 
 impl EventLog {
@@ -437,7 +465,12 @@ impl EventLog {
                 .at("truncating a torn line of", &path)?;
             file.sync_all().at("syncing", &path)?;
         }
-        Ok((Self { path, file }, state))
+        let kept = text.rfind('\n').map_or(0, |i| i + 1);
+        let lines = text.as_bytes()[..kept]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        Ok((Self { path, file, lines }, state))
     }
 
     /// Appends one event and fsyncs it.
@@ -447,7 +480,13 @@ impl EventLog {
         self.file
             .write_all(line.as_bytes())
             .at("appending to", &self.path)?;
+        self.lines += 1;
         self.file.sync_data().at("syncing", &self.path)
+    }
+
+    /// Complete lines in the log (events, blank lines included).
+    pub fn lines(&self) -> usize {
+        self.lines
     }
 }
 
@@ -540,6 +579,65 @@ mod tests {
             fidelity: None,
         })
         .unwrap()
+    }
+
+    /// Issue 19: the id index (what keeps replay linear at 10,000 trials) changes nothing:
+    /// random event streams (ids in no particular order, events for unknown trials,
+    /// duplicates, retries, reopenings) replay to the same state and the same errors as
+    /// with every lookup a scan of the trials (the index dropped before each event).
+    #[test]
+    fn indexed_replay_matches_replay_by_scanning() {
+        use crate::rng::SplitMix64;
+        for seed in 0..20u64 {
+            let mut rng = SplitMix64::new(seed);
+            let mut indexed = SearchState::default();
+            let mut scanned = SearchState::default();
+            let mut ids: Vec<String> = Vec::new();
+            for _ in 0..600 {
+                let id = if ids.is_empty() || rng.chance(0.3) {
+                    let id = format!("t{}", rng.below(400));
+                    ids.push(id.clone());
+                    id
+                } else {
+                    ids[rng.below(ids.len() as u64) as usize].clone()
+                };
+                let attempt = 1 + rng.below(3) as usize;
+                let ev = match rng.below(6) {
+                    0 | 1 => serde_json::from_str(&proposed(&id)).unwrap(),
+                    2 => Event::Running {
+                        trial: id,
+                        attempt,
+                        job: format!("sim:{attempt}"),
+                    },
+                    3 => Event::Finished {
+                        trial: id,
+                        attempt,
+                        metrics: serde_json::json!({"objective": rng.next_f64()}),
+                        wall_s: 1.0,
+                        fidelity: None,
+                    },
+                    4 => Event::Failed {
+                        trial: id,
+                        attempt,
+                        reason: "x".into(),
+                    },
+                    _ => Event::Reopened {
+                        trial: id,
+                        reason: "x".into(),
+                    },
+                };
+                scanned.index.clear();
+                let a = indexed.apply(ev.clone(), 2);
+                let b = scanned.apply(ev, 2);
+                assert_eq!(a, b);
+                assert_eq!(indexed.trials, scanned.trials);
+            }
+            assert!(indexed.trials.len() > 20, "{}", indexed.trials.len());
+            for t in &indexed.trials {
+                assert_eq!(indexed.get(&t.id), Some(t));
+            }
+            assert_eq!(indexed.get("t999999"), None);
+        }
     }
 
     /// Fuzz finding (issue 18): a trial of round `usize::MAX` must not overflow `next_round`

@@ -11,11 +11,15 @@
 //! 3. [`Executor::launch`]: … or when the batch is started (a Slurm array id).
 //! 4. [`Executor::poll`]: waits until attempts end and returns the event of each.
 //!
+//! [`sim`] is a simulated executor (a discrete-event clock, no processes) for driving the
+//! real controller at scale (`mixatlas bench scale`) and for tests.
+//!
 //! A new executor is one new file implementing [`Executor`] and one arm where the loop picks
 //! it (`search::run`).
 
 pub mod local;
 pub mod mpi;
+pub mod sim;
 pub mod slurm;
 
 use super::attempt::TrialJob;
@@ -62,4 +66,32 @@ pub trait Executor {
     /// Waits until at least one attempt ends (only called while some run) and returns the
     /// `finished` or `failed` event of each one that did, in a deterministic order.
     fn poll(&mut self) -> Result<Vec<Event>, ExecError>;
+}
+
+/// A borrowed executor is one too (so a caller can hand the search `&mut` its executor and
+/// read its state afterwards, as `mixatlas bench scale` does with the simulated one).
+impl<E: Executor + ?Sized> Executor for &mut E {
+    fn room(&self) -> usize {
+        (**self).room()
+    }
+
+    fn reattach(&mut self, t: &TrialState) -> bool {
+        (**self).reattach(t)
+    }
+
+    fn submit(&mut self, job: TrialJob) -> Result<Option<String>, ExecError> {
+        (**self).submit(job)
+    }
+
+    fn launch(&mut self, serial: usize) -> Result<Vec<Launched>, ExecError> {
+        (**self).launch(serial)
+    }
+
+    fn running(&self) -> usize {
+        (**self).running()
+    }
+
+    fn poll(&mut self) -> Result<Vec<Event>, ExecError> {
+        (**self).poll()
+    }
 }
