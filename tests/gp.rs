@@ -769,3 +769,56 @@ fn log_warped_gp_is_the_gp_of_the_warped_inputs() {
     let e = Gp::fit(&x, &y, &bad).unwrap_err().to_string();
     assert!(e.contains("log:0") && e.contains("positive"), "{e}");
 }
+
+/// Asynchronous scheduling: GP-UCB given running trials chooses exactly what its own GP-BUCB
+/// batch would choose after them (the pending points are fantasized like earlier batch
+/// points), so `propose_pending(pending = [a], q = 1)` is the second point of the batch
+/// `[a, b]`; and the initial design spreads away from pending points.
+#[test]
+fn gp_ucb_given_pending_points_continues_its_own_batch() {
+    let space = simplex(8, &SpaceConstraints::default());
+    let target = space.sample(&mut SplitMix64::new(5), 1).remove(0);
+    let obs = observe(&space, 12, 4, &target);
+    let cfg = GpUcbConfig {
+        seed: 3,
+        ..Default::default()
+    };
+    let batch = GpUcb::new(cfg.clone()).propose(&space, &obs, 3, 2).unwrap();
+    let pending = vec![batch[0].x.clone()];
+    let next = GpUcb::new(cfg.clone())
+        .propose_pending(&space, &obs, &pending, 1, 2)
+        .unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].x, batch[1].x, "the batch's second point");
+    let two = vec![batch[0].x.clone(), batch[1].x.clone()];
+    let third = GpUcb::new(cfg.clone())
+        .propose_pending(&space, &obs, &two, 1, 2)
+        .unwrap();
+    assert_eq!(third[0].x, batch[2].x, "the batch's third point");
+    // No pending points: exactly `propose`.
+    let same = GpUcb::new(cfg.clone())
+        .propose_pending(&space, &obs, &[], 3, 2)
+        .unwrap();
+    assert_eq!(same, batch);
+    // Before the GP: the design keeps away from what is running.
+    let early = Observations::default();
+    let first = GpUcb::new(cfg.clone())
+        .propose(&space, &early, 1, 0)
+        .unwrap();
+    let after = GpUcb::new(cfg)
+        .propose_pending(&space, &early, &[first[0].x.clone()], 2, 0)
+        .unwrap();
+    for p in &after {
+        assert!(
+            p.x.iter()
+                .zip(&first[0].x)
+                .map(|(a, b)| (a - b).powi(2))
+                .sum::<f64>()
+                > 1e-4
+        );
+    }
+    // A pending point of the wrong dimension is refused.
+    assert!(GpUcb::new(GpUcbConfig::default())
+        .propose_pending(&space, &obs, &[vec![0.5; 3]], 1, 2)
+        .is_err());
+}

@@ -506,6 +506,7 @@ impl GpUcb {
         &self,
         space: &SearchSpace,
         obs: &Observations,
+        pending: &[Vec<f64>],
         gp: &Surrogate,
         q: usize,
         rng: &mut SplitMix64,
@@ -523,8 +524,13 @@ impl GpUcb {
         let sb = beta.max(0.0).sqrt();
         let md2 = self.cfg.min_distance * self.cfg.min_distance;
         let mut cond = gp.clone();
+        // Pending trials (running, not finished) are fantasized like earlier batch points.
+        for x in pending {
+            cond.fantasize(x);
+            fp.condition(gp, x);
+        }
         let mut out: Vec<Proposal> = Vec::with_capacity(q);
-        let mut chosen: Vec<Vec<f64>> = Vec::with_capacity(q);
+        let mut chosen: Vec<Vec<f64>> = pending.to_vec();
         let mut beat = Heartbeat::new(started);
         for j in 0..q {
             beat.tick(|point, secs| {
@@ -721,11 +727,42 @@ impl Proposer for GpUcb {
         q: usize,
         round: usize,
     ) -> Result<Vec<Proposal>, ProposeError> {
+        self.propose_pending(space, obs, &[], q, round)
+    }
+
+    /// GP-UCB given running trials: the initial design spreads away from them, and the GP
+    /// conditions on each as a fantasy (an observation at its posterior mean, as for earlier
+    /// points of a GP-BUCB batch) before the batch is chosen, which is kept at least
+    /// `min_distance` from them. With no pending points this is [`Proposer::propose`].
+    fn propose_pending(
+        &mut self,
+        space: &SearchSpace,
+        obs: &Observations,
+        pending: &[Vec<f64>],
+        q: usize,
+        round: usize,
+    ) -> Result<Vec<Proposal>, ProposeError> {
         obs.validate(space)?;
+        if let Some(x) = pending.iter().find(|x| x.len() != space.dim()) {
+            return Err(ProposeError::BadObservations(format!(
+                "a pending point has {} coordinates; the space has {}",
+                x.len(),
+                space.dim()
+            )));
+        }
         let mut rng = SplitMix64::derive(self.cfg.seed, round as u64);
         let n0 = self.cfg.initial_design_size(space.dim());
         if obs.len() < n0.max(2) {
-            return Ok(self.design(space, obs, q, &mut rng, "initial design"));
+            if pending.is_empty() {
+                return Ok(self.design(space, obs, q, &mut rng, "initial design"));
+            }
+            let mut existing = obs.x.clone();
+            existing.extend(pending.iter().cloned());
+            let taken = Observations {
+                x: existing,
+                y: Vec::new(),
+            };
+            return Ok(self.design(space, &taken, q, &mut rng, "initial design"));
         }
         let gp = match self.fit(obs) {
             Ok(gp) => gp.clone(),
@@ -740,12 +777,15 @@ impl Proposer for GpUcb {
         };
         let beta = self.cfg.beta.value(space.dim(), obs.len());
         if obs.len() > SCALE_THRESHOLD {
-            return Ok(self.propose_scaled(space, obs, &gp, q, &mut rng));
+            return Ok(self.propose_scaled(space, obs, pending, &gp, q, &mut rng));
         }
         let pool = candidates(space, obs, self.cfg.candidates.max(q), &mut rng);
         let mut cond = gp.clone();
+        for x in pending {
+            cond.fantasize(x);
+        }
         let mut out: Vec<Proposal> = Vec::with_capacity(q);
-        let mut chosen: Vec<Vec<f64>> = Vec::with_capacity(q);
+        let mut chosen: Vec<Vec<f64>> = pending.to_vec();
         let mut beat = Heartbeat::new(std::time::Instant::now());
         for j in 0..q {
             beat.tick(|point, secs| {

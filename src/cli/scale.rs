@@ -65,22 +65,22 @@ pub struct ScaleArgs {
     /// GP-UCB: fit the GP on the last this many finished trials only (0 = all).
     #[arg(long, default_value_t = 0)]
     pub gp_window: usize,
-    /// GP-UCB: L-BFGS iterations of the hyperparameter fit.
-    #[arg(long, default_value_t = 30)]
+    /// GP-UCB: L-BFGS iterations of the hyperparameter fit (default: the search's).
+    #[arg(long, default_value_t = GpConfig::default().max_iter)]
     pub gp_iters: usize,
-    /// GP-UCB: random restarts of the fit.
-    #[arg(long, default_value_t = 0)]
+    /// GP-UCB: random restarts of a cold fit (default: the search's).
+    #[arg(long, default_value_t = GpConfig::default().restarts)]
     pub gp_restarts: usize,
-    /// GP-UCB: candidates scored per batch point.
-    #[arg(long, default_value_t = 256)]
+    /// GP-UCB: candidates scored per batch (default: the search's).
+    #[arg(long, default_value_t = GpUcbConfig::default().candidates)]
     pub candidates: usize,
-    /// GP-UCB: gradient-ascent steps per start.
-    #[arg(long, default_value_t = 10)]
+    /// GP-UCB: gradient-ascent steps per start (default: the search's).
+    #[arg(long, default_value_t = GpUcbConfig::default().ascent_steps)]
     pub ascent_steps: usize,
-    /// Rewrite the recipe after every this many finished trials (0 = never: the recipe's
-    /// GP fit over every trial is the surrogate's cost, measured apart).
-    #[arg(long, default_value_t = 0)]
-    pub recipe_every: usize,
+    /// Rewrite the recipe after every this many finished trials (default: as the search
+    /// does, every q; 0 = never, to measure the proposals alone).
+    #[arg(long)]
+    pub recipe_every: Option<usize>,
     /// Only reopen the state an earlier run with the same flags left in `--out` and print
     /// the resume time (nothing is run).
     #[arg(long)]
@@ -452,7 +452,7 @@ pub fn run(a: ScaleArgs) -> Result<()> {
     let cpu0 = usage().0;
     let hooks = Hooks {
         proposer,
-        recipe_every: Some(a.recipe_every),
+        recipe_every: a.recipe_every,
     };
     let summary = run_search_with(&plan, Box::new(&mut exec), hooks, &mut |p| {
         let SearchProgress::Timing(t) = p else {

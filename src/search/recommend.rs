@@ -129,6 +129,15 @@ fn pick_by_gp(
     ys: &[(String, f64)],
 ) -> Result<Pick, SearchError> {
     let mut ucb = GpUcb::new(GpUcbConfig::seeded(cfg.seed));
+    // The last recipe's hyperparameters warm-start this fit (used only past the size where
+    // fits are warm-started, so small searches are unchanged); an unreadable file is ignored.
+    if let Some(h) = std::fs::read(cfg.out.join(GP_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<crate::surrogate::GpReport>(&b).ok())
+        .map(|r| r.hyperparameters())
+    {
+        ucb.seed_hyperparameters(h);
+    }
     Ok(match ucb.fit(obs) {
         Ok(gp) => {
             let mut flat = Vec::new();
