@@ -29,6 +29,15 @@ fn slurm_up(test: &str) -> bool {
     false
 }
 
+/// Tests that submit jobs hold this while they run: the local cluster has 2 CPUs, and a job
+/// queued behind another test's 200-task array would miss its own test's deadlines.
+static CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The cluster to this test alone (see [`CLUSTER`]); a panicked holder does not poison it.
+fn cluster() -> std::sync::MutexGuard<'static, ()> {
+    CLUSTER.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -299,6 +308,7 @@ fn a_preempted_array_trial_requeues_itself_and_resumes_exactly() {
     if !slurm_up("a_preempted_array_trial_requeues_itself_and_resumes_exactly") {
         return;
     }
+    let _cluster = cluster();
     let (_, _, corpus, _) = tiny_corpus();
     let tmp = tempfile::tempdir().unwrap();
     let straight = tmp.path().join("straight");
@@ -395,6 +405,7 @@ fn the_transfer_template_starts_mpi_ranks_through_srun_pmix() {
     if !slurm_up("the_transfer_template_starts_mpi_ranks_through_srun_pmix") {
         return;
     }
+    let _cluster = cluster();
     if !cfg!(feature = "mpi") {
         eprintln!("skipping: built without the mpi feature");
         return;
@@ -617,6 +628,7 @@ fn issue19_a_200_task_array_is_polled_with_one_query_per_interval() {
     if !slurm_up("issue19_a_200_task_array_is_polled_with_one_query_per_interval") {
         return;
     }
+    let _cluster = cluster();
     const N: usize = 200;
     let (_, _, corpus, _) = tiny_corpus();
     let tmp = tempfile::tempdir().unwrap();
@@ -719,6 +731,7 @@ fn issue19_tasks_squeue_forgot_are_settled_by_one_sacct_call_or_their_directory(
     if !slurm_up("issue19_tasks_squeue_forgot_are_settled_by_one_sacct_call_or_their_directory") {
         return;
     }
+    let _cluster = cluster();
     let (_, _, corpus, _) = tiny_corpus();
     let tmp = tempfile::tempdir().unwrap();
     let calls = CallLog::new(

@@ -150,6 +150,12 @@ impl GpUcbConfig {
     }
 }
 
+/// What a batch is asked for: its size, given the points of trials still running.
+struct BatchAsk<'a> {
+    pending: &'a [Vec<f64>],
+    q: usize,
+}
+
 /// GP-UCB proposer (see the module documentation).
 #[derive(Debug, Clone)]
 pub struct GpUcb {
@@ -506,11 +512,11 @@ impl GpUcb {
         &self,
         space: &SearchSpace,
         obs: &Observations,
-        pending: &[Vec<f64>],
         gp: &Surrogate,
-        q: usize,
+        ask: BatchAsk<'_>,
         rng: &mut SplitMix64,
     ) -> Vec<Proposal> {
+        let BatchAsk { pending, q } = ask;
         let started = std::time::Instant::now();
         let beta = self.cfg.beta.value(space.dim(), obs.len());
         let pool = candidates(space, obs, self.cfg.candidates.max(q), rng);
@@ -777,7 +783,7 @@ impl Proposer for GpUcb {
         };
         let beta = self.cfg.beta.value(space.dim(), obs.len());
         if obs.len() > SCALE_THRESHOLD {
-            return Ok(self.propose_scaled(space, obs, pending, &gp, q, &mut rng));
+            return Ok(self.propose_scaled(space, obs, &gp, BatchAsk { pending, q }, &mut rng));
         }
         let pool = candidates(space, obs, self.cfg.candidates.max(q), &mut rng);
         let mut cond = gp.clone();
