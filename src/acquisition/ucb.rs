@@ -150,6 +150,34 @@ impl GpUcbConfig {
     }
 }
 
+/// The proposal for pick `p`, the batch's point `j + 1`, chosen given `given` pending points
+/// (earlier picks and running trials): the mean and std of the unconditioned `gp` there.
+fn ucb_proposal(
+    space: &SearchSpace,
+    gp: &Surrogate,
+    p: &UcbPoint,
+    beta: f64,
+    j: usize,
+    given: usize,
+) -> Proposal {
+    let pp = gp.predict_point(&p.x);
+    Proposal {
+        mixture: space.to_mixture(&p.x),
+        x: p.x.clone(),
+        mean: Some(pp.mean),
+        std: Some(pp.std),
+        acquisition: Some(p.value),
+        reason: if given == 0 {
+            format!("ucb (beta {beta:.3})")
+        } else {
+            format!(
+                "ucb (beta {beta:.3}), batch point {} given {given} pending",
+                j + 1
+            )
+        },
+    }
+}
+
 /// What a batch is asked for: its size, given the points of trials still running.
 struct BatchAsk<'a> {
     pending: &'a [Vec<f64>],
@@ -589,22 +617,7 @@ impl GpUcb {
                 out.append(&mut self.design(space, &extra, q - j, rng, "space-filling"));
                 break;
             };
-            let pp = gp.predict_point(&p.x);
-            out.push(Proposal {
-                mixture: space.to_mixture(&p.x),
-                x: p.x.clone(),
-                mean: Some(pp.mean),
-                std: Some(pp.std),
-                acquisition: Some(p.value),
-                reason: if j == 0 {
-                    format!("ucb (beta {beta:.3})")
-                } else {
-                    format!(
-                        "ucb (beta {beta:.3}), batch point {} given {j} pending",
-                        j + 1
-                    )
-                },
-            });
+            out.push(ucb_proposal(space, gp, &p, beta, j, chosen.len()));
             if j + 1 < q {
                 cond.fantasize(&p.x);
                 fp.condition(gp, &p.x);
@@ -817,22 +830,7 @@ impl Proposer for GpUcb {
                 out.append(&mut rest);
                 break;
             };
-            let pp = gp.predict_point(&p.x);
-            out.push(Proposal {
-                mixture: space.to_mixture(&p.x),
-                x: p.x.clone(),
-                mean: Some(pp.mean),
-                std: Some(pp.std),
-                acquisition: Some(p.value),
-                reason: if j == 0 {
-                    format!("ucb (beta {beta:.3})")
-                } else {
-                    format!(
-                        "ucb (beta {beta:.3}), batch point {} given {j} pending",
-                        j + 1
-                    )
-                },
-            });
+            out.push(ucb_proposal(space, &gp, &p, beta, j, chosen.len()));
             if j + 1 < q {
                 cond.fantasize(&p.x);
             }
