@@ -322,8 +322,9 @@ fn report(a: &ScaleArgs, f: &Finished<'_>, rounds: &[(RoundTimes, f64, u64)]) ->
     Ok(())
 }
 
-/// `--resume-only`: reopens `search_dir` as a rerun of the same flags would, three times.
-fn resume_only(a: &ScaleArgs, corpus: &Path, search_dir: &Path) -> Result<()> {
+/// The search the bench runs (and `--resume-only` reopens): the flags' method, seed, q,
+/// trials, scheduling and slots on the corpus at `corpus`, state in `search_dir`.
+fn plan_for(a: &ScaleArgs, corpus: &Path, search_dir: &Path) -> Result<SearchPlan> {
     let mut search = SearchConfig {
         corpus: corpus.to_path_buf(),
         out: search_dir.to_path_buf(),
@@ -335,11 +336,16 @@ fn resume_only(a: &ScaleArgs, corpus: &Path, search_dir: &Path) -> Result<()> {
     search.budget.max_trials = a.trials;
     search.budget.asynchronous = !a.synchronous;
     search.executor.parallel = a.slots;
-    let plan = SearchPlan {
+    Ok(SearchPlan {
         search,
         train: mixatlas::train::TrainConfig::default(),
         exe: std::env::current_exe().context("locating the mixatlas executable")?,
-    };
+    })
+}
+
+/// `--resume-only`: reopens `search_dir` as a rerun of the same flags would, three times.
+fn resume_only(a: &ScaleArgs, corpus: &Path, search_dir: &Path) -> Result<()> {
+    let plan = plan_for(a, corpus, search_dir)?;
     for _ in 0..3 {
         let r = reopen_search(&plan, &mut |_| {}).context("reopening the state")?;
         println!(
@@ -374,22 +380,7 @@ pub fn run(a: ScaleArgs) -> Result<()> {
             .with_context(|| format!("clearing {}", corpus.display()))?;
     }
     let cells = write_corpus(&corpus, a.dim).context("writing the synthetic corpus")?;
-    let mut search = SearchConfig {
-        corpus: corpus.clone(),
-        out: search_dir.clone(),
-        method: a.method,
-        seed: a.seed,
-        ..SearchConfig::default()
-    };
-    search.budget.q = a.q;
-    search.budget.max_trials = a.trials;
-    search.budget.asynchronous = !a.synchronous;
-    search.executor.parallel = a.slots;
-    let plan = SearchPlan {
-        search,
-        train: mixatlas::train::TrainConfig::default(),
-        exe: std::env::current_exe().context("locating the mixatlas executable")?,
-    };
+    let plan = plan_for(&a, &corpus, &search_dir)?;
     let sim = SimConfig {
         slots: a.slots,
         median_s: a.median_s,

@@ -38,6 +38,29 @@ use super::warp::InputWarp;
 /// Query points per block in [`Gp::predict`] (blocks run in parallel).
 const PREDICT_BLOCK: usize = 1024;
 
+/// Mean and variance at the `m × d` points `x` in objective units: `block` predicts a block of
+/// up to [`PREDICT_BLOCK`] points in internal units; blocks run in parallel, then `tf`'s target
+/// standardisation is undone. Shared by the exact and the sparse posterior.
+pub(crate) fn predict_blocked(
+    x: &[f64],
+    d: usize,
+    tf: &Transform,
+    block: impl Fn(&[f64], &mut [f64], &mut [f64]) + Sync,
+) -> (Vec<f64>, Vec<f64>) {
+    assert_eq!(x.len() % d, 0, "query points must be m × d");
+    let m = x.len() / d;
+    let mut mean = vec![0.0; m];
+    let mut var = vec![0.0; m];
+    x.par_chunks(PREDICT_BLOCK * d)
+        .zip(mean.par_chunks_mut(PREDICT_BLOCK))
+        .zip(var.par_chunks_mut(PREDICT_BLOCK))
+        .for_each(|((xb, mb), vb)| block(xb, mb, vb));
+    let (ym, ys) = (tf.y_mean, tf.y_std);
+    mean.iter_mut().for_each(|v| *v = ym + ys * *v);
+    var.iter_mut().for_each(|v| *v *= ys * ys);
+    (mean, var)
+}
+
 /// Hyperparameters in objective units and the space's coordinates: enough, with the trials, to
 /// rebuild a fitted GP without refitting ([`Gp::with_hyperparameters`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -824,19 +847,9 @@ impl Posterior for Gp {
     }
 
     fn predict(&self, x: &[f64]) -> (Vec<f64>, Vec<f64>) {
-        let d = self.d;
-        assert_eq!(x.len() % d, 0, "query points must be m × d");
-        let m = x.len() / d;
-        let mut mean = vec![0.0; m];
-        let mut var = vec![0.0; m];
-        x.par_chunks(PREDICT_BLOCK * d)
-            .zip(mean.par_chunks_mut(PREDICT_BLOCK))
-            .zip(var.par_chunks_mut(PREDICT_BLOCK))
-            .for_each(|((xb, mb), vb)| self.predict_block(xb, mb, vb));
-        let (ym, ys) = (self.tf.y_mean, self.tf.y_std);
-        mean.iter_mut().for_each(|v| *v = ym + ys * *v);
-        var.iter_mut().for_each(|v| *v *= ys * ys);
-        (mean, var)
+        predict_blocked(x, self.d, &self.tf, |xb, mb, vb| {
+            self.predict_block(xb, mb, vb)
+        })
     }
 
     fn predict_point(&self, x: &[f64]) -> PointPosterior {

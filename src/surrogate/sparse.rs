@@ -29,15 +29,14 @@ use rayon::prelude::*;
 use super::error::GpError;
 use super::fit::GpConfig;
 use super::gp::{
-    cross_kernel, point_posterior, Basis, Fitted, GpHyperparameters, GpReport, Transform,
+    cross_kernel, point_posterior, predict_blocked, Basis, Fitted, GpHyperparameters, GpReport,
+    Transform,
 };
 use super::kernel::{sq_dist, Kernel};
 use super::likelihood::{divide_ls, Hyp, LN_2PI};
 use super::linalg::{cholesky_update, dot, factor_with_jitter, par_for, solve_l, solve_lt};
 use super::posterior::{PointPosterior, Posterior};
 
-/// Query points per block in [`SparseGp::predict`] (blocks run in parallel).
-const PREDICT_BLOCK: usize = 512;
 
 /// A DTC sparse GP posterior (see the module documentation).
 #[derive(Debug, Clone)]
@@ -309,19 +308,9 @@ impl Posterior for SparseGp {
     }
 
     fn predict(&self, x: &[f64]) -> (Vec<f64>, Vec<f64>) {
-        let d = self.dim();
-        assert_eq!(x.len() % d, 0, "query points must be m × d");
-        let q = x.len() / d;
-        let mut mean = vec![0.0; q];
-        let mut var = vec![0.0; q];
-        x.par_chunks(PREDICT_BLOCK * d)
-            .zip(mean.par_chunks_mut(PREDICT_BLOCK))
-            .zip(var.par_chunks_mut(PREDICT_BLOCK))
-            .for_each(|((xb, mb), vb)| self.predict_block(xb, mb, vb));
-        let (ym, ys) = (self.tf.y_mean, self.tf.y_std);
-        mean.iter_mut().for_each(|v| *v = ym + ys * *v);
-        var.iter_mut().for_each(|v| *v *= ys * ys);
-        (mean, var)
+        predict_blocked(x, self.dim(), &self.tf, |xb, mb, vb| {
+            self.predict_block(xb, mb, vb)
+        })
     }
 
     fn predict_point(&self, x: &[f64]) -> PointPosterior {
