@@ -37,7 +37,6 @@ use super::likelihood::{divide_ls, Hyp, LN_2PI};
 use super::linalg::{cholesky_update, dot, factor_with_jitter, par_for, solve_l, solve_lt};
 use super::posterior::{PointPosterior, Posterior};
 
-
 /// A DTC sparse GP posterior (see the module documentation).
 #[derive(Debug, Clone)]
 pub struct SparseGp {
