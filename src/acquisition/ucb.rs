@@ -13,14 +13,17 @@
 //! leaves μ unchanged and shrinks σ around the pick, so the next maximiser goes elsewhere.
 //! Picks closer than `min_distance` to an earlier pick are skipped.
 //!
-//! Above [`SCALE_THRESHOLD`] trials (and only there, so smaller searches are unchanged) a
-//! batch is chosen at a cost nearly independent of `q`: the candidate pool is scored once
-//! ([`FantasyPool`]: blocked, parallel), each pick updates every candidate's variance by a
-//! rank-1 fantasy update instead of rescoring the pool, and only the best
-//! [`SCALED_STARTS`] candidates are refined by [`SCALED_STEPS`] ascent steps on the
+//! Above [`SCALE_THRESHOLD`] trials, finished plus pending (and only there, so smaller
+//! searches are unchanged), a batch is chosen at a cost nearly independent of `q`: the
+//! candidate pool is scored once ([`FantasyPool`]: blocked, parallel), each pick updates every
+//! candidate's variance by a rank-1 fantasy update instead of rescoring the pool, and only
+//! the best [`SCALED_STARTS`] candidates are refined by [`SCALED_STEPS`] ascent steps on the
 //! fantasized posterior. The surrogate there is a [`Surrogate`] (exact, or sparse past
-//! [`crate::surrogate::fit::SPARSE_THRESHOLD`] trials), and its fit is warm-started from the
-//! previous round's hyperparameters ([`GpUcb::seed_hyperparameters`] seeds them on resume).
+//! [`crate::surrogate::fit::SPARSE_THRESHOLD`] trials). Above the threshold of finished
+//! trials its fit is warm-started from the previous round's hyperparameters
+//! ([`GpUcb::seed_hyperparameters`] seeds them on resume), and they are re-optimised only
+//! after the trials grow by `GpConfig::refit_growth` (10 %); the rounds in between rebuild
+//! the posterior with them.
 //!
 //! Before `initial_design` trials exist (and whenever the GP cannot be fitted) the proposals
 //! are a maximin space-filling design ([`super::design`]).
@@ -192,6 +195,11 @@ pub struct GpUcb {
     last: Option<(Observations, Surrogate)>,
     /// Hyperparameters to warm-start the next fit from (the last fit's, or seeded).
     warm: Option<GpHyperparameters>,
+    /// The number of trials `warm` was optimised on (the refit schedule,
+    /// [`GpConfig::reoptimises`]).
+    fitted_on: Option<usize>,
+    /// Fit at scale whatever the number of finished trials ([`GpUcb::assume_scale`]).
+    at_scale: bool,
 }
 
 /// One maximiser of the acquisition.
@@ -498,7 +506,17 @@ impl GpUcb {
             cfg,
             last: None,
             warm: None,
+            fitted_on: None,
+            at_scale: false,
         }
+    }
+
+    /// Fits as at scale (`GpConfig::at_scale`: warm starts, capped restarts, the refit
+    /// schedule) whatever the number of finished trials: for a search whose finished and
+    /// pending trials together exceed [`SCALE_THRESHOLD`] (its recipe, for one).
+    /// `propose_pending` decides this by itself from its pending points.
+    pub fn assume_scale(&mut self, yes: bool) {
+        self.at_scale = yes;
     }
 
     /// Warm-starts the next fit from `h` (e.g. the `gp.json` of an interrupted search):
@@ -506,6 +524,20 @@ impl GpUcb {
     /// `GpConfig::warm_restarts` starts; at or below it `h` is ignored.
     pub fn seed_hyperparameters(&mut self, h: GpHyperparameters) {
         self.warm = Some(h);
+        self.fitted_on = None;
+    }
+
+    /// [`GpUcb::seed_hyperparameters`] from a saved report (e.g. `gp.json`): when it says how
+    /// many trials they were optimised on, the refit schedule continues from there (a fit
+    /// before the trials grow by `GpConfig::refit_growth` reuses them without optimising).
+    pub fn seed_report(&mut self, r: &crate::surrogate::GpReport) {
+        self.warm = Some(r.hyperparameters());
+        self.fitted_on = r.fitted_on;
+    }
+
+    /// The number of trials the current hyperparameters were optimised on, if known.
+    pub fn fitted_on(&self) -> Option<usize> {
+        self.fitted_on
     }
 
     /// The hyperparameters the next fit is warm-started from, if any.
@@ -523,13 +555,35 @@ impl GpUcb {
         self.last.as_ref().map(|(_, gp)| gp)
     }
 
-    /// Fits the GP to `obs` (reusing the last fit when `obs` is unchanged; warm-started
-    /// from the previous fit above [`SCALE_THRESHOLD`] trials).
+    /// Fits the GP to `obs` (reusing the last fit when `obs` is unchanged). Above
+    /// [`SCALE_THRESHOLD`] trials the fit is warm-started from the previous one, and between
+    /// re-optimisations of the refit schedule ([`GpConfig::reoptimises`]) only the posterior
+    /// is rebuilt, with the last hyperparameters.
     pub fn fit(&mut self, obs: &Observations) -> Result<&Surrogate, GpError> {
+        self.fit_at(obs, self.at_scale)
+    }
+
+    /// [`GpUcb::fit`]; `at_scale` fits as above [`SCALE_THRESHOLD`] trials whatever their
+    /// number (`GpConfig::at_scale`: many pending trials).
+    fn fit_at(&mut self, obs: &Observations, at_scale: bool) -> Result<&Surrogate, GpError> {
         let fresh = !matches!(&self.last, Some((o, _)) if o == obs);
         if fresh {
-            let gp = Surrogate::fit(&obs.x, &obs.y, &self.cfg.gp, self.warm.as_ref())?;
-            self.warm = Some(gp.hyperparameters());
+            let n = obs.len();
+            let mut cfg = self.cfg.gp.clone();
+            cfg.at_scale = at_scale;
+            let reuse = match &self.warm {
+                Some(h) if !cfg.reoptimises(n, self.fitted_on) => Some(h),
+                _ => None,
+            };
+            let gp = match reuse {
+                Some(h) => Surrogate::with_hyperparameters(&obs.x, &obs.y, &cfg, h)?,
+                None => {
+                    let gp = Surrogate::fit(&obs.x, &obs.y, &cfg, self.warm.as_ref())?;
+                    self.warm = Some(gp.hyperparameters());
+                    self.fitted_on = Some(n);
+                    gp
+                }
+            };
             self.last = Some((obs.clone(), gp));
         }
         Ok(&self.last.as_ref().expect("just fitted").1)
@@ -565,6 +619,12 @@ impl GpUcb {
         }
         let mut out: Vec<Proposal> = Vec::with_capacity(q);
         let mut chosen: Vec<Vec<f64>> = pending.to_vec();
+        // Candidates at least `min_distance` from every pending and chosen point, kept up to
+        // date pick by pick (not rechecked against all of them at every pick).
+        let mut open: Vec<bool> = pool
+            .par_iter()
+            .map(|c| chosen.iter().all(|e| dist2(c, e) >= md2))
+            .collect();
         let mut beat = Heartbeat::new(started);
         for j in 0..q {
             beat.tick(|point, secs| {
@@ -577,7 +637,7 @@ impl GpUcb {
                 .map(|(m, v)| m + sb * v.max(0.0).sqrt())
                 .collect();
             let free = |x: &[f64]| chosen.iter().all(|e| dist2(x, e) >= md2);
-            let mut order: Vec<usize> = (0..pool.len()).filter(|&i| free(&pool[i])).collect();
+            let mut order: Vec<usize> = (0..pool.len()).filter(|&i| open[i]).collect();
             order.sort_by(|&a, &b| score[b].total_cmp(&score[a]).then(a.cmp(&b)));
             let mut starts: Vec<usize> = Vec::with_capacity(SCALED_STARTS);
             for &i in &order {
@@ -621,6 +681,9 @@ impl GpUcb {
             if j + 1 < q {
                 cond.fantasize(&p.x);
                 fp.condition(gp, &p.x);
+            }
+            for (o, c) in open.iter_mut().zip(&pool) {
+                *o = *o && dist2(c, &p.x) >= md2;
             }
             chosen.push(p.x);
         }
@@ -783,7 +846,10 @@ impl Proposer for GpUcb {
             };
             return Ok(self.design(space, &taken, q, &mut rng, "initial design"));
         }
-        let gp = match self.fit(obs) {
+        // The fantasized GP conditions on the pending points too: past the threshold with
+        // them (an asynchronous search on many slots) the fit and the batch run at scale.
+        let at_scale = self.at_scale || obs.len() + pending.len() > SCALE_THRESHOLD;
+        let gp = match self.fit_at(obs, at_scale) {
             Ok(gp) => gp.clone(),
             Err(e @ (GpError::NonFiniteY { .. } | GpError::BadInput { .. })) => {
                 return Err(ProposeError::GpInput(e))
@@ -795,7 +861,7 @@ impl Proposer for GpUcb {
             }
         };
         let beta = self.cfg.beta.value(space.dim(), obs.len());
-        if obs.len() > SCALE_THRESHOLD {
+        if at_scale {
             return Ok(self.propose_scaled(space, obs, &gp, BatchAsk { pending, q }, &mut rng));
         }
         let pool = candidates(space, obs, self.cfg.candidates.max(q), &mut rng);

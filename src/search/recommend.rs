@@ -7,14 +7,16 @@ use std::path::Path;
 
 use super::config::SearchConfig;
 use super::error::SearchError;
+use super::methods::Method;
 use super::objective::{observations, trial_point, trial_weights};
 use super::plan::GP_FILE;
 use super::recipe::{Recipe, RecipeSource};
 use super::state::{SearchState, Status, TrialState};
 use crate::acquisition::space::SearchSpace;
 use crate::acquisition::ucb::{GpUcb, GpUcbConfig};
-use crate::acquisition::{Observations, Proposal};
+use crate::acquisition::{Observations, Proposal, Proposer};
 use crate::data::corpus::Manifest;
+use crate::surrogate::fit::SCALE_THRESHOLD;
 use crate::data::mixture::Mixture;
 use crate::surrogate::Posterior;
 
@@ -37,10 +39,20 @@ pub fn recipe(
     if obs.is_empty() {
         return Ok(None);
     }
-    let candidates = candidates(space, state, cfg, &obs)?;
+    // One GP serves both the GP-UCB recommendation and the ranking of the candidates (the
+    // second `fit` of the same observations reuses the first).
+    let mut ucb = warm_gp_ucb(cfg);
+    // A search with many trials pending (asynchronous, many slots) fits at scale.
+    let live = state
+        .trials
+        .iter()
+        .filter(|t| !matches!(t.status, Status::Abandoned { .. }))
+        .count();
+    ucb.assume_scale(live > SCALE_THRESHOLD);
+    let candidates = candidates(space, state, cfg, &obs, &mut ucb)?;
     let candidates: Vec<&TrialState> = candidates.iter().collect();
     let (best, mean, std, gp_report) = if obs.len() >= 3 {
-        pick_by_gp(space, cfg, &obs, &candidates, &ys)?
+        pick_by_gp(space, &mut ucb, &obs, &candidates, &ys)?
     } else {
         best_observed(&candidates, &ys)
     };
@@ -77,12 +89,13 @@ pub fn recipe(
 
 /// Every trial not left out, and (from 3 finished trials on) the method's own
 /// recommendation (GP-UCB: the highest lower confidence bound over the whole space, which
-/// need not be a trial).
+/// need not be a trial; made by `ucb`, whose fit the ranking then reuses).
 fn candidates(
     space: &SearchSpace,
     state: &SearchState,
     cfg: &SearchConfig,
     obs: &Observations,
+    ucb: &mut GpUcb,
 ) -> Result<Vec<TrialState>, SearchError> {
     let mut candidates: Vec<TrialState> = state
         .trials
@@ -91,11 +104,11 @@ fn candidates(
         .cloned()
         .collect();
     if obs.len() >= 3 {
-        if let Ok(p) = cfg
-            .method
-            .proposer_from(cfg.seed, cfg.start)
-            .recommend(space, obs)
-        {
+        let recommended = match cfg.method {
+            Method::GpUcb => ucb.recommend(space, obs),
+            m => m.proposer_from(cfg.seed, cfg.start).recommend(space, obs),
+        };
+        if let Ok(p) = recommended {
             let mixture = Mixture::from_order(&space.cells, &p.mixture).map_err(|source| {
                 SearchError::Mixture {
                     trial: RECOMMENDED.into(),
@@ -123,34 +136,44 @@ fn candidates(
 /// be fitted).
 fn pick_by_gp(
     space: &SearchSpace,
-    cfg: &SearchConfig,
+    ucb: &mut GpUcb,
     obs: &Observations,
     candidates: &[&TrialState],
     ys: &[(String, f64)],
 ) -> Result<Pick, SearchError> {
-    let mut ucb = GpUcb::new(GpUcbConfig::seeded(cfg.seed));
-    // The last recipe's hyperparameters warm-start this fit (used only past the size where
-    // fits are warm-started, so small searches are unchanged); an unreadable file is ignored.
-    if let Some(h) = std::fs::read(cfg.out.join(GP_FILE))
+    let mut flat = Vec::new();
+    for t in candidates {
+        flat.extend(trial_point(space, t)?);
+    }
+    let scored = ucb.fit(obs).ok().map(|gp| {
+        let (m, v) = gp.predict(&flat);
+        let k = (0..m.len()).max_by(|&a, &b| m[a].total_cmp(&m[b])).unwrap();
+        (k, m[k], v[k].max(0.0).sqrt(), gp.report())
+    });
+    Ok(match scored {
+        Some((k, mean, std, mut report)) => {
+            report.fitted_on = ucb.fitted_on();
+            (k, Some(mean), Some(std), serde_json::to_value(report).ok())
+        }
+        None => best_observed(candidates, ys),
+    })
+}
+
+/// The recipe's GP-UCB (the search's seed, default settings), warm-started from the last
+/// recipe's `gp.json` (used only past the size where fits are warm-started, so small
+/// searches are unchanged); an unreadable file is ignored.
+fn warm_gp_ucb(cfg: &SearchConfig) -> GpUcb {
+    let mut ucb = GpUcb::new(GpUcbConfig {
+        start: cfg.start,
+        ..GpUcbConfig::seeded(cfg.seed)
+    });
+    if let Some(r) = std::fs::read(cfg.out.join(GP_FILE))
         .ok()
         .and_then(|b| serde_json::from_slice::<crate::surrogate::GpReport>(&b).ok())
-        .map(|r| r.hyperparameters())
     {
-        ucb.seed_hyperparameters(h);
+        ucb.seed_report(&r);
     }
-    Ok(match ucb.fit(obs) {
-        Ok(gp) => {
-            let mut flat = Vec::new();
-            for t in candidates {
-                flat.extend(trial_point(space, t)?);
-            }
-            let (m, v) = gp.predict(&flat);
-            let k = (0..m.len()).max_by(|&a, &b| m[a].total_cmp(&m[b])).unwrap();
-            let report = serde_json::to_value(gp.report()).ok();
-            (k, Some(m[k]), Some(v[k].max(0.0).sqrt()), report)
-        }
-        Err(_) => best_observed(candidates, ys),
-    })
+    ucb
 }
 
 fn best_observed(candidates: &[&TrialState], ys: &[(String, f64)]) -> Pick {

@@ -71,6 +71,18 @@ pub struct GpConfig {
     /// Starts besides the previous optimum when a fit is warm-started (above
     /// [`SCALE_THRESHOLD`] trials only).
     pub warm_restarts: usize,
+    /// Refit schedule above [`SCALE_THRESHOLD`] trials: a fit that has the hyperparameters of
+    /// an optimisation on `at` trials (more than [`SCALE_THRESHOLD`]) re-optimises them only
+    /// once `n > at · (1 + refit_growth)`; until then it conditions the posterior on all `n`
+    /// trials with those hyperparameters ([`GpConfig::reoptimises`]). 0 re-optimises every
+    /// time. Default [`DEFAULT_REFIT_GROWTH`].
+    pub refit_growth: f64,
+    /// Fit as at scale whatever the number of finished trials: warm starts, restarts capped
+    /// at [`SCALED_RESTARTS`] and the refit schedule apply at or below [`SCALE_THRESHOLD`]
+    /// too. Set (never read from a config) by GP-UCB when the finished and the pending
+    /// trials together exceed the threshold: an asynchronous search on many slots.
+    #[serde(skip)]
+    pub at_scale: bool,
 }
 
 /// Above this many trials the scalable strategies switch on: hyperparameters fitted on a
@@ -87,6 +99,30 @@ pub const DEFAULT_FIT_SUBSET: usize = 384;
 pub const SPARSE_THRESHOLD: usize = 1024;
 /// Inducing points of the sparse posterior under [`PosteriorStrategy::Auto`].
 pub const DEFAULT_INDUCING: usize = 512;
+/// Growth of the trials (a fraction) after which a warm GP re-optimises its hyperparameters
+/// ([`GpConfig::refit_growth`]): 10 %, i.e. every 100 trials at n = 1,000 and every 1,000 at
+/// n = 10,000; in between a round only rebuilds the posterior.
+pub const DEFAULT_REFIT_GROWTH: f64 = 0.1;
+
+impl GpConfig {
+    /// Whether a fit of `n` trials re-optimises the hyperparameters when it has those of an
+    /// optimisation on `at` trials (`None`: none): always at or below [`SCALE_THRESHOLD`]
+    /// trials, with an input warp, without a previous optimisation above the threshold, when
+    /// trials were removed, or once `n` exceeds `at · (1 + refit_growth)`.
+    pub fn reoptimises(&self, n: usize, at: Option<usize>) -> bool {
+        match at {
+            Some(at) if self.scaled(n) && self.scaled(at) && n >= at => {
+                !self.warp.is_none() || n as f64 > at as f64 * (1.0 + self.refit_growth.max(0.0))
+            }
+            _ => true,
+        }
+    }
+
+    /// Whether a fit of `n` trials runs at scale (warm-started, capped restarts).
+    pub(crate) fn scaled(&self, n: usize) -> bool {
+        n > SCALE_THRESHOLD || self.at_scale
+    }
+}
 
 /// Which trials the hyperparameters are fitted on. Written `auto`, `exact` or `subset:M`
 /// (configs and `--gp-fit`).
@@ -282,6 +318,8 @@ impl Default for GpConfig {
             fit: FitStrategy::Auto,
             posterior: PosteriorStrategy::Auto,
             warm_restarts: 0,
+            refit_growth: DEFAULT_REFIT_GROWTH,
+            at_scale: false,
         }
     }
 }

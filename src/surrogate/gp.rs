@@ -28,7 +28,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::error::GpError;
-use super::fit::{fit_hyperparameters, fit_subset, FitStart, GpConfig, SCALE_THRESHOLD};
+use super::fit::{fit_hyperparameters, fit_subset, FitStart, GpConfig};
 use super::kernel::{sq_dist, Kernel};
 use super::likelihood::{divide_ls, lml_grad, Hyp, LN_2PI};
 use super::linalg::{dot, factor_with_jitter, solve_l, solve_lt};
@@ -109,6 +109,10 @@ pub struct GpReport {
     pub n: usize,
     /// Input dimension.
     pub d: usize,
+    /// The number of trials the hyperparameters were optimised on last (a refit schedule
+    /// re-optimises them only after the trials grow; [`GpConfig::reoptimises`]), where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fitted_on: Option<usize>,
 }
 
 impl GpReport {
@@ -326,14 +330,14 @@ impl Fitted {
         };
         let n = y.len();
         let warm = warm
-            .filter(|h| n > SCALE_THRESHOLD && h.lengthscales.len() == d)
+            .filter(|h| cfg.scaled(n) && h.lengthscales.len() == d)
             .map(|h| tf.internal_hyp(h))
             .filter(|h| h.check().is_ok());
         let hyp = match cfg.fit.subset_size(n) {
             None => {
                 let start = FitStart {
                     warm: warm.as_ref(),
-                    scaled: false,
+                    scaled: cfg.at_scale,
                 };
                 fit_hyperparameters(&z, &ys, d, cfg, fixed_noise, start)?
             }
@@ -477,6 +481,7 @@ impl Gp {
             log_marginal_likelihood: self.lml(),
             n: self.n(),
             d: self.d,
+            fitted_on: None,
         }
     }
 

@@ -64,6 +64,31 @@ impl Surrogate {
         Ok(s)
     }
 
+    /// The posterior of `cfg.posterior` conditioned on `x`, `y` with given hyperparameters
+    /// (objective units; no optimisation, no input warp): the rounds between two
+    /// re-optimisations of a refit schedule ([`GpConfig::reoptimises`]).
+    pub fn with_hyperparameters(
+        x: &[Vec<f64>],
+        y: &[f64],
+        cfg: &GpConfig,
+        h: &GpHyperparameters,
+    ) -> Result<Surrogate, GpError> {
+        let started = std::time::Instant::now();
+        let s = match cfg.posterior.inducing(y.len()) {
+            None => Gp::with_hyperparameters(x, y, cfg.kernel, h).map(Surrogate::Exact),
+            Some(m) => {
+                SparseGp::with_hyperparameters(x, y, cfg.kernel, h, m).map(Surrogate::Sparse)
+            }
+        }?;
+        tracing::debug!(
+            trials = y.len(),
+            sparse = s.exact().is_none(),
+            secs = started.elapsed().as_secs_f64(),
+            "GP: posterior rebuilt with the last hyperparameters"
+        );
+        Ok(s)
+    }
+
     /// The exact GP, if this is one.
     pub fn exact(&self) -> Option<&Gp> {
         match self {
@@ -523,6 +548,8 @@ mod tests {
             cfg.candidates = 256;
             cfg.gp.fit = FitStrategy::Subset(80);
             cfg.gp.posterior = posterior;
+            // Re-optimise at every fit (the schedule has its own test).
+            cfg.gp.refit_growth = 0.0;
             let mut ucb = GpUcb::new(cfg);
             let q = 12;
             let props = ucb.propose(&space, &obs, q, 0).unwrap();
@@ -547,6 +574,85 @@ mod tests {
             let h2 = ucb.fit(&more).unwrap().hyperparameters();
             assert!((h2.noise.ln() - h.noise.ln()).abs() < 1.0, "{h:?} {h2:?}");
         }
+    }
+
+    /// The refit schedule: when it re-optimises, by the rule of `GpConfig::reoptimises`.
+    #[test]
+    fn refit_schedule_rule() {
+        let mut cfg = GpConfig::default();
+        assert!(cfg.reoptimises(600, None), "no previous optimisation");
+        assert!(cfg.reoptimises(500, Some(490)), "at or below the threshold");
+        assert!(
+            cfg.reoptimises(600, Some(500)),
+            "last optimised at or below the threshold"
+        );
+        assert!(!cfg.reoptimises(600, Some(600)));
+        assert!(!cfg.reoptimises(660, Some(600)));
+        assert!(cfg.reoptimises(661, Some(600)), "grown by more than 10 %");
+        assert!(cfg.reoptimises(590, Some(600)), "trials removed");
+        cfg.refit_growth = 0.0;
+        assert!(!cfg.reoptimises(600, Some(600)) && cfg.reoptimises(601, Some(600)));
+        cfg.refit_growth = 0.1;
+        cfg.warp = crate::surrogate::InputWarp::Log { eps: 1e-3 };
+        assert!(
+            cfg.reoptimises(601, Some(600)),
+            "a warped GP is always re-optimised"
+        );
+    }
+
+    /// Above the threshold a GP-UCB keeps its hyperparameters while the trials grow by less
+    /// than `refit_growth`, and its posterior then conditions on every trial (the mean moves
+    /// to the new trials' values); past the growth it re-optimises.
+    #[test]
+    fn refit_schedule_reuses_hyperparameters_until_the_trials_grow() {
+        use crate::acquisition::proposer::Observations;
+        use crate::acquisition::space::{SearchSpace, SpaceConstraints};
+        use crate::acquisition::ucb::{GpUcb, GpUcbConfig};
+        use crate::surrogate::{FitStrategy, PosteriorStrategy};
+        let d = 4;
+        let space = SearchSpace::simplex(d, &SpaceConstraints::default()).unwrap();
+        let mut rng = crate::rng::SplitMix64::new(11);
+        let f = |w: &[f64]| -(w[0] - 0.4).powi(2) - (w[1] - 0.3).powi(2) + 0.1 * w[2];
+        let take = |xs: Vec<Vec<f64>>| Observations {
+            y: xs.iter().map(|w| f(w)).collect(),
+            x: xs,
+        };
+        let mut obs = take(space.sample(&mut rng, 600));
+        let mut cfg = GpUcbConfig::seeded(3);
+        cfg.gp.fit = FitStrategy::Subset(80);
+        cfg.gp.posterior = PosteriorStrategy::Exact;
+        let mut ucb = GpUcb::new(cfg);
+        let h = ucb.fit(&obs).unwrap().hyperparameters();
+        assert_eq!(ucb.fitted_on(), Some(600));
+        // 50 trials far from the function: a posterior on all trials moves towards them.
+        let extra = space.sample(&mut rng, 50);
+        let before = ucb.gp().unwrap().predict(&extra.concat()).0;
+        obs.x.extend(extra.iter().cloned());
+        obs.y.extend(extra.iter().map(|w| f(w) + 1.0));
+        let gp = ucb.fit(&obs).unwrap();
+        let h2 = gp.hyperparameters();
+        let after = gp.predict(&extra.concat()).0;
+        assert_eq!(ucb.fitted_on(), Some(600), "650 ≤ 660: not re-optimised");
+        for (a, b) in h.lengthscales.iter().zip(&h2.lengthscales) {
+            assert!(close(*a, *b, 1e-9), "{a} {b}");
+        }
+        assert!(close(h.noise, h2.noise, 1e-9) && close(h.outputscale, h2.outputscale, 1e-9));
+        for (i, (a, b)) in before.iter().zip(&after).enumerate() {
+            assert!(
+                b > a,
+                "trial {i}: mean {a} → {b}, observed {}",
+                obs.y[600 + i]
+            );
+        }
+        let shift = after.iter().zip(&before).map(|(b, a)| b - a).sum::<f64>() / 50.0;
+        assert!(shift > 0.1, "mean shift {shift}");
+        // Past 660 trials the hyperparameters are optimised again.
+        let more = space.sample(&mut rng, 20);
+        obs.y.extend(more.iter().map(|w| f(w)));
+        obs.x.extend(more);
+        let h3 = ucb.fit(&obs).unwrap().hyperparameters();
+        assert_eq!(ucb.fitted_on(), Some(670));
+        assert_ne!(h3, h2);
     }
 
     /// A saved `gp.json` (the serialised report) gives back the hyperparameters to seed a

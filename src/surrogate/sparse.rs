@@ -254,6 +254,7 @@ impl SparseGp {
             log_marginal_likelihood: self.lml,
             n: self.n,
             d: self.hyp.ls.len(),
+            fitted_on: None,
         }
     }
 
