@@ -603,7 +603,11 @@ impl GpUcb {
         let beta = self.cfg.beta.value(space.dim(), obs.len());
         let pool = candidates(space, obs, self.cfg.candidates.max(q), rng);
         let flat: Vec<f64> = pool.iter().flatten().copied().collect();
-        let mut fp = FantasyPool::new(gp, &flat);
+        // Pending trials (running, not finished) are fantasized like earlier batch points,
+        // all at once, before the pool is scored.
+        let mut base = gp.clone();
+        base.fantasize_many(&pending.concat());
+        let mut fp = FantasyPool::new(&base, &flat);
         tracing::debug!(
             candidates = pool.len(),
             secs = started.elapsed().as_secs_f64(),
@@ -611,12 +615,7 @@ impl GpUcb {
         );
         let sb = beta.max(0.0).sqrt();
         let md2 = self.cfg.min_distance * self.cfg.min_distance;
-        let mut cond = gp.clone();
-        // Pending trials (running, not finished) are fantasized like earlier batch points.
-        for x in pending {
-            cond.fantasize(x);
-            fp.condition(gp, x);
-        }
+        let mut cond = base.clone();
         let mut out: Vec<Proposal> = Vec::with_capacity(q);
         let mut chosen: Vec<Vec<f64>> = pending.to_vec();
         // Candidates at least `min_distance` from every pending and chosen point, kept up to
@@ -680,7 +679,7 @@ impl GpUcb {
             out.push(ucb_proposal(space, gp, &p, beta, j, chosen.len()));
             if j + 1 < q {
                 cond.fantasize(&p.x);
-                fp.condition(gp, &p.x);
+                fp.condition(&base, &p.x);
             }
             for (o, c) in open.iter_mut().zip(&pool) {
                 *o = *o && dist2(c, &p.x) >= md2;

@@ -16,8 +16,8 @@ use crate::acquisition::space::SearchSpace;
 use crate::acquisition::ucb::{GpUcb, GpUcbConfig};
 use crate::acquisition::{Observations, Proposal, Proposer};
 use crate::data::corpus::Manifest;
-use crate::surrogate::fit::SCALE_THRESHOLD;
 use crate::data::mixture::Mixture;
+use crate::surrogate::fit::SCALE_THRESHOLD;
 use crate::surrogate::Posterior;
 
 /// The id of the candidate that is the method's recommendation rather than a trial.

@@ -570,6 +570,70 @@ impl Gp {
         Ok(())
     }
 
+    /// Adds `p` observations at once without refitting (`xs`: `p × d` row-major): extends the
+    /// Cholesky factor by a block, `[[L, 0], [Bᵀ, C]]` with `B = L⁻¹K(X, X')` and
+    /// `C Cᵀ = K(X', X') + σ²I − BᵀB` (O(n²p + p³), one allocation), keeping the
+    /// hyperparameters and the standardisation of the fit. Equal to `p` calls of
+    /// [`Gp::add_observation`] up to rounding.
+    pub fn add_observations(&mut self, xs: &[f64], ys: &[f64]) -> Result<(), GpError> {
+        assert_eq!(
+            xs.len(),
+            ys.len() * self.d,
+            "observations of the wrong dimension"
+        );
+        let (n, p) = (self.n(), ys.len());
+        if p == 0 {
+            return Ok(());
+        }
+        for (i, (x, &y)) in xs.chunks_exact(self.d).zip(ys).enumerate() {
+            if let Some(k) = x.iter().position(|v| !v.is_finite()) {
+                return Err(GpError::BadInput {
+                    index: n + i,
+                    reason: format!("coordinate {k} is {}", x[k]),
+                });
+            }
+            if !y.is_finite() || y.abs() > MAX_ABS_OBJECTIVE {
+                return Err(GpError::NonFiniteY {
+                    index: n + i,
+                    value: y,
+                });
+            }
+        }
+        let (b, _) = self.whitened_cross(xs);
+        let mut z = Vec::with_capacity(xs.len());
+        for x in xs.chunks_exact(self.d) {
+            self.tf.z(x, &mut z);
+        }
+        let zl = divide_ls(&z, &self.hyp.ls);
+        let (mut s, _) =
+            self.hyp
+                .kernel_matrix(self.kernel, &zl, &z, self.hyp.noise + self.jitter, false);
+        matmul(
+            s.as_mut(),
+            Accum::Add,
+            b.transpose(),
+            b.as_ref(),
+            -1.0,
+            Par::rayon(0),
+        );
+        let (c, _) = factor_with_jitter(&s)?;
+        let mut l = Mat::<f64>::zeros(n + p, n + p);
+        l.as_mut()
+            .submatrix_mut(0, 0, n, n)
+            .copy_from(self.l.as_ref());
+        l.as_mut()
+            .submatrix_mut(n, 0, p, n)
+            .copy_from(b.transpose());
+        l.as_mut().submatrix_mut(n, n, p, p).copy_from(c.as_ref());
+        self.l = l;
+        self.z.extend(z);
+        self.zl.extend(zl);
+        self.ys
+            .extend(ys.iter().map(|y| (y - self.tf.y_mean) / self.tf.y_std));
+        self.update_alpha();
+        Ok(())
+    }
+
     /// Recomputes the Cholesky factor from scratch for the current observations and
     /// hyperparameters (same standardisation; jitter escalated from the current one). The
     /// result equals the rank-1 updated factor up to rounding.
@@ -878,6 +942,15 @@ impl Posterior for Gp {
         let mu = self.predict_point(x).mean;
         if let Err(e) = self.add_observation(x, mu) {
             tracing::warn!("could not condition on a pending point: {e}");
+        }
+    }
+
+    fn fantasize_many(&mut self, xs: &[f64]) {
+        // Fantasies at the mean leave the mean unchanged, so conditioning on all of them at
+        // their present means equals conditioning on them one by one.
+        let (mu, _) = self.predict(xs);
+        if let Err(e) = self.add_observations(xs, &mu) {
+            tracing::warn!("could not condition on the pending points: {e}");
         }
     }
 }

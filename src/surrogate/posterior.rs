@@ -32,4 +32,13 @@ pub trait Posterior: Clone + Send + Sync {
     /// Conditions on a hallucinated observation at `x` equal to the current posterior mean
     /// (GP-BUCB): the mean is unchanged, the variance shrinks around `x`.
     fn fantasize(&mut self, x: &[f64]);
+
+    /// [`Posterior::fantasize`] at each of several points (`xs`: `m × d` row-major), in
+    /// order; a model may condition on them at once.
+    fn fantasize_many(&mut self, xs: &[f64]) {
+        let d = self.dim();
+        for x in xs.chunks_exact(d) {
+            self.fantasize(x);
+        }
+    }
 }
