@@ -199,7 +199,7 @@ pub struct GpUcb {
     /// [`GpConfig::reoptimises`]).
     fitted_on: Option<usize>,
     /// Fit at scale whatever the number of finished trials ([`GpUcb::assume_scale`]).
-    at_scale: bool,
+    pending: usize,
 }
 
 /// One maximiser of the acquisition.
@@ -507,16 +507,17 @@ impl GpUcb {
             last: None,
             warm: None,
             fitted_on: None,
-            at_scale: false,
+            pending: 0,
         }
     }
 
-    /// Fits as at scale (`GpConfig::at_scale`: warm starts, capped restarts, the refit
-    /// schedule) whatever the number of finished trials: for a search whose finished and
-    /// pending trials together exceed [`SCALE_THRESHOLD`] (its recipe, for one).
-    /// `propose_pending` decides this by itself from its pending points.
-    pub fn assume_scale(&mut self, yes: bool) {
-        self.at_scale = yes;
+    /// Counts `pending` running trials in the scale of the next fits (`GpConfig::pending`:
+    /// past [`SCALE_THRESHOLD`] finished plus pending trials, warm starts, capped restarts
+    /// and the refit schedule; past the sparse threshold a sparse posterior): for the recipe
+    /// of a search with many trials running. `propose_pending` counts its pending points by
+    /// itself.
+    pub fn assume_pending(&mut self, pending: usize) {
+        self.pending = pending;
     }
 
     /// Warm-starts the next fit from `h` (e.g. the `gp.json` of an interrupted search):
@@ -560,17 +561,17 @@ impl GpUcb {
     /// re-optimisations of the refit schedule ([`GpConfig::reoptimises`]) only the posterior
     /// is rebuilt, with the last hyperparameters.
     pub fn fit(&mut self, obs: &Observations) -> Result<&Surrogate, GpError> {
-        self.fit_at(obs, self.at_scale)
+        self.fit_at(obs, self.pending)
     }
 
-    /// [`GpUcb::fit`]; `at_scale` fits as above [`SCALE_THRESHOLD`] trials whatever their
-    /// number (`GpConfig::at_scale`: many pending trials).
-    fn fit_at(&mut self, obs: &Observations, at_scale: bool) -> Result<&Surrogate, GpError> {
+    /// [`GpUcb::fit`] with `pending` running trials counted in its scale
+    /// (`GpConfig::pending`).
+    fn fit_at(&mut self, obs: &Observations, pending: usize) -> Result<&Surrogate, GpError> {
         let fresh = !matches!(&self.last, Some((o, _)) if o == obs);
         if fresh {
             let n = obs.len();
             let mut cfg = self.cfg.gp.clone();
-            cfg.at_scale = at_scale;
+            cfg.pending = pending;
             let reuse = match &self.warm {
                 Some(h) if !cfg.reoptimises(n, self.fitted_on) => Some(h),
                 _ => None,
@@ -847,8 +848,9 @@ impl Proposer for GpUcb {
         }
         // The fantasized GP conditions on the pending points too: past the threshold with
         // them (an asynchronous search on many slots) the fit and the batch run at scale.
-        let at_scale = self.at_scale || obs.len() + pending.len() > SCALE_THRESHOLD;
-        let gp = match self.fit_at(obs, at_scale) {
+        let waiting = self.pending.max(pending.len());
+        let at_scale = obs.len() + waiting > SCALE_THRESHOLD;
+        let gp = match self.fit_at(obs, waiting) {
             Ok(gp) => gp.clone(),
             Err(e @ (GpError::NonFiniteY { .. } | GpError::BadInput { .. })) => {
                 return Err(ProposeError::GpInput(e))

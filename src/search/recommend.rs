@@ -17,7 +17,6 @@ use crate::acquisition::ucb::{GpUcb, GpUcbConfig};
 use crate::acquisition::{Observations, Proposal, Proposer};
 use crate::data::corpus::Manifest;
 use crate::data::mixture::Mixture;
-use crate::surrogate::fit::SCALE_THRESHOLD;
 use crate::surrogate::Posterior;
 
 /// The id of the candidate that is the method's recommendation rather than a trial.
@@ -48,7 +47,7 @@ pub fn recipe(
         .iter()
         .filter(|t| !matches!(t.status, Status::Abandoned { .. }))
         .count();
-    ucb.assume_scale(live > SCALE_THRESHOLD);
+    ucb.assume_pending(live.saturating_sub(finished.len()));
     let candidates = candidates(space, state, cfg, &obs, &mut ucb)?;
     let candidates: Vec<&TrialState> = candidates.iter().collect();
     let (best, mean, std, gp_report) = if obs.len() >= 3 {

@@ -77,12 +77,14 @@ pub struct GpConfig {
     /// trials with those hyperparameters ([`GpConfig::reoptimises`]). 0 re-optimises every
     /// time. Default [`DEFAULT_REFIT_GROWTH`].
     pub refit_growth: f64,
-    /// Fit as at scale whatever the number of finished trials: warm starts, restarts capped
-    /// at [`SCALED_RESTARTS`] and the refit schedule apply at or below [`SCALE_THRESHOLD`]
-    /// too. Set (never read from a config) by GP-UCB when the finished and the pending
-    /// trials together exceed the threshold: an asynchronous search on many slots.
+    /// Trials pending besides the observations (running; set by GP-UCB, never read from a
+    /// config): the scale of a fit counts them. With finished plus pending trials above
+    /// [`SCALE_THRESHOLD`] warm starts, restarts capped at [`SCALED_RESTARTS`] and the
+    /// refit schedule apply, and above [`SPARSE_THRESHOLD`] the posterior is sparse under
+    /// [`PosteriorStrategy::Auto`] (the batch conditions on the pending trials too), as in
+    /// an asynchronous search on many slots.
     #[serde(skip)]
-    pub at_scale: bool,
+    pub pending: usize,
 }
 
 /// Above this many trials the scalable strategies switch on: hyperparameters fitted on a
@@ -120,7 +122,13 @@ impl GpConfig {
 
     /// Whether a fit of `n` trials runs at scale (warm-started, capped restarts).
     pub(crate) fn scaled(&self, n: usize) -> bool {
-        n > SCALE_THRESHOLD || self.at_scale
+        n + self.pending > SCALE_THRESHOLD
+    }
+
+    /// The inducing points of the posterior of `n` observations (`None`: exact), counting
+    /// the pending trials under [`PosteriorStrategy::Auto`]; never `n` or more.
+    pub(crate) fn inducing(&self, n: usize) -> Option<usize> {
+        self.posterior.inducing(n + self.pending).filter(|&m| m < n)
     }
 }
 
@@ -319,7 +327,7 @@ impl Default for GpConfig {
             posterior: PosteriorStrategy::Auto,
             warm_restarts: 0,
             refit_growth: DEFAULT_REFIT_GROWTH,
-            at_scale: false,
+            pending: 0,
         }
     }
 }

@@ -337,7 +337,7 @@ impl Fitted {
             None => {
                 let start = FitStart {
                     warm: warm.as_ref(),
-                    scaled: cfg.at_scale,
+                    scaled: cfg.scaled(n),
                 };
                 fit_hyperparameters(&z, &ys, d, cfg, fixed_noise, start)?
             }

@@ -48,7 +48,7 @@ impl Surrogate {
         warm: Option<&GpHyperparameters>,
     ) -> Result<Surrogate, GpError> {
         let started = std::time::Instant::now();
-        let s = match cfg.posterior.inducing(y.len()) {
+        let s = match cfg.inducing(y.len()) {
             None => Gp::fit_warm(x, y, cfg, warm).map(Surrogate::Exact),
             Some(m) => {
                 tracing::debug!(trials = y.len(), inducing = m, "GP: sparse posterior");
@@ -74,7 +74,7 @@ impl Surrogate {
         h: &GpHyperparameters,
     ) -> Result<Surrogate, GpError> {
         let started = std::time::Instant::now();
-        let s = match cfg.posterior.inducing(y.len()) {
+        let s = match cfg.inducing(y.len()) {
             None => Gp::with_hyperparameters(x, y, cfg.kernel, h).map(Surrogate::Exact),
             Some(m) => {
                 SparseGp::with_hyperparameters(x, y, cfg.kernel, h, m).map(Surrogate::Sparse)
@@ -641,6 +641,20 @@ mod tests {
         assert!(
             cfg.reoptimises(601, Some(600)),
             "a warped GP is always re-optimised"
+        );
+        // Pending trials count in the scale: 200 finished + 1,000 running fit at scale.
+        let mut cfg = GpConfig::default();
+        assert!(cfg.reoptimises(210, Some(200)) && cfg.inducing(600).is_none());
+        cfg.pending = 1000;
+        assert!(cfg.scaled(200) && !cfg.reoptimises(210, Some(200)));
+        assert_eq!(
+            cfg.inducing(600),
+            Some(crate::surrogate::fit::DEFAULT_INDUCING)
+        );
+        assert_eq!(
+            cfg.inducing(400),
+            None,
+            "never as many inducing points as trials"
         );
     }
 
