@@ -442,8 +442,8 @@ pub fn recommend_lcb<P: Posterior>(
     model: &str,
 ) -> Proposal {
     let flat: Vec<f64> = obs.x.iter().flatten().copied().collect();
-    let (mean, var) = post.predict(&flat);
     let lcb = |m: f64, v: f64| m - v.max(0.0).sqrt();
+    let (mean, var) = lcb_values(post, &flat, 1);
     let i = (0..mean.len())
         .max_by(|&a, &b| {
             lcb(mean[a], var[a])
@@ -458,7 +458,7 @@ pub fn recommend_lcb<P: Posterior>(
     let mut pool = candidates(space, obs, cfg.candidates, &mut rng);
     pool.extend(obs.x.iter().cloned());
     let pflat: Vec<f64> = pool.iter().flatten().copied().collect();
-    let (pm, pv) = post.predict(&pflat);
+    let (pm, pv) = lcb_values(post, &pflat, cfg.starts);
     let mut order: Vec<usize> = (0..pool.len()).collect();
     order.sort_by(|&a, &b| {
         lcb(pm[b], pv[b])
@@ -497,6 +497,45 @@ pub fn recommend_lcb<P: Posterior>(
             obs.len()
         ),
     }
+}
+
+/// Above this many points [`lcb_values`] computes variances only where they can matter.
+const LCB_PRUNE_MIN: usize = 1024;
+
+/// Means and variances at the points `flat` (`m × d`) for picking the `k` highest lower
+/// confidence bounds `μ − σ`. Up to [`LCB_PRUNE_MIN`] points, [`Posterior::predict`] at all of
+/// them. Beyond, the means of all (cheap, [`Posterior::predict_mean`]), then variances in
+/// blocks by decreasing mean, stopping once the next mean is below the `k`-th best `μ − σ` so
+/// far (σ ≥ 0, so no point left can enter the top `k`); the points never reached get an
+/// infinite variance, so their `μ − σ` is −∞. The top `k` is exactly the full computation's.
+fn lcb_values<P: Posterior>(post: &P, flat: &[f64], k: usize) -> (Vec<f64>, Vec<f64>) {
+    let d = post.dim();
+    let m = flat.len() / d;
+    if m <= LCB_PRUNE_MIN {
+        return post.predict(flat);
+    }
+    let mean = post.predict_mean(flat);
+    let mut var = vec![f64::INFINITY; m];
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by(|&a, &b| mean[b].total_cmp(&mean[a]).then(a.cmp(&b)));
+    let mut best: Vec<f64> = Vec::new(); // the k highest μ − σ so far, descending
+    for block in order.chunks(256) {
+        if best.len() >= k.max(1) && mean[block[0]] < best[k.max(1) - 1] {
+            break;
+        }
+        let pts: Vec<f64> = block
+            .iter()
+            .flat_map(|&i| flat[i * d..(i + 1) * d].iter().copied())
+            .collect();
+        let (_, v) = post.predict(&pts);
+        for (&i, vi) in block.iter().zip(v) {
+            var[i] = vi;
+            best.push(mean[i] - vi.max(0.0).sqrt());
+        }
+        best.sort_by(|a, b| b.total_cmp(a));
+        best.truncate(k.max(1));
+    }
+    (mean, var)
 }
 
 impl GpUcb {
@@ -932,5 +971,52 @@ impl Proposer for GpUcb {
         };
         let gp = gp.clone();
         Ok(recommend_lcb(&gp, space, obs, &self.cfg, ""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::surrogate::{Gp, Kernel, SparseGp};
+
+    fn points(n: usize, d: usize, seed: u64) -> Vec<f64> {
+        let mut rng = SplitMix64::new(seed);
+        (0..n * d).map(|_| rng.next_f64()).collect()
+    }
+
+    /// Pruned variances pick the same top `k` lower confidence bounds as computing them all,
+    /// and the mean alone equals `predict`'s mean (exact and sparse posteriors).
+    #[test]
+    fn pruned_lcb_matches_the_full_computation() {
+        let d = 3;
+        let x: Vec<Vec<f64>> = points(80, d, 1).chunks(d).map(|r| r.to_vec()).collect();
+        let y: Vec<f64> = x.iter().map(|r| (3.0 * r[0]).sin() + r[1] * r[2]).collect();
+        let h = crate::surrogate::GpHyperparameters {
+            lengthscales: vec![0.3; d],
+            outputscale: 1.0,
+            noise: 1e-3,
+            mean: 0.0,
+            linear: 0.0,
+        };
+        let exact = Gp::with_hyperparameters(&x, &y, Kernel::Matern52, &h).unwrap();
+        let sparse = SparseGp::with_hyperparameters(&x, &y, Kernel::Matern52, &h, 30).unwrap();
+        let q = points(3000, d, 2);
+        let lcb = |m: &[f64], v: &[f64]| -> Vec<usize> {
+            let mut o: Vec<usize> = (0..m.len()).collect();
+            let f = |i: usize| m[i] - v[i].max(0.0).sqrt();
+            o.sort_by(|&a, &b| f(b).total_cmp(&f(a)).then(a.cmp(&b)));
+            o
+        };
+        for post in [Surrogate::Exact(exact), Surrogate::Sparse(sparse)] {
+            let (m, v) = post.predict(&q);
+            assert_eq!(post.predict_mean(&q), m);
+            let full = lcb(&m, &v);
+            for k in [1, 8] {
+                let (pm, pv) = lcb_values(&post, &q, k);
+                let computed = pv.iter().filter(|v| v.is_finite()).count();
+                assert!(computed < 3000, "k = {k}: pruned nothing");
+                assert_eq!(lcb(&pm, &pv)[..k], full[..k], "k = {k}");
+            }
+        }
     }
 }

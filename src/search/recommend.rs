@@ -131,6 +131,9 @@ fn candidates(
     Ok(candidates)
 }
 
+/// Above this many candidates the recipe ranks them by the posterior mean alone.
+const MEAN_ONLY_MIN: usize = 1024;
+
 /// The candidate with the highest GP posterior mean (the best observed one if the GP cannot
 /// be fitted).
 fn pick_by_gp(
@@ -145,9 +148,21 @@ fn pick_by_gp(
         flat.extend(trial_point(space, t)?);
     }
     let scored = ucb.fit(obs).ok().map(|gp| {
-        let (m, v) = gp.predict(&flat);
+        let d = space.dim();
+        // Many candidates (a large search): rank by the mean alone (the same values), then
+        // the variance of the one picked.
+        let (m, v) = if candidates.len() > MEAN_ONLY_MIN {
+            let m = gp.predict_mean(&flat);
+            (m, Vec::new())
+        } else {
+            gp.predict(&flat)
+        };
         let k = (0..m.len()).max_by(|&a, &b| m[a].total_cmp(&m[b])).unwrap();
-        (k, m[k], v[k].max(0.0).sqrt(), gp.report())
+        let vk = match v.get(k) {
+            Some(&vk) => vk,
+            None => gp.predict(&flat[k * d..(k + 1) * d]).1[0],
+        };
+        (k, m[k], vk.max(0.0).sqrt(), gp.report())
     });
     Ok(match scored {
         Some((k, mean, std, mut report)) => {

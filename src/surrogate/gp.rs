@@ -921,6 +921,20 @@ impl Posterior for Gp {
         })
     }
 
+    fn predict_mean(&self, x: &[f64]) -> Vec<f64> {
+        predict_blocked(x, self.d, &self.tf, |xb, mb, _| {
+            let mut zq = Vec::with_capacity(xb.len());
+            for xr in xb.chunks_exact(self.d) {
+                self.tf.z(xr, &mut zq);
+            }
+            let (kq, _) = cross_kernel(self.kernel, &self.hyp, &self.zl, &self.z, &zq);
+            for (j, mj) in mb.iter_mut().enumerate() {
+                *mj = self.hyp.mean + dot(kq.col_as_slice(j), &self.alpha);
+            }
+        })
+        .0
+    }
+
     fn predict_point(&self, x: &[f64]) -> PointPosterior {
         let basis = Basis {
             kernel: self.kernel,

@@ -26,6 +26,12 @@ pub trait Posterior: Clone + Send + Sync {
     /// row-major), in objective units.
     fn predict(&self, x: &[f64]) -> (Vec<f64>, Vec<f64>);
 
+    /// The posterior mean alone at `m` points, equal to [`Posterior::predict`]'s; a model may
+    /// compute it without the variance (O(n) or O(m_inducing) a point instead of O(n²)).
+    fn predict_mean(&self, x: &[f64]) -> Vec<f64> {
+        self.predict(x).0
+    }
+
     /// Mean, standard deviation and gradients at one point (`x`: length `d`).
     fn predict_point(&self, x: &[f64]) -> PointPosterior;
 

@@ -137,6 +137,13 @@ impl Posterior for Surrogate {
         }
     }
 
+    fn predict_mean(&self, x: &[f64]) -> Vec<f64> {
+        match self {
+            Surrogate::Exact(g) => g.predict_mean(x),
+            Surrogate::Sparse(g) => g.predict_mean(x),
+        }
+    }
+
     fn predict_point(&self, x: &[f64]) -> PointPosterior {
         match self {
             Surrogate::Exact(g) => g.predict_point(x),

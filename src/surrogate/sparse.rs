@@ -313,6 +313,21 @@ impl Posterior for SparseGp {
         })
     }
 
+    fn predict_mean(&self, x: &[f64]) -> Vec<f64> {
+        let d = self.dim();
+        predict_blocked(x, d, &self.tf, |xb, mb, _| {
+            let mut zq = Vec::with_capacity(xb.len());
+            for xr in xb.chunks_exact(d) {
+                self.tf.z(xr, &mut zq);
+            }
+            let (kq, _) = cross_kernel(self.kernel, &self.hyp, &self.zul, &self.zu, &zq);
+            for (j, mj) in mb.iter_mut().enumerate() {
+                *mj = self.hyp.mean + dot(kq.col_as_slice(j), &self.beta);
+            }
+        })
+        .0
+    }
+
     fn predict_point(&self, x: &[f64]) -> PointPosterior {
         let basis = Basis {
             kernel: self.kernel,
