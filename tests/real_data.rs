@@ -75,7 +75,7 @@ impl Sample {
     /// The conversation as roles and texts after LLaVA's rule (an image without a marker gets
     /// `<image>\n` in front of the first user turn).
     fn messages(&self) -> Vec<(String, String)> {
-        let role = |f: &str| match f {
+        let role = |f: &'static str| match f {
             "human" => "user",
             "gpt" => "assistant",
             other => other,
@@ -95,9 +95,38 @@ impl Sample {
 }
 
 const WORDS: &[&str] = &[
-    "the", "sign", "says", "Stop", "a", "red", "bus", "at", "night", "with", "3", "people",
-    "Où", "est", "la", "gare", "图片", "中", "invoice", "$1,234.56", "isn't", "it's", "dog's",
-    "[12, 40, 200, 310]", "(left)", "—", "naïve", "café", "🙂", "OK.", "42", "2024-0017",
+    "the",
+    "sign",
+    "says",
+    "Stop",
+    "a",
+    "red",
+    "bus",
+    "at",
+    "night",
+    "with",
+    "3",
+    "people",
+    "Où",
+    "est",
+    "la",
+    "gare",
+    "图片",
+    "中",
+    "invoice",
+    "$1,234.56",
+    "isn't",
+    "it's",
+    "dog's",
+    "[12, 40, 200, 310]",
+    "(left)",
+    "—",
+    "naïve",
+    "café",
+    "🙂",
+    "OK.",
+    "42",
+    "2024-0017",
 ];
 
 fn phrase(rng: &mut SplitMix64, n: usize) -> String {
@@ -192,7 +221,11 @@ fn write_shard(path: &Path, samples: &[Sample]) {
             None => {
                 let mut v = smp.llava();
                 v.as_object_mut().unwrap().remove("image");
-                member(&mut b, &format!("{}.json", smp.id), v.to_string().as_bytes());
+                member(
+                    &mut b,
+                    &format!("{}.json", smp.id),
+                    v.to_string().as_bytes(),
+                );
             }
         }
     }
@@ -200,7 +233,10 @@ fn write_shard(path: &Path, samples: &[Sample]) {
 }
 
 fn jsonl(samples: &[Sample]) -> String {
-    samples.iter().map(|x| x.llava().to_string() + "\n").collect()
+    samples
+        .iter()
+        .map(|x| x.llava().to_string() + "\n")
+        .collect()
 }
 
 /// The three layouts of the same pool: `json/` (one array + benchmarks/docvqa.json), `jsonl/`
@@ -224,7 +260,7 @@ fn write_layouts(root: &Path, train: &[Sample], bench: &[Sample]) -> [PathBuf; 3
     dirs
 }
 
-/// Every file under `dir/cells` and `dir/benchmarks`, and the centroids, by relative path.
+/// Every file under `dir/cells` and `dir/benchmarks` by relative path, and the centroids.
 fn corpus_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     for sub in ["cells", "benchmarks"] {
@@ -233,11 +269,17 @@ fn corpus_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         };
         for e in rd {
             let p = e.unwrap().path();
-            out.insert(format!("{sub}/{}", p.file_name().unwrap().to_string_lossy()), std::fs::read(&p).unwrap());
+            out.insert(
+                format!("{sub}/{}", p.file_name().unwrap().to_string_lossy()),
+                std::fs::read(&p).unwrap(),
+            );
         }
     }
-    let c = dir.join("centroids.safetensors");
-    out.insert("centroids.safetensors".into(), std::fs::read(c).unwrap());
+    // The centroids' values (the file's metadata map is written in HashMap order).
+    let bytes = std::fs::read(dir.join("centroids.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let c = st.tensor("centroids").unwrap();
+    out.insert("centroids".into(), c.data().to_vec());
     out
 }
 
@@ -271,10 +313,20 @@ fn tokenizer() -> &'static Path {
 /// The vocabulary size of a `tokenizer.json` read as plain JSON: the largest id of the model's
 /// vocabulary and the added tokens, plus one.
 fn hf_vocab_size(dir: &Path) -> u32 {
-    let v: Value = serde_json::from_slice(&std::fs::read(dir.join("tokenizer.json")).unwrap()).unwrap();
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("tokenizer.json")).unwrap()).unwrap();
     let model = v["model"]["vocab"].as_object().unwrap().values();
-    let added = v["added_tokens"].as_array().unwrap().iter().map(|t| &t["id"]);
-    model.chain(added).map(|x| x.as_u64().unwrap() as u32).max().unwrap() + 1
+    let added = v["added_tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| &t["id"]);
+    model
+        .chain(added)
+        .map(|x| x.as_u64().unwrap() as u32)
+        .max()
+        .unwrap()
+        + 1
 }
 
 /// `transformers`' token ids and loss masks of `samples` with `rows` placeholders per image.
@@ -289,8 +341,16 @@ fn reference(dir: &Path, samples: &[Sample], rows: usize) -> Vec<(Vec<u32>, Vec<
     let got: Vec<Value> = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     got.iter()
         .map(|v| {
-            let ids = v["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32);
-            let mask = v["mask"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u8);
+            let ids = v["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32);
+            let mask = v["mask"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u8);
             (ids.collect(), mask.collect())
         })
         .collect()
@@ -313,14 +373,30 @@ fn embeddings_by_id(dir: &Path, samples: &[Sample], dim: usize) -> PathBuf {
 
 fn task_map(dir: &Path) -> PathBuf {
     let p = dir.join("tasks.toml");
-    std::fs::write(&p, "# captions carry no task field\n\"*\" = \"captioning\"\n").unwrap();
+    std::fs::write(
+        &p,
+        "# captions carry no task field\n\"*\" = \"captioning\"\n",
+    )
+    .unwrap();
     p
 }
 
 fn prepare_args<'a>(input: &'a str, out: &'a str, emb: &'a str, map: &'a str) -> Vec<&'a str> {
     vec![
-        "prepare", input, "--out", out, "--k", "3", "--tokenizer", s(tokenizer()),
-        "--embeddings", emb, "--task-map", map, "--seed", "5",
+        "prepare",
+        input,
+        "--out",
+        out,
+        "--k",
+        "3",
+        "--tokenizer",
+        s(tokenizer()),
+        "--embeddings",
+        emb,
+        "--task-map",
+        map,
+        "--seed",
+        "5",
     ]
 }
 
@@ -349,11 +425,21 @@ fn issue20_llava_json_jsonl_and_webdataset_agree_with_transformers() {
         ok(&["inspect", s(&out), "--verify"]);
         files.push(corpus_files(&out));
     }
-    assert!(files[0].keys().any(|k| k.ends_with(".bin")) && files[0].contains_key("benchmarks/docvqa.bin"));
+    assert!(
+        files[0].keys().any(|k| k.ends_with(".bin"))
+            && files[0].contains_key("benchmarks/docvqa.bin")
+    );
     for (i, f) in files.iter().enumerate().skip(1) {
-        assert_eq!(f.keys().collect::<Vec<_>>(), files[0].keys().collect::<Vec<_>>(), "layout {i}");
+        assert_eq!(
+            f.keys().collect::<Vec<_>>(),
+            files[0].keys().collect::<Vec<_>>(),
+            "layout {i}"
+        );
         for (k, v) in f {
-            assert!(v == &files[0][k], "layout {i}: {k} differs from the JSON layout's");
+            assert!(
+                v == &files[0][k],
+                "layout {i}: {k} differs from the JSON layout's"
+            );
         }
     }
     let mut want = reference(tmp.path(), &all, 1);
@@ -367,14 +453,25 @@ fn issue20_llava_json_jsonl_and_webdataset_agree_with_transformers() {
     let m = Corpus::open(&tmp.path().join("corpus0")).unwrap().manifest;
     let t = m.tokenizer.expect("the manifest records the tokenizer");
     let vocab = hf_vocab_size(tokenizer());
-    assert_eq!((t.vocab_size, m.vocab_size, t.image_rows), (vocab, vocab, 1));
+    assert_eq!(
+        (t.vocab_size, m.vocab_size, t.image_rows),
+        (vocab, vocab, 1)
+    );
     assert!(m.image.is_none(), "no features given: no image features");
     assert!(m.axes.tasks.contains(&"captioning".to_string()));
     // The tiny model's vocabulary (128) is smaller than the tokenizer's: a clear error.
     let run = tmp.path().join("run");
     let err = fails(&[
-        "train", "--corpus", s(&tmp.path().join("corpus0")), "--out", s(&run), "--preset", "tiny",
-        "--steps", "1", "--quiet",
+        "train",
+        "--corpus",
+        s(&tmp.path().join("corpus0")),
+        "--out",
+        s(&run),
+        "--preset",
+        "tiny",
+        "--steps",
+        "1",
+        "--quiet",
     ]);
     assert!(
         err.contains("was tokenised with") && err.contains(&format!("at least {vocab}")),
@@ -401,7 +498,16 @@ fn issue20_embedding_parts_with_features_become_images() {
         std::fs::write(&ids, ids_text).unwrap();
         let npy = format!("{}.npy", stem.display());
         let feats = format!("{}.features.npy", stem.display());
-        python(&["embeddings", s(&ids), &npy, "16", &k.to_string(), &feats, &p.to_string(), &f.to_string()]);
+        python(&[
+            "embeddings",
+            s(&ids),
+            &npy,
+            "16",
+            &k.to_string(),
+            &feats,
+            &p.to_string(),
+            &f.to_string(),
+        ]);
     }
     let out = tmp.path().join("corpus");
     let map = task_map(tmp.path());
@@ -453,7 +559,14 @@ fn issue20_bad_records_and_embeddings_are_named() {
         }
         let out = d.join("out");
         let mut args = prepare_args(s(&input), s(&out), s(&emb), s(&map));
-        args.extend(["--source", if name.ends_with(".tar") { "webdataset" } else { "llava" }]);
+        args.extend([
+            "--source",
+            if name.ends_with(".tar") {
+                "webdataset"
+            } else {
+                "llava"
+            },
+        ]);
         args.extend(extra);
         let err = fails(&args);
         assert!(!out.exists(), "{err}");
@@ -470,48 +583,125 @@ fn issue20_bad_records_and_embeddings_are_named() {
     let mut no_image = train.clone();
     no_image[4].image = None; // a caption sample: KEY.txt without KEY.png
     let e = run("b.tar", &no_image, &[]);
-    assert!(e.contains("b.tar:s00004: missing field `KEY.jpg|jpeg|png|webp member"), "{e}");
+    assert!(
+        e.contains("b.tar:s00004: missing field `KEY.jpg|jpeg|png|webp member"),
+        "{e}"
+    );
     // An id without an embedding row.
     let mut extra = train.clone();
     extra[5].id = "nobody".into();
     let e = run("c.jsonl", &extra, &[]);
-    assert!(e.contains("c.jsonl:6: id \"nobody\" has no row in the embeddings"), "{e}");
+    assert!(
+        e.contains("c.jsonl:6: id \"nobody\" has no row in the embeddings"),
+        "{e}"
+    );
     let out = d.join("skipped");
-    std::fs::write(d.join("c.jsonl"), jsonl(&extra)).unwrap();
-    let mut args = prepare_args(s(&d.join("c.jsonl")), s(&out), s(&emb), s(&map));
+    let c = d.join("c.jsonl");
+    std::fs::write(&c, jsonl(&extra)).unwrap();
+    let mut args = prepare_args(s(&c), s(&out), s(&emb), s(&map));
     args.extend(["--on-error", "skip"]);
     let report = ok(&args);
-    assert!(report.contains("11 documents") && report.contains("c.jsonl:6: id \"nobody\""), "{report}");
+    assert!(
+        report.contains("11 documents") && report.contains("c.jsonl:6: id \"nobody\""),
+        "{report}"
+    );
     // Tasks: not a safe label; absent with no map entry.
     let mut bad_task = train.clone();
     bad_task[1].task = Some("$(rm -rf)".into());
     let e = run("d.jsonl", &bad_task, &[]);
-    assert!(e.contains("d.jsonl:2: task \"$(rm -rf)\" (id \"s00001\") is not a safe label"), "{e}");
+    assert!(
+        e.contains("d.jsonl:2: task \"$(rm -rf)\" (id \"s00001\") is not a safe label"),
+        "{e}"
+    );
     let input = d.join("e.json");
-    std::fs::write(&input, serde_json::to_string(&train.iter().map(Sample::llava).collect::<Vec<_>>()).unwrap()).unwrap();
+    std::fs::write(
+        &input,
+        serde_json::to_string(&train.iter().map(Sample::llava).collect::<Vec<_>>()).unwrap(),
+    )
+    .unwrap();
     let out = d.join("out");
     let tok = s(tokenizer());
-    let e = fails(&["prepare", s(&input), "--out", s(&out), "--tokenizer", tok, "--embeddings", s(&emb)]);
-    assert!(e.contains("e.json#element 4: no `task` field (id \"s00004\")") && e.contains("--task-map"), "{e}");
+    let e = fails(&[
+        "prepare",
+        s(&input),
+        "--out",
+        s(&out),
+        "--tokenizer",
+        tok,
+        "--embeddings",
+        s(&emb),
+    ]);
+    assert!(
+        e.contains("e.json#element 4: no `task` field (id \"s00004\")") && e.contains("--task-map"),
+        "{e}"
+    );
     // Embeddings: parts of two dimensions; row order with one row too few.
     let parts = d.join("parts");
     std::fs::create_dir_all(&parts).unwrap();
-    for (k, (chunk, dim)) in [(&train[..6], "16"), (&train[6..], "8")].into_iter().enumerate() {
+    for (k, (chunk, dim)) in [(&train[..6], "16"), (&train[6..], "8")]
+        .into_iter()
+        .enumerate()
+    {
         let ids = parts.join(format!("part-{k:06}.ids.txt"));
-        std::fs::write(&ids, chunk.iter().map(|x| format!("{}\n", x.id)).collect::<String>()).unwrap();
-        python(&["embeddings", s(&ids), s(&parts.join(format!("part-{k:06}.npy"))), dim, "1"]);
+        std::fs::write(
+            &ids,
+            chunk
+                .iter()
+                .map(|x| format!("{}\n", x.id))
+                .collect::<String>(),
+        )
+        .unwrap();
+        python(&[
+            "embeddings",
+            s(&ids),
+            s(&parts.join(format!("part-{k:06}.npy"))),
+            dim,
+            "1",
+        ]);
     }
-    let e = fails(&["prepare", s(&input), "--out", s(&out), "--tokenizer", tok, "--embeddings", s(&parts), "--task-map", s(&map)]);
+    let e = fails(&[
+        "prepare",
+        s(&input),
+        "--out",
+        s(&out),
+        "--tokenizer",
+        tok,
+        "--embeddings",
+        s(&parts),
+        "--task-map",
+        s(&map),
+    ]);
     assert!(e.contains("part-000001.npy: D is 8; expected 16"), "{e}");
     let row_order = |rows: &[Sample]| -> String {
         let npy = d.join("rows.npy");
         let ids = d.join("rows-ids.txt"); // not `rows.npy.ids.txt`: rows are by order
-        std::fs::write(&ids, rows.iter().map(|x| format!("{}\n", x.id)).collect::<String>()).unwrap();
+        std::fs::write(
+            &ids,
+            rows.iter()
+                .map(|x| format!("{}\n", x.id))
+                .collect::<String>(),
+        )
+        .unwrap();
         python(&["embeddings", s(&ids), s(&npy), "16", "1"]);
-        fails(&["prepare", s(&input), "--out", s(&out), "--tokenizer", tok, "--embeddings", s(&npy), "--task-map", s(&map)])
+        fails(&[
+            "prepare",
+            s(&input),
+            "--out",
+            s(&out),
+            "--tokenizer",
+            tok,
+            "--embeddings",
+            s(&npy),
+            "--task-map",
+            s(&map),
+        ])
     };
     let e = row_order(&train[..11]);
-    assert!(e.contains("e.json#element 11: record 11 has no row: the embeddings") && e.contains("have 11 rows"), "{e}");
+    assert!(
+        e.contains("e.json#element 11: record 11 has no row: the embeddings")
+            && e.contains("have 11 rows"),
+        "{e}"
+    );
     train.push(train[0].clone());
     let e = row_order(&train);
     assert!(e.contains("13 embedding rows for 12 records"), "{e}");

@@ -457,22 +457,16 @@ fn open_real(kind: SourceKind, cfg: &PrepareConfig) -> Result<Option<RealSource>
         SourceKind::Llava => "llava",
         SourceKind::Webdataset => "webdataset",
     };
-    let tokenizer = cfg
-        .tokenizer
-        .as_deref()
-        .ok_or(PrepareError::NeedsOption {
-            kind: name,
-            option: "--tokenizer DIR",
-            why: "token ids come from a Hugging Face tokenizer.json",
-        })?;
-    let embeddings = cfg
-        .embeddings
-        .as_deref()
-        .ok_or(PrepareError::NeedsOption {
-            kind: name,
-            option: "--embeddings PATH",
-            why: "concepts are clusters of CLIP image embeddings; compute them with `mixatlas embed`",
-        })?;
+    let tokenizer = cfg.tokenizer.as_deref().ok_or(PrepareError::NeedsOption {
+        kind: name,
+        option: "--tokenizer DIR",
+        why: "token ids come from a Hugging Face tokenizer.json",
+    })?;
+    let embeddings = cfg.embeddings.as_deref().ok_or(PrepareError::NeedsOption {
+        kind: name,
+        option: "--embeddings PATH",
+        why: "concepts are clusters of CLIP image embeddings; compute them with `mixatlas embed`",
+    })?;
     let opts = SourceOptions {
         kind,
         tokenizer,

@@ -17,9 +17,10 @@
 //! **Loss mask** (as LLaVA and Qwen2-VL SFT): 1 exactly on the tokens of the assistant turns'
 //! content and the end-of-turn token that closes each of them (`<|im_end|>`; the
 //! `eos_token` for tokenizers without it), 0 elsewhere (system and user turns, role headers,
-//! the newline after `<|im_end|>`). The content of each message is found in the rendered text
-//! in order, verbatim (a template that rewrites the content is refused with an error naming
-//! the turn); a token is trained on when its first byte lies in an assistant span.
+//! the newline after `<|im_end|>`). Each message's content is located by rendering the template
+//! a second time with a sentinel in its place ([`ChatTokenizer::render`]); a template that
+//! does not place the contents verbatim is refused with an error. A token is trained on when
+//! its first byte lies in an assistant span.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -153,12 +154,16 @@ pub enum ChatProblem {
     /// The template failed (`raise_exception`, an undefined value, …).
     #[error("chat template: {0:#}")]
     Render(#[source] minijinja::Error),
-    /// The rendered text does not hold a turn's content verbatim.
-    #[error("the chat template does not render turn {turn}'s content verbatim, so its tokens cannot be masked")]
+    /// The rendered text does not hold a turn's content.
+    #[error("the chat template leaves out turn {turn}'s content, so its tokens cannot be masked")]
     NotVerbatim {
         /// 0-based turn.
         turn: usize,
     },
+    /// The template changes the contents (strips them, tests them), so they cannot be found
+    /// in its output.
+    #[error("the chat template does not place the turns' content verbatim (it transforms or tests it), so the assistant tokens cannot be masked")]
+    Rewritten,
     /// An assistant turn is empty.
     #[error("assistant turn {turn} is empty; expected an answer to train on")]
     EmptyAnswer {
@@ -238,12 +243,15 @@ fn config_template(cfg: &Value, path: &Path) -> Result<Option<String>, ChatError
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(Value::Array(list)) => {
             let named = |n: &str| {
-                list.iter().find(|t| t.get("name").and_then(Value::as_str) == Some(n))
+                list.iter()
+                    .find(|t| t.get("name").and_then(Value::as_str) == Some(n))
             };
             let pick = named("default").or(list.first());
             match pick.and_then(|t| t.get("template")).and_then(Value::as_str) {
                 Some(t) => Ok(Some(t.to_string())),
-                None => Err(bad("`chat_template` is a list without a {\"name\", \"template\"} entry")),
+                None => Err(bad(
+                    "`chat_template` is a list without a {\"name\", \"template\"} entry",
+                )),
             }
         }
         Some(_) => Err(bad(
@@ -362,9 +370,33 @@ impl ChatTokenizer {
         })
     }
 
+    /// The template rendered over `contents` (one per turn of `turns`).
+    fn render_with(&self, turns: &[Turn], contents: &[String]) -> Result<String, ChatProblem> {
+        let messages: Vec<Value> = turns
+            .iter()
+            .zip(contents)
+            .map(|(t, c)| serde_json::json!({"role": t.role.name(), "content": c}))
+            .collect();
+        let mut ctx = serde_json::Map::new();
+        ctx.insert("messages".into(), Value::Array(messages));
+        ctx.insert("add_generation_prompt".into(), Value::Bool(false));
+        for (k, v) in &self.template_tokens {
+            ctx.insert(k.clone(), Value::String(v.clone()));
+        }
+        self.env
+            .get_template("chat")
+            .and_then(|t| t.render(minijinja::Value::from(minijinja::value::Serde(ctx))))
+            .map_err(ChatProblem::Render)
+    }
+
     /// The chat template rendered over `turns`, each `<image>` marker replaced by
     /// `image_rows` placeholder tokens, as `transformers` renders it with
     /// `add_generation_prompt=False`; with the byte span of each turn's content.
+    ///
+    /// The spans come from a second rendering with a sentinel (private-use characters and
+    /// the turn number) for each content: the sentinels are replaced by the contents, and the
+    /// result must equal the real rendering (else the template does not place the contents
+    /// verbatim, and the turns cannot be masked).
     pub fn render(
         &self,
         turns: &[Turn],
@@ -375,31 +407,24 @@ impl ChatTokenizer {
             .iter()
             .map(|t| t.text.replace(super::record::IMAGE_MARKER, &placeholder))
             .collect();
-        let messages: Vec<Value> = turns
-            .iter()
-            .zip(&contents)
-            .map(|(t, c)| serde_json::json!({"role": t.role.name(), "content": c}))
-            .collect();
-        let mut ctx = serde_json::Map::new();
-        ctx.insert("messages".into(), Value::Array(messages));
-        ctx.insert("add_generation_prompt".into(), Value::Bool(false));
-        for (k, v) in &self.template_tokens {
-            ctx.insert(k.clone(), Value::String(v.clone()));
-        }
-        let text = self
-            .env
-            .get_template("chat")
-            .and_then(|t| t.render(minijinja::Value::from(minijinja::value::Serde(ctx))))
-            .map_err(ChatProblem::Render)?;
+        let text = self.render_with(turns, &contents)?;
+        let sentinel = |i: usize| format!("\u{E000}{i}\u{E001}");
+        let marked =
+            self.render_with(turns, &(0..turns.len()).map(sentinel).collect::<Vec<_>>())?;
+        let mut rebuilt = String::with_capacity(text.len());
         let mut spans = Vec::with_capacity(turns.len());
-        let mut cursor = 0;
+        let mut rest = marked.as_str();
         for (turn, c) in contents.iter().enumerate() {
-            let start = text[cursor..]
-                .find(c.as_str())
-                .map(|i| cursor + i)
-                .ok_or(ChatProblem::NotVerbatim { turn })?;
-            cursor = start + c.len();
-            spans.push(start..cursor);
+            let mark = sentinel(turn);
+            let at = rest.find(&mark).ok_or(ChatProblem::NotVerbatim { turn })?;
+            rebuilt.push_str(&rest[..at]);
+            spans.push(rebuilt.len()..rebuilt.len() + c.len());
+            rebuilt.push_str(c);
+            rest = &rest[at + mark.len()..];
+        }
+        rebuilt.push_str(rest);
+        if rebuilt != text {
+            return Err(ChatProblem::Rewritten);
         }
         Ok((text, spans))
     }

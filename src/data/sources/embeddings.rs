@@ -256,7 +256,9 @@ fn open_npy(path: &Path, ndim: usize, allowed: &[Float]) -> Result<Array, Embedd
         return Err(bad(format!("dtype {descr:?} is not accepted here")));
     }
     if npy_field(header, "fortran_order") != Some("False") {
-        return Err(bad("Fortran order; expected C order (fortran_order: False)".into()));
+        return Err(bad(
+            "Fortran order; expected C order (fortran_order: False)".into(),
+        ));
     }
     let shape: Vec<usize> = npy_field(header, "shape")
         .map(|s| s.trim_matches(['(', ')']))
@@ -299,9 +301,9 @@ fn open_safetensors(path: &Path) -> Result<Array, EmbeddingError> {
     let map = map_file(path)?;
     let (header, meta) = safetensors::SafeTensors::read_metadata(&map)
         .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
-    let info = meta
-        .info("embeddings")
-        .ok_or_else(|| bad("no tensor `embeddings`; expected one [N, D] tensor of that name".into()))?;
+    let info = meta.info("embeddings").ok_or_else(|| {
+        bad("no tensor `embeddings`; expected one [N, D] tensor of that name".into())
+    })?;
     use safetensors::Dtype;
     let dtype = match info.dtype {
         Dtype::F32 => Float::F32,
@@ -455,10 +457,7 @@ impl EmbeddingStore {
     fn assemble(path: &Path, found: Vec<(Part, Option<PathBuf>)>) -> Result<Self, EmbeddingError> {
         let first = &found[0].0;
         let dim = first.embeddings.shape[1];
-        let features = first
-            .features
-            .as_ref()
-            .map(|f| (f.shape[1], f.shape[2]));
+        let features = first.features.as_ref().map(|f| (f.shape[1], f.shape[2]));
         let first_path = first.embeddings.path.clone();
         let by_id = found[0].1.is_some();
         let mut parts = Vec::with_capacity(found.len());
@@ -476,7 +475,12 @@ impl EmbeddingStore {
                 first: first_path.clone(),
             };
             if e.shape[1] != dim {
-                return Err(mismatch("D", e.shape[1].to_string(), dim.to_string(), &e.path));
+                return Err(mismatch(
+                    "D",
+                    e.shape[1].to_string(),
+                    dim.to_string(),
+                    &e.path,
+                ));
             }
             let here = part.features.as_ref().map(|f| (f.shape[1], f.shape[2]));
             let show = |x: Option<(usize, usize)>| {
@@ -484,7 +488,12 @@ impl EmbeddingStore {
             };
             if here != features {
                 let p = part.features.as_ref().map_or(&e.path, |f| &f.path);
-                return Err(mismatch("per-image features", show(here), show(features), p));
+                return Err(mismatch(
+                    "per-image features",
+                    show(here),
+                    show(features),
+                    p,
+                ));
             }
             if let Some(f) = &part.features {
                 if f.rows() != e.rows() {
@@ -557,10 +566,13 @@ impl EmbeddingStore {
     pub fn row(&self, id: Option<&str>, position: u64) -> Result<u64, LookupProblem> {
         let store = || self.path.clone();
         match (&self.ids, id) {
-            (Some(map), Some(id)) => map.get(id).copied().ok_or_else(|| LookupProblem::MissingId {
-                id: id.to_string(),
-                store: store(),
-            }),
+            (Some(map), Some(id)) => map
+                .get(id)
+                .copied()
+                .ok_or_else(|| LookupProblem::MissingId {
+                    id: id.to_string(),
+                    store: store(),
+                }),
             (Some(_), None) => Err(LookupProblem::NoId { store: store() }),
             (None, _) if position < self.rows => Ok(position),
             (None, _) => Err(LookupProblem::PastEnd {
@@ -620,8 +632,7 @@ mod tests {
         } else {
             format!("({})", dims.join(", "))
         };
-        let mut h =
-            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {tuple}, }}");
+        let mut h = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {tuple}, }}");
         while (10 + h.len() + 1) % 64 != 0 {
             h.push(' ');
         }
@@ -646,7 +657,11 @@ mod tests {
         assert!(!s.by_id());
         assert_eq!(s.embedding(s.row(None, 2).unwrap()), vec![5., 6.]);
         assert!(s.row(None, 3).is_err());
-        assert!(s.check_row_count(2).unwrap_err().to_string().contains("3 embedding rows for 2 records"));
+        assert!(s
+            .check_row_count(2)
+            .unwrap_err()
+            .to_string()
+            .contains("3 embedding rows for 2 records"));
         std::fs::write(dir.path().join("e.npy.ids.txt"), "a\nb\nc\n").unwrap();
         let s = EmbeddingStore::open(&p).unwrap();
         assert_eq!(s.embedding(s.row(Some("b"), 0).unwrap()), vec![3., 4.]);
@@ -654,7 +669,12 @@ mod tests {
         assert!(e.contains("id \"zz\" has no row"), "{e}");
         std::fs::write(dir.path().join("e.npy.ids.txt"), "a\nb\na\n").unwrap();
         let e = EmbeddingStore::open(&p).unwrap_err().to_string();
-        assert!(e.contains("id \"a\" appears twice") && e.contains(":1 and") && e.ends_with(":3; expected unique ids"), "{e}");
+        assert!(
+            e.contains("id \"a\" appears twice")
+                && e.contains(":1 and")
+                && e.ends_with(":3; expected unique ids"),
+            "{e}"
+        );
         npy(&p, "<i4", &[3, 2], &f32s(&[0.; 6]));
         let e = EmbeddingStore::open(&p).unwrap_err().to_string();
         assert!(e.contains("dtype \"<i4\""), "{e}");
@@ -669,21 +689,49 @@ mod tests {
         let d = dir.path();
         npy(&d.join("part-000001.npy"), "<f4", &[1, 2], &f32s(&[7., 8.]));
         std::fs::write(d.join("part-000001.ids.txt"), "z\n").unwrap();
-        npy(&d.join("part-000000.npy"), "<f4", &[2, 2], &f32s(&[1., 2., 3., 4.]));
+        npy(
+            &d.join("part-000000.npy"),
+            "<f4",
+            &[2, 2],
+            &f32s(&[1., 2., 3., 4.]),
+        );
         std::fs::write(d.join("part-000000.ids.txt"), "x\ny\n").unwrap();
         let s = EmbeddingStore::open(d).unwrap();
         assert_eq!((s.rows(), s.dim(), s.features()), (3, 2, None));
         assert_eq!(s.embedding(s.row(Some("z"), 0).unwrap()), vec![7., 8.]);
         let f16s = |x: &[f32]| -> Vec<u8> {
-            x.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect()
+            x.iter()
+                .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                .collect()
         };
-        npy(&d.join("part-000000.features.npy"), "<f2", &[2, 1, 3], &f16s(&[1., 2., 3., 4., 5., 6.]));
+        npy(
+            &d.join("part-000000.features.npy"),
+            "<f2",
+            &[2, 1, 3],
+            &f16s(&[1., 2., 3., 4., 5., 6.]),
+        );
         let e = EmbeddingStore::open(d).unwrap_err().to_string();
-        assert!(e.contains("part-000001.npy: per-image features is absent; expected [n, 1, 3]"), "{e}");
-        npy(&d.join("part-000001.features.npy"), "<f2", &[1, 1, 3], &f16s(&[7., 8., 9.]));
+        assert!(
+            e.contains("part-000001.npy: per-image features is absent; expected [n, 1, 3]"),
+            "{e}"
+        );
+        npy(
+            &d.join("part-000001.features.npy"),
+            "<f2",
+            &[1, 1, 3],
+            &f16s(&[7., 8., 9.]),
+        );
         let s = EmbeddingStore::open(d).unwrap();
-        assert_eq!(s.image_features(s.row(Some("y"), 0).unwrap()), Some(vec![4., 5., 6.]));
-        npy(&d.join("part-000001.npy"), "<f4", &[1, 3], &f32s(&[7., 8., 9.]));
+        assert_eq!(
+            s.image_features(s.row(Some("y"), 0).unwrap()),
+            Some(vec![4., 5., 6.])
+        );
+        npy(
+            &d.join("part-000001.npy"),
+            "<f4",
+            &[1, 3],
+            &f32s(&[7., 8., 9.]),
+        );
         let e = EmbeddingStore::open(d).unwrap_err().to_string();
         assert!(e.contains("D is 3; expected 2"), "{e}");
     }

@@ -160,7 +160,9 @@ pub fn read_jsonl<E: From<SourceError>>(
     path: &Path,
     visit: &mut dyn FnMut(Item) -> Result<(), E>,
 ) -> Result<(), E> {
-    let f = File::open(path).at("opening", path).map_err(SourceError::from)?;
+    let f = File::open(path)
+        .at("opening", path)
+        .map_err(SourceError::from)?;
     let mut reader = BufReader::with_capacity(1 << 20, f);
     let (mut line, mut bytes) = (0u64, 0u64);
     let mut buf = Vec::new();
@@ -239,7 +241,9 @@ pub fn read_json_array<E: From<SourceError>>(
     path: &Path,
     visit: &mut dyn FnMut(Item) -> Result<(), E>,
 ) -> Result<(), E> {
-    let f = File::open(path).at("opening", path).map_err(SourceError::from)?;
+    let f = File::open(path)
+        .at("opening", path)
+        .map_err(SourceError::from)?;
     let (reader, bytes) = Counted::new(BufReader::with_capacity(1 << 20, f));
     let mut de = serde_json::Deserializer::from_reader(reader);
     let mut stopped = None;
@@ -282,7 +286,10 @@ mod tests {
     fn collect(path: &Path, json: bool) -> Vec<(String, Result<Record, String>)> {
         let mut out = Vec::new();
         let mut visit = |it: Item| -> Result<(), SourceError> {
-            out.push((it.location.to_string(), it.record.map_err(|e| e.to_string())));
+            out.push((
+                it.location.to_string(),
+                it.record.map_err(|e| e.to_string()),
+            ));
             Ok(())
         };
         if json {
@@ -343,6 +350,10 @@ mod tests {
         let got = collect(&p, false);
         assert_eq!(got.len(), 2);
         assert!(got[1].0.ends_with("a.jsonl:3"));
-        assert!(got[1].1.as_ref().unwrap_err().contains("`conversations` is 5"));
+        assert!(got[1]
+            .1
+            .as_ref()
+            .unwrap_err()
+            .contains("`conversations` is 5"));
     }
 }

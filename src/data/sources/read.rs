@@ -128,7 +128,10 @@ impl RealSource {
         if let Some(index) = clip.iter().position(|x| !x.is_finite()) {
             return Err(LineError::ClipNotFinite { index, id: id() }.into());
         }
-        let image = match (self.embeddings.image_features(row), self.embeddings.features()) {
+        let image = match (
+            self.embeddings.image_features(row),
+            self.embeddings.features(),
+        ) {
             (Some(f), Some((p, d))) => {
                 if let Some(i) = f.iter().position(|&x| !half::f16::from_f32(x).is_finite()) {
                     return Err(LineError::ImageNotFinite {
@@ -205,7 +208,9 @@ impl<E: From<SourceError>, S: FnMut(RawSample) -> Result<(), E>> Pass<'_, E, S> 
                     }
                     self.stats.skipped += 1;
                     if self.stats.first_errors.len() < 5 {
-                        self.stats.first_errors.push(format!("{location}: {problem}"));
+                        self.stats
+                            .first_errors
+                            .push(format!("{location}: {problem}"));
                     }
                 }
             }

@@ -168,7 +168,8 @@ impl Record {
 
 /// How a record names itself in messages: ` (id …)`, or nothing.
 fn show_id(id: &Option<String>) -> String {
-    id.as_ref().map_or(String::new(), |i| format!(" (id {i:?})"))
+    id.as_ref()
+        .map_or(String::new(), |i| format!(" (id {i:?})"))
 }
 
 /// Why one record cannot become a sample. Every message names the field or member, the value
@@ -218,7 +219,10 @@ pub enum RecordProblem {
         id: Option<String>,
     },
     /// More than one image marker.
-    #[error("`{IMAGE_MARKER}` appears {count} times{}; expected one image per sample", show_id(id))]
+    #[error(
+        "`{IMAGE_MARKER}` appears {count} times{}; expected one image per sample",
+        show_id(id)
+    )]
     ManyMarkers {
         /// Markers found.
         count: usize,
@@ -249,7 +253,11 @@ pub enum RecordProblem {
         id: Option<String>,
     },
     /// The task is not a safe label.
-    #[error("task {task:?}{} is not a safe label; expected {}", show_id(id), super::super::label::LABEL_RULE)]
+    #[error(
+        "task {task:?}{} is not a safe label; expected {}",
+        show_id(id),
+        super::super::label::LABEL_RULE
+    )]
     BadTask {
         /// The task found.
         task: String,

@@ -157,7 +157,10 @@ mod tests {
         assert_eq!(m.task(Path::new("d/mix.json"), &r).unwrap(), "vqa");
         assert_eq!(m.task(Path::new("d/other.json"), &r).unwrap(), "ocr");
         r.image = None;
-        let e = m.task(Path::new("d/other.json"), &r).unwrap_err().to_string();
+        let e = m
+            .task(Path::new("d/other.json"), &r)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("(id \"a\")") && e.contains("\"other.json\", \"other\", \"d\", \"*\""),
             "{e}"

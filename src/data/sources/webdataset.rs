@@ -112,7 +112,9 @@ pub fn read_shard<E: From<SourceError>>(
         path: path.to_path_buf(),
         source,
     };
-    let f = File::open(path).at("opening", path).map_err(SourceError::from)?;
+    let f = File::open(path)
+        .at("opening", path)
+        .map_err(SourceError::from)?;
     let (reader, bytes) = Counted::new(BufReader::with_capacity(1 << 20, f));
     let mut archive = tar::Archive::new(reader);
     let mut seen: HashSet<String> = HashSet::new();
@@ -132,7 +134,11 @@ pub fn read_shard<E: From<SourceError>>(
         if !entry.header().entry_type().is_file() {
             continue;
         }
-        let name = entry.path().map_err(tar_err)?.to_string_lossy().into_owned();
+        let name = entry
+            .path()
+            .map_err(tar_err)?
+            .to_string_lossy()
+            .into_owned();
         let (key, ext) = split_key(&name);
         let (key, ext) = (key.to_string(), ext.to_ascii_lowercase());
         if group.as_ref().is_none_or(|g| g.key != key) {
@@ -221,7 +227,10 @@ mod tests {
         let e = got[2].1.as_ref().unwrap_err().to_string();
         assert!(e.contains("KEY.jpg|jpeg|png|webp member"), "{e}");
         let e = got[3].1.as_ref().unwrap_err().to_string();
-        assert!(e.contains("no KEY.json or KEY.txt member (members: k4.cls)"), "{e}");
+        assert!(
+            e.contains("no KEY.json or KEY.txt member (members: k4.cls)"),
+            "{e}"
+        );
         let e = got[4].1.as_ref().unwrap_err().to_string();
         assert!(e.contains("appears again"), "{e}");
     }
