@@ -442,6 +442,26 @@ fn issue20_llava_json_jsonl_and_webdataset_agree_with_transformers() {
             );
         }
     }
+    // Qwen2's ChatML is the default template: without `chat_template`, the same corpus.
+    let bare = tmp.path().join("tok-no-template");
+    std::fs::create_dir_all(&bare).unwrap();
+    std::fs::copy(
+        tokenizer().join("tokenizer.json"),
+        bare.join("tokenizer.json"),
+    )
+    .unwrap();
+    let cfg_path = tokenizer().join("tokenizer_config.json");
+    let mut cfg: Value = serde_json::from_slice(&std::fs::read(cfg_path).unwrap()).unwrap();
+    cfg.as_object_mut().unwrap().remove("chat_template");
+    std::fs::write(bare.join("tokenizer_config.json"), cfg.to_string()).unwrap();
+    let out = tmp.path().join("corpus-default-template");
+    let mut args = prepare_args(s(&dirs[0]), s(&out), s(&emb), s(&map));
+    args[7] = s(&bare);
+    ok(&args);
+    assert!(
+        corpus_files(&out) == files[0],
+        "the default template is Qwen2's"
+    );
     let mut want = reference(tmp.path(), &all, 1);
     want.sort();
     let got = documents(&tmp.path().join("corpus0"));

@@ -35,6 +35,9 @@ use crate::fsutil::{IoContext, PathIoError};
 /// tokenizer has no `chat_template`.
 pub const QWEN2_CHAT_TEMPLATE: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
+/// The marker of the image in a turn's text (LLaVA's `DEFAULT_IMAGE_TOKEN`).
+pub const IMAGE_MARKER: &str = "<image>";
+
 /// The default image placeholder token (Qwen2-VL's).
 pub const DEFAULT_IMAGE_TOKEN: &str = "<|image_pad|>";
 
@@ -405,7 +408,7 @@ impl ChatTokenizer {
         let placeholder = self.image_token.repeat(image_rows);
         let contents: Vec<String> = turns
             .iter()
-            .map(|t| t.text.replace(super::record::IMAGE_MARKER, &placeholder))
+            .map(|t| t.text.replace(IMAGE_MARKER, &placeholder))
             .collect();
         let text = self.render_with(turns, &contents)?;
         let sentinel = |i: usize| format!("\u{E000}{i}\u{E001}");

@@ -283,13 +283,10 @@ pub fn read_json_array<E: From<SourceError>>(
 mod tests {
     use super::*;
 
-    fn collect(path: &Path, json: bool) -> Vec<(String, Result<Record, String>)> {
+    fn collect(path: &Path, json: bool) -> Vec<(String, Result<Record, RecordProblem>)> {
         let mut out = Vec::new();
         let mut visit = |it: Item| -> Result<(), SourceError> {
-            out.push((
-                it.location.to_string(),
-                it.record.map_err(|e| e.to_string()),
-            ));
+            out.push((it.location.to_string(), it.record));
             Ok(())
         };
         if json {
@@ -319,12 +316,13 @@ mod tests {
         assert_eq!(r.dataset(), Some("coco"));
         assert_eq!(r.turns[1].role, Role::Assistant);
         assert!(got[1].0.ends_with("a.json#element 1"), "{}", got[1].0);
-        let e = got[1].1.as_ref().unwrap_err();
+        let e = got[1].1.as_ref().unwrap_err().to_string();
         assert!(
             e.contains("`conversations[0].from` is \"robot\" (id \"x\")"),
             "{e}"
         );
-        assert!(got[2].1.as_ref().unwrap_err().contains("a JSON number"));
+        let e = got[2].1.as_ref().unwrap_err().to_string();
+        assert!(e.contains("a JSON number"), "{e}");
         // Broken syntax stops the file, naming the element reached.
         std::fs::write(&p, r#"[{"id": 1, "conversations": []}, {"id": "#).unwrap();
         let mut n = 0;
@@ -350,10 +348,7 @@ mod tests {
         let got = collect(&p, false);
         assert_eq!(got.len(), 2);
         assert!(got[1].0.ends_with("a.jsonl:3"));
-        assert!(got[1]
-            .1
-            .as_ref()
-            .unwrap_err()
-            .contains("`conversations` is 5"));
+        let e = got[1].1.as_ref().unwrap_err().to_string();
+        assert!(e.contains("`conversations` is 5"), "{e}");
     }
 }

@@ -204,6 +204,7 @@ impl<E: From<SourceError>, S: FnMut(RawSample) -> Result<(), E>> Pass<'_, E, S> 
                 }
                 Err(problem) => {
                     if self.on_error == OnError::Fail {
+                        let problem = Box::new(problem);
                         return Err(SourceError::Record { location, problem }.into());
                     }
                     self.stats.skipped += 1;

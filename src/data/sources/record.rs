@@ -11,11 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::chat::{Role, Turn};
+use super::chat::{Role, Turn, IMAGE_MARKER};
 use crate::fsutil::{IoContext, PathIoError};
-
-/// The marker of the image in a turn's text (LLaVA's `DEFAULT_IMAGE_TOKEN`).
-pub const IMAGE_MARKER: &str = "<image>";
 
 /// Which kind of files `prepare` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -286,8 +283,8 @@ pub enum SourceError {
     Record {
         /// Where.
         location: Location,
-        /// What is wrong (shown in the message).
-        problem: RecordProblem,
+        /// What is wrong (shown in the message; boxed to keep the error small).
+        problem: Box<RecordProblem>,
     },
     /// The JSON file's syntax breaks off; nothing after it can be read.
     #[error("{}: after element {index}: {source}; expected a JSON array of records", path.display())]

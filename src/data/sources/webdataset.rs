@@ -21,9 +21,9 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
-use super::chat::{Role, Turn};
+use super::chat::{Role, Turn, IMAGE_MARKER};
 use super::llava::{record_from_json, Counted};
-use super::record::{Item, Location, Record, RecordProblem, SourceError, IMAGE_MARKER};
+use super::record::{Item, Location, Record, RecordProblem, SourceError};
 use crate::fsutil::IoContext;
 
 /// The user turn of a caption sample, after the image: what the caption answers.
