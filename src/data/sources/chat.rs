@@ -473,3 +473,85 @@ impl ChatTokenizer {
         Ok(Encoded { tokens, loss_mask })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A word-level tokenizer.json: words split on whitespace, ChatML's added tokens.
+    fn write_tokenizer(dir: &Path, config: Value) {
+        let words = ["[UNK]", "hi", "there", "user", "assistant", "system", "\n", "pad"];
+        let vocab: serde_json::Map<String, Value> = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.to_string(), Value::from(i)))
+            .collect();
+        let added: Vec<Value> = ["<|im_start|>", "<|im_end|>", "<|image_pad|>"]
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                serde_json::json!({"id": 8 + i, "content": t, "single_word": false,
+                    "lstrip": false, "rstrip": false, "normalized": false, "special": true})
+            })
+            .collect();
+        let tok = serde_json::json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+            "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"},
+            "post_processor": null, "decoder": null,
+            "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
+        });
+        std::fs::write(dir.join("tokenizer.json"), tok.to_string()).unwrap();
+        std::fs::write(dir.join("tokenizer_config.json"), config.to_string()).unwrap();
+    }
+
+    fn turns(a: &str) -> Vec<Turn> {
+        vec![
+            Turn {
+                role: Role::User,
+                text: "<image> hi".into(),
+            },
+            Turn {
+                role: Role::Assistant,
+                text: a.into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn template_list_and_masks() {
+        let dir = tempfile::tempdir().unwrap();
+        let tpl = "{% for m in messages %}<|im_start|>{{ m['role'] }} {{ m['content'] }}<|im_end|>{% endfor %}";
+        write_tokenizer(
+            dir.path(),
+            serde_json::json!({"chat_template": [{"name": "tool_use", "template": "x"},
+                {"name": "default", "template": tpl}], "pad_token": {"content": "pad"}}),
+        );
+        let t = ChatTokenizer::load(dir.path(), None).unwrap();
+        assert_eq!((t.vocab_size, t.special.pad, t.special.image), (11, 7, 10));
+        let e = t.encode(&turns("hi there"), 2).unwrap();
+        // <|im_start|> user <pad> <pad> hi <|im_end|> <|im_start|> assistant hi there <|im_end|>
+        assert_eq!(e.tokens, vec![8, 3, 10, 10, 1, 9, 8, 4, 1, 2, 9]);
+        assert_eq!(e.loss_mask, vec![0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1]);
+        let e = ChatTokenizer::load(dir.path(), Some("hi")).unwrap_err();
+        assert!(e.to_string().contains("\"hi\" is not an added token"), "{e}");
+        let e = ChatTokenizer::load(dir.path(), Some("<img>")).unwrap_err();
+        assert!(e.to_string().contains("\"<img>\" is not in the vocabulary; pass --image-token"), "{e}");
+    }
+
+    #[test]
+    fn a_template_that_rewrites_content_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let tpl = "{% for m in messages %}<|im_start|>{{ m['role'] }} {{ m['content'] | trim }}<|im_end|>{% endfor %}";
+        write_tokenizer(dir.path(), serde_json::json!({"chat_template": tpl}));
+        let t = ChatTokenizer::load(dir.path(), None).unwrap();
+        t.encode(&turns("hi"), 1).unwrap();
+        let e = t.encode(&turns(" hi "), 1).unwrap_err().to_string();
+        assert!(e.contains("does not place the turns' content verbatim"), "{e}");
+        let e = t.encode(&turns("  "), 1).unwrap_err().to_string();
+        assert!(e.contains("assistant turn 1 is empty"), "{e}");
+        write_tokenizer(dir.path(), serde_json::json!({"chat_template": "{{ raise_exception('no') }}"}));
+        let t = ChatTokenizer::load(dir.path(), None).unwrap();
+        let e = t.encode(&turns("hi"), 1).unwrap_err().to_string();
+        assert!(e.starts_with("chat template:") && e.contains("no"), "{e}");
+    }
+}
