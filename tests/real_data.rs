@@ -415,11 +415,8 @@ fn issue20_llava_json_jsonl_and_webdataset_agree_with_transformers() {
     let mut files = Vec::new();
     for (i, d) in dirs.iter().enumerate() {
         let out = tmp.path().join(format!("corpus{i}"));
-        // The JSONL directory's kind is inferred (.jsonl with a tokenizer → llava).
-        let mut args = prepare_args(s(d), s(&out), s(&emb), s(&map));
-        if i == 2 {
-            args.extend(["--source", "webdataset"]);
-        }
+        // Each directory's kind is inferred (with a tokenizer: .tar → webdataset, else llava).
+        let args = prepare_args(s(d), s(&out), s(&emb), s(&map));
         let report = ok(&args);
         assert!(report.contains("150 documents"), "{report}");
         ok(&["inspect", s(&out), "--verify"]);

@@ -90,8 +90,9 @@ pub struct PrepareArgs {
     #[arg(long)]
     pub vocab_size: Option<u32>,
     /// Input kind: raw (MixAtlas JSONL), llava (JSON array or JSONL) or webdataset (tar
-    /// shards). Default: from the extension (.tar → webdataset, .json → llava, .jsonl →
-    /// llava when --tokenizer is given, else raw).
+    /// shards). Default: raw without --tokenizer (but a .json / .tar file is llava /
+    /// webdataset); with --tokenizer, webdataset for .tar files (or a directory holding
+    /// them), else llava.
     #[arg(long, value_enum)]
     pub source: Option<SourceKind>,
     /// Directory that LLaVA `image` paths are relative to (recorded in the manifest).

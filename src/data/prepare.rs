@@ -71,8 +71,9 @@ pub struct PrepareConfig {
     /// Vocabulary size; default: the tokenizer's, else from `synth.json` beside the input,
     /// else the largest token id + 1.
     pub vocab_size: Option<u32>,
-    /// Kind of input (default: from the extension: `.tar` → webdataset, `.json` → llava,
-    /// `.jsonl` → llava when a tokenizer is given, else raw).
+    /// Kind of input (default: a `.tar` file → webdataset, `.json` → llava, `.jsonl` → llava
+    /// when a tokenizer is given, else raw; a directory → raw without a tokenizer, with one
+    /// webdataset when it holds `.tar` files, else llava).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceKind>,
     /// The directory LLaVA `image` paths are relative to (recorded; `prepare` reads
@@ -415,28 +416,32 @@ fn order_tasks(seen: &HashMap<String, u32>) -> Vec<String> {
     known
 }
 
-/// The kind of input `cfg` asks for, or the one `input`'s files imply (see
-/// [`PrepareConfig::source`]).
+/// The kind of input `cfg` asks for, or the one `input` implies (see
+/// [`PrepareConfig::source`]): a file by its extension (`.jsonl` as LLaVA only with a
+/// tokenizer); a directory is raw JSONL unless a tokenizer is given (raw directories hold
+/// `synth.json` and `vocab.json` beside their shards), then WebDataset when it holds `.tar`
+/// files, else LLaVA.
 fn source_kind(input: &Path, cfg: &PrepareConfig) -> SourceKind {
     if let Some(k) = cfg.source {
         return k;
     }
-    let has = |ext: &str| -> bool {
-        if input.is_dir() {
-            fs::read_dir(input).is_ok_and(|rd| {
-                rd.filter_map(|e| e.ok())
-                    .any(|e| e.path().extension().is_some_and(|x| x == ext))
-            })
-        } else {
-            input.extension().is_some_and(|x| x == ext)
-        }
-    };
-    if has("tar") {
-        SourceKind::Webdataset
-    } else if has("json") || (has("jsonl") && cfg.tokenizer.is_some()) {
-        SourceKind::Llava
-    } else {
-        SourceKind::Raw
+    let tokenizer = cfg.tokenizer.is_some();
+    if input.is_dir() {
+        let has_tar = fs::read_dir(input).is_ok_and(|rd| {
+            rd.filter_map(|e| e.ok())
+                .any(|e| e.path().extension().is_some_and(|x| x == "tar"))
+        });
+        return match (tokenizer, has_tar) {
+            (false, _) => SourceKind::Raw,
+            (true, true) => SourceKind::Webdataset,
+            (true, false) => SourceKind::Llava,
+        };
+    }
+    match input.extension().and_then(|e| e.to_str()) {
+        Some("tar") => SourceKind::Webdataset,
+        Some("json") => SourceKind::Llava,
+        Some("jsonl") if tokenizer => SourceKind::Llava,
+        _ => SourceKind::Raw,
     }
 }
 

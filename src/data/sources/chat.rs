@@ -480,7 +480,16 @@ mod tests {
 
     /// A word-level tokenizer.json: words split on whitespace, ChatML's added tokens.
     fn write_tokenizer(dir: &Path, config: Value) {
-        let words = ["[UNK]", "hi", "there", "user", "assistant", "system", "\n", "pad"];
+        let words = [
+            "[UNK]",
+            "hi",
+            "there",
+            "user",
+            "assistant",
+            "system",
+            "\n",
+            "pad",
+        ];
         let vocab: serde_json::Map<String, Value> = words
             .iter()
             .enumerate()
@@ -533,9 +542,16 @@ mod tests {
         assert_eq!(e.tokens, vec![8, 3, 10, 10, 1, 9, 8, 4, 1, 2, 9]);
         assert_eq!(e.loss_mask, vec![0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1]);
         let e = ChatTokenizer::load(dir.path(), Some("hi")).unwrap_err();
-        assert!(e.to_string().contains("\"hi\" is not an added token"), "{e}");
+        assert!(
+            e.to_string().contains("\"hi\" is not an added token"),
+            "{e}"
+        );
         let e = ChatTokenizer::load(dir.path(), Some("<img>")).unwrap_err();
-        assert!(e.to_string().contains("\"<img>\" is not in the vocabulary; pass --image-token"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("\"<img>\" is not in the vocabulary; pass --image-token"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -546,10 +562,16 @@ mod tests {
         let t = ChatTokenizer::load(dir.path(), None).unwrap();
         t.encode(&turns("hi"), 1).unwrap();
         let e = t.encode(&turns(" hi "), 1).unwrap_err().to_string();
-        assert!(e.contains("does not place the turns' content verbatim"), "{e}");
+        assert!(
+            e.contains("does not place the turns' content verbatim"),
+            "{e}"
+        );
         let e = t.encode(&turns("  "), 1).unwrap_err().to_string();
         assert!(e.contains("assistant turn 1 is empty"), "{e}");
-        write_tokenizer(dir.path(), serde_json::json!({"chat_template": "{{ raise_exception('no') }}"}));
+        write_tokenizer(
+            dir.path(),
+            serde_json::json!({"chat_template": "{{ raise_exception('no') }}"}),
+        );
         let t = ChatTokenizer::load(dir.path(), None).unwrap();
         let e = t.encode(&turns("hi"), 1).unwrap_err().to_string();
         assert!(e.starts_with("chat template:") && e.contains("no"), "{e}");
