@@ -684,6 +684,34 @@ mod tests {
     }
 
     #[test]
+    fn safetensors_tensor_embeddings() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("e.safetensors");
+        let vals = [0.5f32, -1.0, 2.0, 4.0, 0.25, 8.0];
+        let bytes: Vec<u8> = vals
+            .iter()
+            .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+            .collect();
+        let write = |name: &str, shape: Vec<usize>| {
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::BF16, shape, &bytes)
+                    .unwrap();
+            let file = safetensors::serialize([(name, view)], None).unwrap();
+            std::fs::write(&p, file).unwrap();
+        };
+        write("embeddings", vec![3, 2]);
+        let s = EmbeddingStore::open(&p).unwrap();
+        assert_eq!((s.rows(), s.dim()), (3, 2));
+        assert_eq!(s.embedding(1), vec![2.0, 4.0]);
+        write("clip", vec![3, 2]);
+        let e = EmbeddingStore::open(&p).unwrap_err().to_string();
+        assert!(e.contains("no tensor `embeddings`"), "{e}");
+        write("embeddings", vec![6]);
+        let e = EmbeddingStore::open(&p).unwrap_err().to_string();
+        assert!(e.contains("shape [6]; expected [N, D]"), "{e}");
+    }
+
+    #[test]
     fn parts_in_name_order_with_features() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
