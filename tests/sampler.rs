@@ -822,6 +822,7 @@ fn write_manifest(dir: &Path, corpus: &TestCorpus) {
         ],
         benchmarks: vec![],
         benchmark_cells: Default::default(),
+        tokenizer: None,
         vocab: None,
         source: BTreeMap::new(),
     };

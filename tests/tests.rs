@@ -15,6 +15,7 @@ mod harden_lock;
 mod harden_resume;
 mod megatron_compat;
 mod model;
+mod real_data;
 mod report;
 mod sampler;
 mod search;

@@ -13,6 +13,7 @@ use mixatlas::data::corpus::{Corpus, DocumentStore, Manifest};
 use mixatlas::data::megatron::IndexedDataset;
 use mixatlas::data::prepare::{self, PrepareConfig, PrepareReport, Progress};
 use mixatlas::data::raw::OnError;
+use mixatlas::data::sources::record::SourceKind;
 use mixatlas::data::synth::{self, Composition, SynthConfig};
 
 use mixatlas::fsutil::lock::DirLock;
@@ -88,6 +89,32 @@ pub struct PrepareArgs {
     /// Vocabulary size (default: from synth.json, else largest token id + 1).
     #[arg(long)]
     pub vocab_size: Option<u32>,
+    /// Input kind: raw (MixAtlas JSONL), llava (JSON array or JSONL) or webdataset (tar
+    /// shards). Default: raw without --tokenizer (but a .json / .tar file is llava /
+    /// webdataset); with --tokenizer, webdataset for .tar files (or a directory holding
+    /// them), else llava.
+    #[arg(long, value_enum)]
+    pub source: Option<SourceKind>,
+    /// Directory that LLaVA `image` paths are relative to (recorded in the manifest).
+    #[arg(long)]
+    pub image_root: Option<PathBuf>,
+    /// Hugging Face tokenizer directory: tokenizer.json (+ tokenizer_config.json with the
+    /// chat template; Qwen2's ChatML when absent).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Task labels by source file, directory or dataset name (TOML or JSON table).
+    #[arg(long)]
+    pub task_map: Option<PathBuf>,
+    /// Precomputed CLIP embeddings: .npy, .safetensors (tensor `embeddings`), or the
+    /// directory `mixatlas embed --out` writes.
+    #[arg(long)]
+    pub embeddings: Option<PathBuf>,
+    /// Image placeholder token (default <|image_pad|>).
+    #[arg(long)]
+    pub image_token: Option<String>,
+    /// Placeholder tokens per image (default: the features' rows, else 1 for pooled).
+    #[arg(long)]
+    pub image_rows: Option<usize>,
     /// Assign to these existing centroids (safetensors) instead of fitting k-means.
     #[arg(long)]
     pub centroids: Option<PathBuf>,
@@ -264,6 +291,26 @@ fn resolve_prepare(a: &PrepareArgs) -> Result<PrepareConfig> {
     }
     if a.vocab_size.is_some() {
         cfg.vocab_size = a.vocab_size;
+    }
+    let paths = [
+        (&mut cfg.image_root, &a.image_root),
+        (&mut cfg.tokenizer, &a.tokenizer),
+        (&mut cfg.task_map, &a.task_map),
+        (&mut cfg.embeddings, &a.embeddings),
+    ];
+    for (slot, flag) in paths {
+        if flag.is_some() {
+            slot.clone_from(flag);
+        }
+    }
+    if a.source.is_some() {
+        cfg.source = a.source;
+    }
+    if a.image_token.is_some() {
+        cfg.image_token.clone_from(&a.image_token);
+    }
+    if a.image_rows.is_some() {
+        cfg.image_rows = a.image_rows;
     }
     Ok(cfg)
 }

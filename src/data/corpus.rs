@@ -213,6 +213,23 @@ pub struct ClusteringInfo {
     pub purity: Option<f64>,
 }
 
+/// The tokenizer of a corpus prepared from a real-format source (docs/real-data.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenizerInfo {
+    /// The directory of `tokenizer.json`, as given to `prepare`.
+    pub path: String,
+    /// Its vocabulary size, added tokens included (the model's `vocab_size` must be at least
+    /// this; `train` checks).
+    pub vocab_size: u32,
+    /// Where the chat template came from.
+    pub chat_template: String,
+    /// The image placeholder token.
+    pub image_token: String,
+    /// Placeholder tokens per image.
+    pub image_rows: usize,
+}
+
 /// `manifest.json`: everything a reader needs to know about a prepared corpus.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -243,6 +260,10 @@ pub struct Manifest {
     /// ([`Manifest::benchmark_weights`], the search's `--start benchmarks`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub benchmark_cells: BTreeMap<String, BTreeMap<String, u64>>,
+    /// The Hugging Face tokenizer a real-format source was tokenised with (absent for raw
+    /// samples and for manifests written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<TokenizerInfo>,
     /// Token-id → string table relative to the corpus (`vocab.json`), if known.
     pub vocab: Option<String>,
     /// Free-form provenance (source paths, tool version, seed).

@@ -2,6 +2,8 @@
 //!
 //! - [`synth`]: the built-in synthetic multimodal corpus (raw JSONL, the default data).
 //! - [`raw`]: the raw JSONL sample format users give to `prepare`.
+//! - [`sources`]: real-format sources (LLaVA JSON/JSONL, WebDataset), tokenised with a Hugging
+//!   Face tokenizer, with precomputed CLIP embeddings.
 //! - [`label`]: the safe charset of task, concept, benchmark and cell names.
 //! - [`kmeans`] and [`cluster_metrics`]: concept discovery over CLIP embeddings.
 //! - [`prepare`]: raw samples → `corpus/` (manifest + Megatron `.bin`/`.idx` per cell).
@@ -19,4 +21,5 @@ pub mod mixture;
 pub mod prepare;
 pub mod raw;
 pub mod sampler;
+pub mod sources;
 pub mod synth;

@@ -12,7 +12,13 @@
 //!    appended to its (concept, task) cell's `.bin`/`.idx`/`.mask`/`.img`; each cell's mean
 //!    CLIP embedding (summed in f64 as the documents pass) goes into the manifest.
 //!
-//! Held-out benchmarks (`benchmarks/*.jsonl` beside the input) are written the same way. The
+//! Real-format sources ([`super::sources`]: LLaVA JSON/JSONL, WebDataset shards) are read
+//! record by record, tokenised with a Hugging Face tokenizer and given precomputed embeddings,
+//! then enter the same pipeline as raw samples.
+//!
+//! Held-out benchmarks (`benchmarks/*.jsonl` beside a directory input; for a real-format
+//! source, `benchmarks/*.json|jsonl|tar` of the same kind, named by file stem) are written the
+//! same way. The
 //! whole corpus is built in a staging directory and renamed into place only when complete,
 //! with `manifest.json` (counts and SHA-256 of every file) written last.
 
@@ -29,13 +35,17 @@ use serde::{Deserialize, Serialize};
 use super::cluster_metrics;
 use super::corpus::{
     cell_name, describe_files, image_path, mask_path, Axes, CellEmbedding, CellEntry,
-    ClusteringInfo, CorpusError, DatasetEntry, ImageSpec, Manifest, SpecialTokens, MANIFEST_FILE,
-    MANIFEST_FORMAT, MANIFEST_VERSION,
+    ClusteringInfo, CorpusError, DatasetEntry, ImageSpec, Manifest, SpecialTokens, TokenizerInfo,
+    MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION,
 };
 use super::kmeans::{KMeans, KMeansConfig, KMeansError, Metric};
 use super::label::{check_label, LabelError};
 use super::megatron::{DType, DatasetWriter, IndexedDataset, MegatronError};
 use super::raw::{self, ConceptLabel, OnError, RawError, RawSample, ReadRules, ReadStats, Shapes};
+use super::sources::chat::DEFAULT_IMAGE_TOKEN;
+use super::sources::embeddings::EmbeddingError;
+use super::sources::read::{self as real, RealSource, SetupError, SourceOptions};
+use super::sources::record::{self as source, SourceError, SourceKind};
 use super::synth::{SynthMeta, TASKS};
 use crate::fsutil::{write_atomic, IoContext, PathIoError, StagingDir};
 use crate::rng::SplitMix64;
@@ -58,9 +68,33 @@ pub struct PrepareConfig {
     pub seed: u64,
     /// What to do with malformed lines.
     pub on_error: OnError,
-    /// Vocabulary size; default: from `synth.json` beside the input, else the largest token
-    /// id + 1.
+    /// Vocabulary size; default: the tokenizer's, else from `synth.json` beside the input,
+    /// else the largest token id + 1.
     pub vocab_size: Option<u32>,
+    /// Kind of input (default: a `.tar` file → webdataset, `.json` → llava, `.jsonl` → llava
+    /// when a tokenizer is given, else raw; a directory → raw without a tokenizer, with one
+    /// webdataset when it holds `.tar` files, else llava).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceKind>,
+    /// The directory LLaVA `image` paths are relative to (recorded; `prepare` reads
+    /// precomputed embeddings, not the images).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_root: Option<PathBuf>,
+    /// Directory of the Hugging Face `tokenizer.json` (+ `tokenizer_config.json`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<PathBuf>,
+    /// Task labels by source file or dataset name (TOML or JSON).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_map: Option<PathBuf>,
+    /// Precomputed CLIP embeddings (`.npy`, `.safetensors` or `mixatlas embed`'s directory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embeddings: Option<PathBuf>,
+    /// The image placeholder token (default `<|image_pad|>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_token: Option<String>,
+    /// Placeholder tokens per image (default: the features' rows, else 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_rows: Option<usize>,
 }
 
 impl Default for PrepareConfig {
@@ -74,6 +108,13 @@ impl Default for PrepareConfig {
             seed: 0,
             on_error: OnError::Fail,
             vocab_size: None,
+            source: None,
+            image_root: None,
+            tokenizer: None,
+            task_map: None,
+            embeddings: None,
+            image_token: None,
+            image_rows: None,
         }
     }
 }
@@ -87,6 +128,39 @@ pub enum PrepareError {
     /// Bad raw input.
     #[error(transparent)]
     Raw(#[from] RawError),
+    /// Bad real-format input.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The tokenizer, embeddings or task map of a real-format source.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    /// The embeddings do not fit the records.
+    #[error(transparent)]
+    Embedding(#[from] EmbeddingError),
+    /// A real-format source lacks an option it needs.
+    #[error("--source {kind}: {option} is required ({why})")]
+    NeedsOption {
+        /// The source kind.
+        kind: &'static str,
+        /// The missing option.
+        option: &'static str,
+        /// What it is for.
+        why: &'static str,
+    },
+    /// An option of real-format sources was given for raw JSONL.
+    #[error("{option} applies to LLaVA and WebDataset sources, but the input is read as raw MixAtlas JSONL (pass --source llava or webdataset)")]
+    NotForRaw {
+        /// The option.
+        option: &'static str,
+    },
+    /// `--vocab-size` is smaller than the tokenizer's vocabulary.
+    #[error("--vocab-size {flag} is smaller than the tokenizer's vocabulary ({tokenizer} tokens)")]
+    TokenizerVocab {
+        /// The flag.
+        flag: u32,
+        /// The tokenizer's size.
+        tokenizer: u32,
+    },
     /// Writing or re-reading Megatron files failed.
     #[error(transparent)]
     Megatron(#[from] MegatronError),
@@ -342,6 +416,73 @@ fn order_tasks(seen: &HashMap<String, u32>) -> Vec<String> {
     known
 }
 
+/// The kind of input `cfg` asks for, or the one `input` implies (see
+/// [`PrepareConfig::source`]): a file by its extension (`.jsonl` as LLaVA only with a
+/// tokenizer); a directory is raw JSONL unless a tokenizer is given (raw directories hold
+/// `synth.json` and `vocab.json` beside their shards), then WebDataset when it holds `.tar`
+/// files, else LLaVA.
+fn source_kind(input: &Path, cfg: &PrepareConfig) -> SourceKind {
+    if let Some(k) = cfg.source {
+        return k;
+    }
+    let tokenizer = cfg.tokenizer.is_some();
+    if input.is_dir() {
+        let has_tar = fs::read_dir(input).is_ok_and(|rd| {
+            rd.filter_map(|e| e.ok())
+                .any(|e| e.path().extension().is_some_and(|x| x == "tar"))
+        });
+        return match (tokenizer, has_tar) {
+            (false, _) => SourceKind::Raw,
+            (true, true) => SourceKind::Webdataset,
+            (true, false) => SourceKind::Llava,
+        };
+    }
+    match input.extension().and_then(|e| e.to_str()) {
+        Some("tar") => SourceKind::Webdataset,
+        Some("json") => SourceKind::Llava,
+        Some("jsonl") if tokenizer => SourceKind::Llava,
+        _ => SourceKind::Raw,
+    }
+}
+
+/// The tokenizer, embeddings and task map of a real-format source; `None` for raw JSONL.
+fn open_real(kind: SourceKind, cfg: &PrepareConfig) -> Result<Option<RealSource>, PrepareError> {
+    let name = match kind {
+        SourceKind::Raw => {
+            let given = [
+                ("--tokenizer", cfg.tokenizer.is_some()),
+                ("--embeddings", cfg.embeddings.is_some()),
+                ("--task-map", cfg.task_map.is_some()),
+            ];
+            return match given.iter().find(|(_, set)| *set) {
+                Some((option, _)) => Err(PrepareError::NotForRaw { option }),
+                None => Ok(None),
+            };
+        }
+        SourceKind::Llava => "llava",
+        SourceKind::Webdataset => "webdataset",
+    };
+    let tokenizer = cfg.tokenizer.as_deref().ok_or(PrepareError::NeedsOption {
+        kind: name,
+        option: "--tokenizer DIR",
+        why: "token ids come from a Hugging Face tokenizer.json",
+    })?;
+    let embeddings = cfg.embeddings.as_deref().ok_or(PrepareError::NeedsOption {
+        kind: name,
+        option: "--embeddings PATH",
+        why: "concepts are clusters of CLIP image embeddings; compute them with `mixatlas embed`",
+    })?;
+    let opts = SourceOptions {
+        kind,
+        tokenizer,
+        image_token: cfg.image_token.as_deref(),
+        task_map: cfg.task_map.as_deref(),
+        embeddings,
+        image_rows: cfg.image_rows,
+    };
+    Ok(Some(RealSource::open(&opts)?))
+}
+
 /// Runs `prepare`: reads `input` (a `.jsonl` file or a directory of them), writes the corpus
 /// to `out`. With `centroids`, assigns to existing clusters instead of fitting.
 ///
@@ -442,6 +583,8 @@ struct Prepare<'a> {
     root: PathBuf,
     /// Pass 1's spill files, inside `root`.
     spill_dir: PathBuf,
+    /// The tokenizer, embeddings and task map of a real-format source (`None` for raw).
+    real: Option<RealSource>,
 }
 
 /// What pass 1 learnt about the samples, besides the spill files.
@@ -707,7 +850,12 @@ impl<'a> Prepare<'a> {
         if req.cfg.k == 0 {
             return Err(PrepareError::ZeroK);
         }
-        let files = raw::input_files(req.input)?;
+        let kind = source_kind(req.input, req.cfg);
+        let real = open_real(kind, req.cfg)?;
+        let files = match kind {
+            SourceKind::Raw => raw::input_files(req.input)?,
+            _ => source::input_files(req.input, kind)?,
+        };
         let input_dir = if req.input.is_dir() {
             req.input.to_path_buf()
         } else {
@@ -738,6 +886,7 @@ impl<'a> Prepare<'a> {
             stage,
             root,
             spill_dir,
+            real,
         })
     }
 
@@ -773,18 +922,23 @@ impl<'a> Prepare<'a> {
                 .vocab_size
                 .or(self.synth_meta.as_ref().map(|m| m.vocab_size)),
         };
-        let stats = raw::read_samples::<PrepareError>(
-            &self.files,
-            &rules,
-            &mut shapes,
-            |s: RawSample| {
-                let (t, label) = labels.note(&s);
-                spill.add(&s, t, label)?;
-                reservoir.offer(&s.clip);
-                Ok(())
-            },
-            &|b| self.req.progress.advance(b),
-        )?;
+        let sink = |s: RawSample| -> Result<(), PrepareError> {
+            let (t, label) = labels.note(&s);
+            spill.add(&s, t, label)?;
+            reservoir.offer(&s.clip);
+            Ok(())
+        };
+        let progress = |b| self.req.progress.advance(b);
+        let stats = match &self.real {
+            None => raw::read_samples(&self.files, &rules, &mut shapes, sink, &progress)?,
+            Some(src) => {
+                let stats =
+                    real::read_samples(src, &self.files, &rules, &mut shapes, sink, &progress)?;
+                src.embeddings
+                    .check_row_count(stats.samples + stats.skipped)?;
+                stats
+            }
+        };
         spill.finish()?;
         let shapes = shapes.ok_or_else(|| PrepareError::NoSamples {
             input: self.req.input.to_path_buf(),
@@ -802,6 +956,30 @@ impl<'a> Prepare<'a> {
     /// against the tokens, and the token dtype.
     fn vocabulary(&self, read: &Read) -> Result<Vocab, PrepareError> {
         let max_token = read.labels.max_token;
+        if let Some(src) = &self.real {
+            let tok = &src.tokenizer;
+            let size = match self.req.cfg.vocab_size {
+                Some(flag) if flag < tok.vocab_size => {
+                    return Err(PrepareError::TokenizerVocab {
+                        flag,
+                        tokenizer: tok.vocab_size,
+                    })
+                }
+                Some(flag) => flag,
+                None => tok.vocab_size,
+            };
+            let sp = tok.special;
+            return Ok(Vocab {
+                size,
+                dtype: DType::for_vocab(size as usize),
+                special_tokens: SpecialTokens {
+                    pad: sp.pad,
+                    bos: sp.bos,
+                    eos: sp.eos,
+                    image: sp.image,
+                },
+            });
+        }
         let size = self
             .req
             .cfg
@@ -980,7 +1158,18 @@ impl<'a> Prepare<'a> {
         if !(self.req.input.is_dir() && bench_dir.is_dir()) {
             return Ok(benchmarks);
         }
-        let bench_files = raw::input_files(&bench_dir)?;
+        let bench_files = match &self.real {
+            None => raw::input_files(&bench_dir)?,
+            Some(src) => {
+                if !src.embeddings.by_id() {
+                    return Err(EmbeddingError::BenchmarksNeedIds {
+                        path: src.embeddings.path().to_path_buf(),
+                    }
+                    .into());
+                }
+                source::input_files(&bench_dir, src.kind)?
+            }
+        };
         for f in &bench_files {
             check_label(&benchmark_name(f)).map_err(|label| PrepareError::BenchmarkName {
                 path: f.clone(),
@@ -1023,25 +1212,24 @@ impl<'a> Prepare<'a> {
             on_error: self.req.cfg.on_error,
             vocab_size: Some(vocab.size),
         };
-        raw::read_samples::<PrepareError>(
-            &[f.to_path_buf()],
-            &rules,
-            &mut bench_shapes,
-            |s| {
-                seen.clips.extend_from_slice(&s.clip);
-                seen.tasks.push(s.task.clone());
-                scratch.clear();
-                if let Some((img, _, _)) = &s.image {
-                    push_f16(&mut scratch, img);
-                }
-                w.add(
-                    &s.tokens,
-                    &s.loss_mask,
-                    s.image.as_ref().map(|_| scratch.as_slice()),
-                )
-            },
-            &|_| {},
-        )?;
+        let sink = |s: RawSample| -> Result<(), PrepareError> {
+            seen.clips.extend_from_slice(&s.clip);
+            seen.tasks.push(s.task.clone());
+            scratch.clear();
+            if let Some((img, _, _)) = &s.image {
+                push_f16(&mut scratch, img);
+            }
+            w.add(
+                &s.tokens,
+                &s.loss_mask,
+                s.image.as_ref().map(|_| scratch.as_slice()),
+            )
+        };
+        let files = [f.to_path_buf()];
+        match &self.real {
+            None => raw::read_samples(&files, &rules, &mut bench_shapes, sink, &|_| {})?,
+            Some(src) => real::read_samples(src, &files, &rules, &mut bench_shapes, sink, &|_| {})?,
+        };
         w.finish(&self.root, name)
     }
 
@@ -1098,6 +1286,22 @@ impl<'a> Prepare<'a> {
         }
     }
 
+    /// The manifest's record of a real-format source's tokenizer.
+    fn tokenizer_info(&self) -> Option<TokenizerInfo> {
+        let src = self.real.as_ref()?;
+        let cfg = self.req.cfg;
+        Some(TokenizerInfo {
+            path: cfg.tokenizer.as_ref()?.display().to_string(),
+            vocab_size: src.tokenizer.vocab_size,
+            chat_template: src.tokenizer.template_origin.clone(),
+            image_token: cfg
+                .image_token
+                .clone()
+                .unwrap_or_else(|| DEFAULT_IMAGE_TOKEN.to_string()),
+            image_rows: src.image_rows,
+        })
+    }
+
     /// Copies `vocab.json` beside the input, if any, into the corpus.
     fn copy_vocab(&self) -> Result<Option<String>, PrepareError> {
         if !self.input_dir.join("vocab.json").is_file() {
@@ -1125,6 +1329,20 @@ impl<'a> Prepare<'a> {
         source.insert("input".into(), self.req.input.display().to_string());
         source.insert("mixatlas".into(), env!("CARGO_PKG_VERSION").into());
         source.insert("seed".into(), self.req.cfg.seed.to_string());
+        let cfg = self.req.cfg;
+        if let Some(src) = &self.real {
+            let kind = serde_json::to_value(src.kind).expect("kind serialises");
+            source.insert("kind".into(), kind.as_str().unwrap_or_default().into());
+            for (key, p) in [
+                ("embeddings", &cfg.embeddings),
+                ("task_map", &cfg.task_map),
+                ("image_root", &cfg.image_root),
+            ] {
+                if let Some(p) = p {
+                    source.insert(key.into(), p.display().to_string());
+                }
+            }
+        }
         if let Some(p) = self.req.centroids {
             source.insert("centroids_from".into(), p.display().to_string());
         }
@@ -1140,6 +1358,7 @@ impl<'a> Prepare<'a> {
             cells: cells.entries,
             benchmarks: benchmarks.entries,
             benchmark_cells: benchmarks.cells,
+            tokenizer: self.tokenizer_info(),
             vocab: vocab_file,
             source,
         };

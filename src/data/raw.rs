@@ -693,7 +693,9 @@ fn note_skip(stats: &mut ReadStats, path: &Path, line: u64, problem: &LineError)
     }
 }
 
-fn check_shapes(s: RawSample, shapes: &mut Option<Shapes>) -> Result<RawSample, LineError> {
+/// Checks `s` against the shapes of the first valid sample (fixing them if `shapes` is
+/// `None`).
+pub fn check_shapes(s: RawSample, shapes: &mut Option<Shapes>) -> Result<RawSample, LineError> {
     let here = Shapes {
         clip_dim: s.clip.len(),
         image: s.image.as_ref().map(|(_, p, d)| (*p, *d)),

@@ -117,6 +117,17 @@ pub fn resolve_dtype(name: &str, device: &Device) -> DType {
 /// Checks the corpus and the model fit together.
 pub fn check_compatible(corpus: &Corpus, model: &Qwen2Config) -> Result<(), TrainError> {
     let m = &corpus.manifest;
+    if let (Some(t), true) = (&m.tokenizer, m.vocab_size as usize > model.vocab_size) {
+        return Err(TrainError::Incompatible(format!(
+            "the corpus {} was tokenised with {} ({} tokens) but the model's vocab_size is {}; \
+             use a model config whose vocab_size is at least {}",
+            corpus.root.display(),
+            t.path,
+            m.vocab_size,
+            model.vocab_size,
+            m.vocab_size
+        )));
+    }
     if m.vocab_size as usize > model.vocab_size {
         return Err(TrainError::Incompatible(format!(
             "the corpus vocabulary ({} tokens, {}) is larger than the model's vocab_size {}",

@@ -370,6 +370,7 @@ pub fn write_corpus(dir: &std::path::Path, cells: usize) -> Result<Vec<String>, 
         cells: entries,
         benchmarks: vec![],
         benchmark_cells: Default::default(),
+        tokenizer: None,
         vocab: None,
         source: [("tool".to_string(), "mixatlas bench scale".to_string())].into(),
     };
