@@ -31,7 +31,8 @@ Subcommands:
 
   resize --spec FILE.json
       FILE holds [[image, width, height, out], ...]; writes Pillow's
-      `Image.open(image).convert("RGB").resize((width, height), BICUBIC)` to each `out` as raw
+      `Image.open(image).convert("RGB").resize((width, height), BICUBIC)` (transparency
+      composited onto white first, as transformers does) to each `out` as raw
       uint8 bytes [height, width, 3] (width, height = the image's own size: the decoded pixels).
 """
 
@@ -266,9 +267,14 @@ def load_model(model_dir):
 
 
 def preprocess(path, pre):
-    """CLIPImageProcessor: RGB, shortest-edge resize (Pillow bicubic), center crop, rescale,
+    """CLIPImageProcessor: RGB (transparency over white), shortest-edge resize (Pillow bicubic), center crop, rescale,
     normalize; float64 [3, H, W]."""
     img = Image.open(path)
+    if "A" in img.getbands() or img.info.get("transparency") is not None:
+        # transformers' convert_to_rgb: transparency is composited onto white.
+        img = img.convert("RGBA")
+        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, img)
     img = img.convert("RGB")
     w, h = img.size
     size = pre["size"]
@@ -404,7 +410,11 @@ def cmd_resize(args):
     with open(args.spec) as f:
         spec = json.load(f)
     for image, width, height, out in spec:
-        img = Image.open(image).convert("RGB")
+        img = Image.open(image)
+        if "A" in img.getbands():
+            white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+            img = Image.alpha_composite(white, img.convert("RGBA"))
+        img = img.convert("RGB")
         if (width, height) != img.size:
             img = img.resize((width, height), Image.BICUBIC)
         with open(out, "wb") as f:

@@ -1,5 +1,5 @@
 //! From encoded image bytes to the tower's input, exactly as `transformers`'
-//! `CLIPImageProcessor` does it: decode, convert to RGB (alpha dropped, grey replicated),
+//! `CLIPImageProcessor` does it: decode, convert to RGB (transparency composited onto white, grey replicated),
 //! resize with Pillow's filter ([`super::resize`]), center crop (`top = (h - crop_h) // 2`,
 //! zero padding where the image is smaller), rescale and normalize in float32.
 
@@ -9,7 +9,9 @@ use super::config::{Preprocess, ResizeTo};
 use super::error::EmbedError;
 use super::resize::{resize, Rgb8};
 
-/// Decodes PNG, JPEG or WebP bytes to 8-bit RGB (`Image.open(…).convert("RGB")`).
+/// Decodes PNG, JPEG or WebP bytes to 8-bit RGB as transformers' `convert_to_rgb` does: an
+/// image with transparency is alpha-composited onto white (Pillow's `alpha_composite`
+/// integer arithmetic), any other is converted (`convert("RGB")`: grey replicated).
 pub fn decode_rgb(bytes: &[u8], id: &str, origin: &str) -> Result<Rgb8, EmbedError> {
     let img = image::load_from_memory(bytes).map_err(|e| EmbedError::Decode {
         id: id.to_string(),
@@ -18,6 +20,16 @@ pub fn decode_rgb(bytes: &[u8], id: &str, origin: &str) -> Result<Rgb8, EmbedErr
     })?;
     let rgb = match img {
         DynamicImage::ImageRgb8(b) => b,
+        other if other.color().has_alpha() => {
+            let rgba = other.to_rgba8();
+            let (w, h) = rgba.dimensions();
+            let data = rgba
+                .into_raw()
+                .chunks_exact(4)
+                .flat_map(|p| composite_on_white([p[0], p[1], p[2]], p[3]))
+                .collect();
+            image::RgbImage::from_raw(w, h, data).expect("3 bytes per pixel")
+        }
         other => other.to_rgb8(),
     };
     let (width, height) = (rgb.width() as usize, rgb.height() as usize);
@@ -25,6 +37,25 @@ pub fn decode_rgb(bytes: &[u8], id: &str, origin: &str) -> Result<Rgb8, EmbedErr
         width,
         height,
         data: rgb.into_raw(),
+    })
+}
+
+/// Pillow's `alpha_composite` of one pixel over opaque white (`AlphaComposite.c`, 7 extra
+/// bits of precision, rounded divisions by 255).
+fn composite_on_white(rgb: [u8; 3], a: u8) -> [u8; 3] {
+    if a == 0 {
+        return [255; 3];
+    }
+    const BITS: u32 = 7;
+    let div255 = |x: u32| ((x >> 8) + x) >> 8;
+    let (sa, da) = (u32::from(a), 255u32);
+    let blend = da * (255 - sa);
+    let outa255 = sa * 255 + blend;
+    let coef1 = sa * 255 * 255 * (1 << BITS) / outa255;
+    let coef2 = 255 * (1 << BITS) - coef1;
+    rgb.map(|c| {
+        let tmp = u32::from(c) * coef1 + 255 * coef2;
+        (div255(tmp + (0x80 << BITS)) >> BITS) as u8
     })
 }
 
