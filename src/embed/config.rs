@@ -125,7 +125,7 @@ impl ClipVisionConfig {
                 ),
             ));
         }
-        if !(self.layer_norm_eps > 0.0) {
+        if self.layer_norm_eps.is_nan() || self.layer_norm_eps <= 0.0 {
             return Err(EmbedError::config(
                 path,
                 "layer_norm_eps",
@@ -292,7 +292,7 @@ impl Preprocess {
         let normalize = if flag("do_normalize")? {
             let mean = triple(v.get("image_mean"), "image_mean", CLIP_MEAN, path)?;
             let std = triple(v.get("image_std"), "image_std", CLIP_STD, path)?;
-            if std.iter().any(|s| *s == 0.0) {
+            if std.contains(&0.0) {
                 return Err(EmbedError::config(
                     path,
                     "image_std",
