@@ -45,6 +45,11 @@ for c in rustfmt clippy; do
   cargo "${c/rustfmt/fmt}" --version >/dev/null 2>&1 || rustup component add "$c"
 done
 
+# tests/clip_ref.py (the numpy float64 reference of `mixatlas embed`) needs numpy and Pillow 13
+# (Pillow 13 changed the order of the resize passes; src/embed/resize.rs follows it).
+python3 -c 'import numpy, PIL, sys; sys.exit(int(PIL.__version__.split(".")[0]) < 13)' 2>/dev/null \
+  || python3 -m pip install -q numpy "pillow>=13"
+
 # Two cores: keep each test process from oversubscribing them.
 export RAYON_NUM_THREADS="${RAYON_NUM_THREADS:-2}"
 

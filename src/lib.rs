@@ -12,6 +12,7 @@ pub mod bench;
 pub mod config;
 pub mod data;
 pub mod dist;
+pub mod embed;
 pub mod fsutil;
 pub mod gpu;
 pub mod model;

@@ -34,6 +34,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("model", &["data", "fsutil", "rng"]),
     ("train", &["data", "dist", "model", "fsutil", "rng"]),
     ("bench", &["data", "fsutil", "rng"]),
+    ("embed", &["fsutil", "rng"]),
     ("acquisition", &["data", "surrogate", "rng"]),
     ("baselines", &["acquisition", "surrogate", "data", "rng"]),
     (

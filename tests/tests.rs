@@ -5,6 +5,7 @@ mod ask;
 mod cli;
 #[cfg(feature = "mpi")]
 mod dist;
+mod embed;
 mod fuzz_smoke;
 mod gp;
 mod gpu;

@@ -43,6 +43,9 @@ pub enum BenchKind {
     /// The search controller at scale: the real loop driven by a simulated executor with N
     /// slots (rank-0 time per round, proposals/s, CPU, RSS, state size, resume time).
     Scale(super::scale::ScaleArgs),
+    /// Images/s of `embed` (decode, preprocess, CLIP tower) on a checkpoint and images
+    /// (peer: benches/embed_peer.py).
+    Embed(super::embed_bench::EmbedBenchArgs),
 }
 
 /// `mixatlas bench steps-to-loss`.
@@ -96,6 +99,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         BenchKind::RegmixPredict(a) => super::regmix::run(a),
         BenchKind::GpScale(a) => super::gp_scale::run(a),
         BenchKind::Scale(a) => super::scale::run(a),
+        BenchKind::Embed(a) => super::embed_bench::run(a),
     }
 }
 

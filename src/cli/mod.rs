@@ -16,6 +16,8 @@ pub mod bench;
 pub mod chameleon;
 pub mod corpus;
 pub mod demo;
+pub mod embed;
+pub mod embed_bench;
 pub mod gp_scale;
 pub mod gpu;
 pub mod output;
@@ -53,6 +55,8 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Generate the built-in synthetic multimodal corpus as raw JSONL.
     Synth(corpus::SynthArgs),
+    /// CLIP image embeddings (and per-image features) of images into a resumable directory.
+    Embed(embed::EmbedArgs),
     /// Cluster raw samples into concepts and write the (concept × task) cell corpus.
     Prepare(corpus::PrepareArgs),
     /// Describe a prepared corpus or a Megatron `.bin`/`.idx` prefix; verify checksums.
@@ -113,6 +117,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo(a) => demo::run_demo(a),
         Command::Synth(a) => corpus::run_synth(a).map(|_| ()),
+        Command::Embed(a) => embed::run_embed(a),
         Command::Prepare(a) => corpus::run_prepare(a).map(|_| ()),
         Command::Inspect(a) => corpus::run_inspect(a),
         Command::Suggest(a) => ask::run_suggest(a),
