@@ -17,6 +17,7 @@ mod harden_resume;
 mod megatron_compat;
 mod model;
 mod real_data;
+mod real_data_e2e;
 mod report;
 mod sampler;
 mod search;
