@@ -810,6 +810,24 @@ pub(crate) struct Basis<'a> {
     pub alpha: &'a [f64],
 }
 
+/// The mean `m + k(x)ᵀα` of a posterior at the points `x` (`q × d`, objective units), in
+/// parallel blocks: [`Posterior::predict_mean`] of the exact and the sparse GP, the same
+/// values as their `predict`'s means.
+pub(crate) fn basis_mean(b: &Basis<'_>, x: &[f64]) -> Vec<f64> {
+    let d = b.hyp.ls.len();
+    predict_blocked(x, d, b.tf, |xb, mb, _| {
+        let mut zq = Vec::with_capacity(xb.len());
+        for xr in xb.chunks_exact(d) {
+            b.tf.z(xr, &mut zq);
+        }
+        let (kq, _) = cross_kernel(b.kernel, b.hyp, b.zl, b.z, &zq);
+        for (j, mj) in mb.iter_mut().enumerate() {
+            *mj = b.hyp.mean + dot(kq.col_as_slice(j), b.alpha);
+        }
+    })
+    .0
+}
+
 /// Mean, standard deviation and their gradients at `x` (objective units) of a posterior with
 /// mean `m + k(x)ᵀα` and variance `k(x, x) − k(x)ᵀW k(x)`: `explain(k)` replaces `k` by
 /// `W k` and returns `k(x)ᵀW k(x)`.
@@ -922,17 +940,15 @@ impl Posterior for Gp {
     }
 
     fn predict_mean(&self, x: &[f64]) -> Vec<f64> {
-        predict_blocked(x, self.d, &self.tf, |xb, mb, _| {
-            let mut zq = Vec::with_capacity(xb.len());
-            for xr in xb.chunks_exact(self.d) {
-                self.tf.z(xr, &mut zq);
-            }
-            let (kq, _) = cross_kernel(self.kernel, &self.hyp, &self.zl, &self.z, &zq);
-            for (j, mj) in mb.iter_mut().enumerate() {
-                *mj = self.hyp.mean + dot(kq.col_as_slice(j), &self.alpha);
-            }
-        })
-        .0
+        let basis = Basis {
+            kernel: self.kernel,
+            tf: &self.tf,
+            hyp: &self.hyp,
+            zl: &self.zl,
+            z: &self.z,
+            alpha: &self.alpha,
+        };
+        basis_mean(&basis, x)
     }
 
     fn predict_point(&self, x: &[f64]) -> PointPosterior {

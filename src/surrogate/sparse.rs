@@ -29,8 +29,8 @@ use rayon::prelude::*;
 use super::error::GpError;
 use super::fit::GpConfig;
 use super::gp::{
-    cross_kernel, point_posterior, predict_blocked, Basis, Fitted, GpHyperparameters, GpReport,
-    Transform,
+    basis_mean, cross_kernel, point_posterior, predict_blocked, Basis, Fitted, GpHyperparameters,
+    GpReport, Transform,
 };
 use super::kernel::{sq_dist, Kernel};
 use super::likelihood::{divide_ls, Hyp, LN_2PI};
@@ -314,18 +314,15 @@ impl Posterior for SparseGp {
     }
 
     fn predict_mean(&self, x: &[f64]) -> Vec<f64> {
-        let d = self.dim();
-        predict_blocked(x, d, &self.tf, |xb, mb, _| {
-            let mut zq = Vec::with_capacity(xb.len());
-            for xr in xb.chunks_exact(d) {
-                self.tf.z(xr, &mut zq);
-            }
-            let (kq, _) = cross_kernel(self.kernel, &self.hyp, &self.zul, &self.zu, &zq);
-            for (j, mj) in mb.iter_mut().enumerate() {
-                *mj = self.hyp.mean + dot(kq.col_as_slice(j), &self.beta);
-            }
-        })
-        .0
+        let basis = Basis {
+            kernel: self.kernel,
+            tf: &self.tf,
+            hyp: &self.hyp,
+            zl: &self.zul,
+            z: &self.zu,
+            alpha: &self.beta,
+        };
+        basis_mean(&basis, x)
     }
 
     fn predict_point(&self, x: &[f64]) -> PointPosterior {
