@@ -928,6 +928,21 @@ pub(crate) fn internal_data(tf: &Transform, x: &[Vec<f64>], y: &[f64]) -> (Vec<f
     (z, ys)
 }
 
+impl Gp {
+    /// The mean's basis (`m + k(x)ᵀalpha` over the trials) for
+    /// [`basis_mean`] and [`point_posterior`].
+    fn basis(&self) -> Basis<'_> {
+        Basis {
+            kernel: self.kernel,
+            tf: &self.tf,
+            hyp: &self.hyp,
+            zl: &self.zl,
+            z: &self.z,
+            alpha: &self.alpha,
+        }
+    }
+}
+
 impl Posterior for Gp {
     fn dim(&self) -> usize {
         self.d
@@ -940,26 +955,12 @@ impl Posterior for Gp {
     }
 
     fn predict_mean(&self, x: &[f64]) -> Vec<f64> {
-        let basis = Basis {
-            kernel: self.kernel,
-            tf: &self.tf,
-            hyp: &self.hyp,
-            zl: &self.zl,
-            z: &self.z,
-            alpha: &self.alpha,
-        };
+        let basis = self.basis();
         basis_mean(&basis, x)
     }
 
     fn predict_point(&self, x: &[f64]) -> PointPosterior {
-        let basis = Basis {
-            kernel: self.kernel,
-            tf: &self.tf,
-            hyp: &self.hyp,
-            zl: &self.zl,
-            z: &self.z,
-            alpha: &self.alpha,
-        };
+        let basis = self.basis();
         point_posterior(&basis, x, |w| {
             solve_l(&self.l, w);
             let s = w.iter().map(|v| v * v).sum::<f64>();

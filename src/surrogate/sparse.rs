@@ -302,6 +302,21 @@ impl SparseGp {
     }
 }
 
+impl SparseGp {
+    /// The mean's basis (`m + k(x)ᵀbeta` over the inducing points) for
+    /// [`basis_mean`] and [`point_posterior`].
+    fn basis(&self) -> Basis<'_> {
+        Basis {
+            kernel: self.kernel,
+            tf: &self.tf,
+            hyp: &self.hyp,
+            zl: &self.zul,
+            z: &self.zu,
+            alpha: &self.beta,
+        }
+    }
+}
+
 impl Posterior for SparseGp {
     fn dim(&self) -> usize {
         self.hyp.ls.len()
@@ -314,26 +329,12 @@ impl Posterior for SparseGp {
     }
 
     fn predict_mean(&self, x: &[f64]) -> Vec<f64> {
-        let basis = Basis {
-            kernel: self.kernel,
-            tf: &self.tf,
-            hyp: &self.hyp,
-            zl: &self.zul,
-            z: &self.zu,
-            alpha: &self.beta,
-        };
+        let basis = self.basis();
         basis_mean(&basis, x)
     }
 
     fn predict_point(&self, x: &[f64]) -> PointPosterior {
-        let basis = Basis {
-            kernel: self.kernel,
-            tf: &self.tf,
-            hyp: &self.hyp,
-            zl: &self.zul,
-            z: &self.zu,
-            alpha: &self.beta,
-        };
+        let basis = self.basis();
         // W = K_mm⁻¹ − L_m⁻ᵀ B⁻¹ L_m⁻¹: W k = L_m⁻ᵀ (a − L_B⁻ᵀ L_B⁻¹ a), a = L_m⁻¹ k.
         point_posterior(&basis, x, |w| {
             solve_l(&self.lm, w);
