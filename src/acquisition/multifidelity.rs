@@ -22,7 +22,8 @@
 //!    batch point.
 //!
 //! Before `initial_design` trials exist the proposals are the space-filling design, run at the
-//! cheapest fidelity. The recommendation is made at the target fidelity: the highest lower
+//! cheapest fidelity (its first point, the start, at the target with
+//! [`MfGpUcbConfig::target_start`]). The recommendation is made at the target fidelity: the highest lower
 //! confidence bound `μ_T − σ_T` ([`recommend_lcb`]) over the trials' mixtures and the space.
 
 use serde::{Deserialize, Serialize};
@@ -134,6 +135,10 @@ pub struct MfGpUcbConfig {
     pub xi: f64,
     /// `q` of the threshold; `None` for BOCA's `1/(p + d + 2)`.
     pub q: Option<f64>,
+    /// Run the design's first point (the start) at the target fidelity instead of the
+    /// cheapest: one observation at the target anchors the fidelity kernel there before any
+    /// recommendation is made (otherwise the first target trial waits for the threshold rule).
+    pub target_start: bool,
 }
 
 impl Default for MfGpUcbConfig {
@@ -142,6 +147,7 @@ impl Default for MfGpUcbConfig {
             ucb: GpUcbConfig::default(),
             xi: 0.2,
             q: None,
+            target_start: false,
         }
     }
 }
@@ -297,16 +303,28 @@ impl MfGpUcb {
         reason: &str,
     ) -> Vec<MfProposal> {
         let c = &self.cfg.ucb;
-        let f = self.cheapest();
+        let cheap = self.cheapest();
+        // The very first design point is the start (`maximin` puts it first on an empty
+        // design); with `target_start` it runs at the target.
+        let first = obs.obs.x.is_empty() && self.cfg.target_start;
         maximin(space, &obs.obs.x, q, c.candidates.max(4 * q), rng, c.start)
             .into_iter()
-            .map(|x| MfProposal {
-                proposal: Proposal::unscored(
-                    space,
-                    x,
-                    format!("{reason}, at {}", self.levels[f].name),
-                ),
-                fidelity: f,
+            .enumerate()
+            .map(|(j, x)| {
+                let (f, what) = if first && j == 0 {
+                    (self.target, "the start")
+                } else {
+                    (cheap, "")
+                };
+                let reason = if what.is_empty() {
+                    format!("{reason}, at {}", self.levels[f].name)
+                } else {
+                    format!("{reason}, {what} at the target {}", self.levels[f].name)
+                };
+                MfProposal {
+                    proposal: Proposal::unscored(space, x, reason),
+                    fidelity: f,
+                }
             })
             .collect()
     }
@@ -535,6 +553,43 @@ mod tests {
             MfGpUcb::new(MfGpUcbConfig::default(), levels()[..1].to_vec(), 0),
             Err(FidelityError::TooFew(1))
         ));
+    }
+
+    #[test]
+    fn target_start_runs_only_the_first_design_point_at_the_target() {
+        let space = SearchSpace::simplex(3, &SpaceConstraints::default()).unwrap();
+        let cfg = MfGpUcbConfig {
+            target_start: true,
+            ..MfGpUcbConfig::default()
+        };
+        let mut mf = MfGpUcb::new(cfg, levels(), 2).unwrap();
+        let mut plain = MfGpUcb::new(MfGpUcbConfig::default(), levels(), 2).unwrap();
+        let obs = MfObservations::default();
+        let first = mf.propose(&space, &obs, 3, 0).unwrap();
+        let fids: Vec<usize> = first.iter().map(|p| p.fidelity).collect();
+        assert_eq!(fids, [2, 0, 0]);
+        assert!(first[0]
+            .proposal
+            .reason
+            .contains("the start at the target small:200"));
+        // The same mixtures as without the option; only the first one's fidelity differs.
+        let same = plain.propose(&space, &obs, 3, 0).unwrap();
+        for (a, b) in first.iter().zip(&same) {
+            assert_eq!(a.proposal.x, b.proposal.x);
+        }
+        // The start is the centre of the simplex (the default start).
+        for v in &first[0].proposal.mixture {
+            assert!((v - 1.0 / 3.0).abs() < 1e-12, "{v}");
+        }
+        // Later design rounds stay at the cheapest fidelity.
+        let mut later = obs.clone();
+        later.obs.push(first[0].proposal.x.clone(), -1.0);
+        later.fidelity.push(2);
+        assert!(mf
+            .propose(&space, &later, 2, 1)
+            .unwrap()
+            .iter()
+            .all(|p| p.fidelity == 0));
     }
 
     #[test]

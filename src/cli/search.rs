@@ -115,6 +115,9 @@ pub struct SearchArgs {
     /// MF-GP-UCB's threshold factor ξ (default 0.2; larger sends trials to the target sooner).
     #[arg(long)]
     pub fidelity_xi: Option<f64>,
+    /// Run the design's first point (the --start mixture) at the target fidelity.
+    #[arg(long)]
+    pub fidelity_target_start: bool,
     /// Take --out's lock even though its record names a writer that may still run (never
     /// while another process holds the lock; docs/reliability.md).
     #[arg(long)]
@@ -147,6 +150,9 @@ fn resolve_fidelities(a: &SearchArgs, s: &mut SearchConfig) -> Result<()> {
     }
     if let Some(v) = a.fidelity_xi {
         s.fidelity_xi = Some(v);
+    }
+    if a.fidelity_target_start {
+        s.fidelity_target_start = true;
     }
     Ok(())
 }

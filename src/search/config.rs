@@ -242,6 +242,11 @@ pub struct SearchConfig {
     /// trials to the target sooner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fidelity_xi: Option<f64>,
+    /// Run the initial design's first point (the `start` mixture) at the target fidelity, so
+    /// the surrogate has one target observation before the threshold rule would send a trial
+    /// there.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fidelity_target_start: bool,
 }
 
 /// How the cost of a trial at a fidelity is reckoned (normalised so a target trial costs 1).
@@ -281,6 +286,7 @@ impl Default for SearchConfig {
             target_fidelity: None,
             fidelity_cost: FidelityCost::Model,
             fidelity_xi: None,
+            fidelity_target_start: false,
         }
     }
 }
@@ -352,6 +358,12 @@ pub enum SearchConfigError {
     /// A threshold factor that is not a positive number.
     #[error("fidelity_xi = {0}: expected a finite number > 0")]
     FidelityXi(f64),
+    /// `fidelity_target_start` without fidelities.
+    #[error(
+        "fidelity_target_start = true needs a multi-fidelity search: set `fidelities` and \
+         `target_fidelity` (--fidelities, --target-fidelity)"
+    )]
+    TargetStartWithoutFidelities,
     /// A trainer command that cannot be run.
     #[error("[search.trainer] command (--trainer-command) {command:?}: {problem}")]
     TrainerCommand {
@@ -440,6 +452,9 @@ impl SearchConfig {
                         target: t.to_string(),
                         list: String::new(),
                     }),
+                    None if self.fidelity_target_start => {
+                        Err(SearchConfigError::TargetStartWithoutFidelities)
+                    }
                     None => Ok(()),
                 }
             }

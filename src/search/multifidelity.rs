@@ -85,6 +85,7 @@ impl MultiFidelity {
                     ..GpUcbConfig::seeded(cfg.seed)
                 },
                 xi: cfg.fidelity_xi.unwrap_or(MfGpUcbConfig::default().xi),
+                target_start: cfg.fidelity_target_start,
                 ..MfGpUcbConfig::default()
             },
         }))
@@ -365,6 +366,14 @@ mod tests {
         c.fidelity_xi = Some(0.0);
         assert!(err(c).contains("fidelity_xi = 0"));
         let mut c = mf_cfg();
+        c.fidelity_target_start = true;
+        assert!(c.validate().is_ok());
+        let c = SearchConfig {
+            fidelity_target_start: true,
+            ..SearchConfig::default()
+        };
+        assert!(err(c).contains("fidelity_target_start = true needs"));
+        let mut c = mf_cfg();
         c.budget.max_cost = -1.0;
         assert!(err(c).contains("budget.max_cost"));
         // A target without fidelities is a mistake, not ignored.
@@ -412,6 +421,7 @@ mod tests {
             "target_fidelity",
             "fidelity_cost",
             "fidelity_xi",
+            "fidelity_target_start",
             "max_cost",
         ] {
             assert!(!d.contains(key), "{key} in {d}");
