@@ -1,0 +1,120 @@
+//! JPEG decoding with libjpeg-turbo's own algorithm, so that `embed` sees the very pixels
+//! Pillow (hence transformers' `CLIPImageProcessor`) sees. JPEG decoders may legally differ by
+//! a few levels (IDCT rounding, chroma upsampling); Pillow's wheels bundle libjpeg-turbo, and the
+//! `mozjpeg` crate builds MozJPEG 4 (a libjpeg-turbo fork with the same decoder) from vendored C
+//! with only a C compiler. Settings are Pillow's `JpegDecode.c` defaults: the integer slow IDCT
+//! (`JDCT_ISLOW`), fancy upsampling, no scaling, no EXIF orientation. Like Pillow's
+//! `Image.open(p).convert("RGB")`: a grey JPEG is replicated to RGB, and a CMYK/YCCK one is
+//! decoded to CMYK, inverted ("CMYK;I", Adobe polarity, which Pillow always assumes) and
+//! converted with Pillow's `cmyk2rgb`. libjpeg's fatal errors unwind out of the C code
+//! (`mozjpeg-sys/unwinding`) and are caught here as [`EmbedError::Decode`].
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use mozjpeg::{ColorSpace, Decompress};
+
+use super::error::EmbedError;
+use super::resize::Rgb8;
+
+/// Whether `bytes` start like a JPEG file (SOI marker then another marker).
+pub fn is_jpeg(bytes: &[u8]) -> bool {
+    bytes.starts_with(&[0xFF, 0xD8, 0xFF])
+}
+
+/// Decodes a baseline or progressive 8-bit JPEG to RGB as Pillow does (see the module docs).
+/// Any libjpeg error (corrupt header, unsupported precision, …) is returned as
+/// [`EmbedError::Decode`] naming `id` and `origin`.
+pub fn decode_jpeg(bytes: &[u8], id: &str, origin: &str) -> Result<Rgb8, EmbedError> {
+    let fail = |reason: String| EmbedError::Decode {
+        id: id.to_string(),
+        origin: origin.to_string(),
+        reason: format!("JPEG: {reason}"),
+    };
+    match catch_unwind(AssertUnwindSafe(|| decode_unwinding(bytes))) {
+        Ok(Ok(img)) => Ok(img),
+        Ok(Err(e)) => Err(fail(e.to_string())),
+        Err(payload) => Err(fail(panic_message(payload))),
+    }
+}
+
+/// The text of a libjpeg error carried by an unwind (`mozjpeg` resumes with a `String`).
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(p) => match p.downcast::<&'static str>() {
+            Ok(s) => s.to_string(),
+            Err(_) => "libjpeg error".to_string(),
+        },
+    }
+}
+
+/// The decode itself; libjpeg's fatal errors unwind through it.
+fn decode_unwinding(bytes: &[u8]) -> std::io::Result<Rgb8> {
+    let d = Decompress::new_mem(bytes)?;
+    let cmyk = matches!(d.color_space(), ColorSpace::JCS_CMYK | ColorSpace::JCS_YCCK);
+    let out = if cmyk {
+        ColorSpace::JCS_CMYK
+    } else {
+        ColorSpace::JCS_RGB
+    };
+    let mut started = d.to_colorspace(out)?;
+    let (width, height) = (started.width(), started.height());
+    let raw: Vec<u8> = started.read_scanlines()?;
+    started.finish()?;
+    let data = if cmyk {
+        raw.chunks_exact(4).flat_map(inverted_cmyk_to_rgb).collect()
+    } else {
+        raw
+    };
+    if data.len() != width * height * 3 {
+        return Err(std::io::Error::other(format!(
+            "{} bytes decoded for {width}×{height} RGB",
+            data.len()
+        )));
+    }
+    Ok(Rgb8 {
+        width,
+        height,
+        data,
+    })
+}
+
+/// Pillow's unpacking of a JPEG's CMYK ("CMYK;I": every byte inverted) followed by its
+/// `cmyk2rgb` (`Convert.c`): `nk = 255 − k`, each channel `nk − nk·c/255` with
+/// `MULDIV255`'s rounding.
+fn inverted_cmyk_to_rgb(p: &[u8]) -> [u8; 3] {
+    let [c, m, y, k] = [p[0], p[1], p[2], p[3]].map(|v| 255 - i32::from(v));
+    let nk = 255 - k;
+    let muldiv255 = |a: i32| {
+        let t = a * nk + 128;
+        ((t >> 8) + t) >> 8
+    };
+    [c, m, y].map(|v| (nk - muldiv255(v)).clamp(0, 255) as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_is_a_typed_error_naming_the_image() {
+        let e = decode_jpeg(&[0xFF, 0xD8, 0xFF, 0x00, 1, 2, 3], "im7", "a/b.jpg").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("im7") && msg.contains("a/b.jpg") && msg.contains("JPEG"), "{msg}");
+    }
+
+    #[test]
+    fn empty_after_soi_is_an_error() {
+        assert!(decode_jpeg(&[0xFF, 0xD8], "x", "y").is_err());
+        assert!(!is_jpeg(b"\x89PNG\r\n"));
+    }
+
+    #[test]
+    fn cmyk_conversion_matches_pillow_formula() {
+        // Stored inverted: 255 stored = 0 ink. No ink → white; full black → black.
+        assert_eq!(inverted_cmyk_to_rgb(&[255, 255, 255, 255]), [255, 255, 255]);
+        assert_eq!(inverted_cmyk_to_rgb(&[255, 255, 255, 0]), [0, 0, 0]);
+        // Full cyan only: c = 255, k = 0 → r = 255 − 255 = 0.
+        assert_eq!(inverted_cmyk_to_rgb(&[0, 255, 255, 255]), [0, 255, 255]);
+    }
+}
