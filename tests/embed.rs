@@ -421,11 +421,9 @@ fn resize_is_bit_identical_to_pillow() {
 /// Bytes of `ours` that differ from `pil`, and the largest difference.
 fn pixel_diff(ours: &[u8], pil: &[u8]) -> (usize, u8) {
     assert_eq!(ours.len(), pil.len(), "decoded sizes differ");
-    ours.iter()
-        .zip(pil)
-        .fold((0, 0), |(n, m), (a, b)| {
-            (n + usize::from(a != b), m.max(a.abs_diff(*b)))
-        })
+    ours.iter().zip(pil).fold((0, 0), |(n, m), (a, b)| {
+        (n + usize::from(a != b), m.max(a.abs_diff(*b)))
+    })
 }
 
 #[test]
@@ -436,7 +434,15 @@ fn jpeg_decoding_is_identical_to_pillow() {
     // quality 5 to 100) over images of odd and even sizes, and on make-images' own JPEGs.
     let dir = tempfile::tempdir().unwrap();
     let im = dir.path().join("im");
-    clip_ref(&["make-images", "--out", s(&im), "--seed", "5", "--count", "40"]);
+    clip_ref(&[
+        "make-images",
+        "--out",
+        s(&im),
+        "--seed",
+        "5",
+        "--count",
+        "40",
+    ]);
     let mut spec = Vec::new();
     let mut cases = Vec::new();
     for k in [0, 2, 6, 11, 15, 23] {
@@ -493,13 +499,21 @@ fn jpeg_decoding_is_identical_to_pillow() {
 }
 
 #[test]
-fn corrupt_jpeg_is_a_decode_error_naming_the_image() {
+fn corrupt_or_truncated_jpeg_is_a_decode_error_naming_the_image() {
     let dir = tempfile::tempdir().unwrap();
     let im = dir.path().join("im");
     clip_ref(&["make-images", "--out", s(&im), "--count", "2"]);
     let bytes = std::fs::read(im.join("img001.jpg")).unwrap();
-    // A JPEG header whose SOF is cut off.
-    let e = decode_rgb(&bytes[..40.min(bytes.len())], "im001", "im/img001.jpg").unwrap_err();
-    let msg = e.to_string();
-    assert!(msg.contains("im001") && msg.contains("img001.jpg"), "{msg}");
+    // Cut in the header, in the scan, and just before the end-of-image marker: Pillow refuses
+    // all three ("image file is truncated"), and so does `decode_rgb`; trailing bytes after
+    // the marker are ignored by both.
+    for cut in [40, bytes.len() / 2, bytes.len() - 2] {
+        let e = decode_rgb(&bytes[..cut], "im001", "im/img001.jpg").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("im001") && msg.contains("img001.jpg"), "{msg}");
+    }
+    let mut padded = bytes.clone();
+    padded.extend_from_slice(b"trailing");
+    let whole = decode_rgb(&bytes, "im001", "x").unwrap();
+    assert_eq!(decode_rgb(&padded, "im001", "x").unwrap().data, whole.data);
 }

@@ -7,8 +7,11 @@
 //! `Image.open(p).convert("RGB")`: a grey JPEG is replicated to RGB, and a CMYK/YCCK one is
 //! decoded to CMYK, inverted ("CMYK;I", Adobe polarity, which Pillow always assumes) and
 //! converted with Pillow's `cmyk2rgb`. libjpeg's fatal errors unwind out of the C code
-//! (`mozjpeg-sys/unwinding`) and are caught here as [`EmbedError::Decode`].
+//! (`mozjpeg-sys/unwinding`) and are caught here as [`EmbedError::Decode`]; a file that ends
+//! before its end-of-image marker is an error too, as in Pillow ("image file is truncated"),
+//! where libjpeg alone would fill the missing part with grey.
 
+use std::io::{BufRead, Read};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use mozjpeg::{ColorSpace, Decompress};
@@ -48,9 +51,40 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
+/// The JPEG bytes as a reader that records whether libjpeg asked for data past their end.
+struct EofWatch<'a> {
+    rest: &'a [u8],
+    hit_eof: bool,
+}
+
+impl Read for EofWatch<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.fill_buf()?.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.rest[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for EofWatch<'_> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        if self.rest.is_empty() {
+            self.hit_eof = true;
+        }
+        Ok(self.rest)
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.rest = &self.rest[n.min(self.rest.len())..];
+    }
+}
+
 /// The decode itself; libjpeg's fatal errors unwind through it.
 fn decode_unwinding(bytes: &[u8]) -> std::io::Result<Rgb8> {
-    let d = Decompress::new_mem(bytes)?;
+    let d = Decompress::new_reader(EofWatch {
+        rest: bytes,
+        hit_eof: false,
+    })?;
     let cmyk = matches!(d.color_space(), ColorSpace::JCS_CMYK | ColorSpace::JCS_YCCK);
     let out = if cmyk {
         ColorSpace::JCS_CMYK
@@ -60,7 +94,11 @@ fn decode_unwinding(bytes: &[u8]) -> std::io::Result<Rgb8> {
     let mut started = d.to_colorspace(out)?;
     let (width, height) = (started.width(), started.height());
     let raw: Vec<u8> = started.read_scanlines()?;
-    started.finish()?;
+    if started.finish_into_inner()?.hit_eof {
+        return Err(std::io::Error::other(
+            "the file is truncated (it ends before the end-of-image marker)",
+        ));
+    }
     let data = if cmyk {
         raw.chunks_exact(4).flat_map(inverted_cmyk_to_rgb).collect()
     } else {
@@ -100,13 +138,30 @@ mod tests {
     fn garbage_is_a_typed_error_naming_the_image() {
         let e = decode_jpeg(&[0xFF, 0xD8, 0xFF, 0x00, 1, 2, 3], "im7", "a/b.jpg").unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("im7") && msg.contains("a/b.jpg") && msg.contains("JPEG"), "{msg}");
+        assert!(
+            msg.contains("im7") && msg.contains("a/b.jpg") && msg.contains("JPEG"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn empty_after_soi_is_an_error() {
         assert!(decode_jpeg(&[0xFF, 0xD8], "x", "y").is_err());
         assert!(!is_jpeg(b"\x89PNG\r\n"));
+    }
+
+    #[test]
+    fn eof_watch_reads_all_then_flags_the_end() {
+        let mut r = EofWatch {
+            rest: b"abc",
+            hit_eof: false,
+        };
+        let mut buf = [0u8; 2];
+        assert_eq!(r.read(&mut buf).unwrap(), 2);
+        assert_eq!(r.read(&mut buf).unwrap(), 1);
+        assert!(!r.hit_eof);
+        assert_eq!(r.read(&mut buf).unwrap(), 0);
+        assert!(r.hit_eof);
     }
 
     #[test]
