@@ -22,6 +22,8 @@ command -v mpirun >/dev/null 2>&1 || need_apt+=(openmpi-bin libopenmpi-dev)
 [ -e /usr/include/x86_64-linux-gnu/openmpi/mpi.h ] || [ -e /usr/lib/x86_64-linux-gnu/openmpi/include/mpi.h ] || need_apt+=(libopenmpi-dev)
 ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
 command -v pgrep >/dev/null 2>&1 || need_apt+=(procps)
+# tests/embed.rs writes arithmetic-coded JPEGs with jpegtran (Pillow cannot write them).
+command -v jpegtran >/dev/null 2>&1 || need_apt+=(libjpeg-turbo-progs)
 # The HTML report is checked in headless Chromium.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then

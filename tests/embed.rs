@@ -431,7 +431,8 @@ fn jpeg_decoding_is_identical_to_pillow() {
     // `decode_rgb` (libjpeg-turbo's decoder via MozJPEG) against Pillow's
     // `np.asarray(Image.open(p).convert("RGB"))`: 0 differing bytes on every JPEG kind Pillow
     // writes (chroma subsamplings, progressive, restart markers, RGB-coded, grey, Adobe CMYK,
-    // quality 5 to 100) over images of odd and even sizes, and on make-images' own JPEGs.
+    // quality 5 to 100) over images of odd and even sizes, on make-images' own JPEGs and on
+    // arithmetic-coded ones.
     let dir = tempfile::tempdir().unwrap();
     let im = dir.path().join("im");
     clip_ref(&[
@@ -475,12 +476,31 @@ fn jpeg_decoding_is_identical_to_pillow() {
             cases.push((format!("{k} {variant}"), jpg, out));
         }
     }
+    // make-images' own JPEGs, and each re-coded losslessly by jpegtran with arithmetic
+    // coding, sequential and progressive (Pillow decodes them; it cannot write them).
     let text = std::fs::read_to_string(im.join("list.txt")).unwrap();
     for name in text.lines().filter_map(|l| l.split('\t').nth(1)) {
-        if name.ends_with(".jpg") {
-            let out = dir.path().join(format!("{name}.bin"));
-            spec.push(serde_json::json!(["-", "", s(&im.join(name)), s(&out)]));
-            cases.push((name.to_string(), im.join(name), out));
+        if !name.ends_with(".jpg") {
+            continue;
+        }
+        let mut files = vec![(name.to_string(), im.join(name))];
+        for (tag, extra) in [("arith", None), ("arith_progressive", Some("-progressive"))] {
+            let jpg = dir.path().join(format!("{name}.{tag}.jpg"));
+            let st = Command::new("jpegtran")
+                .arg("-arithmetic")
+                .args(extra)
+                .arg("-outfile")
+                .arg(&jpg)
+                .arg(im.join(name))
+                .status()
+                .expect("jpegtran runs (scripts/test.sh installs libjpeg-turbo-progs)");
+            assert!(st.success(), "jpegtran on {name}");
+            files.push((format!("{name} {tag}"), jpg));
+        }
+        for (case, jpg) in files {
+            let out = dir.path().join(format!("{}.bin", case.replace(' ', "_")));
+            spec.push(serde_json::json!(["-", "", s(&jpg), s(&out)]));
+            cases.push((case, jpg, out));
         }
     }
     let spec_path = dir.path().join("jpeg.json");
