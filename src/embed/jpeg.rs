@@ -9,7 +9,8 @@
 //! converted with Pillow's `cmyk2rgb`. libjpeg's fatal errors unwind out of the C code
 //! (`mozjpeg-sys/unwinding`) and are caught here as [`EmbedError::Decode`]; a file that ends
 //! before its end-of-image marker is an error too, as in Pillow ("image file is truncated"),
-//! where libjpeg alone would fill the missing part with grey.
+//! where libjpeg alone would fill the missing part with grey. (Catching needs `panic = "unwind"`,
+//! the default; an `abort` profile would end the process on a corrupt JPEG.)
 
 use std::io::{BufRead, Read};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -24,7 +25,8 @@ pub fn is_jpeg(bytes: &[u8]) -> bool {
     bytes.starts_with(&[0xFF, 0xD8, 0xFF])
 }
 
-/// Decodes a baseline or progressive 8-bit JPEG to RGB as Pillow does (see the module docs).
+/// Decodes an 8-bit JPEG (baseline or progressive, Huffman or arithmetic) to RGB as Pillow
+/// does (see the module docs).
 /// Any libjpeg error (corrupt header, unsupported precision, …) is returned as
 /// [`EmbedError::Decode`] naming `id` and `origin`.
 pub fn decode_jpeg(bytes: &[u8], id: &str, origin: &str) -> Result<Rgb8, EmbedError> {
