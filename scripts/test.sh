@@ -10,7 +10,8 @@ log() { printf '\n== %s\n' "$*"; }
 # --- Dependencies -----------------------------------------------------------------------
 # The tests need a Rust toolchain, python3 (the independent references in tests/*.py use its
 # standard library, tests/real_data_ref.py the pip packages installed below), and for the
-# `mpi` feature Open MPI and libclang (rsmpi's bindings).
+# `mpi` feature Open MPI and libclang (rsmpi's bindings); a C compiler also builds the vendored
+# MozJPEG (libjpeg-turbo's JPEG decoder, `embed`).
 need_apt=()
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
@@ -21,6 +22,8 @@ command -v mpirun >/dev/null 2>&1 || need_apt+=(openmpi-bin libopenmpi-dev)
 [ -e /usr/include/x86_64-linux-gnu/openmpi/mpi.h ] || [ -e /usr/lib/x86_64-linux-gnu/openmpi/include/mpi.h ] || need_apt+=(libopenmpi-dev)
 ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
 command -v pgrep >/dev/null 2>&1 || need_apt+=(procps)
+# tests/embed.rs writes arithmetic-coded JPEGs with jpegtran (Pillow cannot write them).
+command -v jpegtran >/dev/null 2>&1 || need_apt+=(libjpeg-turbo-progs)
 # The HTML report is checked in headless Chromium.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -31,9 +34,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 # tests/real_data.rs: its reference (tests/real_data_ref.py) trains a Hugging Face tokenizer
 # and tokenises the test pool with transformers (no torch needed), writing embeddings with numpy.
-log "pip: tokenizers, transformers, jinja2, numpy (tests/real_data_ref.py)"
+# tests/embed.rs: tests/clip_ref.py decodes and resizes with Pillow; its wheels bundle
+# libjpeg-turbo (3.2 in 13.0.0), whose JPEG pixels `embed` must equal byte for byte.
+log "pip: tokenizers, transformers, jinja2, numpy, pillow (tests/real_data_ref.py, tests/clip_ref.py)"
 python3 -m pip install --quiet --disable-pip-version-check \
-  tokenizers==0.23.3 transformers==5.25.0 jinja2==3.1.6 numpy==2.4.6
+  tokenizers==0.23.3 transformers==5.25.0 jinja2==3.1.6 numpy==2.4.6 pillow==13.0.0
 if ! command -v cargo >/dev/null 2>&1; then
   log "installing Rust (rustup)"
   curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal

@@ -19,15 +19,20 @@ Subcommands:
 
   make-images --out DIR --seed S --count N
       Draws N images (PNG and JPEG; shapes, gradients, strokes like text; sizes from 9 to 300
-      pixels a side, portrait, landscape, square; RGB, grey, RGBA and palette modes) and
+      pixels a side, portrait, landscape, square; RGB, grey, RGBA and palette modes; JPEGs
+      4:2:0, 4:4:4, progressive, or 4:2:2 with restart markers, in turn) and
       writes DIR/list.txt (`id<TAB>file`).
 
   embed --model DIR --images LIST --out FILE.json [--features none|pooled|patches:P]
       The reference as JSON: {"ids": [...], "embeds": [[D] ...], "features": [[[F] x P] ...]}.
 
   jpeg --spec FILE.json
-      FILE holds [[png, variant, jpg, out], ...]: saves png as JPEG (quality 90; variant 444,
-      422, 420 or grey) and writes Pillow's decoded RGB pixels of it to out (raw uint8).
+      FILE holds [[png, variant, jpg, out], ...]: saves png as JPEG (quality 90 unless the
+      variant says; variants: 444, 422, 420, 411, progressive, progressive444, restart (a
+      restart marker every 2 MCUs), restart_rows, rgb (RGB-coded, no YCbCr), optimize, q5,
+      q100, grey, grey_progressive, cmyk (Adobe CMYK)) and writes Pillow's
+      `np.asarray(Image.open(jpg).convert("RGB"))` of it to out (raw uint8 [H, W, 3]).
+      With png = "-", jpg is an existing JPEG, decoded only.
 
   resize --spec FILE.json
       FILE holds [[image, width, height, out], ...]; writes Pillow's
@@ -206,6 +211,10 @@ def draw_image(rng, k):
     return img
 
 
+JPEG_KINDS = [{}, {"subsampling": 0}, {"progressive": True},
+              {"subsampling": 1, "restart_marker_blocks": 3}]
+
+
 def cmd_make_images(args):
     os.makedirs(args.out, exist_ok=True)
     rng = np.random.default_rng(args.seed)
@@ -222,7 +231,10 @@ def cmd_make_images(args):
         jpeg = k % 2 == 1 and mode in ("RGB", "L")
         name = "img%03d.%s" % (k, "jpg" if jpeg else "png")
         if jpeg:
-            img.save(os.path.join(args.out, name), quality=90)
+            # JPEG kinds in turn: 4:2:0 baseline, 4:4:4, progressive, 4:2:2 with restart markers
+            # (grey images cycle through the same options where they apply).
+            opts = JPEG_KINDS[(k // 2) % len(JPEG_KINDS)]
+            img.save(os.path.join(args.out, name), quality=90, **opts)
         else:
             img.save(os.path.join(args.out, name))
         lines.append("im%03d\t%s" % (k, name))
@@ -424,13 +436,26 @@ def cmd_resize(args):
 def cmd_jpeg(args):
     with open(args.spec) as f:
         spec = json.load(f)
-    sub = {"444": 0, "422": 1, "420": 2}
+    variants = {
+        "444": {"subsampling": 0}, "422": {"subsampling": 1}, "420": {"subsampling": 2},
+        "411": {"subsampling": "4:1:1"}, "progressive": {"progressive": True},
+        "progressive444": {"progressive": True, "subsampling": 0},
+        "restart": {"restart_marker_blocks": 2}, "restart_rows": {"restart_marker_rows": 1},
+        "rgb": {"keep_rgb": True, "subsampling": 0}, "optimize": {"optimize": True},
+        "q5": {"quality": 5}, "q100": {"quality": 100, "subsampling": 0},
+        "grey": {}, "grey_progressive": {"progressive": True}, "cmyk": {},
+    }
     for src, variant, jpg, out in spec:
+        if src == "-":
+            with open(out, "wb") as f:
+                f.write(np.asarray(Image.open(jpg).convert("RGB")).tobytes())
+            continue
         img = Image.open(src).convert("RGB")
-        if variant == "grey":
-            img.convert("L").save(jpg, quality=90)
-        else:
-            img.save(jpg, quality=90, subsampling=sub[variant])
+        if variant.startswith("grey"):
+            img = img.convert("L")
+        elif variant == "cmyk":
+            img = img.convert("CMYK")
+        img.save(jpg, **{"quality": 90, **variants[variant]})
         with open(out, "wb") as f:
             f.write(np.asarray(Image.open(jpg).convert("RGB")).tobytes())
 

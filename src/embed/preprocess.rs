@@ -1,5 +1,5 @@
 //! From encoded image bytes to the tower's input, exactly as `transformers`'
-//! `CLIPImageProcessor` does it: decode, convert to RGB (transparency composited onto white, grey replicated),
+//! `CLIPImageProcessor` does it: decode (JPEG with libjpeg-turbo's decoder, [`super::jpeg`]), convert to RGB (transparency composited onto white, grey replicated),
 //! resize with Pillow's filter ([`super::resize`]), center crop (`top = (h - crop_h) // 2`,
 //! zero padding where the image is smaller), rescale and normalize in float32.
 
@@ -7,12 +7,17 @@ use image::DynamicImage;
 
 use super::config::{Preprocess, ResizeTo};
 use super::error::EmbedError;
+use super::jpeg::{decode_jpeg, is_jpeg};
 use super::resize::{resize, Rgb8};
 
 /// Decodes PNG, JPEG or WebP bytes to 8-bit RGB as transformers' `convert_to_rgb` does: an
 /// image with transparency is alpha-composited onto white (Pillow's `alpha_composite`
-/// integer arithmetic), any other is converted (`convert("RGB")`: grey replicated).
+/// integer arithmetic), any other is converted (`convert("RGB")`: grey replicated). JPEG goes
+/// through libjpeg-turbo's decoder ([`super::jpeg`]), the others through the `image` crate.
 pub fn decode_rgb(bytes: &[u8], id: &str, origin: &str) -> Result<Rgb8, EmbedError> {
+    if is_jpeg(bytes) {
+        return decode_jpeg(bytes, id, origin);
+    }
     let img = image::load_from_memory(bytes).map_err(|e| EmbedError::Decode {
         id: id.to_string(),
         origin: origin.to_string(),
