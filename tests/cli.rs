@@ -63,6 +63,25 @@ pub(crate) fn tiny_corpus() -> &'static (tempfile::TempDir, PathBuf, PathBuf, St
     })
 }
 
+/// Runs the reference script `tests/<script>` with `python3` (scripts/test.sh installs what the
+/// scripts import) and returns its stdout; panics with the script's stdout and stderr when it
+/// fails.
+pub(crate) fn python_script(script: &str, args: &[&str]) -> Vec<u8> {
+    let path = format!("{}/tests/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("python3 runs (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{script} {args:?}:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 #[test]
 fn synth_prepare_inspect_recovers_concepts() {
     let (_d, _raw, corpus, report) = tiny_corpus();
@@ -93,20 +112,8 @@ fn synth_prepare_inspect_recovers_concepts() {
 #[test]
 fn cells_parse_with_the_independent_python_reader() {
     let (_d, _raw, corpus, _) = tiny_corpus();
-    let out = Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/megatron_ref.py"
-        ))
-        .args(["verify-corpus", s(corpus)])
-        .output()
-        .expect("python3 runs (scripts/test.sh installs it)");
-    assert!(
-        out.status.success(),
-        "python verify-corpus failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = python_script("megatron_ref.py", &["verify-corpus", s(corpus)]);
+    let summary: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(summary["documents"], 10_000);
     // Document-level agreement: mixatlas inspect vs the Python reader on one cell.
     let manifest: serde_json::Value =
@@ -114,20 +121,8 @@ fn cells_parse_with_the_independent_python_reader() {
             .unwrap();
     let cell = &manifest["cells"][0];
     let prefix = corpus.join(cell["prefix"].as_str().unwrap());
-    let py = Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/megatron_ref.py"
-        ))
-        .args(["read", s(&prefix), "--docs", "0,1,2"])
-        .output()
-        .unwrap();
-    assert!(
-        py.status.success(),
-        "{}",
-        String::from_utf8_lossy(&py.stderr)
-    );
-    let py: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
+    let py = python_script("megatron_ref.py", &["read", s(&prefix), "--docs", "0,1,2"]);
+    let py: serde_json::Value = serde_json::from_slice(&py).unwrap();
     let name = cell["name"].as_str().unwrap();
     for d in 0..3 {
         let ours: serde_json::Value = serde_json::from_str(&ok(&[

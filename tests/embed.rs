@@ -11,20 +11,10 @@ use mixatlas::embed::output::{read_part, EmbedManifest};
 use mixatlas::embed::preprocess::decode_rgb;
 use mixatlas::embed::resize::resize;
 
-use crate::cli::bin;
+use crate::cli::{bin, python_script};
 
 fn clip_ref(args: &[&str]) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clip_ref.py");
-    let out = Command::new("python3")
-        .arg(&script)
-        .args(args)
-        .output()
-        .expect("python3 runs (scripts/test.sh installs numpy and pillow)");
-    assert!(
-        out.status.success(),
-        "clip_ref.py {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python_script("clip_ref.py", args);
 }
 
 fn s(p: &Path) -> &str {

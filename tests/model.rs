@@ -3,27 +3,16 @@
 //! Face transformers), finite differences for the gradients, and checkpoint round trips.
 
 use std::path::Path;
-use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
 use mixatlas::model::weights::read_config;
 use mixatlas::model::{ImageInput, Params, Qwen2Config, Qwen2Model};
 use mixatlas::train::loss::{masked_loss, LossInput, Targets};
 
-use crate::cli::{ok, s};
+use crate::cli::{ok, python_script, s};
 
 fn python(args: &[&str]) -> String {
-    let out = Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/qwen2_ref.py"))
-        .args(args)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "qwen2_ref.py {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    String::from_utf8(python_script("qwen2_ref.py", args)).unwrap()
 }
 
 /// Two sequences over a V=48 model with image token 3: one with two 2-patch images, one text.

@@ -9,27 +9,15 @@
 //! tests/real_data_ref.py the tokenizer.
 
 use std::path::Path;
-use std::process::Command;
 
 use mixatlas::data::corpus::Corpus;
 use serde_json::{json, Value};
 
-use crate::cli::{ok, s};
+use crate::cli::{ok, python_script, s};
 
 /// Runs a test reference script with `args`, panicking with its output on failure.
 fn python(script: &str, args: &[&str]) {
-    let path = format!("{}/tests/{script}", env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new("python3")
-        .arg(&path)
-        .args(args)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "{script} {args:?}:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python_script(script, args);
 }
 
 /// A LLaVA record for image `file` with id `id`: one user turn with the image, one answer.
