@@ -442,8 +442,8 @@ fn shape_error(text: &str, e: serde_json::Error) -> LineError {
     LineError::Json(e)
 }
 
-/// The kind of a JSON value, for messages.
-fn json_kind(v: &serde_json::Value) -> &'static str {
+/// The kind of a JSON value, for messages (also the LLaVA reader's).
+pub(crate) fn json_kind(v: &serde_json::Value) -> &'static str {
     use serde_json::Value;
     match v {
         Value::Null => "null",

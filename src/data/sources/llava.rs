@@ -24,6 +24,7 @@ use serde_json::Value;
 
 use super::chat::{Role, Turn};
 use super::record::{short_json, Item, Location, Record, RecordProblem, SourceError};
+use crate::data::raw::json_kind;
 use crate::fsutil::{IoContext, PathIoError};
 
 /// A reader that counts the bytes read through it.
@@ -51,18 +52,6 @@ impl<R: Read> Read for Counted<R> {
         let n = self.inner.read(buf)?;
         self.count.set(self.count.get() + n as u64);
         Ok(n)
-    }
-}
-
-/// The kind of a JSON value, for messages.
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
     }
 }
 
