@@ -7,6 +7,7 @@
 //! any stream of [`source::ImageItem`]s.
 
 pub mod config;
+mod cpu_tower;
 pub mod error;
 pub mod features;
 pub mod jpeg;

@@ -12,6 +12,7 @@ use candle_nn::LayerNorm;
 use safetensors::SafeTensors;
 
 use super::config::{Activation, ClipVisionConfig};
+use super::cpu_tower::{CpuLayer, CpuTower, Linear, Norm};
 use super::error::EmbedError;
 
 /// The tower's outputs for a batch.
@@ -43,6 +44,21 @@ struct Layer {
 #[derive(Debug)]
 pub struct ClipVision {
     cfg: ClipVisionConfig,
+    device: Device,
+    imp: Imp,
+}
+
+/// How the forward pass runs: fused loops on the CPU ([`super::cpu_tower`]), candle ops
+/// elsewhere (CUDA) or when asked for ([`ClipVision::load_candle`]).
+#[derive(Debug)]
+enum Imp {
+    Cpu(CpuTower),
+    Candle(CandleTower),
+}
+
+/// The tower as candle tensors on its device.
+#[derive(Debug)]
+struct CandleTower {
     /// `[3·patch², hidden]`: the patch convolution as a matmul over flattened patches.
     patch_t: Tensor,
     /// `[1 + num_patches, hidden]`: position embeddings with the class embedding added to row 0.
@@ -52,7 +68,6 @@ pub struct ClipVision {
     post_ln: LayerNorm,
     /// `[hidden, projection_dim]`.
     proj_t: Tensor,
-    device: Device,
 }
 
 /// Loads named tensors from one safetensors file, checking shapes and dtypes.
@@ -110,8 +125,80 @@ impl Weights<'_> {
 }
 
 impl ClipVision {
-    /// Loads the tower from the bytes of `model.safetensors` (`path` names it in errors).
+    /// Loads the tower from the bytes of `model.safetensors` (`path` names it in errors). On
+    /// the CPU the forward pass runs [`super::cpu_tower`]'s fused loops, elsewhere candle ops.
     pub fn load(
+        cfg: &ClipVisionConfig,
+        bytes: &[u8],
+        path: &Path,
+        device: &Device,
+    ) -> Result<Self, EmbedError> {
+        let tower = CandleTower::load(cfg, bytes, path, device)?;
+        let imp = if device.is_cpu() {
+            Imp::Cpu(tower.into_cpu(cfg)?)
+        } else {
+            Imp::Candle(tower)
+        };
+        Ok(ClipVision {
+            cfg: cfg.clone(),
+            device: device.clone(),
+            imp,
+        })
+    }
+
+    /// Like [`ClipVision::load`], but the forward pass runs candle ops on every device (what
+    /// CUDA runs); a reference for the CPU path.
+    pub fn load_candle(
+        cfg: &ClipVisionConfig,
+        bytes: &[u8],
+        path: &Path,
+        device: &Device,
+    ) -> Result<Self, EmbedError> {
+        Ok(ClipVision {
+            cfg: cfg.clone(),
+            device: device.clone(),
+            imp: Imp::Candle(CandleTower::load(cfg, bytes, path, device)?),
+        })
+    }
+
+    /// The configuration the tower was built from.
+    pub fn config(&self) -> &ClipVisionConfig {
+        &self.cfg
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Runs the tower on `pixels`: `[B, 3, image_size, image_size]` float32.
+    pub fn forward(&self, pixels: &Tensor) -> Result<TowerOutput, EmbedError> {
+        match &self.imp {
+            Imp::Candle(t) => t.forward(&self.cfg, pixels),
+            Imp::Cpu(t) => {
+                let (b, _, _, _) = pixels.dims4()?;
+                let px = pixels.flatten_all()?.to_vec1::<f32>()?;
+                let (embeds, hidden) = t.forward(&px, b);
+                let tokens = 1 + self.cfg.num_patches();
+                Ok(TowerOutput {
+                    image_embeds: Tensor::from_vec(
+                        embeds,
+                        (b, self.cfg.projection_dim),
+                        &Device::Cpu,
+                    )?,
+                    last_hidden: Tensor::from_vec(
+                        hidden,
+                        (b, tokens, self.cfg.hidden_size),
+                        &Device::Cpu,
+                    )?,
+                })
+            }
+        }
+    }
+}
+
+impl CandleTower {
+    fn load(
         cfg: &ClipVisionConfig,
         bytes: &[u8],
         path: &Path,
@@ -163,32 +250,71 @@ impl ClipVision {
             });
         }
         let proj = w.get("visual_projection.weight", &[cfg.projection_dim, h])?;
-        Ok(ClipVision {
-            cfg: cfg.clone(),
+        Ok(CandleTower {
             patch_t,
             embed_add,
             pre_ln,
             layers,
             post_ln,
             proj_t: proj.t()?.contiguous()?,
-            device: device.clone(),
         })
     }
 
-    /// The configuration the tower was built from.
-    pub fn config(&self) -> &ClipVisionConfig {
-        &self.cfg
+    /// The same weights in plain vectors for [`CpuTower`], layer by layer (each layer's
+    /// tensors are dropped once copied).
+    fn into_cpu(self, cfg: &ClipVisionConfig) -> Result<CpuTower, EmbedError> {
+        fn v(t: &Tensor) -> Result<Vec<f32>, EmbedError> {
+            Ok(t.flatten_all()?.to_vec1::<f32>()?)
+        }
+        fn norm(n: &LayerNorm) -> Result<Norm, EmbedError> {
+            let b = n
+                .bias()
+                .ok_or_else(|| candle_core::Error::Msg("layer norm without bias".into()))?;
+            Ok(Norm {
+                w: v(n.weight())?,
+                b: v(b)?,
+                eps: n.eps(),
+            })
+        }
+        fn lin(w: &Tensor, b: &Tensor) -> Result<Linear, EmbedError> {
+            let (inp, out) = w.dims2()?;
+            Ok(Linear {
+                w: v(w)?,
+                b: v(b)?,
+                inp,
+                out,
+            })
+        }
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for l in self.layers {
+            layers.push(CpuLayer {
+                ln1: norm(&l.ln1)?,
+                qkv: lin(&l.qkv_t, &l.qkv_b)?,
+                out: lin(&l.out_t, &l.out_b)?,
+                ln2: norm(&l.ln2)?,
+                fc1: lin(&l.fc1_t, &l.fc1_b)?,
+                fc2: lin(&l.fc2_t, &l.fc2_b)?,
+            });
+        }
+        Ok(CpuTower {
+            hidden: cfg.hidden_size,
+            heads: cfg.num_attention_heads,
+            patch: cfg.patch_size,
+            image_size: cfg.image_size,
+            act: cfg.activation(),
+            patch_w: v(&self.patch_t)?,
+            embed_add: v(&self.embed_add)?,
+            pre_ln: norm(&self.pre_ln)?,
+            layers,
+            post_ln: norm(&self.post_ln)?,
+            proj: v(&self.proj_t)?,
+            proj_dim: cfg.projection_dim,
+        })
     }
 
-    /// The device the weights live on.
-    pub fn device(&self) -> &Device {
-        &self.device
-    }
-
-    /// Runs the tower on `pixels`: `[B, 3, image_size, image_size]` float32.
-    pub fn forward(&self, pixels: &Tensor) -> Result<TowerOutput, EmbedError> {
+    fn forward(&self, cfg: &ClipVisionConfig, pixels: &Tensor) -> Result<TowerOutput, EmbedError> {
         let (b, _, s, _) = pixels.dims4()?;
-        let (p, h) = (self.cfg.patch_size, self.cfg.hidden_size);
+        let (p, h) = (cfg.patch_size, cfg.hidden_size);
         let g = s / p;
         // [B, 3, g, p, g, p] → [B, g, g, 3, p, p]: each row one patch in the conv weight's order.
         let patches = pixels
@@ -197,11 +323,11 @@ impl ClipVision {
             .contiguous()?
             .reshape((b * g * g, 3 * p * p))?;
         let emb = patches.matmul(&self.patch_t)?.reshape((b, g * g, h))?;
-        let zeros = Tensor::zeros((b, 1, h), DType::F32, &self.device)?;
+        let zeros = Tensor::zeros((b, 1, h), DType::F32, pixels.device())?;
         let x = Tensor::cat(&[&zeros, &emb], 1)?.broadcast_add(&self.embed_add)?;
         let mut x = self.pre_ln.forward(&x)?;
         for layer in &self.layers {
-            x = self.layer(layer, &x)?;
+            x = layer.forward(cfg, &x)?;
         }
         let cls = x.narrow(1, 0, 1)?.squeeze(1)?;
         let pooled = self.post_ln.forward(&cls)?;
@@ -211,10 +337,13 @@ impl ClipVision {
             last_hidden: x,
         })
     }
+}
 
-    fn layer(&self, l: &Layer, x: &Tensor) -> Result<Tensor, EmbedError> {
+impl Layer {
+    fn forward(&self, cfg: &ClipVisionConfig, x: &Tensor) -> Result<Tensor, EmbedError> {
+        let l = self;
         let (b, t, h) = x.dims3()?;
-        let nh = self.cfg.num_attention_heads;
+        let nh = cfg.num_attention_heads;
         let hd = h / nh;
         let y = l.ln1.forward(x)?.reshape((b * t, h))?;
         let qkv = y.matmul(&l.qkv_t)?.broadcast_add(&l.qkv_b)?;
@@ -236,7 +365,7 @@ impl ClipVision {
         let x = (x + attn.reshape((b, t, h))?)?;
         let y = l.ln2.forward(&x)?.reshape((b * t, h))?;
         let y = y.matmul(&l.fc1_t)?.broadcast_add(&l.fc1_b)?;
-        let y = match self.cfg.activation() {
+        let y = match cfg.activation() {
             Activation::QuickGelu => (&y * candle_nn::ops::sigmoid(&(&y * 1.702)?)?)?,
             Activation::Gelu => y.gelu_erf()?,
             Activation::GeluTanh => y.gelu()?,
@@ -288,6 +417,122 @@ pub fn pool_patches(patches: &[f32], grid: usize, dim: usize, rows: usize) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
+
+    /// `n` values in [-scale, scale) from a 64-bit LCG.
+    fn values(n: usize, seed: &mut u64, scale: f32) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                *seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((*seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+            })
+            .collect()
+    }
+
+    /// A random checkpoint of `cfg`'s shapes under HF's key names, as safetensors bytes.
+    fn checkpoint(cfg: &ClipVisionConfig) -> Vec<u8> {
+        let (h, i, p) = (cfg.hidden_size, cfg.intermediate_size, cfg.patch_size);
+        let t = 1 + cfg.num_patches();
+        let mut shapes: Vec<(String, Vec<usize>)> = vec![
+            ("embeddings.patch_embedding.weight".into(), vec![h, 3, p, p]),
+            ("embeddings.class_embedding".into(), vec![h]),
+            ("embeddings.position_embedding.weight".into(), vec![t, h]),
+        ];
+        for ln in ["pre_layrnorm", "post_layernorm"] {
+            shapes.push((format!("{ln}.weight"), vec![h]));
+            shapes.push((format!("{ln}.bias"), vec![h]));
+        }
+        for l in 0..cfg.num_hidden_layers {
+            let pre = format!("encoder.layers.{l}");
+            for (name, out, inp) in [
+                ("self_attn.q_proj", h, h),
+                ("self_attn.k_proj", h, h),
+                ("self_attn.v_proj", h, h),
+                ("self_attn.out_proj", h, h),
+                ("mlp.fc1", i, h),
+                ("mlp.fc2", h, i),
+            ] {
+                shapes.push((format!("{pre}.{name}.weight"), vec![out, inp]));
+                shapes.push((format!("{pre}.{name}.bias"), vec![out]));
+            }
+            for ln in ["layer_norm1", "layer_norm2"] {
+                shapes.push((format!("{pre}.{ln}.weight"), vec![h]));
+                shapes.push((format!("{pre}.{ln}.bias"), vec![h]));
+            }
+        }
+        let mut seed = 7u64;
+        let mut tensors: HashMap<String, Tensor> = shapes
+            .into_iter()
+            .map(|(name, shape)| {
+                let n = shape.iter().product();
+                let mut v = values(n, &mut seed, 0.3);
+                if name.ends_with("norm.weight")
+                    || name.contains("norm1.weight")
+                    || name.contains("norm2.weight")
+                {
+                    v.iter_mut().for_each(|x| *x += 1.0);
+                }
+                let t = Tensor::from_vec(v, shape, &Device::Cpu).unwrap();
+                (format!("vision_model.{name}"), t)
+            })
+            .collect();
+        let proj = values(cfg.projection_dim * h, &mut seed, 0.3);
+        tensors.insert(
+            "visual_projection.weight".into(),
+            Tensor::from_vec(proj, (cfg.projection_dim, h), &Device::Cpu).unwrap(),
+        );
+        safetensors::serialize(&tensors, None).unwrap()
+    }
+
+    fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
+        let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(a.len(), b.len());
+        let scale = b.iter().map(|v| f64::from(v.abs())).fold(0.0, f64::max);
+        a.iter()
+            .zip(&b)
+            .map(|(x, y)| f64::from((x - y).abs()))
+            .fold(0.0, f64::max)
+            / scale
+    }
+
+    /// The fused CPU forward pass equals the candle ops path (itself checked against numpy in
+    /// tests/embed.rs) for every activation, on odd sizes: 3 images, 17 tokens, 4 heads.
+    #[test]
+    fn cpu_forward_equals_candle_ops() {
+        for act in ["quick_gelu", "gelu", "gelu_pytorch_tanh"] {
+            let cfg = ClipVisionConfig {
+                hidden_size: 32,
+                intermediate_size: 48,
+                projection_dim: 24,
+                num_hidden_layers: 2,
+                num_attention_heads: 4,
+                image_size: 64,
+                patch_size: 16,
+                hidden_act: act.into(),
+                ..ClipVisionConfig::default()
+            };
+            let bytes = checkpoint(&cfg);
+            let path = Path::new("random.safetensors");
+            let fast = ClipVision::load(&cfg, &bytes, path, &Device::Cpu).unwrap();
+            let reference = ClipVision::load_candle(&cfg, &bytes, path, &Device::Cpu).unwrap();
+            assert!(matches!(fast.imp, Imp::Cpu(_)));
+            let mut seed = 11u64;
+            let px = values(3 * 3 * 64 * 64, &mut seed, 2.0);
+            let px = Tensor::from_vec(px, (3, 3, 64, 64), &Device::Cpu).unwrap();
+            let (a, b) = (fast.forward(&px).unwrap(), reference.forward(&px).unwrap());
+            assert_eq!(a.image_embeds.dims(), &[3, 24]);
+            assert_eq!(a.last_hidden.dims(), &[3, 17, 32]);
+            let e = rel_err(&a.image_embeds, &b.image_embeds);
+            let hdn = rel_err(&a.last_hidden, &b.last_hidden);
+            assert!(
+                e < 1e-5 && hdn < 1e-5,
+                "{act}: embeds {e:e}, hidden {hdn:e}"
+            );
+        }
+    }
 
     #[test]
     fn pool_square_and_raster() {
