@@ -55,6 +55,18 @@ done
 python3 -c 'import numpy, PIL, sys; sys.exit(int(PIL.__version__.split(".")[0]) < 13)' 2>/dev/null \
   || python3 -m pip install -q numpy "pillow>=13"
 
+# tests/embed.rs compares `embed` with transformers' CLIPVisionModelWithProjection, which needs
+# torch: a venv of its own (PyPI's Linux torch wheel brings its CUDA libraries, about 5 GB the
+# first time, then pip's cache). MIXATLAS_TORCH_TESTS=0 leaves it out (that test then skips).
+if [ "${MIXATLAS_TORCH_TESTS:-1}" != 0 ]; then
+  torch_venv="${MIXATLAS_TORCH_VENV:-$HOME/.cache/mixatlas/torch-venv}"
+  log "pip: torch, transformers in $torch_venv (tests/clip_hf_check.py)"
+  [ -x "$torch_venv/bin/python" ] || python3 -m venv "$torch_venv"
+  "$torch_venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    torch==2.15.0 transformers==5.25.0 numpy==2.4.6 pillow==13.0.0 safetensors==0.8.0
+  export MIXATLAS_TORCH_PYTHON="$torch_venv/bin/python"
+fi
+
 # Two cores: keep each test process from oversubscribing them.
 export RAYON_NUM_THREADS="${RAYON_NUM_THREADS:-2}"
 

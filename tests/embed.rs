@@ -190,6 +190,55 @@ fn embed_equals_reference_gelu_bf16_wrapped_config_upscaled_crop() {
     check(&compare(&[], "pooled", 8));
 }
 
+/// `embed` equals Hugging Face transformers' `CLIPVisionModelWithProjection` (float32 and
+/// float64) within 1e-4 relative on random small checkpoints written by transformers
+/// (quick_gelu and gelu, F32 and F16) and PNG and JPEG images, through the checkpoint's
+/// `preprocessor_config.json` (tests/clip_hf_check.py). Needs torch: runs when
+/// `MIXATLAS_TORCH_PYTHON` names a python that has it, as scripts/test.sh sets it.
+#[test]
+fn embed_equals_transformers_clip_vision_model() {
+    let Ok(python) = std::env::var("MIXATLAS_TORCH_PYTHON") else {
+        eprintln!("skipping: MIXATLAS_TORCH_PYTHON is not set (scripts/test.sh sets it)");
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clip_hf_check.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .args(["--bin", env!("CARGO_BIN_EXE_mixatlas"), "--workdir"])
+        .arg(work.path())
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !stdout.contains("skipped"),
+        "{python} lacks torch: {stdout}"
+    );
+    let worst: f64 = stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("worst relative error of mixatlas embed against transformers: ")
+        })
+        .unwrap_or_else(|| panic!("no summary line in:\n{stdout}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(worst < 1e-4, "{worst:e}\n{stdout}");
+    // Every configuration compared mixatlas with transformers, PNG and JPEG.
+    assert_eq!(
+        stdout.matches("mixatlas vs transformers f64").count(),
+        3,
+        "{stdout}"
+    );
+}
+
 fn stderr_of(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
