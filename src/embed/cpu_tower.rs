@@ -73,24 +73,33 @@ fn parallelism() -> Parallelism {
     }
 }
 
-/// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]`, every matrix given by its pointer and row stride (unit
-/// column stride), except `rhs`, whose column stride is `rhs_cs`. `accumulate` keeps `dst`.
+/// A matrix in memory: its first element and the strides between rows and between columns.
+#[derive(Clone, Copy)]
+struct Mat {
+    ptr: *const f32,
+    rs: usize,
+    cs: usize,
+}
+
+impl Mat {
+    /// A row-major matrix whose rows start `rs` values apart.
+    fn rows(ptr: *const f32, rs: usize) -> Mat {
+        Mat { ptr, rs, cs: 1 }
+    }
+}
+
+/// `dst (+)= lhs · rhs` for `(m, n, k)` = the rows of `lhs`, the columns of `rhs` and their
+/// shared dimension; `dst` is written row major with row stride `dst_rs`, and kept and added
+/// to when `accumulate`.
 ///
 /// # Safety
 /// The pointers must cover the given shapes and strides, and `dst` must not alias the inputs.
-#[allow(clippy::too_many_arguments)]
 unsafe fn matmul(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_rs: usize,
+    (m, n, k): (usize, usize, usize),
+    (dst, dst_rs): (*mut f32, usize),
     accumulate: bool,
-    lhs: *const f32,
-    lhs_rs: usize,
-    rhs: *const f32,
-    rhs_rs: usize,
-    rhs_cs: usize,
+    lhs: Mat,
+    rhs: Mat,
     par: Parallelism,
 ) {
     gemm(
@@ -101,12 +110,12 @@ unsafe fn matmul(
         1,
         dst_rs as isize,
         accumulate,
-        lhs,
-        1,
-        lhs_rs as isize,
-        rhs,
-        rhs_cs as isize,
-        rhs_rs as isize,
+        lhs.ptr,
+        lhs.cs as isize,
+        lhs.rs as isize,
+        rhs.ptr,
+        rhs.cs as isize,
+        rhs.rs as isize,
         1.0,
         1.0,
         false,
@@ -135,17 +144,11 @@ impl Linear {
         // distinct buffers.
         unsafe {
             matmul(
-                rows,
-                self.out,
-                self.inp,
-                dst.as_mut_ptr(),
-                self.out,
+                (rows, self.out, self.inp),
+                (dst.as_mut_ptr(), self.out),
                 true,
-                x.as_ptr(),
-                self.inp,
-                self.w.as_ptr(),
-                self.out,
-                1,
+                Mat::rows(x.as_ptr(), self.inp),
+                Mat::rows(self.w.as_ptr(), self.out),
                 parallelism(),
             )
         }
@@ -285,17 +288,11 @@ impl CpuTower {
         // SAFETY: patches is (b·g²) × pp, patch_w pp × h, emb (b·g²) × h.
         unsafe {
             matmul(
-                b * g * g,
-                h,
-                pp,
-                emb.as_mut_ptr(),
-                h,
+                (b * g * g, h, pp),
+                (emb.as_mut_ptr(), h),
                 false,
-                patches.as_ptr(),
-                pp,
-                self.patch_w.as_ptr(),
-                h,
-                1,
+                Mat::rows(patches.as_ptr(), pp),
+                Mat::rows(self.patch_w.as_ptr(), h),
                 parallelism(),
             )
         }
@@ -335,17 +332,11 @@ impl CpuTower {
         // SAFETY: pooled is b × h, proj h × d, embeds b × d.
         unsafe {
             matmul(
-                b,
-                self.proj_dim,
-                h,
-                embeds.as_mut_ptr(),
-                self.proj_dim,
+                (b, self.proj_dim, h),
+                (embeds.as_mut_ptr(), self.proj_dim),
                 false,
-                pooled.as_ptr(),
-                h,
-                self.proj.as_ptr(),
-                self.proj_dim,
-                1,
+                Mat::rows(pooled.as_ptr(), h),
+                Mat::rows(self.proj.as_ptr(), self.proj_dim),
                 Parallelism::None,
             )
         }
@@ -372,17 +363,15 @@ impl CpuTower {
                         // scores = q · kᵀ: kᵀ's rows are k's columns (row stride 1, column
                         // stride 3·h).
                         matmul(
-                            t,
-                            t,
-                            hd,
-                            scores.as_mut_ptr(),
-                            t,
+                            (t, t, hd),
+                            (scores.as_mut_ptr(), t),
                             false,
-                            q,
-                            3 * h,
-                            k,
-                            1,
-                            3 * h,
+                            Mat::rows(q, 3 * h),
+                            Mat {
+                                ptr: k,
+                                rs: 1,
+                                cs: 3 * h,
+                            },
                             Parallelism::None,
                         );
                     }
@@ -399,17 +388,11 @@ impl CpuTower {
                     // SAFETY: as above.
                     unsafe {
                         matmul(
-                            t,
-                            hd,
-                            t,
-                            o[head * hd..].as_mut_ptr(),
-                            h,
+                            (t, hd, t),
+                            (o[head * hd..].as_mut_ptr(), h),
                             false,
-                            scores.as_ptr(),
-                            t,
-                            v,
-                            3 * h,
-                            1,
+                            Mat::rows(scores.as_ptr(), t),
+                            Mat::rows(v, 3 * h),
                             Parallelism::None,
                         );
                     }
