@@ -20,6 +20,7 @@ pub mod report;
 pub mod rng;
 pub mod search;
 pub mod slurm;
+pub(crate) mod strided;
 pub mod surrogate;
 pub mod train;
 pub mod transfer;

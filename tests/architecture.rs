@@ -27,14 +27,15 @@ const MAX_ARGS: usize = 6;
 const ALLOWED: &[(&str, &[&str])] = &[
     ("rng", &[]),
     ("fsutil", &[]),
+    ("strided", &[]),
     ("slurm", &["fsutil"]),
     ("dist", &["fsutil", "slurm"]),
     ("data", &["rng", "fsutil"]),
     ("surrogate", &["rng"]),
-    ("model", &["data", "fsutil", "rng"]),
+    ("model", &["data", "strided", "fsutil", "rng"]),
     ("train", &["data", "dist", "model", "fsutil", "rng"]),
     ("bench", &["data", "fsutil", "rng"]),
-    ("embed", &["fsutil", "rng"]),
+    ("embed", &["strided", "fsutil", "rng"]),
     ("acquisition", &["data", "surrogate", "rng"]),
     ("baselines", &["acquisition", "surrogate", "data", "rng"]),
     (
@@ -81,7 +82,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
 ];
 
 /// Files allowed at the top of `src/` besides folders.
-const TOP_FILES: &[&str] = &["main.rs", "lib.rs", "rng.rs", "fsutil.rs"];
+const TOP_FILES: &[&str] = &["main.rs", "lib.rs", "rng.rs", "fsutil.rs", "strided.rs"];
 
 /// One source file: where it is, its module path, and its text with comments and string
 /// contents removed (line breaks kept).

@@ -10,10 +10,10 @@
 //! compare the two on random towers, and tests/embed.rs compares `embed` with a float64 numpy
 //! reference.
 
-use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
 use super::config::Activation;
+use crate::strided::{mm, mm_par, Dst, Src};
 
 /// A linear layer: `y = x · w + b`, `w` stored `[inp, out]` row major.
 #[derive(Debug)]
@@ -66,65 +66,6 @@ pub(crate) struct CpuTower {
 /// Rows per parallel task in the element-wise passes.
 const ROWS_PER_TASK: usize = 16;
 
-fn parallelism() -> Parallelism {
-    match rayon::current_num_threads() {
-        0 | 1 => Parallelism::None,
-        n => Parallelism::Rayon(n),
-    }
-}
-
-/// A matrix in memory: its first element and the strides between rows and between columns.
-#[derive(Clone, Copy)]
-struct Mat {
-    ptr: *const f32,
-    rs: usize,
-    cs: usize,
-}
-
-impl Mat {
-    /// A row-major matrix whose rows start `rs` values apart.
-    fn rows(ptr: *const f32, rs: usize) -> Mat {
-        Mat { ptr, rs, cs: 1 }
-    }
-}
-
-/// `dst (+)= lhs · rhs` for `(m, n, k)` = the rows of `lhs`, the columns of `rhs` and their
-/// shared dimension; `dst` is written row major with row stride `dst_rs`, and kept and added
-/// to when `accumulate`.
-///
-/// # Safety
-/// The pointers must cover the given shapes and strides, and `dst` must not alias the inputs.
-unsafe fn matmul(
-    (m, n, k): (usize, usize, usize),
-    (dst, dst_rs): (*mut f32, usize),
-    accumulate: bool,
-    lhs: Mat,
-    rhs: Mat,
-    par: Parallelism,
-) {
-    gemm(
-        m,
-        n,
-        k,
-        dst,
-        1,
-        dst_rs as isize,
-        accumulate,
-        lhs.ptr,
-        lhs.cs as isize,
-        lhs.rs as isize,
-        rhs.ptr,
-        rhs.cs as isize,
-        rhs.rs as isize,
-        1.0,
-        1.0,
-        false,
-        false,
-        false,
-        par,
-    )
-}
-
 impl Linear {
     /// `dst = x · w + b` (`add` false) or `dst += x · w + b` (`add` true), over `rows` rows.
     fn apply(&self, x: &[f32], dst: &mut [f32], add: bool) {
@@ -143,13 +84,13 @@ impl Linear {
         // SAFETY: x is rows × inp, w is inp × out, dst is rows × out, all row major and
         // distinct buffers.
         unsafe {
-            matmul(
-                (rows, self.out, self.inp),
-                (dst.as_mut_ptr(), self.out),
-                true,
-                Mat::rows(x.as_ptr(), self.inp),
-                Mat::rows(self.w.as_ptr(), self.out),
-                parallelism(),
+            mm_par(
+                rows,
+                self.out,
+                self.inp,
+                Dst::add(dst.as_mut_ptr(), self.out),
+                Src::rows(x.as_ptr(), self.inp),
+                Src::rows(self.w.as_ptr(), self.out),
             )
         }
     }
@@ -287,13 +228,13 @@ impl CpuTower {
         let mut emb = vec![0f32; b * g * g * h];
         // SAFETY: patches is (b·g²) × pp, patch_w pp × h, emb (b·g²) × h.
         unsafe {
-            matmul(
-                (b * g * g, h, pp),
-                (emb.as_mut_ptr(), h),
-                false,
-                Mat::rows(patches.as_ptr(), pp),
-                Mat::rows(self.patch_w.as_ptr(), h),
-                parallelism(),
+            mm_par(
+                b * g * g,
+                h,
+                pp,
+                Dst::set(emb.as_mut_ptr(), h),
+                Src::rows(patches.as_ptr(), pp),
+                Src::rows(self.patch_w.as_ptr(), h),
             )
         }
         drop(patches);
@@ -331,13 +272,13 @@ impl CpuTower {
         let mut embeds = vec![0f32; b * self.proj_dim];
         // SAFETY: pooled is b × h, proj h × d, embeds b × d.
         unsafe {
-            matmul(
-                (b, self.proj_dim, h),
-                (embeds.as_mut_ptr(), self.proj_dim),
-                false,
-                Mat::rows(pooled.as_ptr(), h),
-                Mat::rows(self.proj.as_ptr(), self.proj_dim),
-                Parallelism::None,
+            mm(
+                b,
+                self.proj_dim,
+                h,
+                Dst::set(embeds.as_mut_ptr(), self.proj_dim),
+                Src::rows(pooled.as_ptr(), h),
+                Src::rows(self.proj.as_ptr(), self.proj_dim),
             )
         }
         (embeds, x)
@@ -362,17 +303,13 @@ impl CpuTower {
                     unsafe {
                         // scores = q · kᵀ: kᵀ's rows are k's columns (row stride 1, column
                         // stride 3·h).
-                        matmul(
-                            (t, t, hd),
-                            (scores.as_mut_ptr(), t),
-                            false,
-                            Mat::rows(q, 3 * h),
-                            Mat {
-                                ptr: k,
-                                rs: 1,
-                                cs: 3 * h,
-                            },
-                            Parallelism::None,
+                        mm(
+                            t,
+                            t,
+                            hd,
+                            Dst::set(scores.as_mut_ptr(), t),
+                            Src::rows(q, 3 * h),
+                            Src::cols(k, 3 * h),
                         );
                     }
                     for row in scores.chunks_mut(t) {
@@ -387,13 +324,13 @@ impl CpuTower {
                     }
                     // SAFETY: as above.
                     unsafe {
-                        matmul(
-                            (t, hd, t),
-                            (o[head * hd..].as_mut_ptr(), h),
-                            false,
-                            Mat::rows(scores.as_ptr(), t),
-                            Mat::rows(v, 3 * h),
-                            Parallelism::None,
+                        mm(
+                            t,
+                            hd,
+                            t,
+                            Dst::set(o[head * hd..].as_mut_ptr(), h),
+                            Src::rows(scores.as_ptr(), t),
+                            Src::rows(v, 3 * h),
                         );
                     }
                 }

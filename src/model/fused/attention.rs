@@ -13,8 +13,8 @@ use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Ten
 use rayon::prelude::*;
 
 use super::cpu::{read, slice, SyncPtr};
-use super::gemm::{mm, Dst, Src};
 use super::real::Real;
+use crate::strided::{mm, Dst, Src};
 
 /// Row block of the causal attention kernels: each block of query rows only multiplies the
 /// key columns up to its own end.

@@ -5,8 +5,8 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
 use super::cpu::{read, slice};
-use super::gemm::{mm_par, Dst, Src};
 use super::real::Real;
+use crate::strided::{mm_par, Dst, Src};
 
 /// `y = x Wᵀ (+ b)` for `x` `[N, in]`, `W` `[out, in]`, `b` `[out]`: one gemm each way, with
 /// the weight gradient computed directly in `W`'s layout and the bias gradient as a column sum

@@ -19,7 +19,6 @@
 mod attention;
 mod cpu;
 mod cross_entropy;
-mod gemm;
 mod linear;
 mod place_rows;
 mod real;

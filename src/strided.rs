@@ -1,4 +1,4 @@
-//! Strided matrix products for the fused kernels, through the `gemm` crate candle itself uses:
+//! Strided matrix products for the trainer's fused kernels (`model::fused`) and the CPU CLIP tower (`embed`), through the `gemm` crate candle itself uses:
 //! `dst (m×n) = [dst +] lhs (m×k) · rhs (k×n)`, each operand described by a pointer and its
 //! strides, single-threaded inside a kernel's own tasks ([`mm`]) or split over the global
 //! rayon pool ([`mm_par`]).
@@ -8,7 +8,7 @@ use gemm::{gemm, Parallelism};
 
 /// An input matrix: its first element and its row and column strides, in elements.
 #[derive(Clone, Copy)]
-pub(super) struct Src<T> {
+pub(crate) struct Src<T> {
     ptr: *const T,
     rs: usize,
     cs: usize,
@@ -16,7 +16,7 @@ pub(super) struct Src<T> {
 
 impl<T> Src<T> {
     /// A row-major matrix whose rows start `stride` elements apart.
-    pub(super) fn rows(ptr: *const T, stride: usize) -> Self {
+    pub(crate) fn rows(ptr: *const T, stride: usize) -> Self {
         Self {
             ptr,
             rs: stride,
@@ -26,7 +26,7 @@ impl<T> Src<T> {
 
     /// The transpose of a row-major matrix whose rows start `stride` elements apart (its
     /// columns are contiguous).
-    pub(super) fn cols(ptr: *const T, stride: usize) -> Self {
+    pub(crate) fn cols(ptr: *const T, stride: usize) -> Self {
         Self {
             ptr,
             rs: 1,
@@ -38,18 +38,18 @@ impl<T> Src<T> {
 /// The output matrix: row-major, rows `rs` elements apart, overwritten or (`accumulate`)
 /// added to.
 #[derive(Clone, Copy)]
-pub(super) struct Dst<T> {
+pub(crate) struct Dst<T> {
     /// Its first element.
-    pub(super) ptr: *mut T,
+    pub(crate) ptr: *mut T,
     /// Row stride in elements.
-    pub(super) rs: usize,
+    pub(crate) rs: usize,
     /// Add the product to what is there instead of overwriting it.
-    pub(super) accumulate: bool,
+    pub(crate) accumulate: bool,
 }
 
 impl<T> Dst<T> {
     /// Overwrites rows `rs` elements apart.
-    pub(super) fn set(ptr: *mut T, rs: usize) -> Self {
+    pub(crate) fn set(ptr: *mut T, rs: usize) -> Self {
         Self {
             ptr,
             rs,
@@ -58,7 +58,7 @@ impl<T> Dst<T> {
     }
 
     /// Adds to rows `rs` elements apart.
-    pub(super) fn add(ptr: *mut T, rs: usize) -> Self {
+    pub(crate) fn add(ptr: *mut T, rs: usize) -> Self {
         Self {
             ptr,
             rs,
@@ -106,7 +106,7 @@ unsafe fn product<T: 'static + WithDType>(
 /// # Safety
 /// Every pointer must address the whole strided matrix it describes, and `dst` must not alias
 /// the inputs.
-pub(super) unsafe fn mm<T: 'static + WithDType>(
+pub(crate) unsafe fn mm<T: 'static + WithDType>(
     m: usize,
     n: usize,
     k: usize,
@@ -125,7 +125,7 @@ pub(super) unsafe fn mm<T: 'static + WithDType>(
 ///
 /// # Safety
 /// As for [`mm`].
-pub(super) unsafe fn mm_par<T: 'static + WithDType>(
+pub(crate) unsafe fn mm_par<T: 'static + WithDType>(
     m: usize,
     n: usize,
     k: usize,
