@@ -3,7 +3,8 @@
 //! patches), class and position embeddings, `pre_layrnorm`, pre-norm encoder layers (attention
 //! with biases, MLP with `hidden_act`), `post_layernorm` on the CLS token and the bias-free
 //! `visual_projection`. Weights come from `model.safetensors` under HF's key names (F32, F16 or
-//! BF16, computed in F32).
+//! BF16, computed in F32). On the CPU the forward pass is [`super::cpu_tower`]'s (the same
+//! equations in fused parallel loops); on CUDA, and from [`ClipVision::load_candle`], candle ops.
 
 use std::path::Path;
 
