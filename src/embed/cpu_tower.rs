@@ -122,7 +122,8 @@ impl Norm {
 
 /// `e^x` without branches or calls, so that loops over slices vectorise (Cephes' `expf`:
 /// `x = n·ln 2 + r`, a degree-7 polynomial for `e^r` on `|r| ≤ ln 2 / 2`, times `2^n` built
-/// from the exponent bits); within a few ulp of `f32::exp` on `[-87, 88]`, where it clamps.
+/// from the exponent bits); within 4 ulps of the exact value on `[-87, 88]` (tested), clamped
+/// outside.
 #[inline(always)]
 fn exp_f32(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
@@ -335,5 +336,27 @@ impl CpuTower {
                     }
                 }
             });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `exp_f32` against a float64 `exp` over its whole range: within 4 f32 ulps (relative
+    /// 4 · 2⁻²³), and clamped outside it.
+    #[test]
+    fn exp_matches_float64_within_four_ulps() {
+        let mut worst = 0f64;
+        for i in 0..=1_750_000 {
+            let x = -87.0 + i as f32 * 1e-4;
+            let want = f64::from(x).exp();
+            let err = (f64::from(exp_f32(x)) - want).abs() / want;
+            worst = worst.max(err);
+        }
+        assert!(worst < 4.0 * f64::from(f32::EPSILON), "{worst:e}");
+        assert_eq!(exp_f32(-1000.0), exp_f32(-87.0));
+        assert_eq!(exp_f32(1000.0), exp_f32(88.0));
+        assert!(exp_f32(88.0).is_finite());
     }
 }
